@@ -1,1 +1,58 @@
-fn main() {}
+//! `sumi`: generate images, browse the gallery and inspect samplers from the command line.
+
+mod gallery_cmd;
+mod generate_cmd;
+mod save;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Sumi: text-to-image on your own computer.
+#[derive(Parser)]
+#[command(name = "sumi", version, about)]
+struct Cli {
+    /// Folder for all of Sumi's data (gallery, settings); default: $SUMI_HOME or the app data dir.
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an image from a prompt.
+    Generate(Box<generate_cmd::GenerateArgs>),
+    /// List the sampler and schedule names.
+    Samplers,
+    /// Browse, search and manage the gallery.
+    #[command(subcommand)]
+    Gallery(gallery_cmd::GalleryCommand),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SUMI_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let home = match cli.home.map(Ok).unwrap_or_else(sumi_gallery::default_home) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = match cli.command {
+        Command::Generate(args) => generate_cmd::run(*args, &home),
+        Command::Samplers => {
+            generate_cmd::print_samplers();
+            Ok(())
+        }
+        Command::Gallery(cmd) => gallery_cmd::run(cmd, &home),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,194 @@
+//! `sumi generate` and `sumi samplers`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sumi_engine::model::{self, Model};
+use sumi_engine::{sampling, Event, Request};
+
+/// Options of `sumi generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Diffusers model folder, or a Hugging Face repo id already in the local cache.
+    #[arg(long)]
+    model: String,
+    /// What to draw.
+    #[arg(long, short)]
+    prompt: String,
+    /// What to avoid.
+    #[arg(long, short = 'n', default_value = "")]
+    negative_prompt: String,
+    /// Seed (0 to 18446744073709551615); random when omitted or -1.
+    #[arg(long, allow_hyphen_values = true)]
+    seed: Option<String>,
+    /// Sampler steps (default: the model's).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Classifier-free guidance scale (default: the model's; 1 disables guidance).
+    #[arg(long)]
+    cfg: Option<f64>,
+    /// Sampler name, e.g. "Euler a", "DPM++ 2M" or a ComfyUI id; legacy names like "DPM++ 2M Karras" work.
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Schedule name, e.g. "Normal" or "Karras".
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Image width (multiple of 8).
+    #[arg(long)]
+    width: Option<u32>,
+    /// Image height (multiple of 8).
+    #[arg(long)]
+    height: Option<u32>,
+    /// Also write the image to this PNG file.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Write each step's preview as a PNG into this folder.
+    #[arg(long, value_name = "DIR")]
+    previews: Option<PathBuf>,
+    /// Do not save the image into the gallery.
+    #[arg(long)]
+    no_save: bool,
+    /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
+    match text.map(str::trim) {
+        None | Some("-1") | Some("") => Ok(None),
+        Some(t) => match t.parse::<u64>() {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => bail!("seed {t:?} is out of range: use a whole number from 0 to {} (or -1 for random)", u64::MAX),
+        },
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    // Keep random seeds in the range every other tool accepts.
+    h.finish() & 0xFFFF_FFFF
+}
+
+/// Runs `sumi generate`.
+pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
+    let seed_arg = parse_seed(args.seed.as_deref())?;
+    let device = sumi_engine::device::pick(&args.device)?;
+    let path = model::resolve(&args.model)?;
+    let dtype = model::default_dtype(&device);
+    let t0 = Instant::now();
+    eprintln!("loading {} ...", path.display());
+    let model = Model::load(&path, &device, dtype)?;
+    eprintln!(
+        "loaded {} ({}{}) in {:.1}s",
+        model.info.name,
+        model.info.family.display_name(),
+        if model.info.turbo { ", turbo" } else { "" },
+        t0.elapsed().as_secs_f64()
+    );
+
+    let seed = match seed_arg {
+        Some(s) => s,
+        None => {
+            let s = random_seed();
+            eprintln!("seed: {s}");
+            s
+        }
+    };
+    let mut request = Request::with_defaults(&model, &args.prompt, seed);
+    request.negative_prompt = args.negative_prompt.clone();
+    if let Some(v) = args.steps {
+        request.steps = v;
+    }
+    if let Some(v) = args.cfg {
+        request.cfg = v;
+    }
+    if let Some(name) = &args.sampler {
+        let (sampler, schedule) = sampling::parse_sampler_name(name)?;
+        request.sampler = sampler.name.to_string();
+        if let Some(s) = schedule {
+            request.schedule = s.name.to_string();
+        }
+    }
+    if let Some(v) = &args.schedule {
+        request.schedule = sampling::find_schedule(v)?.name.to_string();
+    }
+    if let Some(v) = args.width {
+        request.width = v;
+    }
+    if let Some(v) = args.height {
+        request.height = v;
+    }
+    request.validate(model.info.downscale)?;
+    if let Some(dir) = &args.previews {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create preview folder {}", dir.display()))?;
+    }
+
+    let bar = ProgressBar::new(request.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] step {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let cancel = AtomicBool::new(false);
+    let mut preview_error = None;
+    let started = Instant::now();
+    let image = sumi_engine::generate(&model, &request, &cancel, &mut |event| match event {
+        Event::Started { total, .. } => bar.set_length(total as u64),
+        Event::Step { index, preview, .. } => {
+            bar.set_position(index as u64 + 1);
+            if let (Some(dir), Some(p)) = (&args.previews, preview) {
+                let scale = model.info.downscale;
+                let big = image::imageops::resize(&p, p.width() * scale, p.height() * scale, image::imageops::FilterType::Nearest);
+                if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
+                    preview_error.get_or_insert(e);
+                }
+            }
+        }
+        Event::Finished { .. } => bar.finish_and_clear(),
+        Event::Cancelled | Event::Failed { .. } => bar.abandon(),
+    })?;
+    let elapsed = started.elapsed();
+    if let Some(e) = preview_error {
+        eprintln!("warning: could not write previews: {e}");
+    }
+
+    if let Some(out) = &args.output {
+        crate::save::to_file(out, &image, &request, &model, elapsed)?;
+        eprintln!("wrote {}", out.display());
+    }
+    if !args.no_save {
+        let saved = crate::save::to_gallery(home, &image, &request, &model, elapsed)?;
+        eprintln!("saved to gallery as #{} ({})", saved.0, saved.1.display());
+    } else if args.output.is_none() {
+        let out = PathBuf::from(format!("sumi-{seed}.png"));
+        crate::save::to_file(&out, &image, &request, &model, elapsed)?;
+        eprintln!("wrote {}", out.display());
+    }
+    eprintln!("done in {:.1}s", elapsed.as_secs_f64());
+    Ok(())
+}
+
+/// Prints the sampler and schedule tables.
+pub fn print_samplers() {
+    println!("{:<18} {:<22} {:>11} {:>11}", "sampler", "id", "calls/step", "stochastic");
+    for s in sampling::SAMPLERS {
+        println!(
+            "{:<18} {:<22} {:>11} {:>11}",
+            s.name,
+            s.id,
+            s.calls_per_step,
+            if s.stochastic { "yes" } else { "no" }
+        );
+    }
+    println!();
+    println!("{:<18} {:<22}", "schedule", "id");
+    for s in sampling::SCHEDULES {
+        println!("{:<18} {:<22}", s.name, s.id);
+    }
+}

@@ -1,0 +1,51 @@
+//! Turning a finished generation into gallery records and PNG files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use image::RgbImage;
+use sumi_engine::{Model, Request};
+use sumi_gallery::{Gallery, GenerationMeta, GenerationParams};
+
+/// The gallery's view of a request.
+pub fn params(request: &Request, model: &Model) -> GenerationParams {
+    GenerationParams {
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone(),
+        seed: request.seed,
+        steps: request.steps,
+        cfg: request.cfg,
+        sampler: request.sampler.clone(),
+        schedule: request.schedule.clone(),
+        width: request.width,
+        height: request.height,
+        model_name: model.info.name.clone(),
+        model_hash: None,
+        noise_source: request.noise.name().to_string(),
+    }
+}
+
+/// How the generation ran.
+pub fn meta(model: &Model, elapsed: Duration) -> GenerationMeta {
+    GenerationMeta {
+        engine_version: sumi_engine::VERSION.to_string(),
+        device: sumi_engine::device::name(&model.device),
+        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        duration_ms: elapsed.as_millis() as u64,
+        comparison: None,
+    }
+}
+
+/// Adds the image to the gallery in `home`; returns its id and file.
+pub fn to_gallery(home: &Path, image: &RgbImage, request: &Request, model: &Model, elapsed: Duration) -> Result<(i64, PathBuf)> {
+    let gallery = Gallery::open(home).with_context(|| format!("cannot open the gallery in {}", home.display()))?;
+    let g = gallery.add(&params(request, model), &meta(model, elapsed), image)?;
+    Ok((g.id, gallery.image_path(&g)))
+}
+
+/// Writes the image as a PNG carrying the same metadata the gallery stores.
+pub fn to_file(out: &Path, image: &RgbImage, request: &Request, model: &Model, elapsed: Duration) -> Result<()> {
+    let png = sumi_gallery::encode_generation_png(&params(request, model), &meta(model, elapsed), image)?;
+    std::fs::write(out, png).with_context(|| format!("cannot write {}", out.display()))
+}
