@@ -2,6 +2,7 @@
 //! reports progress as events. It knows nothing of UI, files other than models, or databases.
 
 pub mod error;
+pub mod noise;
 pub mod sampling;
 
 pub use error::{Error, Result};
