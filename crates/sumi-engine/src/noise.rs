@@ -72,7 +72,7 @@ impl TorchCpuRng {
         for block in out.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut out[n - 16..];
             for v in tail.iter_mut() {
                 *v = self.uniform_f32();
@@ -154,10 +154,10 @@ fn cephes_log(x: f32) -> f32 {
         -1.666_805_8e-1,
         2.000_071_4e-1,
         -2.499_999_4e-1,
-        3.333_333_1e-1,
+        3.333_333e-1,
     ];
     const Q1: f32 = -2.121_944_4e-4;
-    const Q2: f32 = 0.693_359_375;
+    const Q2: f32 = 0.693_359_4;
     // Split into mantissa m in [0.5, 1) and exponent e.
     let bits = x.to_bits();
     let mut e = ((bits >> 23) as i32 - 127) as f32 + 1.0;
@@ -372,7 +372,7 @@ mod tests {
         for i in 1..=1000 {
             let x = i as f32 / 1000.0;
             assert!((cephes_log(x) - x.ln()).abs() < 1e-6, "log {x}");
-            let t = x * 6.283_185;
+            let t = x * std::f32::consts::TAU;
             let (s, c) = cephes_sincos(t);
             assert!(
                 (s - t.sin()).abs() < 1e-6 && (c - t.cos()).abs() < 1e-6,
