@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod sampling;
+pub mod text;
 
 pub use error::{Error, Result};
