@@ -53,16 +53,25 @@ fn read_force_zeros(model_dir: &Path, default: bool) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(default),
         Err(e) => return Err(Error::model(&path, format!("cannot read: {e}"))),
     };
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::model(&path, format!("not valid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::model(&path, format!("not valid JSON: {e}")))?;
     Ok(json
         .get("force_zeros_for_empty_prompt")
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(default))
 }
 
-fn load_pair(model_dir: &Path, suffix: &str, device: &Device, dtype: DType) -> Result<(ClipTokenizer, ClipTextModel)> {
-    let model = ClipTextModel::load(&model_dir.join(format!("text_encoder{suffix}")), device, dtype)?;
+fn load_pair(
+    model_dir: &Path,
+    suffix: &str,
+    device: &Device,
+    dtype: DType,
+) -> Result<(ClipTokenizer, ClipTextModel)> {
+    let model = ClipTextModel::load(
+        &model_dir.join(format!("text_encoder{suffix}")),
+        device,
+        dtype,
+    )?;
     let mut tok = ClipTokenizer::load(&model_dir.join(format!("tokenizer{suffix}")))?;
     tok.limit_len(model.config().max_position_embeddings);
     Ok((tok, model))
@@ -84,7 +93,10 @@ impl TextEncoder {
         if let Some((tok, _)) = encoders.iter().find(|(t, _)| t.max_len() != len) {
             return Err(Error::model(
                 tok.dir(),
-                format!("sequence length {} differs from the first tokenizer's {len}", tok.max_len()),
+                format!(
+                    "sequence length {} differs from the first tokenizer's {len}",
+                    tok.max_len()
+                ),
             ));
         }
         let style = if has_second {
@@ -92,7 +104,8 @@ impl TextEncoder {
         } else {
             TextStyle::LastLayer
         };
-        let force_zeros_for_empty_prompt = style == TextStyle::Penultimate && read_force_zeros(model_dir, true)?;
+        let force_zeros_for_empty_prompt =
+            style == TextStyle::Penultimate && read_force_zeros(model_dir, true)?;
         Ok(Self {
             encoders,
             style,
@@ -119,7 +132,10 @@ impl TextEncoder {
 
     /// Width of the context's feature axis (summed over encoders for SDXL).
     pub fn context_dim(&self) -> usize {
-        self.encoders.iter().map(|(_, m)| m.config().hidden_size).sum()
+        self.encoders
+            .iter()
+            .map(|(_, m)| m.config().hidden_size)
+            .sum()
     }
 
     /// Encodes [uncond, cond] (or only cond when with_uncond is false) as the UNet wants it.
@@ -190,6 +206,9 @@ impl TextEncoder {
 
     /// Token ids of `text` for each tokenizer, without BOS/EOS.
     fn tokenize_all(&self, text: &str) -> Result<Vec<Vec<u32>>> {
-        self.encoders.iter().map(|(tok, _)| tok.tokenize(text)).collect()
+        self.encoders
+            .iter()
+            .map(|(tok, _)| tok.tokenize(text))
+            .collect()
     }
 }

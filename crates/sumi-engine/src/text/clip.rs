@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{
+    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
+};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -108,13 +110,19 @@ impl ClipTextConfig {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::model(path, "missing; the text encoder needs its config.json"))
+                return Err(Error::model(
+                    path,
+                    "missing; the text encoder needs its config.json",
+                ))
             }
             Err(e) => return Err(Error::model(path, format!("cannot read: {e}"))),
         };
         let cfg: Self = serde_json::from_str(&text)
             .map_err(|e| Error::model(path, format!("not a valid CLIP text config: {e}")))?;
-        if cfg.hidden_size == 0 || cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.hidden_size == 0
+            || cfg.num_attention_heads == 0
+            || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(Error::model(
                 path,
                 format!(
@@ -129,7 +137,10 @@ impl ClipTextConfig {
         if Activation::parse(&cfg.hidden_act).is_none() {
             return Err(Error::model(
                 path,
-                format!("unsupported hidden_act '{}' (known: quick_gelu, gelu, gelu_new)", cfg.hidden_act),
+                format!(
+                    "unsupported hidden_act '{}' (known: quick_gelu, gelu, gelu_new)",
+                    cfg.hidden_act
+                ),
             ));
         }
         Ok(cfg)
@@ -162,7 +173,11 @@ impl Attention {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
-        let split = |y: Tensor| y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous();
+        let split = |y: Tensor| {
+            y.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split((self.q.forward(x)? * self.scale)?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
@@ -256,20 +271,26 @@ pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::model(index, format!("cannot read: {e}")))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::model(index, format!("not valid JSON: {e}")))?;
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::model(index, format!("cannot read: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::model(index, format!("not valid JSON: {e}")))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::model(index, "has no weight_map object"))?;
     let mut files: Vec<PathBuf> = Vec::new();
     for v in map.values() {
-        let name = v.as_str().ok_or_else(|| Error::model(index, "weight_map values must be file names"))?;
+        let name = v
+            .as_str()
+            .ok_or_else(|| Error::model(index, "weight_map values must be file names"))?;
         let path = dir.join(name);
         if !files.contains(&path) {
             if !path.is_file() {
-                return Err(Error::model(&path, format!("missing (listed in {})", index.display())));
+                return Err(Error::model(
+                    &path,
+                    format!("missing (listed in {})", index.display()),
+                ));
             }
             files.push(path);
         }
@@ -325,7 +346,11 @@ impl ClipTextModel {
         let emb = tm.pp("embeddings");
         let d = config.hidden_size;
         let token_embedding = embedding(config.vocab_size, d, emb.pp("token_embedding"))?;
-        let position_embedding = embedding(config.max_position_embeddings, d, emb.pp("position_embedding"))?;
+        let position_embedding = embedding(
+            config.max_position_embeddings,
+            d,
+            emb.pp("position_embedding"),
+        )?;
         let layers_vb = tm.pp("encoder").pp("layers");
         let layers = (0..config.num_hidden_layers)
             .map(|i| EncoderLayer::new(&config, act, layers_vb.pp(i)))
@@ -367,21 +392,9 @@ impl ClipTextModel {
         }
     }
 
-    /// Position of the token whose state becomes the pooled output, as transformers picks it:
-    /// the highest id for legacy configs (`eos_token_id == 2`), else the first end-of-text token.
+    /// Position of the token whose state becomes the pooled output (see [`pooled_position`]).
     pub fn pooled_position(&self, ids: &[u32]) -> usize {
-        if self.config.eos_token_id == 2 {
-            // First position of the maximum, as torch.argmax returns it.
-            let mut best = 0;
-            for (i, &id) in ids.iter().enumerate() {
-                if id > ids[best] {
-                    best = i;
-                }
-            }
-            best
-        } else {
-            ids.iter().position(|&id| id == self.config.eos_token_id).unwrap_or(0)
-        }
+        pooled_position(ids, self.config.eos_token_id)
     }
 
     /// Runs the encoder over a batch of equally long token sequences.
@@ -399,7 +412,11 @@ impl ClipTextModel {
                 self.config.max_position_embeddings
             )));
         }
-        if let Some(&bad) = batch.iter().flatten().find(|&&id| id as usize >= self.config.vocab_size) {
+        if let Some(&bad) = batch
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
             return Err(Error::InvalidRequest(format!(
                 "token id {bad} is outside the text encoder's vocabulary of {}",
                 self.config.vocab_size
@@ -439,6 +456,22 @@ impl ClipTextModel {
     }
 }
 
+/// Position of the token whose state becomes the pooled output, as transformers picks it: the
+/// first highest id for legacy configs (`eos_token_id == 2`), else the first end-of-text token.
+pub fn pooled_position(ids: &[u32], eos_token_id: u32) -> usize {
+    if eos_token_id == 2 {
+        let mut best = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if id > ids[best] {
+                best = i;
+            }
+        }
+        best
+    } else {
+        ids.iter().position(|&id| id == eos_token_id).unwrap_or(0)
+    }
+}
+
 /// `[T, T]` additive mask: 0 where a token may look (itself and earlier), -inf after it.
 fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
     let data: Vec<f32> = (0..t)
@@ -453,16 +486,32 @@ mod tests {
 
     #[test]
     fn causal_mask_hides_later_tokens() {
-        let m = causal_mask(3, DType::F32, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let m = causal_mask(3, DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(m[0][0], 0.0);
         assert!(m[0][1].is_infinite() && m[0][1] < 0.0);
         assert_eq!(m[2], vec![0.0, 0.0, 0.0]);
     }
 
     #[test]
+    fn pooled_position_follows_transformers() {
+        // Legacy configs: the first occurrence of the highest id (CLIP's EOS has the highest id).
+        assert_eq!(pooled_position(&[49406, 320, 49407, 49407], 2), 2);
+        // Otherwise the first EOS, even when padding has higher ids.
+        assert_eq!(pooled_position(&[846, 5, 847, 900, 900], 847), 2);
+        assert_eq!(pooled_position(&[846, 5, 0, 0], 847), 0);
+    }
+
+    #[test]
     fn quick_gelu_matches_its_formula() {
         let x = Tensor::new(&[-2.0f32, 0.0, 1.5], &Device::Cpu).unwrap();
-        let y = Activation::QuickGelu.apply(&x).unwrap().to_vec1::<f32>().unwrap();
+        let y = Activation::QuickGelu
+            .apply(&x)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (xi, yi) in [-2.0f32, 0.0, 1.5].iter().zip(y) {
             let want = xi / (1.0 + (-1.702 * xi).exp());
             assert!((want - yi).abs() < 1e-6);

@@ -20,7 +20,8 @@ use crate::{Error, Result};
 
 /// CLIP's word-splitting pattern: the two markers, English contractions, letter runs, single digits
 /// and runs of anything else that is not whitespace.
-const CLIP_SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// The sequence length CLIP text encoders were trained with, used when the config names none.
 const DEFAULT_MAX_LEN: usize = 77;
@@ -99,7 +100,11 @@ impl SpecialTokens {
                 .as_ref()
                 .and_then(|c| c.get(key))
                 .and_then(token_content)
-                .or_else(|| map.as_ref().and_then(|m| m.get(key)).and_then(token_content))
+                .or_else(|| {
+                    map.as_ref()
+                        .and_then(|m| m.get(key))
+                        .and_then(token_content)
+                })
         };
         let bos = lookup("bos_token").unwrap_or_else(|| "<|startoftext|>".to_owned());
         let eos = lookup("eos_token").unwrap_or_else(|| "<|endoftext|>".to_owned());
@@ -110,10 +115,12 @@ impl SpecialTokens {
             .as_ref()
             .and_then(|c| c.get("model_max_length"))
             .and_then(Value::as_f64)
-            .filter(|&n| n >= 3.0 && n <= 1e6)
+            .filter(|n| (3.0..=1e6).contains(n))
             .map(|n| n as usize);
         let mut flags = HashMap::new();
-        if let Some(Value::Object(decoder)) = config.as_ref().and_then(|c| c.get("added_tokens_decoder")) {
+        if let Some(Value::Object(decoder)) =
+            config.as_ref().and_then(|c| c.get("added_tokens_decoder"))
+        {
             for v in decoder.values() {
                 if let Some(tok) = added_token_from_json(v) {
                     flags.insert(tok.content.clone(), tok);
@@ -139,7 +146,8 @@ fn tok_err(path: &Path, what: &str) -> impl FnOnce(tokenizers::Error) -> Error {
 
 /// Reads `merges.txt`: one "left right" pair a line, skipping the `#version` header and blank lines.
 fn read_merges(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::model(path, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::model(path, format!("cannot read: {e}")))?;
     let mut merges = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.starts_with("#version") || line.trim().is_empty() {
@@ -153,7 +161,10 @@ fn read_merges(path: &Path) -> Result<Vec<(String, String)>> {
             _ => {
                 return Err(Error::model(
                     path,
-                    format!("line {} is not a pair of symbols separated by one space", i + 1),
+                    format!(
+                        "line {} is not a pair of symbols separated by one space",
+                        i + 1
+                    ),
                 ))
             }
         }
@@ -162,15 +173,21 @@ fn read_merges(path: &Path) -> Result<Vec<(String, String)>> {
 }
 
 fn read_vocab(path: &Path) -> Result<Vocab> {
-    let json = read_json(path)?.ok_or_else(|| Error::model(path, "missing (needed when tokenizer.json is absent)"))?;
+    let json = read_json(path)?
+        .ok_or_else(|| Error::model(path, "missing (needed when tokenizer.json is absent)"))?;
     let Value::Object(map) = json else {
         return Err(Error::model(path, "expected a JSON object of token -> id"));
     };
     map.into_iter()
-        .map(|(token, id)| match id.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(id) => Ok((token, id)),
-            None => Err(Error::model(path, format!("token {token:?} has no valid id"))),
-        })
+        .map(
+            |(token, id)| match id.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(id) => Ok((token, id)),
+                None => Err(Error::model(
+                    path,
+                    format!("token {token:?} has no valid id"),
+                )),
+            },
+        )
         .collect()
 }
 
@@ -180,7 +197,10 @@ fn build_from_vocab(dir: &Path, unk: &str) -> Result<Tokenizer> {
     let merges_path = dir.join("merges.txt");
     let vocab = read_vocab(&vocab_path)?;
     if !merges_path.is_file() {
-        return Err(Error::model(&merges_path, "missing (needed when tokenizer.json is absent)"));
+        return Err(Error::model(
+            &merges_path,
+            "missing (needed when tokenizer.json is absent)",
+        ));
     }
     let merges = read_merges(&merges_path)?;
     let mut builder = BPE::builder()
@@ -191,12 +211,17 @@ fn build_from_vocab(dir: &Path, unk: &str) -> Result<Tokenizer> {
     if vocab.contains_key(unk) {
         builder = builder.unk_token(unk.to_owned());
     }
-    let bpe = builder.build().map_err(tok_err(&merges_path, "merges do not fit the vocabulary"))?;
+    let bpe = builder
+        .build()
+        .map_err(tok_err(&merges_path, "merges do not fit the vocabulary"))?;
     let normalizer = NormSequence::new(vec![
         NFC.into(),
-        Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".to_owned()), " ")
-            .map_err(tok_err(dir, "internal whitespace pattern"))?
-            .into(),
+        Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".to_owned()),
+            " ",
+        )
+        .map_err(tok_err(dir, "internal whitespace pattern"))?
+        .into(),
         Lowercase.into(),
     ]);
     let split = Split::new(
@@ -223,7 +248,8 @@ impl ClipTokenizer {
         let special = SpecialTokens::read(dir)?;
         let json_path = dir.join("tokenizer.json");
         let mut tokenizer = if json_path.is_file() {
-            Tokenizer::from_file(&json_path).map_err(tok_err(&json_path, "cannot load tokenizer"))?
+            Tokenizer::from_file(&json_path)
+                .map_err(tok_err(&json_path, "cannot load tokenizer"))?
         } else {
             build_from_vocab(dir, &special.unk)?
         };
@@ -233,6 +259,14 @@ impl ClipTokenizer {
         tokenizer.with_padding(None);
         // transformers registers every special token with the backend tokenizer, so a prompt that
         // contains one (SD2's pad token is "!") gets the special token's id rather than BPE pieces.
+        let id_of = |tokenizer: &Tokenizer, name: &str, content: &str| {
+            tokenizer.token_to_id(content).ok_or_else(|| {
+                Error::model(dir, format!("{name} {content:?} is not in the vocabulary"))
+            })
+        };
+        let bos = id_of(&tokenizer, "bos_token", &special.bos)?;
+        let eos = id_of(&tokenizer, "eos_token", &special.eos)?;
+        let pad = id_of(&tokenizer, "pad_token", &special.pad)?;
         let registered: Vec<String> = tokenizer
             .get_added_tokens_decoder()
             .values()
@@ -240,7 +274,10 @@ impl ClipTokenizer {
             .collect();
         let mut to_add: Vec<AddedToken> = Vec::new();
         for content in [&special.bos, &special.eos, &special.unk, &special.pad] {
-            if registered.contains(content) || to_add.iter().any(|t| &t.content == content) {
+            if tokenizer.token_to_id(content).is_none()
+                || registered.contains(content)
+                || to_add.iter().any(|t| &t.content == content)
+            {
                 continue;
             }
             let tok = special
@@ -253,14 +290,6 @@ impl ClipTokenizer {
         tokenizer
             .add_special_tokens(to_add)
             .map_err(tok_err(dir, "cannot register special tokens"))?;
-        let id_of = |name: &str, content: &str| {
-            tokenizer.token_to_id(content).ok_or_else(|| {
-                Error::model(dir, format!("{name} {content:?} is not in the vocabulary"))
-            })
-        };
-        let bos = id_of("bos_token", &special.bos)?;
-        let eos = id_of("eos_token", &special.eos)?;
-        let pad = id_of("pad_token", &special.pad)?;
         let max_len = special.max_len.unwrap_or(DEFAULT_MAX_LEN);
         Ok(Self {
             tokenizer,
@@ -291,7 +320,10 @@ impl ClipTokenizer {
     /// Splits `ids` (from [`Self::tokenize`]) into A1111-style chunks of `max_len - 2` tokens, each framed
     /// by BOS/EOS and padded, with at least `min_chunks` chunks (the extra ones hold no text).
     pub fn chunks(&self, ids: &[u32], min_chunks: usize) -> Vec<Vec<u32>> {
-        let mut out: Vec<Vec<u32>> = ids.chunks(self.chunk_tokens()).map(|c| self.frame(c)).collect();
+        let mut out: Vec<Vec<u32>> = ids
+            .chunks(self.chunk_tokens())
+            .map(|c| self.frame(c))
+            .collect();
         while out.len() < min_chunks.max(1) {
             out.push(self.frame(&[]));
         }
@@ -351,5 +383,135 @@ impl ClipTokenizer {
     /// The folder this tokenizer was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a tiny CLIP-style tokenizer by hand: letters a-c, "!", "'s", digits 1-2, and three merges.
+    fn tiny(pad: &str, max_len: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = [
+            "!",
+            "a",
+            "b",
+            "c",
+            "a</w>",
+            "b</w>",
+            "c</w>",
+            "!</w>",
+            "ab</w>",
+            "ca",
+            "cab</w>",
+            "1</w>",
+            "2</w>",
+            "'",
+            "s</w>",
+            "'s</w>",
+            "<|startoftext|>",
+            "<|endoftext|>",
+        ];
+        let vocab: serde_json::Map<String, Value> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), Value::from(i)))
+            .collect();
+        std::fs::write(
+            dir.path().join("vocab.json"),
+            Value::Object(vocab).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("merges.txt"),
+            "#version: 0.2\na b</w>\nc a\n' s</w>\n",
+        )
+        .unwrap();
+        let config = serde_json::json!({
+            "bos_token": "<|startoftext|>",
+            "eos_token": {"content": "<|endoftext|>"},
+            "pad_token": pad,
+            "model_max_length": max_len,
+        });
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn lowercases_splits_words_and_marks_word_ends() {
+        let dir = tiny("<|endoftext|>", 77);
+        let tok = ClipTokenizer::load(dir.path()).unwrap();
+        // "cab": merge "a b</w>" (rank 0) wins over "c a" (rank 1), leaving c + ab</w>.
+        // "a's" splits into "a" and "'s"; digits are single words; "!" is punctuation.
+        let ids = tok.tokenize("  CAB \t\n Ab A's 12!").unwrap();
+        assert_eq!(ids, vec![3, 8, 8, 4, 15, 11, 12, 7]);
+        assert_eq!((tok.bos_id(), tok.eos_id(), tok.pad_id()), (16, 17, 17));
+    }
+
+    #[test]
+    fn pad_token_is_special_as_in_transformers() {
+        let dir = tiny("!", 77);
+        let tok = ClipTokenizer::load(dir.path()).unwrap();
+        assert_eq!(tok.pad_id(), 0);
+        // The registered pad token "!" is matched before BPE, so it keeps the id of "!", not "!</w>".
+        assert_eq!(tok.tokenize("ab!").unwrap(), vec![8, 0]);
+    }
+
+    #[test]
+    fn truncates_and_pads_like_diffusers() {
+        let dir = tiny("!", 6);
+        let tok = ClipTokenizer::load(dir.path()).unwrap();
+        assert_eq!(tok.encode_truncated("a").unwrap(), vec![16, 4, 17, 0, 0, 0]);
+        assert_eq!(
+            tok.encode_truncated("a b c a b c").unwrap(),
+            vec![16, 4, 5, 6, 4, 17]
+        );
+    }
+
+    #[test]
+    fn chunks_frame_every_piece_and_fill_up() {
+        let dir = tiny("<|endoftext|>", 5);
+        let tok = ClipTokenizer::load(dir.path()).unwrap();
+        assert_eq!(tok.chunk_tokens(), 3);
+        let ids = tok.tokenize("a b c a").unwrap();
+        assert_eq!(tok.chunk_count(ids.len()), 2);
+        assert_eq!(
+            tok.chunks(&ids, 3),
+            vec![
+                vec![16, 4, 5, 6, 17],
+                vec![16, 4, 17, 17, 17],
+                vec![16, 17, 17, 17, 17]
+            ]
+        );
+        assert_eq!(tok.chunks(&[], 0), vec![vec![16, 17, 17, 17, 17]]);
+        assert_eq!(tok.chunk_count(0), 1);
+        assert_eq!(tok.chunk_count(3), 1);
+    }
+
+    #[test]
+    fn bad_merges_line_names_the_file() {
+        let dir = tiny("!", 77);
+        let merges = dir.path().join("merges.txt");
+        std::fs::write(&merges, "#version: 0.2\na b c\n").unwrap();
+        match ClipTokenizer::load(dir.path()) {
+            Err(Error::Model { path, reason }) => {
+                assert_eq!(path, merges);
+                assert!(reason.contains("line 2"), "{reason}");
+            }
+            other => panic!("expected a model error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_special_token_is_reported() {
+        let dir = tiny("<pad>", 77);
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"bos_token": "<s>", "model_max_length": 77}"#,
+        )
+        .unwrap();
+        let err = ClipTokenizer::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("bos_token"), "{err}");
     }
 }
