@@ -150,6 +150,29 @@ fn check_model(model: &str) {
         .unsqueeze(0)
         .unwrap();
     assert_close(&format!("{model} cond only"), &c.context, &want);
+    if has_pooled {
+        let want = r
+            .tensor("text.pooled")
+            .get(1)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        assert_close(
+            &format!("{model} cond only pooled"),
+            c.pooled.as_ref().unwrap(),
+            &want,
+        );
+    }
+
+    // A long negative prompt stretches the cond side to the same number of chunks.
+    let c = enc.encode(&prompt, &long, true).unwrap();
+    assert_eq!(c.context.dims(), &[2, 154, enc.context_dim()]);
+    let want = r.tensor("text.long.context").get(1).unwrap();
+    assert_close(
+        &format!("{model} long negative"),
+        &c.context.get(0).unwrap(),
+        &want,
+    );
 }
 
 #[test]
@@ -320,4 +343,42 @@ fn batched_chunks_equal_single_chunks() {
         let d = max_abs_diff(&chunk, &short.context);
         assert!(d < 1e-5, "chunk {k} differs by {d}");
     }
+}
+
+/// Weights split into shards with an index file load like the single file.
+#[test]
+fn sharded_weights_load_like_one_file() {
+    let tmp = sd15_copy();
+    let te = tmp.path().join("text_encoder");
+    let single = te.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let shard: HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&shard, te.join(file)).unwrap();
+        for n in part {
+            weight_map.insert((*n).clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(te.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::remove_file(&single).unwrap();
+
+    let r = Ref::load("sd15");
+    let enc = TextEncoder::load(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    let c = enc.encode(&r.text("prompt"), "", true).unwrap();
+    assert_close(
+        "sharded sd15 text.context",
+        &c.context,
+        r.tensor("text.context"),
+    );
 }
