@@ -5,6 +5,21 @@ use candle_core::Tensor;
 
 use crate::Result;
 
+pub mod brownian;
+pub mod samplers;
+pub mod schedules;
+pub mod table;
+#[cfg(test)]
+mod tests;
+
+pub use brownian::BrownianNoise;
+
+pub use schedules::{NoiseLevels, ScheduleFn, SchedulerConfig, TimestepSpacing};
+pub use table::{
+    parse_sampler, sampler, schedule, schedule_for, InitNoise, NoiseKind, SamplerEntry,
+    ScheduleEntry, SAMPLERS, SCHEDULES,
+};
+
 /// The model as a sampler sees it: maps a noisy latent `x` at noise level `sigma` to the
 /// denoised estimate x0 (CFG, prediction type and timestep mapping are hidden behind it).
 pub trait Denoiser {

@@ -1,0 +1,325 @@
+//! Schedules and samplers against the references in `tests/fixtures/sampling/` (written by
+//! `make_sampling_fixtures.py` from k-diffusion and diffusers), plus run-level properties.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+use proptest::prelude::*;
+
+use super::*;
+use crate::Error;
+
+struct Fixture {
+    tensors: HashMap<String, Tensor>,
+    meta: serde_json::Value,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sampling");
+        let tensors =
+            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+                .expect("run tests/fixtures/sampling/make_sampling_fixtures.py");
+        let meta = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+        )
+        .expect("reference.json parses");
+        Fixture { tensors, meta }
+    })
+}
+
+fn vec64(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn levels(config: &str) -> NoiseLevels {
+    let cfg: SchedulerConfig =
+        serde_json::from_value(fixture().meta["configs"][config].clone()).unwrap();
+    NoiseLevels::from_config(&cfg).unwrap()
+}
+
+#[test]
+fn training_levels_match_reference() {
+    for cfg in ["sd15", "linear", "cosine"] {
+        let want = vec64(&fixture().tensors[&format!("levels.{cfg}")]);
+        let lv = levels(cfg);
+        assert_eq!(lv.sigmas().len(), want.len());
+        for (t, (g, w)) in lv.sigmas().iter().zip(&want).enumerate() {
+            assert!(
+                (g / w - 1.0).abs() <= 2.5e-7,
+                "{cfg} sigma[{t}]: {g} vs {w}"
+            );
+        }
+        assert_eq!(lv.sigma_min(), lv.sigmas()[0]);
+        assert_eq!(lv.sigma_max(), *lv.sigmas().last().unwrap());
+    }
+}
+
+#[test]
+fn schedules_match_reference() {
+    let f = fixture();
+    let mut worst = 0.0f64;
+    let cases = f.meta["schedules"].as_array().unwrap();
+    assert!(cases.len() >= 3 * 10 * 5);
+    for c in cases {
+        let key = c["key"].as_str().unwrap();
+        let want = vec64(&f.tensors[key]);
+        let lv = levels(c["config"].as_str().unwrap());
+        let entry = schedule(c["schedule"].as_str().unwrap()).unwrap();
+        let got = (entry.func)(&lv, c["steps"].as_u64().unwrap() as usize).unwrap();
+        assert_eq!(got.len(), want.len(), "{key}: {got:?} vs {want:?}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let rel = if *w == 0.0 {
+                g.abs()
+            } else {
+                (g / w - 1.0).abs()
+            };
+            worst = worst.max(rel);
+            assert!(rel <= 1e-6, "{key}[{i}]: {g} vs {w} (rel {rel:e})");
+        }
+    }
+    eprintln!("schedules: worst relative error {worst:e}");
+}
+
+/// The analytic toy denoiser of the fixture: per element an equal mixture of N(+m, s2) and
+/// N(-m, s2); counts its calls.
+struct Toy {
+    m: Tensor,
+    s2: f64,
+    calls: Cell<usize>,
+}
+
+impl Toy {
+    fn new(dtype: DType) -> Self {
+        let f = fixture();
+        Self {
+            m: f.tensors["toy.m"].to_dtype(dtype).unwrap(),
+            s2: f.meta["toy"]["s2"].as_f64().unwrap(),
+            calls: Cell::new(0),
+        }
+    }
+}
+
+impl Denoiser for Toy {
+    fn denoise(&self, x: &Tensor, sigma: f64) -> crate::Result<Tensor> {
+        self.calls.set(self.calls.get() + 1);
+        let v = self.s2 + sigma * sigma;
+        let th = (self.m.mul(x)?.affine(1.0 / v, 0.0)?).tanh()?;
+        let mix = self.m.mul(&th)?.affine(sigma * sigma / v, 0.0)?;
+        Ok((x.affine(self.s2 / v, 0.0)? + mix)?)
+    }
+}
+
+/// Noise handed out from a fixed list, in order.
+struct Replay {
+    draws: Vec<Tensor>,
+    next: usize,
+}
+
+impl StepNoise for Replay {
+    fn sample(&mut self, like: &Tensor, _s: f64, _sn: f64) -> crate::Result<Tensor> {
+        let t = self
+            .draws
+            .get(self.next)
+            .unwrap_or_else(|| panic!("sampler drew more than the {} noises", self.draws.len()))
+            .to_dtype(like.dtype())?;
+        self.next += 1;
+        Ok(t)
+    }
+}
+
+/// Seeded, counter-based Gaussian noise for property tests.
+struct Seeded(u64);
+
+impl StepNoise for Seeded {
+    fn sample(&mut self, like: &Tensor, _s: f64, _sn: f64) -> crate::Result<Tensor> {
+        self.0 += 1;
+        let n = like.elem_count();
+        let v = brownian::gaussians(self.0, 0, n);
+        Ok(Tensor::from_vec(v, like.shape(), like.device())?.to_dtype(like.dtype())?)
+    }
+}
+
+#[test]
+fn trajectories_match_reference() {
+    let f = fixture();
+    let mut worst = 0.0f64;
+    let mut checked = HashMap::<String, usize>::new();
+    for (ci, c) in f.meta["cases"].as_array().unwrap().iter().enumerate() {
+        let id = c["sampler"].as_str().unwrap();
+        let what = format!(
+            "{id} / {} / {} steps ({})",
+            c["schedule"].as_str().unwrap(),
+            c["steps"],
+            c["source"].as_str().unwrap()
+        );
+        let entry = sampler(id).unwrap();
+        let sigmas = vec64(&f.tensors[&format!("case.{ci}.sigmas")]);
+        let want_traj = &f.tensors[&format!("case.{ci}.traj")];
+        let unit = f.tensors[&format!("case.{ci}.unit")]
+            .to_dtype(DType::F32)
+            .unwrap();
+        let init = match c["init_noise"].as_str().unwrap() {
+            "sigma_max" => InitNoise::SigmaMax,
+            _ => InitNoise::VariancePreserving,
+        };
+        assert_eq!(entry.init_noise, init, "{what}: start convention");
+        let x = unit.affine(entry.init_noise.scale(sigmas[0]), 0.0).unwrap();
+        let draws = match f.tensors.get(&format!("case.{ci}.noise")) {
+            Some(t) => (0..t.dim(0).unwrap()).map(|i| t.get(i).unwrap()).collect(),
+            None => vec![],
+        };
+        let mut noise = Replay { draws, next: 0 };
+        let toy = Toy::new(DType::F32);
+        let mut steps = Vec::new();
+        let mut on_step = |s: &StepInfo| {
+            steps.push((s.index, s.model_evals, s.x.clone()));
+            Flow::Continue
+        };
+        let mut ctx = SampleCtx {
+            noise: &mut noise,
+            on_step: &mut on_step,
+        };
+        let out = (entry.func)(&toy, x, &sigmas, &mut ctx).unwrap();
+        let n = sigmas.len() - 1;
+        assert_eq!(steps.len(), n, "{what}: on_step calls");
+        assert_eq!(
+            toy.calls.get() as u64,
+            c["model_calls"].as_u64().unwrap(),
+            "{what}: model calls"
+        );
+        assert_eq!(
+            steps.last().unwrap().1,
+            toy.calls.get(),
+            "{what}: model_evals"
+        );
+        assert_eq!(
+            noise.next as u64,
+            c["noise_draws"].as_u64().unwrap(),
+            "{what}: noise draws"
+        );
+        let vp = c["space"].as_str().unwrap() == "vp";
+        for (i, (index, _, x)) in steps.iter().enumerate() {
+            assert_eq!(*index, i);
+            // diffusers' references are in its variance-preserving space.
+            let to_space = if vp {
+                1.0 / (1.0 + sigmas[i + 1].powi(2)).sqrt()
+            } else {
+                1.0
+            };
+            let got: Vec<f64> = vec64(x).into_iter().map(|v| v * to_space).collect();
+            let want = vec64(&want_traj.get(i).unwrap());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            worst = worst.max(err);
+            assert!(err <= 1e-4, "{what}: step {i} max abs error {err:e}");
+        }
+        assert_eq!(
+            vec64(&out),
+            vec64(&steps[n - 1].2),
+            "{what}: returned latent"
+        );
+        *checked.entry(id.to_string()).or_default() += 1;
+    }
+    for e in SAMPLERS {
+        assert!(
+            checked.contains_key(e.id),
+            "{} has no reference trajectory",
+            e.id
+        );
+    }
+    eprintln!("trajectories: {checked:?}, worst max abs error {worst:e}");
+}
+
+fn run(
+    entry: &SamplerEntry,
+    steps: usize,
+    schedule_id: &str,
+    cancel_at: Option<usize>,
+) -> (crate::Result<Tensor>, usize, usize, Vec<usize>) {
+    let lv = levels("sd15");
+    let sigmas = (schedule(schedule_id).unwrap().func)(&lv, steps).unwrap();
+    let unit = Tensor::from_vec(brownian::gaussians(7, 0, 64), (1, 4, 4, 4), &Device::Cpu).unwrap();
+    let x = unit.affine(entry.init_noise.scale(sigmas[0]), 0.0).unwrap();
+    let toy = Toy::new(DType::F32);
+    let mut noise = Seeded(42);
+    let mut reported = Vec::new();
+    let mut evals_at_cancel = 0;
+    let mut on_step = |s: &StepInfo| {
+        reported.push(s.index);
+        assert!(s.total == sigmas.len() - 1);
+        if Some(s.index) == cancel_at {
+            evals_at_cancel = s.model_evals;
+            Flow::Cancel
+        } else {
+            Flow::Continue
+        }
+    };
+    let mut ctx = SampleCtx {
+        noise: &mut noise,
+        on_step: &mut on_step,
+    };
+    let out = (entry.func)(&toy, x, &sigmas, &mut ctx);
+    (out, toy.calls.get(), evals_at_cancel, reported)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_sampler_finishes_finite_and_repeatably(
+        which in 0..SAMPLERS.len(),
+        steps in 1usize..=50,
+        sched in prop::sample::select(vec!["normal", "karras", "exponential", "ddim_timesteps"]),
+    ) {
+        let entry = &SAMPLERS[which];
+        let (a, _, _, reported) = run(entry, steps, sched, None);
+        let a = a.unwrap();
+        let n = (schedule(sched).unwrap().func)(&levels("sd15"), steps).unwrap().len() - 1;
+        prop_assert_eq!(reported, (0..n).collect::<Vec<_>>());
+        let va = vec64(&a);
+        prop_assert!(va.iter().all(|v| v.is_finite()), "{}: non-finite", entry.id);
+        let (b, _, _, _) = run(entry, steps, sched, None);
+        let (ba, bb): (Vec<f32>, Vec<f32>) = (
+            a.flatten_all().unwrap().to_vec1().unwrap(),
+            b.unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        prop_assert!(
+            ba.iter().zip(&bb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{}: re-run differs", entry.id
+        );
+    }
+}
+
+#[test]
+fn cancel_stops_before_the_next_step() {
+    for entry in SAMPLERS {
+        for k in [0usize, 3, 5] {
+            let (out, calls, evals_at_cancel, reported) = run(entry, 6, "karras", Some(k));
+            assert!(
+                matches!(out, Err(Error::Cancelled)),
+                "{}: not cancelled",
+                entry.id
+            );
+            assert_eq!(reported.last(), Some(&k), "{}", entry.id);
+            assert_eq!(
+                calls, evals_at_cancel,
+                "{}: model ran after cancel at {k}",
+                entry.id
+            );
+            assert!(calls >= k + 1, "{}", entry.id);
+        }
+    }
+}
