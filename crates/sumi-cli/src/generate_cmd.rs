@@ -109,14 +109,14 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         request.cfg = v;
     }
     if let Some(name) = &args.sampler {
-        let (sampler, schedule) = sampling::parse_sampler_name(name)?;
+        let (sampler, schedule) = sampling::parse_sampler(name)?;
         request.sampler = sampler.name.to_string();
         if let Some(s) = schedule {
             request.schedule = s.name.to_string();
         }
     }
     if let Some(v) = &args.schedule {
-        request.schedule = sampling::find_schedule(v)?.name.to_string();
+        request.schedule = sampling::schedule(v)?.name.to_string();
     }
     if let Some(v) = args.width {
         request.width = v;
@@ -182,7 +182,7 @@ pub fn print_samplers() {
             "{:<18} {:<22} {:>11} {:>11}",
             s.name,
             s.id,
-            s.calls_per_step,
+            s.evals_per_step,
             if s.stochastic { "yes" } else { "no" }
         );
     }

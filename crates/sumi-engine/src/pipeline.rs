@@ -13,7 +13,7 @@ use crate::model::unet::AddedCond;
 use crate::model::Model;
 use crate::noise::NoiseSource;
 use crate::preview::{latent_preview, to_rgb_image};
-use crate::sampling::{self, Flow, InitialNoise, SampleCtx, StepInfo};
+use crate::sampling::{self, BrownianNoise, Flow, NoiseKind, SampleCtx, StepInfo, StepNoise};
 use crate::{Error, Result};
 
 /// Largest step count a request may ask for.
@@ -82,8 +82,8 @@ impl Request {
         if !self.cfg.is_finite() || self.cfg < 0.0 {
             return bad(format!("CFG scale {} must be a finite number >= 0", self.cfg));
         }
-        sampling::find_sampler(&self.sampler)?;
-        sampling::find_schedule(&self.schedule)?;
+        let (sampler, _) = sampling::parse_sampler(&self.sampler)?;
+        sampling::schedule_for(sampler, &self.schedule)?;
         Ok(())
     }
 }
@@ -170,8 +170,11 @@ pub fn sample_latent(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Tensor> {
     request.validate(model.info.downscale)?;
-    let sampler = sampling::find_sampler(&request.sampler)?;
-    let schedule = sampling::find_schedule(&request.schedule)?;
+    let (sampler, legacy_schedule) = sampling::parse_sampler(&request.sampler)?;
+    let schedule = match legacy_schedule {
+        Some(s) if request.schedule.trim().is_empty() || request.schedule.eq_ignore_ascii_case("automatic") => s,
+        _ => sampling::schedule_for(sampler, &request.schedule)?,
+    };
     let start = Instant::now();
     let device = &model.device;
     let guided = request.cfg != 1.0;
@@ -204,16 +207,18 @@ pub fn sample_latent(
         cancel,
     );
 
-    let sigmas = (schedule.sigmas)(&model.levels, &model.scheduler, request.steps as usize);
+    let sigmas = (schedule.func)(&model.levels, request.steps as usize)?;
     let total = sigmas.len() - 1;
     let down = model.info.downscale;
     let shape = [1, 4, (request.height / down) as usize, (request.width / down) as usize];
     let mut noise = request.noise.seeded(request.seed);
     let init = noise.initial_latent(&shape, device, DType::F32)?;
-    let sigma_max = sigmas[0];
-    let x = match sampler.initial_noise {
-        InitialNoise::Sigma => (init * sigma_max)?,
-        InitialNoise::SqrtOnePlusSigmaSquared => (init * (1.0 + sigma_max * sigma_max).sqrt())?,
+    let x = (init * sampler.init_noise.scale(sigmas[0]))?;
+    // SDE samplers take Brownian-tree noise (stable across step counts), seeded like the rest.
+    let mut brownian = BrownianNoise::for_sigmas(request.seed, &sigmas);
+    let step_noise: &mut dyn StepNoise = match sampler.noise {
+        NoiseKind::Brownian => &mut brownian,
+        NoiseKind::None | NoiseKind::PerStep => &mut noise,
     };
     on_event(Event::Started {
         total,
@@ -244,7 +249,7 @@ pub fn sample_latent(
         }
     };
     let mut ctx = SampleCtx {
-        noise: &mut noise,
+        noise: step_noise,
         on_step: &mut on_step,
     };
     let x = (sampler.func)(&denoiser, x, &sigmas, &mut ctx)?;

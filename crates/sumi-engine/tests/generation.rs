@@ -46,7 +46,7 @@ fn schedule_name(fixture: &str) -> &'static str {
     }
 }
 
-const DDIM_SCHEDULE: &str = "DDIM";
+const DDIM_SCHEDULE: &str = "DDIM timesteps";
 
 /// Every recorded generation of `model` matches the reference image within 2e-3.
 fn check_generations(model_name: &str) {

@@ -168,13 +168,14 @@ impl Model {
             return Err(Error::model(dir, "not a folder; Sumi loads diffusers model folders"));
         }
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
-        let scheduler: SchedulerConfig = read_json(&dir.join("scheduler/scheduler_config.json"))?;
-        let levels = NoiseLevels::new(&scheduler).map_err(|e| Error::model(dir.join("scheduler/scheduler_config.json"), e.to_string()))?;
+        let scheduler = read_scheduler_config(&dir.join("scheduler/scheduler_config.json"))?;
+        let levels = NoiseLevels::from_config(&scheduler)
+            .map_err(|e| Error::model(dir.join("scheduler/scheduler_config.json"), e.to_string()))?;
 
         let unet_cfg = read_unet_config(&dir.join("unet"))?;
         let vae_cfg = read_vae_config(&dir.join("vae"))?;
 
-        let prediction = match scheduler.prediction_type.as_deref().unwrap_or("epsilon") {
+        let prediction = match scheduler.prediction_type.as_str() {
             "epsilon" => Prediction::Epsilon,
             "v_prediction" => Prediction::V,
             other => {
@@ -185,7 +186,7 @@ impl Model {
             }
         };
         let family = detect_family(&unet_cfg, index.class_name.as_deref(), dir);
-        let turbo = scheduler.timestep_spacing.as_deref() == Some("trailing");
+        let turbo = scheduler.timestep_spacing == "trailing";
         let downscale = vae_cfg.downscale() as u32;
         let info = ModelInfo {
             name: model_name(dir),
@@ -213,6 +214,16 @@ impl Model {
             dtype,
         })
     }
+}
+
+/// Reads a `scheduler_config.json`. Stable Diffusion configs that do not say otherwise keep
+/// DDIM's last step at the first training level (`set_alpha_to_one: false`), as SD 1.x ships it.
+pub fn read_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
+    let mut json: serde_json::Value = read_json(path)?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.entry("set_alpha_to_one").or_insert(serde_json::Value::Bool(false));
+    }
+    serde_json::from_value(json).map_err(|e| Error::model(path, format!("invalid config: {e}")))
 }
 
 /// Reads `config.json` in a `unet/` folder.
