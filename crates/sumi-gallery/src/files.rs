@@ -99,3 +99,20 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The modification times of the image and thumbnail folders, as one comparable string.
+///
+/// Any file created, renamed or removed in either folder changes it.
+pub fn folder_stamp(images: &Path, thumbs: &Path) -> Result<String> {
+    let mut parts = Vec::with_capacity(2);
+    for dir in [images, thumbs] {
+        let modified = fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .map_err(io_err("cannot read the modification time of", dir))?;
+        let since = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        parts.push(format!("{}.{:09}", since.as_secs(), since.subsec_nanos()));
+    }
+    Ok(parts.join("/"))
+}

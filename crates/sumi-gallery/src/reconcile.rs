@@ -30,12 +30,19 @@ pub struct OpenReport {
     pub thumbnails_rebuilt: usize,
     /// Thumbnails deleted because no row used them.
     pub stray_thumbnails_removed: usize,
+    /// Whether the folders were scanned (they had changed since the gallery last wrote them).
+    pub scanned: bool,
 }
 
 impl OpenReport {
-    /// Whether anything had to be repaired.
+    /// Whether nothing had to be repaired.
     pub fn is_clean(&self) -> bool {
-        *self == OpenReport::default()
+        self.removed_rows.is_empty()
+            && self.reimported.is_empty()
+            && self.moved_aside.is_empty()
+            && self.temp_files_removed == 0
+            && self.thumbnails_rebuilt == 0
+            && self.stray_thumbnails_removed == 0
     }
 }
 
@@ -66,7 +73,10 @@ fn scan(dir: &Path, report: &mut OpenReport) -> Result<HashSet<String>> {
 
 /// Reconciles rows with files; see [`OpenReport`] for what it does.
 pub(crate) fn reconcile(conn: &Connection, dirs: &Dirs) -> Result<OpenReport> {
-    let mut report = OpenReport::default();
+    let mut report = OpenReport {
+        scanned: true,
+        ..OpenReport::default()
+    };
     let mut images = scan(dirs.images, &mut report)?;
     let mut thumbs = scan(dirs.thumbs, &mut report)?;
     let rows = store::all_files(conn)?;

@@ -64,6 +64,13 @@ const MIGRATIONS: &[&str] = &[
         VALUES (new.id, new.prompt, new.negative_prompt);
     END;
     "#,
+    // 2: small key/value state (the folder stamp that lets open skip the full folder scan).
+    r#"
+    CREATE TABLE gallery_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -131,6 +138,7 @@ fn check_shape(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare("SELECT id, created_at, image_file, thumb_file, favourite, group_id FROM generations LIMIT 0")?;
     conn.prepare("SELECT rowid FROM generations_fts LIMIT 0")?;
     conn.prepare("SELECT id FROM comparison_groups LIMIT 0")?;
+    conn.prepare("SELECT key, value FROM gallery_state LIMIT 0")?;
     Ok(())
 }
 

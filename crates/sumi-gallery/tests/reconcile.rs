@@ -109,3 +109,27 @@ fn temp_files_and_stray_thumbnails_are_removed_and_missing_thumbnails_rebuilt() 
     assert!(!images.join(".tmp-123-abc.png").exists());
     assert!(!thumbs.join("orphan.jpg").exists());
 }
+
+#[test]
+fn open_scans_only_when_the_folders_changed_behind_its_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::open(dir.path()).unwrap();
+    assert!(g.open_report().scanned, "a new gallery is scanned once");
+    let a = g.add(&params(0), &meta(), &image(0)).unwrap();
+    let b = g.add(&params(1), &meta(), &image(1)).unwrap();
+    g.delete(b.id).unwrap();
+    drop(g);
+    let g = Gallery::open(dir.path()).unwrap();
+    assert!(
+        !g.open_report().scanned,
+        "own writes keep the stamp current"
+    );
+    let image_path = g.image_path(&a);
+    drop(g);
+    fs::remove_file(image_path).unwrap();
+    let mut g = Gallery::open(dir.path()).unwrap();
+    assert!(g.open_report().scanned);
+    assert_eq!(g.open_report().removed_rows, [a.id]);
+    let report = g.rescan().unwrap();
+    assert!(report.scanned && report.is_clean());
+}
