@@ -199,12 +199,10 @@ fn main() {
         let g = Gallery::open(home).unwrap();
         assert!(!g.open_report().scanned);
     });
-    let mut touch = 0;
     let mut scan_times = Vec::new();
-    for _ in 0..5 {
+    for touch in 0..5 {
         // Touch the images folder so that open must scan and reconcile all 200,000 files.
         let marker = home.join(IMAGES_DIR).join(format!("touch{touch}.txt"));
-        touch += 1;
         fs::write(&marker, b"x").unwrap();
         fs::remove_file(&marker).unwrap();
         let t = Instant::now();

@@ -13,6 +13,8 @@
 //! unnoticed until the next scan; [`Gallery::rescan`] forces one. A stray file never shows as a
 //! broken image: rows only ever point at complete files.
 
+#![warn(missing_docs)]
+
 pub mod error;
 mod files;
 mod import;

@@ -8,7 +8,7 @@ use sumi_gallery::{GenerationMeta, GenerationParams};
 pub fn params(i: u64) -> GenerationParams {
     GenerationParams {
         prompt: format!("a painting of lighthouse number {i}, stormy sea"),
-        negative_prompt: if i % 2 == 0 {
+        negative_prompt: if i.is_multiple_of(2) {
             "blurry".into()
         } else {
             String::new()
@@ -16,7 +16,7 @@ pub fn params(i: u64) -> GenerationParams {
         seed: 1000 + i,
         steps: 20,
         cfg: 7.5,
-        sampler: if i % 3 == 0 {
+        sampler: if i.is_multiple_of(3) {
             "Euler a".into()
         } else {
             "DPM++ 2M".into()
@@ -24,7 +24,7 @@ pub fn params(i: u64) -> GenerationParams {
         schedule: "Karras".into(),
         width: 16,
         height: 8,
-        model_name: if i % 2 == 0 {
+        model_name: if i.is_multiple_of(2) {
             "sd15".into()
         } else {
             "sdxl".into()
