@@ -430,6 +430,17 @@ fn foreign_and_newer_databases_are_refused() {
     let err = Gallery::open(dir.path()).err().unwrap();
     assert!(matches!(err, GalleryError::DamagedDb { .. }), "{err}");
 
+    // Another program's database with its own schema version.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(sumi_gallery::DB_FILE);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE notes (body TEXT); PRAGMA user_version = 7;")
+        .unwrap();
+    drop(conn);
+    let err = Gallery::open(dir.path()).err().unwrap();
+    assert!(matches!(err, GalleryError::DamagedDb { .. }), "{err}");
+    assert!(err.to_string().contains("another program"));
+
     let dir = tempfile::tempdir().unwrap();
     drop(Gallery::open(dir.path()).unwrap());
     let db = dir.path().join(sumi_gallery::DB_FILE);
