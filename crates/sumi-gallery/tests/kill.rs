@@ -27,15 +27,26 @@ fn main() {
     }
 }
 
-/// Saves images forever, reporting each committed id on its own line.
+/// Saves images forever, reporting each committed id on its own line; every fourth step it
+/// deletes an image it saved, reporting the start and the end of the delete.
 fn child(home: &std::path::Path) -> ! {
     let g = Gallery::open(home).expect("child could not open the gallery");
     let mut out = std::io::stdout().lock();
+    let mut mine = Vec::new();
     for i in 0u64.. {
-        let saved = g
-            .add(&common::params(i), &common::meta(), &common::image(i))
-            .expect("child could not save");
-        writeln!(out, "saved {}", saved.id).unwrap();
+        if i % 4 == 3 && !mine.is_empty() {
+            let id = mine.remove(0);
+            writeln!(out, "deleting {id}").unwrap();
+            out.flush().unwrap();
+            g.delete(id).expect("child could not delete");
+            writeln!(out, "deleted {id}").unwrap();
+        } else {
+            let saved = g
+                .add(&common::params(i), &common::meta(), &common::image(i))
+                .expect("child could not save");
+            mine.push(saved.id);
+            writeln!(out, "saved {}", saved.id).unwrap();
+        }
         out.flush().unwrap();
     }
     unreachable!("the loop above never ends")
@@ -64,6 +75,8 @@ fn parent() {
     eprintln!("kill test: seed {seed}");
     let mut rng = Rng(seed);
     let mut reported = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    let mut deletes_started = 0;
     let mut repaired = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -86,8 +99,22 @@ fn parent() {
             "round {round}: child exited on its own: {status}"
         );
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            let id: i64 = line.trim().strip_prefix("saved ").unwrap().parse().unwrap();
-            reported.insert(id);
+            let (what, id) = line.trim().split_once(' ').unwrap();
+            let id: i64 = id.parse().unwrap();
+            match what {
+                "saved" => {
+                    reported.insert(id);
+                }
+                "deleting" => {
+                    // Whether it is still there depends on when the kill came.
+                    reported.remove(&id);
+                    deletes_started += 1;
+                }
+                "deleted" => {
+                    deleted.insert(id);
+                }
+                other => panic!("unexpected child output {other:?}"),
+            }
         }
 
         let g = Gallery::open(home.path())
@@ -125,6 +152,11 @@ fn parent() {
             lost.is_empty(),
             "round {round}: reported ids lost: {lost:?}"
         );
+        let back: Vec<_> = deleted.intersection(&present).collect();
+        assert!(
+            back.is_empty(),
+            "round {round}: deleted ids came back: {back:?}"
+        );
         let stray = std::fs::read_dir(home.path().join(sumi_gallery::IMAGES_DIR))
             .unwrap()
             .count();
@@ -140,7 +172,8 @@ fn parent() {
         reported.len()
     );
     eprintln!(
-        "kill test: {ROUNDS} kills, {} saves reported, {repaired} opens repaired something, {:.1} s",
+        "kill test: {ROUNDS} kills, {} saves and {deletes_started} deletes reported, \
+         {repaired} opens repaired something, {:.1} s",
         reported.len(),
         started.elapsed().as_secs_f64()
     );
