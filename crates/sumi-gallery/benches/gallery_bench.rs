@@ -272,5 +272,7 @@ fn main() {
     time("search \"cat\" + favourites: first page", REPEATS, || {
         g.search("cat", &favs, None, PAGE).unwrap()
     });
+    time("count all", REPEATS, || g.count(&all).unwrap());
+    time("count favourites", REPEATS, || g.count(&favs).unwrap());
     time("get one by id", REPEATS, || g.get(77_777).unwrap());
 }

@@ -234,6 +234,11 @@ impl Gallery {
         Ok(store::list(&self.conn, filter, cursor, limit)?)
     }
 
+    /// How many generations the filter includes (e.g. for "1,234 images").
+    pub fn count(&self, filter: &Filter) -> Result<u64> {
+        Ok(store::count(&self.conn, filter)?)
+    }
+
     /// Searches prompts and negative prompts (every word, as a prefix), most recently added first.
     ///
     /// Text with no searchable word lists everything, as [`Gallery::list`] does.

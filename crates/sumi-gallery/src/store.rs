@@ -212,6 +212,22 @@ pub(crate) fn list(
     run_page(conn, &sql, args, limit)
 }
 
+/// How many generations the filter includes.
+pub(crate) fn count(conn: &Connection, filter: &Filter) -> rusqlite::Result<u64> {
+    let mut conds = Vec::new();
+    let mut args = Vec::new();
+    push_filter(filter, &mut conds, &mut args);
+    let mut sql = "SELECT count(*) FROM generations g".to_string();
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    let n: i64 = conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(args), |r| r.get(0))?;
+    Ok(n as u64)
+}
+
 /// Full-text search over prompts, most recently added first (by id), after `cursor`'s id.
 ///
 /// `fts_query` must come from [`fts_query`].

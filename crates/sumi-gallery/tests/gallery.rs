@@ -122,6 +122,12 @@ fn filters_by_model_sampler_favourite_and_date() {
         ..Filter::default()
     });
     assert_eq!(favs, [ids[4]]);
+    assert_eq!(g.count(&Filter::default()).unwrap(), 12);
+    let fav_filter = Filter {
+        favourites_only: true,
+        ..Filter::default()
+    };
+    assert_eq!(g.count(&fav_filter).unwrap(), 1);
     assert!(g.get(ids[4]).unwrap().favourite);
     assert!(matches!(
         g.set_favourite(9999, true),
