@@ -275,4 +275,12 @@ fn main() {
     time("count all", REPEATS, || g.count(&all).unwrap());
     time("count favourites", REPEATS, || g.count(&favs).unwrap());
     time("get one by id", REPEATS, || g.get(77_777).unwrap());
+    let picture = image::RgbImage::from_fn(512, 512, |x, y| {
+        image::Rgb([(x * 7 ^ y * 3) as u8, (x + y) as u8, (x * y) as u8])
+    });
+    let request = g.rerun(1).unwrap();
+    let meta = sumi_gallery::GenerationMeta::default();
+    time("add a 512x512 image (PNG + thumbnail + fsyncs)", 10, || {
+        g.add(&request, &meta, &picture).unwrap()
+    });
 }

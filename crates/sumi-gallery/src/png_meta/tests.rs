@@ -104,6 +104,28 @@ fn refuses_huge_declared_chunk_without_allocating() {
 }
 
 #[test]
+fn refuses_decompression_bombs() {
+    let zeros = vec![b'a'; MAX_INFLATED + 1];
+    let packed = miniz_oxide::deflate::compress_to_vec_zlib(&zeros, 9);
+    assert!(packed.len() < 100_000);
+    let mut data = b"parameters\0\0".to_vec();
+    data.extend_from_slice(&packed);
+    let mut png = encode_png(&gradient(1, 1), &[]).unwrap();
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"zTXt");
+    chunk.extend_from_slice(&data);
+    let mut h = crc32fast::Hasher::new();
+    h.update(b"zTXt");
+    h.update(&data);
+    chunk.extend_from_slice(&h.finalize().to_be_bytes());
+    png.splice(33..33, chunk);
+    assert!(matches!(
+        read_text_chunks(Cursor::new(&png)),
+        Err(PngMetaError::Malformed(_))
+    ));
+}
+
+#[test]
 fn find_text_picks_the_key() {
     let png = encode_png(&gradient(1, 1), &[("x", "1"), (SUMI_KEY, "2")]).unwrap();
     assert_eq!(
