@@ -276,7 +276,7 @@ fn main() {
     time("count favourites", REPEATS, || g.count(&favs).unwrap());
     time("get one by id", REPEATS, || g.get(77_777).unwrap());
     let picture = image::RgbImage::from_fn(512, 512, |x, y| {
-        image::Rgb([(x * 7 ^ y * 3) as u8, (x + y) as u8, (x * y) as u8])
+        image::Rgb([((x * 7) ^ (y * 3)) as u8, (x + y) as u8, (x * y) as u8])
     });
     let request = g.rerun(1).unwrap();
     let meta = sumi_gallery::GenerationMeta::default();
