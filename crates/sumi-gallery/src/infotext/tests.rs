@@ -1,0 +1,254 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn sample() -> GenerationParams {
+    GenerationParams {
+        prompt: "a red fox in snow, (masterpiece:1.2)".into(),
+        negative_prompt: "blurry, lowres".into(),
+        seed: 1_919_484_475,
+        steps: 20,
+        cfg: 7.0,
+        sampler: "DPM++ 2M".into(),
+        schedule: "Karras".into(),
+        width: 768,
+        height: 512,
+        model_name: "v1-5-pruned-emaonly".into(),
+        model_hash: Some("6ce0161689".into()),
+        noise_source: "cpu".into(),
+    }
+}
+
+#[test]
+fn formats_exactly_like_a1111() {
+    assert_eq!(
+        format(&sample()),
+        "a red fox in snow, (masterpiece:1.2)\n\
+         Negative prompt: blurry, lowres\n\
+         Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1919484475, \
+         Size: 768x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU"
+    );
+}
+
+#[test]
+fn omits_empty_negative_and_quotes_awkward_values() {
+    let mut p = sample();
+    p.negative_prompt.clear();
+    p.cfg = 7.5;
+    p.model_name = "my model, v2: final".into();
+    p.model_hash = None;
+    let text = format(&p);
+    assert_eq!(
+        text,
+        "a red fox in snow, (masterpiece:1.2)\n\
+         Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 1919484475, \
+         Size: 768x512, Model: \"my model, v2: final\", RNG: CPU"
+    );
+    assert_eq!(parse(&text).to_params().unwrap(), p);
+}
+
+#[test]
+fn round_trips_multiline_prompts() {
+    let mut p = sample();
+    p.prompt = "line one\nline two, Steps: 3\n\n  indented".into();
+    p.negative_prompt = "neg one\nneg two".into();
+    p.model_name = "a\nb".into();
+    assert_eq!(parse(&format(&p)).to_params().unwrap(), p);
+}
+
+#[test]
+fn round_trips_empty_prompts() {
+    let mut p = sample();
+    p.prompt.clear();
+    p.negative_prompt.clear();
+    assert_eq!(parse(&format(&p)).to_params().unwrap(), p);
+    p.negative_prompt = "only negative".into();
+    assert_eq!(parse(&format(&p)).to_params().unwrap(), p);
+}
+
+#[test]
+fn reads_a1111_v1_6_with_legacy_sampler_and_extras() {
+    let text = "masterpiece, best quality, 1girl, <lora:detail:0.6>\n\
+        Negative prompt: (worst quality:1.4), easynegative\n\
+        Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 3263925463, Size: 512x768, \
+        Model hash: 7f96a1a9ca, Model: anything-v5, Denoising strength: 0.45, Clip skip: 2, \
+        Hires upscale: 2, Hires upscaler: Latent, Lora hashes: \"detail: 62e6ad0d3e7f\", Version: v1.6.0";
+    let p = parse(text);
+    assert!(p.has_settings);
+    assert_eq!(
+        p.prompt,
+        "masterpiece, best quality, 1girl, <lora:detail:0.6>"
+    );
+    assert_eq!(p.negative_prompt, "(worst quality:1.4), easynegative");
+    assert_eq!(p.sampler.as_deref(), Some("DPM++ 2M"));
+    assert_eq!(p.schedule.as_deref(), Some("Karras"));
+    assert_eq!(p.cfg, Some(6.5));
+    assert_eq!(p.seed, Some(3_263_925_463));
+    assert_eq!((p.width, p.height), (Some(512), Some(768)));
+    assert_eq!(p.model_hash.as_deref(), Some("7f96a1a9ca"));
+    assert_eq!(p.noise_source, None);
+    let keys: Vec<&str> = p.extras.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "Denoising strength",
+            "Clip skip",
+            "Hires upscale",
+            "Hires upscaler",
+            "Lora hashes",
+            "Version"
+        ]
+    );
+    assert_eq!(p.extras[4].1, "detail: 62e6ad0d3e7f");
+    let params = p.to_params().unwrap();
+    assert_eq!(params.noise_source, "gpu");
+}
+
+#[test]
+fn reads_a1111_v1_9_schedule_type_without_negative() {
+    let text = "portrait of an old sailor\n\
+        Steps: 30, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 42, \
+        Size: 1024x1024, Model hash: 31e35c80fc, Model: sd_xl_base_1.0, RNG: CPU, Version: v1.10.1";
+    let p = parse(text).to_params().unwrap();
+    assert_eq!(p.prompt, "portrait of an old sailor");
+    assert_eq!(p.negative_prompt, "");
+    assert_eq!(p.sampler, "Euler a");
+    assert_eq!(p.schedule, "Automatic");
+    assert_eq!(p.noise_source, "cpu");
+}
+
+#[test]
+fn reads_stable_diffusion_cpp_style() {
+    let text = "a lovely cat\n\
+        Steps: 20, CFG scale: 7, Guidance: 3.5, Eta: 0, Seed: 42, Size: 512x512, Model: v1-5, \
+        RNG: cuda, Sampler: euler_a, Schedule type: karras, Version: stable-diffusion.cpp";
+    let p = parse(text).to_params().unwrap();
+    assert_eq!(p.sampler, "Euler a");
+    assert_eq!(p.schedule, "Karras");
+    assert_eq!(p.noise_source, "cuda");
+    assert_eq!(p.model_hash, None);
+}
+
+#[test]
+fn reads_fooocus_and_krita_style() {
+    let fooocus = "cinematic still of a lighthouse, stormy sea\n\
+        Negative prompt: unrealistic, saturated\n\
+        Steps: 30, Sampler: DPM++ 2M SDE Karras, Seed: 8675309, Size: 1152x896, CFG scale: 4, \
+        Sharpness: 2, ADM Guidance: \"(1.5, 0.8, 0.3)\", Model: juggernautXL_v8Rundiffusion, \
+        Refiner: None, Styles: \"['Fooocus V2', 'Fooocus Enhance']\", Version: Fooocus v2.3.1";
+    let p = parse(fooocus);
+    assert_eq!(p.sampler.as_deref(), Some("DPM++ 2M SDE"));
+    assert_eq!(p.schedule.as_deref(), Some("Karras"));
+    assert!(p
+        .extras
+        .contains(&("ADM Guidance".into(), "(1.5, 0.8, 0.3)".into())));
+    assert_eq!(p.to_params().unwrap().width, 1152);
+
+    let krita =
+        "a castle on a hill\r\nSteps: 25, Sampler: Euler, Schedule type: Simple, CFG scale: 5.5, \
+        Seed: 12, Size: 832x1216, Model: ponyDiffusionV6XL, Denoising strength: 1\r\n";
+    let p = parse(krita).to_params().unwrap();
+    assert_eq!(p.prompt, "a castle on a hill\r");
+    assert_eq!(p.schedule, "Simple");
+    assert_eq!(p.cfg, 5.5);
+}
+
+#[test]
+fn legacy_suffixes_split_only_at_word_boundary() {
+    for (name, sampler, schedule) in [
+        ("DPM++ 2M SDE Exponential", "DPM++ 2M SDE", "Exponential"),
+        ("Euler SGM Uniform", "Euler", "SGM Uniform"),
+        ("DPM++ 2M Align Your Steps", "DPM++ 2M", "Align Your Steps"),
+        ("DDIM", "DDIM", "Automatic"),
+        ("Euler a", "Euler a", "Automatic"),
+    ] {
+        let text = format!("x\nSteps: 1, Sampler: {name}, CFG scale: 1, Seed: 1, Size: 8x8");
+        let p = parse(&text).to_params().unwrap();
+        assert_eq!(
+            (p.sampler.as_str(), p.schedule.as_str()),
+            (sampler, schedule)
+        );
+    }
+}
+
+#[test]
+fn text_without_settings_is_all_prompt() {
+    let p = parse("just a caption, nothing else");
+    assert!(!p.has_settings);
+    assert_eq!(p.prompt, "just a caption, nothing else");
+    assert_eq!(p.to_params(), Err(InfotextError::NoSettings));
+}
+
+#[test]
+fn missing_seed_is_reported() {
+    let p = parse("x\nSteps: 20, Sampler: Euler, CFG scale: 7, Size: 512x512");
+    assert_eq!(p.to_params(), Err(InfotextError::Missing("Seed")));
+    let p = parse("x\nSteps: many, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512");
+    assert_eq!(p.to_params(), Err(InfotextError::Missing("Steps")));
+    assert_eq!(p.extras, [("Steps".to_string(), "many".to_string())]);
+}
+
+/// Strings Sumi might write: printable text with newlines, commas, colons and quotes.
+fn text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 ,:\"\\\\()\\n\\té-]{0,40}"
+        .prop_filter("a line starting with the negative key is ambiguous", |s| {
+            !s.split('\n').any(|l| l.starts_with(NEGATIVE_PREFIX))
+        })
+}
+
+/// A name without control characters (sampler, model, ...).
+fn name() -> impl Strategy<Value = String> {
+    "[A-Z][a-zA-Z0-9 +,:\"._-]{0,20}"
+}
+
+fn params() -> impl Strategy<Value = GenerationParams> {
+    (
+        (text(), text(), any::<u64>(), any::<u32>(), -100.0f64..100.0),
+        (name(), name(), any::<u32>(), any::<u32>()),
+        (
+            name(),
+            proptest::option::of("[0-9a-f]{10}"),
+            "cpu|gpu|nv|[A-Za-z]{1,6}",
+        ),
+    )
+        .prop_map(
+            |(
+                (prompt, negative_prompt, seed, steps, cfg),
+                (sampler, schedule, width, height),
+                (model_name, model_hash, noise_source),
+            )| GenerationParams {
+                prompt,
+                negative_prompt,
+                seed,
+                steps,
+                cfg,
+                sampler,
+                schedule,
+                width,
+                height,
+                model_name,
+                model_hash,
+                noise_source,
+            },
+        )
+        .prop_filter("A1111 spellings of noise sources map to lower case", |p| {
+            !matches!(p.noise_source.as_str(), "CPU" | "GPU" | "NV")
+        })
+}
+
+proptest! {
+    #[test]
+    fn format_then_parse_is_exact(p in params()) {
+        prop_assert_eq!(parse(&format(&p)).to_params().unwrap(), p);
+    }
+
+    #[test]
+    fn parse_never_panics(s in "\\PC*") {
+        let _ = parse(&s);
+    }
+
+    #[test]
+    fn parse_never_panics_on_settings_like_text(s in "[a-zA-Z :,\"\\\\\\n]{0,80}") {
+        let _ = parse(&format!("p\n{s}")).to_params();
+    }
+}

@@ -1,0 +1,232 @@
+//! Opening the SQLite database and bringing its schema up to date with numbered migrations.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::error::{GalleryError, Result};
+
+/// Migrations in order; `PRAGMA user_version` holds how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: generations, comparison groups, full-text index over the prompts.
+    r#"
+    CREATE TABLE generations (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at      INTEGER NOT NULL,
+        prompt          TEXT    NOT NULL,
+        negative_prompt TEXT    NOT NULL,
+        seed            INTEGER NOT NULL,
+        steps           INTEGER NOT NULL,
+        cfg             REAL    NOT NULL,
+        sampler         TEXT    NOT NULL,
+        schedule        TEXT    NOT NULL,
+        width           INTEGER NOT NULL,
+        height          INTEGER NOT NULL,
+        model_name      TEXT    NOT NULL,
+        model_hash      TEXT,
+        noise_source    TEXT    NOT NULL,
+        engine_version  TEXT    NOT NULL,
+        device          TEXT    NOT NULL,
+        dtype           TEXT    NOT NULL,
+        duration_ms     INTEGER NOT NULL,
+        favourite       INTEGER NOT NULL DEFAULT 0,
+        group_id        INTEGER,
+        group_position  INTEGER,
+        image_file      TEXT    NOT NULL UNIQUE,
+        thumb_file      TEXT    NOT NULL
+    );
+    CREATE INDEX generations_created ON generations(created_at DESC, id DESC);
+    CREATE INDEX generations_favourite ON generations(created_at DESC, id DESC) WHERE favourite = 1;
+    CREATE INDEX generations_model ON generations(model_name, created_at DESC, id DESC);
+    CREATE INDEX generations_sampler ON generations(sampler, created_at DESC, id DESC);
+    CREATE INDEX generations_group ON generations(group_id, group_position) WHERE group_id IS NOT NULL;
+    CREATE TABLE comparison_groups (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE VIRTUAL TABLE generations_fts USING fts5(
+        prompt, negative_prompt,
+        content = 'generations', content_rowid = 'id',
+        prefix = '2 3'
+    );
+    CREATE TRIGGER generations_fts_insert AFTER INSERT ON generations BEGIN
+        INSERT INTO generations_fts(rowid, prompt, negative_prompt)
+        VALUES (new.id, new.prompt, new.negative_prompt);
+    END;
+    CREATE TRIGGER generations_fts_delete AFTER DELETE ON generations BEGIN
+        INSERT INTO generations_fts(generations_fts, rowid, prompt, negative_prompt)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt);
+    END;
+    CREATE TRIGGER generations_fts_update AFTER UPDATE OF prompt, negative_prompt ON generations BEGIN
+        INSERT INTO generations_fts(generations_fts, rowid, prompt, negative_prompt)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt);
+        INSERT INTO generations_fts(rowid, prompt, negative_prompt)
+        VALUES (new.id, new.prompt, new.negative_prompt);
+    END;
+    "#,
+    // 2: small key/value state (the folder stamp that lets open skip the full folder scan).
+    r#"
+    CREATE TABLE gallery_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// `PRAGMA application_id` of a Sumi gallery ("Sumi" in ASCII), telling it apart from other databases.
+const APPLICATION_ID: i32 = 0x5375_6D69;
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
+pub fn open(path: &Path) -> Result<Connection> {
+    let classify = |e: rusqlite::Error| classify(path, e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(classify)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The first statements read the header: a foreign or damaged file fails here.
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(classify)?;
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(classify)?;
+    if version > 0 && app_id != APPLICATION_ID {
+        return Err(GalleryError::DamagedDb {
+            path: path.to_path_buf(),
+            detail: format!(
+                "it is an SQLite database of another program (application id {app_id:#x})"
+            ),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(GalleryError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(classify)?;
+        if objects > 0 {
+            return Err(GalleryError::DamagedDb {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "it is an SQLite database of another program \
+                     ({objects} objects, no Sumi schema version)"
+                ),
+            });
+        }
+    }
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(classify)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(classify)?;
+    if version == 0 {
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(classify)?;
+    }
+    migrate(&conn, version).map_err(classify)?;
+    check_shape(&conn).map_err(|e| GalleryError::DamagedDb {
+        path: path.to_path_buf(),
+        detail: format!("a table the gallery needs is missing or wrong: {e}"),
+    })?;
+    Ok(conn)
+}
+
+/// Applies the migrations after `from`, each in its own transaction with its version bump.
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let version = i as i64 + 1;
+        tracing::info!(version, "migrating gallery database");
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Fails when the tables the gallery needs are missing (a file that claims a version it lacks).
+fn check_shape(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare("SELECT id, created_at, image_file, thumb_file, favourite, group_id FROM generations LIMIT 0")?;
+    conn.prepare("SELECT rowid FROM generations_fts LIMIT 0")?;
+    conn.prepare("SELECT id FROM comparison_groups LIMIT 0")?;
+    conn.prepare("SELECT key, value FROM gallery_state LIMIT 0")?;
+    Ok(())
+}
+
+/// Reports corrupt or non-database files as [`GalleryError::DamagedDb`], other errors as they are.
+fn classify(path: &Path, e: rusqlite::Error) -> GalleryError {
+    let detail = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "the file is not an SQLite database",
+        Some(ErrorCode::DatabaseCorrupt) => "SQLite reports the file as corrupt",
+        _ => return GalleryError::Db(e),
+    };
+    GalleryError::DamagedDb {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrades_a_version_1_database_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, \
+             sampler, schedule, width, height, model_name, noise_source, engine_version, device, \
+             dtype, duration_ms, image_file, thumb_file) VALUES (1, 'old fox', '', 1, 20, 7, \
+             'Euler', 'Karras', 8, 8, 'm', 'cpu', '0', 'cpu', 'f32', 0, 'a.png', 'a.jpg')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let found: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM generations_fts WHERE generations_fts MATCH 'fox'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(found, 1);
+        conn.execute("INSERT INTO gallery_state VALUES ('k', 'v')", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_database_claiming_a_version_without_its_tables_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE generations (id INTEGER);")
+            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .unwrap();
+        drop(conn);
+        let err = open(&path).unwrap_err();
+        assert!(matches!(err, GalleryError::DamagedDb { .. }), "{err}");
+    }
+}
