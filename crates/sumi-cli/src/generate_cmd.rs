@@ -62,7 +62,10 @@ fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
         None | Some("-1") | Some("") => Ok(None),
         Some(t) => match t.parse::<u64>() {
             Ok(s) => Ok(Some(s)),
-            Err(_) => bail!("seed {t:?} is out of range: use a whole number from 0 to {} (or -1 for random)", u64::MAX),
+            Err(_) => bail!(
+                "seed {t:?} is out of range: use a whole number from 0 to {} (or -1 for random)",
+                u64::MAX
+            ),
         },
     }
 }
@@ -70,7 +73,12 @@ fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     // Keep random seeds in the range every other tool accepts.
     h.finish() & 0xFFFF_FFFF
 }
@@ -126,14 +134,17 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
     request.validate(model.info.downscale)?;
     if let Some(dir) = &args.previews {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create preview folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
     }
 
     let bar = ProgressBar::new(request.steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] step {pos}/{len} {per_sec} ETA {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} [{bar:30}] step {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let cancel = AtomicBool::new(false);
     let mut preview_error = None;
@@ -144,7 +155,12 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
             bar.set_position(index as u64 + 1);
             if let (Some(dir), Some(p)) = (&args.previews, preview) {
                 let scale = model.info.downscale;
-                let big = image::imageops::resize(&p, p.width() * scale, p.height() * scale, image::imageops::FilterType::Nearest);
+                let big = image::imageops::resize(
+                    &p,
+                    p.width() * scale,
+                    p.height() * scale,
+                    image::imageops::FilterType::Nearest,
+                );
                 if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
                     preview_error.get_or_insert(e);
                 }
@@ -176,7 +192,10 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
 
 /// Prints the sampler and schedule tables.
 pub fn print_samplers() {
-    println!("{:<18} {:<22} {:>11} {:>11}", "sampler", "id", "calls/step", "stochastic");
+    println!(
+        "{:<18} {:<22} {:>11} {:>11}",
+        "sampler", "id", "calls/step", "stochastic"
+    );
     for s in sampling::SAMPLERS {
         println!(
             "{:<18} {:<22} {:>11} {:>11}",

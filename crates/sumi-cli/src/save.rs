@@ -38,14 +38,28 @@ pub fn meta(model: &Model, elapsed: Duration) -> GenerationMeta {
 }
 
 /// Adds the image to the gallery in `home`; returns its id and file.
-pub fn to_gallery(home: &Path, image: &RgbImage, request: &Request, model: &Model, elapsed: Duration) -> Result<(i64, PathBuf)> {
-    let gallery = Gallery::open(home).with_context(|| format!("cannot open the gallery in {}", home.display()))?;
+pub fn to_gallery(
+    home: &Path,
+    image: &RgbImage,
+    request: &Request,
+    model: &Model,
+    elapsed: Duration,
+) -> Result<(i64, PathBuf)> {
+    let gallery = Gallery::open(home)
+        .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
     let g = gallery.add(&params(request, model), &meta(model, elapsed), image)?;
     Ok((g.id, gallery.image_path(&g)))
 }
 
 /// Writes the image as a PNG carrying the same metadata the gallery stores.
-pub fn to_file(out: &Path, image: &RgbImage, request: &Request, model: &Model, elapsed: Duration) -> Result<()> {
-    let png = sumi_gallery::encode_generation_png(&params(request, model), &meta(model, elapsed), image)?;
+pub fn to_file(
+    out: &Path,
+    image: &RgbImage,
+    request: &Request,
+    model: &Model,
+    elapsed: Duration,
+) -> Result<()> {
+    let png =
+        sumi_gallery::encode_generation_png(&params(request, model), &meta(model, elapsed), image)?;
     std::fs::write(out, png).with_context(|| format!("cannot write {}", out.display()))
 }

@@ -75,13 +75,18 @@ impl Denoiser for ModelDenoiser<'_> {
         let out = if self.guided() {
             let batch = Tensor::cat(&[&x_in, &x_in], 0)?;
             let ts = Tensor::full(t as f32, 2 * b, x.device())?;
-            let out = self.unet.forward(&batch, &ts, &self.context, self.added.as_ref())?.to_dtype(DType::F32)?;
+            let out = self
+                .unet
+                .forward(&batch, &ts, &self.context, self.added.as_ref())?
+                .to_dtype(DType::F32)?;
             let uncond = out.narrow(0, 0, b)?;
             let cond = out.narrow(0, b, b)?;
             (&uncond + ((cond - &uncond)? * self.cfg)?)?
         } else {
             let ts = Tensor::full(t as f32, b, x.device())?;
-            self.unet.forward(&x_in, &ts, &self.context, self.added.as_ref())?.to_dtype(DType::F32)?
+            self.unet
+                .forward(&x_in, &ts, &self.context, self.added.as_ref())?
+                .to_dtype(DType::F32)?
         };
         self.evals.set(self.evals.get() + 1);
         let x0 = match self.prediction {

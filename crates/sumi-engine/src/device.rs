@@ -20,20 +20,28 @@ pub fn pick(name: &str) -> Result<Device> {
         }
         "metal" => {
             if !candle_core::utils::metal_is_available() {
-                return Err(bad("this build of Sumi has no Metal support (build with --features metal)".into()));
+                return Err(bad(
+                    "this build of Sumi has no Metal support (build with --features metal)".into(),
+                ));
             }
             Ok(Device::new_metal(0)?)
         }
         other => {
             let Some(rest) = other.strip_prefix("cuda") else {
-                return Err(bad(format!("unknown device {other:?}: use cpu, cuda, cuda:N, metal or auto")));
+                return Err(bad(format!(
+                    "unknown device {other:?}: use cpu, cuda, cuda:N, metal or auto"
+                )));
             };
             if !candle_core::utils::cuda_is_available() {
-                return Err(bad("this build of Sumi has no CUDA support (build with --features cuda)".into()));
+                return Err(bad(
+                    "this build of Sumi has no CUDA support (build with --features cuda)".into(),
+                ));
             }
             let ordinal = match rest.strip_prefix(':') {
                 None if rest.is_empty() => 0,
-                Some(n) => n.parse().map_err(|_| bad(format!("bad CUDA device number in {other:?}")))?,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| bad(format!("bad CUDA device number in {other:?}")))?,
                 None => return Err(bad(format!("unknown device {other:?}"))),
             };
             Ok(Device::new_cuda(ordinal)?)

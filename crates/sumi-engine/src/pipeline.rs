@@ -77,10 +77,16 @@ impl Request {
             }
         }
         if self.steps == 0 || self.steps > MAX_STEPS {
-            return bad(format!("steps {} must be between 1 and {MAX_STEPS}", self.steps));
+            return bad(format!(
+                "steps {} must be between 1 and {MAX_STEPS}",
+                self.steps
+            ));
         }
         if !self.cfg.is_finite() || self.cfg < 0.0 {
-            return bad(format!("CFG scale {} must be a finite number >= 0", self.cfg));
+            return bad(format!(
+                "CFG scale {} must be a finite number >= 0",
+                self.cfg
+            ));
         }
         let (sampler, _) = sampling::parse_sampler(&self.sampler)?;
         sampling::schedule_for(sampler, &self.schedule)?;
@@ -144,12 +150,19 @@ pub fn generate(
     match &result {
         Ok(_) => {}
         Err(Error::Cancelled) => on_event(Event::Cancelled),
-        Err(e) => on_event(Event::Failed { message: e.to_string() }),
+        Err(e) => on_event(Event::Failed {
+            message: e.to_string(),
+        }),
     }
     result
 }
 
-fn run(model: &Model, request: &Request, cancel: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<RgbImage> {
+fn run(
+    model: &Model,
+    request: &Request,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<RgbImage> {
     let start = Instant::now();
     let latent = sample_latent(model, request, cancel, &mut |e| on_event(e))?;
     let decoded = decode(model, &latent)?;
@@ -172,14 +185,21 @@ pub fn sample_latent(
     request.validate(model.info.downscale)?;
     let (sampler, legacy_schedule) = sampling::parse_sampler(&request.sampler)?;
     let schedule = match legacy_schedule {
-        Some(s) if request.schedule.trim().is_empty() || request.schedule.eq_ignore_ascii_case("automatic") => s,
+        Some(s)
+            if request.schedule.trim().is_empty()
+                || request.schedule.eq_ignore_ascii_case("automatic") =>
+        {
+            s
+        }
         _ => sampling::schedule_for(sampler, &request.schedule)?,
     };
     let start = Instant::now();
     let device = &model.device;
     let guided = request.cfg != 1.0;
 
-    let cond = model.text.encode(&request.prompt, &request.negative_prompt, guided)?;
+    let cond = model
+        .text
+        .encode(&request.prompt, &request.negative_prompt, guided)?;
     let added = match &cond.pooled {
         Some(pooled) if model.unet.needs_added_cond() => {
             let (h, w) = (request.height as f32, request.width as f32);
@@ -192,7 +212,10 @@ pub fn sample_latent(
             })
         }
         _ if model.unet.needs_added_cond() => {
-            return Err(Error::model(&model.info.path, "this SDXL UNet needs text_encoder_2's pooled output"))
+            return Err(Error::model(
+                &model.info.path,
+                "this SDXL UNet needs text_encoder_2's pooled output",
+            ))
         }
         _ => None,
     };
@@ -210,7 +233,12 @@ pub fn sample_latent(
     let sigmas = (schedule.func)(&model.levels, request.steps as usize)?;
     let total = sigmas.len() - 1;
     let down = model.info.downscale;
-    let shape = [1, 4, (request.height / down) as usize, (request.width / down) as usize];
+    let shape = [
+        1,
+        4,
+        (request.height / down) as usize,
+        (request.width / down) as usize,
+    ];
     let mut noise = request.noise.seeded(request.seed);
     let init = noise.initial_latent(&shape, device, DType::F32)?;
     let x = (init * sampler.init_noise.scale(sigmas[0]))?;

@@ -171,16 +171,7 @@ impl Gallery {
             meta: meta.clone(),
             created_at,
         };
-        let json = serde_json::to_string(&record).map_err(|source| GalleryError::BadEmbedded {
-            path: path.clone(),
-            source,
-        })?;
-        let text = infotext::format(params);
-        let png = png_meta::encode_png(image, &[(PARAMETERS_KEY, &text), (SUMI_KEY, &json)])
-            .map_err(|source| GalleryError::Png {
-                path: path.clone(),
-                source,
-            })?;
+        let png = encode_record_png(&record, image, &path)?;
         let thumb = files::thumbnail(image, &path)?;
         self.store(&record, &image_file, &png, &thumb)
     }
@@ -346,4 +337,34 @@ impl Gallery {
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
+}
+
+/// A PNG of `image` carrying A1111's `parameters` text and Sumi's JSON record, exactly as the
+/// gallery stores it (for writing a generation to a file of the user's choice).
+pub fn encode_generation_png(
+    params: &GenerationParams,
+    meta: &GenerationMeta,
+    image: &RgbImage,
+) -> Result<Vec<u8>> {
+    let record = EmbeddedRecord {
+        format: EMBEDDED_FORMAT,
+        params: params.clone(),
+        meta: meta.clone(),
+        created_at: now_ms(),
+    };
+    encode_record_png(&record, image, Path::new("<output>"))
+}
+
+fn encode_record_png(record: &EmbeddedRecord, image: &RgbImage, path: &Path) -> Result<Vec<u8>> {
+    let json = serde_json::to_string(record).map_err(|source| GalleryError::BadEmbedded {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = infotext::format(&record.params);
+    png_meta::encode_png(image, &[(PARAMETERS_KEY, &text), (SUMI_KEY, &json)]).map_err(|source| {
+        GalleryError::Png {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }

@@ -20,7 +20,11 @@ pub fn looks_like_repo_id(spec: &str) -> bool {
     let mut parts = spec.split('/');
     let ok = |s: Option<&str>| {
         s.is_some_and(|s| {
-            !s.is_empty() && s != ".." && s != "." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !s.is_empty()
+                && s != ".."
+                && s != "."
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
@@ -28,7 +32,8 @@ pub fn looks_like_repo_id(spec: &str) -> bool {
 
 /// The snapshot folder of `repo` in the cache, following `refs/main`.
 pub fn cached_snapshot(repo: &str) -> Result<PathBuf> {
-    let cache = cache_dir().ok_or_else(|| Error::model(repo, "no Hugging Face cache folder (set HF_HOME)"))?;
+    let cache = cache_dir()
+        .ok_or_else(|| Error::model(repo, "no Hugging Face cache folder (set HF_HOME)"))?;
     let base = cache.join(format!("models--{}", repo.replace('/', "--")));
     if !base.is_dir() {
         return Err(Error::model(
@@ -61,6 +66,10 @@ pub fn repo_of_snapshot(dir: &Path) -> Option<String> {
     if parent.file_name()? != "snapshots" {
         return None;
     }
-    let repo = parent.parent()?.file_name()?.to_str()?.strip_prefix("models--")?;
+    let repo = parent
+        .parent()?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("models--")?;
     Some(repo.replacen("--", "/", 1))
 }

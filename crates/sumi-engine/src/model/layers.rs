@@ -5,7 +5,14 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 
 /// A 2D convolution with diffusers' weight names (`weight`, `bias`).
-pub fn conv2d(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub fn conv2d(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding: pad,
         stride,
@@ -20,7 +27,12 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> R
 }
 
 /// The sinusoidal timestep features of diffusers' `Timesteps` (computed in f32).
-pub fn timestep_features(t: &Tensor, dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Result<Tensor> {
+pub fn timestep_features(
+    t: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Result<Tensor> {
     let half = dim / 2;
     let exponent = (Tensor::arange(0u32, half as u32, t.device())?.to_dtype(DType::F32)?
         * (-(10000f64.ln()) / (half as f64 - freq_shift)))?;
@@ -61,7 +73,8 @@ impl TimestepEmbedding {
 
 impl Module for TimestepEmbedding {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.linear_2.forward(&candle_nn::ops::silu(&self.linear_1.forward(xs)?)?)
+        self.linear_2
+            .forward(&candle_nn::ops::silu(&self.linear_1.forward(xs)?)?)
     }
 }
 
@@ -78,7 +91,14 @@ pub struct ResnetBlock {
 
 impl ResnetBlock {
     /// Loads a block mapping `cin` to `cout` channels; `temb` is the time-embedding width, if any.
-    pub fn new(cin: usize, cout: usize, temb: Option<usize>, groups: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
             norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
             conv1: conv2d(cin, cout, 3, 1, 1, vb.pp("conv1"))?,
@@ -98,12 +118,19 @@ impl ResnetBlock {
 
     /// Applies the block; `temb` is the (already computed) time embedding for UNet blocks.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let mut h = self
+            .conv1
+            .forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&candle_nn::ops::silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+            let t = proj
+                .forward(&candle_nn::ops::silu(temb)?)?
+                .unsqueeze(2)?
+                .unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self
+            .conv2
+            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
@@ -120,7 +147,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     let split = |x: &Tensor, l: usize| x.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous();
     let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
     let scores = (q.matmul(&k.t()?)? * (d as f64).powf(-0.5))?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+    let probs =
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
     probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, c))
 }
 
@@ -136,7 +164,13 @@ pub struct Attention {
 
 impl Attention {
     /// Loads an attention layer of width `dim` whose keys/values come from width `kv_dim`.
-    pub fn new(dim: usize, kv_dim: usize, heads: usize, qkv_bias: bool, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        dim: usize,
+        kv_dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let lin = |i, o, name: &str| {
             if qkv_bias {
                 candle_nn::linear(i, o, vb.pp(name))
@@ -191,10 +225,15 @@ impl TransformerBlock {
 
     fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context))? + xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + xs)?;
         let proj = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
         let halves = proj.chunk(2, D::Minus1)?;
-        let ff = self.ff_out.forward(&(&halves[0] * halves[1].gelu_erf()?)?)?;
+        let ff = self
+            .ff_out
+            .forward(&(&halves[0] * halves[1].gelu_erf()?)?)?;
         ff + xs
     }
 }
@@ -243,7 +282,14 @@ impl SpatialTransformer {
             })
         };
         let blocks = (0..s.layers)
-            .map(|i| TransformerBlock::new(c, s.heads, s.context_dim, vb.pp(format!("transformer_blocks.{i}"))))
+            .map(|i| {
+                TransformerBlock::new(
+                    c,
+                    s.heads,
+                    s.context_dim,
+                    vb.pp(format!("transformer_blocks.{i}")),
+                )
+            })
             .collect::<Result<_>>()?;
         Ok(Self {
             norm: group_norm(s.groups, c, 1e-6, vb.pp("norm"))?,

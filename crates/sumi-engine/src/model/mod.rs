@@ -102,7 +102,11 @@ impl ModelInfo {
         } else {
             Defaults {
                 steps: 20,
-                cfg: if self.family == Family::Sdxl { 6.0 } else { 7.0 },
+                cfg: if self.family == Family::Sdxl {
+                    6.0
+                } else {
+                    7.0
+                },
                 sampler: "DPM++ 2M",
                 schedule: "Karras",
                 size: self.native_size,
@@ -165,12 +169,16 @@ impl Model {
     /// Loads a diffusers-layout model folder on `device` in `dtype`.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::model(dir, "not a folder; Sumi loads diffusers model folders"));
+            return Err(Error::model(
+                dir,
+                "not a folder; Sumi loads diffusers model folders",
+            ));
         }
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
         let scheduler = read_scheduler_config(&dir.join("scheduler/scheduler_config.json"))?;
-        let levels = NoiseLevels::from_config(&scheduler)
-            .map_err(|e| Error::model(dir.join("scheduler/scheduler_config.json"), e.to_string()))?;
+        let levels = NoiseLevels::from_config(&scheduler).map_err(|e| {
+            Error::model(dir.join("scheduler/scheduler_config.json"), e.to_string())
+        })?;
 
         let unet_cfg = read_unet_config(&dir.join("unet"))?;
         let vae_cfg = read_vae_config(&dir.join("vae"))?;
@@ -221,7 +229,8 @@ impl Model {
 pub fn read_scheduler_config(path: &Path) -> Result<SchedulerConfig> {
     let mut json: serde_json::Value = read_json(path)?;
     if let Some(obj) = json.as_object_mut() {
-        obj.entry("set_alpha_to_one").or_insert(serde_json::Value::Bool(false));
+        obj.entry("set_alpha_to_one")
+            .or_insert(serde_json::Value::Bool(false));
     }
     serde_json::from_value(json).map_err(|e| Error::model(path, format!("invalid config: {e}")))
 }
@@ -243,15 +252,35 @@ pub fn read_vae_config(vae_dir: &Path) -> Result<VaeConfig> {
 }
 
 /// Loads the UNet weights of a `unet/` folder for `config`.
-pub fn load_unet(unet_dir: &Path, config: UNetConfig, device: &Device, dtype: DType) -> Result<UNet> {
-    let vb = var_builder(&find_weights(unet_dir, "diffusion_pytorch_model")?, dtype, device)?;
-    UNet::new(config, vb).map_err(|e| Error::model(unet_dir, format!("weights do not match config.json: {e}")))
+pub fn load_unet(
+    unet_dir: &Path,
+    config: UNetConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<UNet> {
+    let vb = var_builder(
+        &find_weights(unet_dir, "diffusion_pytorch_model")?,
+        dtype,
+        device,
+    )?;
+    UNet::new(config, vb)
+        .map_err(|e| Error::model(unet_dir, format!("weights do not match config.json: {e}")))
 }
 
 /// Loads the VAE decoder weights of a `vae/` folder for `config`.
-pub fn load_vae(vae_dir: &Path, config: VaeConfig, device: &Device, dtype: DType) -> Result<VaeDecoder> {
-    let vb = var_builder(&find_weights(vae_dir, "diffusion_pytorch_model")?, dtype, device)?;
-    VaeDecoder::new(config, vb).map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
+pub fn load_vae(
+    vae_dir: &Path,
+    config: VaeConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<VaeDecoder> {
+    let vb = var_builder(
+        &find_weights(vae_dir, "diffusion_pytorch_model")?,
+        dtype,
+        device,
+    )?;
+    VaeDecoder::new(config, vb)
+        .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
 }
 
 /// Detects the family from the model's structure, never from its name.

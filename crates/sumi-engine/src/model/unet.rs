@@ -6,8 +6,8 @@ use candle_nn::{Conv2d, GroupNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::layers::{
-    conv2d, group_norm, timestep_features, Downsample, ResnetBlock, SpatialTransformer, TimestepEmbedding,
-    TransformerShape, Upsample,
+    conv2d, group_norm, timestep_features, Downsample, ResnetBlock, SpatialTransformer,
+    TimestepEmbedding, TransformerShape, Upsample,
 };
 
 /// A config value that is either one number for all blocks or one per block.
@@ -142,7 +142,10 @@ impl UNetConfig {
         for (name, v) in [
             ("layers_per_block", &self.layers_per_block),
             ("attention_head_dim", &self.attention_head_dim),
-            ("transformer_layers_per_block", &self.transformer_layers_per_block),
+            (
+                "transformer_layers_per_block",
+                &self.transformer_layers_per_block,
+            ),
         ] {
             if !v.len_ok(n) {
                 return Err(format!("{name} must be one number or one per block"));
@@ -166,15 +169,23 @@ impl UNetConfig {
             return Err("class-conditional UNets (class_embed_type) are not supported".into());
         }
         if self.time_cond_proj_dim.is_some() {
-            return Err("guidance-embedded UNets (time_cond_proj_dim) are not supported yet".into());
+            return Err(
+                "guidance-embedded UNets (time_cond_proj_dim) are not supported yet".into(),
+            );
         }
-        if self.time_embedding_type.as_deref().is_some_and(|t| t != "positional") {
+        if self
+            .time_embedding_type
+            .as_deref()
+            .is_some_and(|t| t != "positional")
+        {
             return Err("only positional time embeddings are supported".into());
         }
         match self.addition_embed_type.as_deref() {
             None => {}
             Some("text_time") => {
-                if self.addition_time_embed_dim.is_none() || self.projection_class_embeddings_input_dim.is_none() {
+                if self.addition_time_embed_dim.is_none()
+                    || self.projection_class_embeddings_input_dim.is_none()
+                {
                     return Err("text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
                 }
             }
@@ -188,7 +199,10 @@ impl UNetConfig {
     }
 
     fn heads(&self, i: usize) -> usize {
-        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(i)
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(i)
     }
 
     fn transformer(&self, channels: usize, i: usize, layers: usize) -> TransformerShape {
@@ -285,7 +299,13 @@ impl UNet {
             let cout = boc[i];
             let layers = c.layers_per_block.get(i);
             let resnets = (0..layers)
-                .map(|j| resnet(if j == 0 { cin } else { cout }, cout, vb.pp(format!("resnets.{j}"))))
+                .map(|j| {
+                    resnet(
+                        if j == 0 { cin } else { cout },
+                        cout,
+                        vb.pp(format!("resnets.{j}")),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let attentions = if c.down_block_types[i] == "CrossAttnDownBlock2D" {
                 let shape = c.transformer(cout, i, c.transformer_layers_per_block.get(i));
@@ -296,11 +316,21 @@ impl UNet {
                 Vec::new()
             };
             let downsample = if i + 1 < n {
-                Some(Downsample::new(cout, c.downsample_padding, vb.pp("downsamplers.0"))?)
+                Some(Downsample::new(
+                    cout,
+                    c.downsample_padding,
+                    vb.pp("downsamplers.0"),
+                )?)
             } else {
                 None
             };
-            down.push((Level { resnets, attentions }, downsample));
+            down.push((
+                Level {
+                    resnets,
+                    attentions,
+                },
+                downsample,
+            ));
         }
 
         let mid = match c.mid_block_type.as_deref() {
@@ -347,7 +377,13 @@ impl UNet {
             } else {
                 None
             };
-            up.push((Level { resnets, attentions }, upsample));
+            up.push((
+                Level {
+                    resnets,
+                    attentions,
+                },
+                upsample,
+            ));
         }
 
         Ok(Self {
@@ -375,10 +411,17 @@ impl UNet {
 
     /// Predicts noise (or v) for latents `xs` `[B,C,H,W]` at timesteps `t` `[B]` given text
     /// context `[B,L,D]` and, for SDXL, the added conditioning.
-    pub fn forward(&self, xs: &Tensor, t: &Tensor, context: &Tensor, added: Option<&AddedCond>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let dtype = xs.dtype();
-        let t_feat = timestep_features(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?;
+        let t_feat =
+            timestep_features(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift)?;
         let mut temb = self.time_embedding.forward(&t_feat.to_dtype(dtype)?)?;
         if let Some(add) = &self.add_embedding {
             let Some(added) = added else {
@@ -386,8 +429,15 @@ impl UNet {
             };
             let b = added.time_ids.dim(0)?;
             let ids = added.time_ids.flatten_all()?;
-            let id_feat = timestep_features(&ids, add.time_dim, c.flip_sin_to_cos, c.freq_shift)?.reshape((b, ()))?;
-            let cond = Tensor::cat(&[&added.text_embeds.to_dtype(dtype)?, &id_feat.to_dtype(dtype)?], D::Minus1)?;
+            let id_feat = timestep_features(&ids, add.time_dim, c.flip_sin_to_cos, c.freq_shift)?
+                .reshape((b, ()))?;
+            let cond = Tensor::cat(
+                &[
+                    &added.text_embeds.to_dtype(dtype)?,
+                    &id_feat.to_dtype(dtype)?,
+                ],
+                D::Minus1,
+            )?;
             temb = (temb + add.embedding.forward(&cond)?)?;
         }
 
@@ -415,7 +465,9 @@ impl UNet {
                 xs = level.forward(i, &xs, &temb, context)?;
             }
             if let Some(us) = upsample {
-                let size = skips.last().map(|s| (s.dim(2).unwrap_or(0), s.dim(3).unwrap_or(0)));
+                let size = skips
+                    .last()
+                    .map(|s| (s.dim(2).unwrap_or(0), s.dim(3).unwrap_or(0)));
                 xs = us.forward(&xs, size)?;
             }
         }
@@ -435,26 +487,52 @@ mod tests {
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     fn check(model: &str) {
         let dir = fixtures().join(model).join("unet");
-        let refs = candle_core::safetensors::load(fixtures().join(format!("ref/{model}.safetensors")), &Device::Cpu).unwrap();
-        let cfg: UNetConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let refs = candle_core::safetensors::load(
+            fixtures().join(format!("ref/{model}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let cfg: UNetConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
         cfg.validate().unwrap();
-        let files: Vec<_> = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
-            .iter()
-            .map(|f| dir.join(f))
-            .filter(|p| p.exists())
-            .collect();
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }.unwrap();
+        let files: Vec<_> = [
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
+            .unwrap();
         let unet = UNet::new(cfg, vb).unwrap();
         let added = refs.get("unet.text_embeds").map(|te| AddedCond {
             text_embeds: te.clone(),
             time_ids: refs["unet.time_ids"].clone(),
         });
-        let out = unet.forward(&refs["unet.x"], &refs["unet.t"], &refs["unet.context"], added.as_ref()).unwrap();
+        let out = unet
+            .forward(
+                &refs["unet.x"],
+                &refs["unet.t"],
+                &refs["unet.context"],
+                added.as_ref(),
+            )
+            .unwrap();
         let err = max_abs_diff(&out, &refs["unet.out"]);
         assert!(err < 1e-4, "{model}: unet max abs error {err}");
     }

@@ -148,7 +148,16 @@ impl VaeDecoder {
             let cout = boc[n - 1 - i];
             let vb = dec.pp(format!("up_blocks.{i}"));
             let resnets = (0..config.layers_per_block + 1)
-                .map(|j| ResnetBlock::new(if j == 0 { cin } else { cout }, cout, None, g, 1e-6, vb.pp(format!("resnets.{j}"))))
+                .map(|j| {
+                    ResnetBlock::new(
+                        if j == 0 { cin } else { cout },
+                        cout,
+                        None,
+                        g,
+                        1e-6,
+                        vb.pp(format!("resnets.{j}")),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let upsample = if i + 1 < n {
                 Some(Upsample::new(cout, vb.pp("upsamplers.0"))?)
@@ -218,17 +227,36 @@ mod tests {
     fn check(model: &str) {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
         let dir = root.join(model).join("vae");
-        let refs = candle_core::safetensors::load(root.join(format!("ref/{model}.safetensors")), &Device::Cpu).unwrap();
-        let cfg: VaeConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        let files: Vec<_> = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
-            .iter()
-            .map(|f| dir.join(f))
-            .filter(|p| p.exists())
-            .collect();
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }.unwrap();
+        let refs = candle_core::safetensors::load(
+            root.join(format!("ref/{model}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let cfg: VaeConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let files: Vec<_> = [
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
+            .unwrap();
         let vae = VaeDecoder::new(cfg, vb).unwrap();
         let out = vae.decode(&refs["vae.latent"]).unwrap();
-        let err: f32 = (out - &refs["vae.image"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let err: f32 = (out - &refs["vae.image"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(err < 1e-4, "{model}: vae max abs error {err}");
     }
 

@@ -10,15 +10,24 @@ use crate::{Error, Result};
 /// The weight files of one component folder, e.g. `unet/`: plain, `fp16` variant or sharded.
 pub fn find_weights(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
-        return Err(Error::model(dir, "folder is missing; is this a complete diffusers model folder?"));
+        return Err(Error::model(
+            dir,
+            "folder is missing; is this a complete diffusers model folder?",
+        ));
     }
-    for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
+    for name in [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ] {
         let path = dir.join(&name);
         if path.is_file() {
             return Ok(vec![path]);
         }
     }
-    for name in [format!("{stem}.safetensors.index.json"), format!("{stem}.safetensors.index.fp16.json")] {
+    for name in [
+        format!("{stem}.safetensors.index.json"),
+        format!("{stem}.safetensors.index.fp16.json"),
+    ] {
         let index = dir.join(&name);
         if index.is_file() {
             return sharded(&index, dir);
@@ -39,8 +48,8 @@ pub fn find_weights(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
 
 fn sharded(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::model(index, e.to_string()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::model(index, format!("not valid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::model(index, format!("not valid JSON: {e}")))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -48,7 +57,10 @@ fn sharded(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = Vec::new();
     for f in map.values().filter_map(|v| v.as_str()) {
         if f.contains('/') || f.contains('\\') || f.contains("..") {
-            return Err(Error::model(index, format!("shard name {f:?} points outside the folder")));
+            return Err(Error::model(
+                index,
+                format!("shard name {f:?} points outside the folder"),
+            ));
         }
         let p = dir.join(f);
         if !files.contains(&p) {
@@ -62,7 +74,11 @@ fn sharded(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Memory-maps `files` into a `VarBuilder` that yields tensors in `dtype` on `device`.
-pub fn var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+pub fn var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
     for f in files {
         check_header(f)?;
     }
@@ -79,7 +95,10 @@ fn check_header(path: &Path) -> Result<()> {
     let size = f.metadata()?.len();
     let mut len = [0u8; 8];
     if f.read_exact(&mut len).is_err() {
-        return Err(Error::model(path, "file is too short to be safetensors (truncated or empty?)"));
+        return Err(Error::model(
+            path,
+            "file is too short to be safetensors (truncated or empty?)",
+        ));
     }
     let header_len = u64::from_le_bytes(len);
     if header_len == 0 || header_len > 100 << 20 || header_len + 8 > size {
@@ -91,7 +110,10 @@ fn check_header(path: &Path) -> Result<()> {
     let mut first = [0u8; 1];
     f.read_exact(&mut first)?;
     if first[0] != b'{' {
-        return Err(Error::model(path, "not a safetensors file (header is not JSON)"));
+        return Err(Error::model(
+            path,
+            "not a safetensors file (header is not JSON)",
+        ));
     }
     Ok(())
 }
@@ -99,7 +121,9 @@ fn check_header(path: &Path) -> Result<()> {
 /// Reads and parses a component's JSON config, naming the file on failure.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::model(path, "missing; is this a complete diffusers model folder?"),
+        std::io::ErrorKind::NotFound => {
+            Error::model(path, "missing; is this a complete diffusers model folder?")
+        }
         _ => Error::model(path, e.to_string()),
     })?;
     serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid config: {e}")))
