@@ -234,7 +234,8 @@ fn invalid_requests_are_rejected_with_clear_messages() {
     let model = load("sd15");
     let base = small_request(&model);
     let cancel = AtomicBool::new(false);
-    let cases: Vec<(Box<dyn Fn(&mut Request)>, &str)> = vec![
+    type Case = (Box<dyn Fn(&mut Request)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             Box::new(|r| r.width = 60),
             "width 60 must be a positive multiple of 8",

@@ -182,13 +182,13 @@ impl UNetConfig {
         }
         match self.addition_embed_type.as_deref() {
             None => {}
-            Some("text_time") => {
+            Some("text_time")
                 if self.addition_time_embed_dim.is_none()
-                    || self.projection_class_embeddings_input_dim.is_none()
-                {
-                    return Err("text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
-                }
+                    || self.projection_class_embeddings_input_dim.is_none() =>
+            {
+                return Err("text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim".into());
             }
+            Some("text_time") => {}
             Some(t) => return Err(format!("unsupported addition_embed_type {t}")),
         }
         let groups = self.norm_num_groups;
