@@ -29,7 +29,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     steps: Option<u32>,
     /// Classifier-free guidance scale (default: the model's; 1 disables guidance).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     cfg: Option<f64>,
     /// Sampler name, e.g. "Euler a", "DPM++ 2M" or a ComfyUI id; legacy names like "DPM++ 2M Karras" work.
     #[arg(long)]

@@ -382,3 +382,59 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn family_prediction_and_defaults_come_from_configs() {
+    use sumi_engine::{Family, Prediction};
+    let sd15 = load("sd15");
+    assert_eq!(
+        (sd15.info.family, sd15.info.prediction, sd15.info.turbo),
+        (Family::Sd1, Prediction::Epsilon, false)
+    );
+    assert_eq!(sd15.info.native_size, 64);
+    let d = sd15.info.defaults();
+    assert_eq!(
+        (d.steps, d.sampler, d.schedule, d.size),
+        (20, "DPM++ 2M", "Karras", 64)
+    );
+    let sd2 = load("sd2v");
+    assert_eq!(
+        (sd2.info.family, sd2.info.prediction),
+        (Family::Sd2, Prediction::V)
+    );
+    let xl = load("sdxl");
+    assert_eq!(xl.info.family, Family::Sdxl);
+    assert!((xl.info.scaling_factor - 0.13025).abs() < 1e-9);
+
+    // A Turbo model is the same architecture with trailing timesteps: 1 step, no CFG.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("turbo");
+    copy_dir(&fixtures().join("sd15"), &copy);
+    let cfg_path = copy.join("scheduler/scheduler_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["timestep_spacing"] = serde_json::json!("trailing");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let turbo = Model::load(&copy, &Device::Cpu, DType::F32).unwrap();
+    assert!(turbo.info.turbo);
+    let d = turbo.info.defaults();
+    assert_eq!((d.steps, d.cfg, d.sampler), (1, 1.0, "Euler a"));
+    let req = Request::with_defaults(&turbo, "a cat", 3);
+    let img = generate(&turbo, &req, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(img.dimensions(), (64, 64));
+}
+
+#[test]
+fn legacy_combined_sampler_names_pick_the_schedule() {
+    let model = load("sd15");
+    let mut a = small_request(&model);
+    a.sampler = "DPM++ 2M Karras".into();
+    a.schedule = "Automatic".into();
+    let mut b = small_request(&model);
+    b.sampler = "dpmpp_2m".into();
+    b.schedule = "karras".into();
+    let cancel = AtomicBool::new(false);
+    let x = generate(&model, &a, &cancel, &mut |_| {}).unwrap();
+    let y = generate(&model, &b, &cancel, &mut |_| {}).unwrap();
+    assert_eq!(x, y);
+}

@@ -73,3 +73,37 @@ pub fn repo_of_snapshot(dir: &Path) -> Option<String> {
         .strip_prefix("models--")?;
     Some(repo.replacen("--", "/", 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_recognised() {
+        assert!(looks_like_repo_id("stabilityai/sdxl-turbo"));
+        assert!(looks_like_repo_id(
+            "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        ));
+        assert!(!looks_like_repo_id("../etc"));
+        assert!(!looks_like_repo_id("a/b/c"));
+        assert!(!looks_like_repo_id("plainname"));
+        assert!(!looks_like_repo_id("../x"));
+    }
+
+    #[test]
+    fn snapshots_resolve_through_refs_main() {
+        let cache = tempfile::tempdir().unwrap();
+        let base = cache.path().join("models--org--model");
+        std::fs::create_dir_all(base.join("snapshots/abc123")).unwrap();
+        std::fs::create_dir_all(base.join("snapshots/old999")).unwrap();
+        std::fs::create_dir_all(base.join("refs")).unwrap();
+        std::fs::write(base.join("refs/main"), "abc123\n").unwrap();
+        let snap = snapshot_in(cache.path(), "org/model").unwrap();
+        assert!(snap.ends_with("snapshots/abc123"));
+        assert_eq!(repo_of_snapshot(&snap).as_deref(), Some("org/model"));
+        let err = snapshot_in(cache.path(), "org/other")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in the local Hugging Face cache"), "{err}");
+    }
+}
