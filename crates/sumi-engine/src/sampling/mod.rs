@@ -31,7 +31,8 @@ pub trait Denoiser {
 pub struct StepInfo<'a> {
     /// Zero-based step index.
     pub index: usize,
-    /// Number of steps in the run (`sigmas.len() - 1`).
+    /// Number of steps in the run: `sigmas.len() - 1`, except for samplers that choose their
+    /// own steps within the sigma range (`SamplerEntry::own_steps`).
     pub total: usize,
     /// Noise level at the start of this step.
     pub sigma: f64,

@@ -55,6 +55,9 @@ pub struct SamplerEntry {
     pub init_noise: InitNoise,
     /// Schedule id used for "Automatic".
     pub default_schedule: &'static str,
+    /// Chooses its own steps between `sigmas[0]` and the smallest non-zero sigma and ends
+    /// there (DPM fast/adaptive); `sigmas.len() - 1` is then its budget of model calls.
+    pub own_steps: bool,
 }
 
 /// One schedule row.
@@ -81,6 +84,7 @@ macro_rules! k {
             noise: $noise,
             init_noise: InitNoise::SigmaMax,
             default_schedule: "normal",
+            own_steps: false,
         }
     };
 }
@@ -97,6 +101,7 @@ macro_rules! d {
             noise: $noise,
             init_noise: InitNoise::VariancePreserving,
             default_schedule: $sched,
+            own_steps: false,
         }
     };
 }
@@ -122,6 +127,10 @@ pub static SAMPLERS: &[SamplerEntry] = &[
     k!("Heun", "heun", s::heun, 2, D),
     k!("DPM2", "dpm_2", s::dpm_2, 2, D),
     k!("DPM2 a", "dpm_2_ancestral", s::dpm_2_ancestral, 2, A),
+    SamplerEntry {
+        own_steps: true,
+        ..k!("DPM fast", "dpm_fast", s::dpm_fast, 1, D)
+    },
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
     d!("DDPM", "ddpm", s::ddpm, A, "ddim_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),
