@@ -32,7 +32,8 @@ pub struct StepInfo<'a> {
     /// Zero-based step index.
     pub index: usize,
     /// Number of steps in the run: `sigmas.len() - 1`, except for samplers that choose their
-    /// own steps within the sigma range (`SamplerEntry::own_steps`).
+    /// own steps within the sigma range (`SamplerEntry::own_steps`); 0 when not known in
+    /// advance (DPM adaptive).
     pub total: usize,
     /// Noise level at the start of this step.
     pub sigma: f64,

@@ -131,6 +131,10 @@ pub static SAMPLERS: &[SamplerEntry] = &[
         own_steps: true,
         ..k!("DPM fast", "dpm_fast", s::dpm_fast, 1, D)
     },
+    SamplerEntry {
+        own_steps: true,
+        ..k!("DPM adaptive", "dpm_adaptive", s::dpm_adaptive, 3, D)
+    },
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
     d!("DDPM", "ddpm", s::ddpm, A, "ddim_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),

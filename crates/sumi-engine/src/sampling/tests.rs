@@ -165,8 +165,15 @@ fn trajectories_match_reference() {
         let entry = sampler(id).unwrap();
         let sigmas = vec64(&f.tensors[&format!("case.{ci}.sigmas")]);
         let want_traj = &f.tensors[&format!("case.{ci}.traj")];
+        // f32 like a real run, except for DPM adaptive: its first error estimates (~1e-8) are
+        // below f32 resolution, so its step sizes follow rounding noise there.
+        let dtype = if id == "dpm_adaptive" {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let unit = f.tensors[&format!("case.{ci}.unit")]
-            .to_dtype(DType::F32)
+            .to_dtype(dtype)
             .unwrap();
         let init = match c["init_noise"].as_str().unwrap() {
             "sigma_max" => InitNoise::SigmaMax,
@@ -179,7 +186,7 @@ fn trajectories_match_reference() {
             None => vec![],
         };
         let mut noise = Replay { draws, next: 0 };
-        let toy = Toy::new(DType::F32);
+        let toy = Toy::new(dtype);
         let mut steps = Vec::new();
         let mut on_step = |s: &StepInfo| {
             steps.push((s.index, s.model_evals, s.x.clone()));
@@ -284,8 +291,15 @@ fn run(
     };
     let out = (entry.func)(&toy, x, &sigmas, &mut ctx);
     if cancel_at.is_none() {
-        // Every step reports the same total, and that is the number of steps reported.
-        assert!(totals.iter().all(|t| *t == reported.len()), "{}", entry.id);
+        // Every step reports the same total, and that is the number of steps reported (or 0
+        // where it is not known in advance).
+        assert!(
+            totals
+                .iter()
+                .all(|t| *t == reported.len() || (entry.own_steps && *t == 0)),
+            "{}",
+            entry.id
+        );
         if !entry.own_steps {
             assert_eq!(reported.len(), sigmas.len() - 1, "{}", entry.id);
         }
