@@ -751,7 +751,7 @@ pub fn dpm_fast(
     let (sigma_min, sigma_max) = dpm_range(sigmas)?;
     let m = nfe / 3 + 1;
     let mut orders = vec![3usize; m];
-    if nfe % 3 == 0 {
+    if nfe.is_multiple_of(3) {
         orders[m - 2] = 2;
         orders[m - 1] = 1;
     } else {

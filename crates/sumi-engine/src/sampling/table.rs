@@ -280,7 +280,10 @@ pub fn parse_sampler(
     }
     let trimmed = name.trim();
     for sc in SCHEDULES {
-        for suffix in std::iter::once(sc.name).chain(sc.aliases.iter().copied()) {
+        for suffix in [sc.name, sc.id]
+            .into_iter()
+            .chain(sc.aliases.iter().copied())
+        {
             let n = suffix.len();
             if trimmed.len() > n + 1
                 && trimmed.is_char_boundary(trimmed.len() - n)
@@ -322,6 +325,25 @@ mod tests {
         assert!(sc.is_none());
         let (s, sc) = parse_sampler("euler exponential").unwrap();
         assert_eq!((s.id, sc.unwrap().id), ("euler", "exponential"));
+        for (legacy, sampler_id, schedule_id) in [
+            ("DPM++ 2M SDE Karras", "dpmpp_2m_sde", "karras"),
+            ("DPM++ 3M SDE Exponential", "dpmpp_3m_sde", "exponential"),
+            ("DPM++ 2S a Karras", "dpmpp_2s_ancestral", "karras"),
+            ("DPM++ SDE Karras", "dpmpp_sde", "karras"),
+            ("DPM2 a Karras", "dpm_2_ancestral", "karras"),
+            ("DPM2 Karras", "dpm_2", "karras"),
+            ("LMS Karras", "lms", "karras"),
+            ("dpmpp_2m sgm_uniform", "dpmpp_2m", "sgm_uniform"),
+        ] {
+            let (s, sc) = parse_sampler(legacy).unwrap();
+            assert_eq!(
+                (s.id, sc.map(|e| e.id)),
+                (sampler_id, Some(schedule_id)),
+                "{legacy}"
+            );
+        }
+        let (s, sc) = parse_sampler("DPM++ 2M SDE").unwrap();
+        assert_eq!((s.id, sc.is_none()), ("dpmpp_2m_sde", true));
     }
 
     #[test]
@@ -358,6 +380,30 @@ mod tests {
                 assert!(seen.insert(n.clone()), "schedule name {n} used twice");
             }
         }
+    }
+
+    #[test]
+    fn automatic_picks_the_sampler_default() {
+        assert_eq!(
+            schedule_for(sampler("DDIM").unwrap(), "Automatic")
+                .unwrap()
+                .id,
+            "ddim_timesteps"
+        );
+        assert_eq!(schedule_for(sampler("LCM").unwrap(), "").unwrap().id, "lcm");
+        assert_eq!(
+            schedule_for(sampler("Euler").unwrap(), "automatic")
+                .unwrap()
+                .id,
+            "normal"
+        );
+        assert_eq!(
+            schedule_for(sampler("Euler").unwrap(), "Karras")
+                .unwrap()
+                .id,
+            "karras"
+        );
+        assert!(schedule_for(sampler("Euler").unwrap(), "nope").is_err());
     }
 
     #[test]
