@@ -391,3 +391,72 @@ fn brownian_sde_runs_are_stable_across_step_counts() {
         );
     }
 }
+
+#[test]
+fn stochastic_samplers_match_reference_statistics() {
+    // With their own noise (a Brownian tree for the SDE samplers), the final samples over many
+    // seeds must show the same mean and variance as k-diffusion's runs with its own noise
+    // (torchsde's Brownian tree), standardised per element by the data's std.
+    let f = fixture();
+    let stats = &f.meta["stats"];
+    let toy = Toy::new(DType::F64);
+    let m = vec64(&toy.m);
+    let sigmas = (schedule(stats["schedule"].as_str().unwrap()).unwrap().func)(
+        &levels("sd15"),
+        stats["steps"].as_u64().unwrap() as usize,
+    )
+    .unwrap();
+    let refs = stats["samplers"].as_object().unwrap();
+    assert_eq!(refs.len(), 6);
+    for (id, want) in refs {
+        let entry = sampler(id).unwrap();
+        assert!(entry.stochastic, "{id}");
+        let (mut sum, mut sum2, mut count) = (0.0, 0.0, 0.0);
+        for seed in 0..200u64 {
+            let unit = Tensor::from_vec(
+                brownian::gaussians(1000 + seed, 0, 64),
+                (1, 4, 4, 4),
+                &Device::Cpu,
+            )
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+            let x = unit.affine(entry.init_noise.scale(sigmas[0]), 0.0).unwrap();
+            let mut seeded = Seeded(seed << 20);
+            let mut tree = BrownianNoise::for_sigmas(seed, &sigmas);
+            let noise: &mut dyn StepNoise = match entry.noise {
+                NoiseKind::Brownian => &mut tree,
+                _ => &mut seeded,
+            };
+            let mut on_step = |_: &StepInfo| Flow::Continue;
+            let mut ctx = SampleCtx {
+                noise,
+                on_step: &mut on_step,
+            };
+            let out = vec64(&(entry.func)(&toy, x, &sigmas, &mut ctx).unwrap());
+            for (v, mi) in out.iter().zip(&m) {
+                let z = v / (toy.s2 + mi * mi).sqrt();
+                sum += z;
+                sum2 += z * z;
+                count += 1.0;
+            }
+        }
+        let mean = sum / count;
+        let var = sum2 / count - mean * mean;
+        let (want_mean, want_var) = (
+            want["mean"].as_f64().unwrap(),
+            want["var"].as_f64().unwrap(),
+        );
+        eprintln!(
+            "{id}: mean {mean:.4} (k-diffusion {want_mean:.4}), variance {var:.4} ({want_var:.4})"
+        );
+        assert!(
+            (mean - want_mean).abs() < 0.04,
+            "{id}: mean {mean} vs {want_mean}"
+        );
+        assert!(
+            (var - want_var).abs() < 0.06,
+            "{id}: variance {var} vs {want_var}"
+        );
+    }
+}
