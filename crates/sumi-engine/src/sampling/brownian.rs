@@ -53,6 +53,8 @@ pub struct BrownianNoise {
     t0: f64,
     t1: f64,
     depth: u32,
+    /// W at the last few queried times (samplers ask for adjacent intervals).
+    cache: Vec<(f64, Vec<f64>)>,
 }
 
 impl BrownianNoise {
@@ -69,6 +71,7 @@ impl BrownianNoise {
             t0,
             t1,
             depth: 24,
+            cache: Vec::new(),
         }
     }
 
@@ -122,6 +125,21 @@ impl BrownianNoise {
     }
 }
 
+impl BrownianNoise {
+    /// W(t), from the cache when this time was queried recently.
+    fn w_cached(&mut self, t: f64, n: usize) -> Vec<f64> {
+        if let Some((_, w)) = self.cache.iter().find(|(ct, w)| *ct == t && w.len() == n) {
+            return w.clone();
+        }
+        let w = self.w(t, n);
+        if self.cache.len() >= 4 {
+            self.cache.remove(0);
+        }
+        self.cache.push((t, w.clone()));
+        w
+    }
+}
+
 impl StepNoise for BrownianNoise {
     fn sample(&mut self, like: &Tensor, sigma: f64, sigma_next: f64) -> Result<Tensor> {
         let n = like.elem_count();
@@ -131,7 +149,7 @@ impl StepNoise for BrownianNoise {
         );
         let dt = (tb - ta).abs();
         let v: Vec<f32> = if dt > 0.0 {
-            let (wa, wb) = (self.w(ta, n), self.w(tb, n));
+            let (wa, wb) = (self.w_cached(ta, n), self.w_cached(tb, n));
             let inv = 1.0 / dt.sqrt();
             wa.iter()
                 .zip(&wb)

@@ -1,5 +1,18 @@
 //! Schedules (sigma lists) and samplers, k-diffusion style: samplers are plain functions over a
 //! denoiser and a list of sigmas.
+//!
+//! How a run is put together (the pipeline's side):
+//! 1. `NoiseLevels::from_config(&SchedulerConfig::from_json(..)?)` from the model's
+//!    `scheduler/scheduler_config.json`.
+//! 2. `let (entry, legacy_schedule) = parse_sampler(name)?` and
+//!    `schedule_for(entry, schedule_name)?` (or the schedule in a legacy combined name), then
+//!    `sigmas = (schedule.func)(&levels, steps)?`.
+//! 3. Start from `noise * entry.init_noise.scale(sigmas[0])`.
+//! 4. Noise for stochastic samplers: `BrownianNoise::for_sigmas(seed, &sigmas)` when
+//!    `entry.noise == NoiseKind::Brownian`, otherwise the request's seeded per-step source.
+//! 5. `(entry.func)(&denoiser, x, &sigmas, &mut ctx)`, then
+//!    `samplers::to_variance_preserving(&x, *sigmas.last().unwrap())` before the VAE (a no-op
+//!    unless the schedule ends above 0, as diffusers' DDIM timesteps do for SD1.x).
 
 use candle_core::Tensor;
 
@@ -31,7 +44,9 @@ pub trait Denoiser {
 pub struct StepInfo<'a> {
     /// Zero-based step index.
     pub index: usize,
-    /// Number of steps in the run (`sigmas.len() - 1`).
+    /// Number of steps in the run: `sigmas.len() - 1`, except for samplers that choose their
+    /// own steps within the sigma range (`SamplerEntry::own_steps`); 0 when not known in
+    /// advance (DPM adaptive).
     pub total: usize,
     /// Noise level at the start of this step.
     pub sigma: f64,

@@ -101,7 +101,7 @@ pub struct NoiseLevels {
 /// torch.linspace in f32, bit for bit as its CPU kernel computes it: an f32 step, the first
 /// half counted up from `start` and the second half down from `end`, each value one fused
 /// multiply-add.
-fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+pub(crate) fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let (s, e) = (start as f32, end as f32);
     if n <= 1 {
         return vec![s; n];

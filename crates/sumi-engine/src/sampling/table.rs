@@ -55,6 +55,9 @@ pub struct SamplerEntry {
     pub init_noise: InitNoise,
     /// Schedule id used for "Automatic".
     pub default_schedule: &'static str,
+    /// Chooses its own steps between `sigmas[0]` and the smallest non-zero sigma and ends
+    /// there (DPM fast/adaptive); `sigmas.len() - 1` is then its budget of model calls.
+    pub own_steps: bool,
 }
 
 /// One schedule row.
@@ -81,6 +84,7 @@ macro_rules! k {
             noise: $noise,
             init_noise: InitNoise::SigmaMax,
             default_schedule: "normal",
+            own_steps: false,
         }
     };
 }
@@ -97,6 +101,7 @@ macro_rules! d {
             noise: $noise,
             init_noise: InitNoise::VariancePreserving,
             default_schedule: $sched,
+            own_steps: false,
         }
     };
 }
@@ -122,6 +127,14 @@ pub static SAMPLERS: &[SamplerEntry] = &[
     k!("Heun", "heun", s::heun, 2, D),
     k!("DPM2", "dpm_2", s::dpm_2, 2, D),
     k!("DPM2 a", "dpm_2_ancestral", s::dpm_2_ancestral, 2, A),
+    SamplerEntry {
+        own_steps: true,
+        ..k!("DPM fast", "dpm_fast", s::dpm_fast, 1, D)
+    },
+    SamplerEntry {
+        own_steps: true,
+        ..k!("DPM adaptive", "dpm_adaptive", s::dpm_adaptive, 3, D)
+    },
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
     d!("DDPM", "ddpm", s::ddpm, A, "ddim_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),
@@ -267,7 +280,10 @@ pub fn parse_sampler(
     }
     let trimmed = name.trim();
     for sc in SCHEDULES {
-        for suffix in std::iter::once(sc.name).chain(sc.aliases.iter().copied()) {
+        for suffix in [sc.name, sc.id]
+            .into_iter()
+            .chain(sc.aliases.iter().copied())
+        {
             let n = suffix.len();
             if trimmed.len() > n + 1
                 && trimmed.is_char_boundary(trimmed.len() - n)
@@ -309,6 +325,25 @@ mod tests {
         assert!(sc.is_none());
         let (s, sc) = parse_sampler("euler exponential").unwrap();
         assert_eq!((s.id, sc.unwrap().id), ("euler", "exponential"));
+        for (legacy, sampler_id, schedule_id) in [
+            ("DPM++ 2M SDE Karras", "dpmpp_2m_sde", "karras"),
+            ("DPM++ 3M SDE Exponential", "dpmpp_3m_sde", "exponential"),
+            ("DPM++ 2S a Karras", "dpmpp_2s_ancestral", "karras"),
+            ("DPM++ SDE Karras", "dpmpp_sde", "karras"),
+            ("DPM2 a Karras", "dpm_2_ancestral", "karras"),
+            ("DPM2 Karras", "dpm_2", "karras"),
+            ("LMS Karras", "lms", "karras"),
+            ("dpmpp_2m sgm_uniform", "dpmpp_2m", "sgm_uniform"),
+        ] {
+            let (s, sc) = parse_sampler(legacy).unwrap();
+            assert_eq!(
+                (s.id, sc.map(|e| e.id)),
+                (sampler_id, Some(schedule_id)),
+                "{legacy}"
+            );
+        }
+        let (s, sc) = parse_sampler("DPM++ 2M SDE").unwrap();
+        assert_eq!((s.id, sc.is_none()), ("dpmpp_2m_sde", true));
     }
 
     #[test]
@@ -345,6 +380,30 @@ mod tests {
                 assert!(seen.insert(n.clone()), "schedule name {n} used twice");
             }
         }
+    }
+
+    #[test]
+    fn automatic_picks_the_sampler_default() {
+        assert_eq!(
+            schedule_for(sampler("DDIM").unwrap(), "Automatic")
+                .unwrap()
+                .id,
+            "ddim_timesteps"
+        );
+        assert_eq!(schedule_for(sampler("LCM").unwrap(), "").unwrap().id, "lcm");
+        assert_eq!(
+            schedule_for(sampler("Euler").unwrap(), "automatic")
+                .unwrap()
+                .id,
+            "normal"
+        );
+        assert_eq!(
+            schedule_for(sampler("Euler").unwrap(), "Karras")
+                .unwrap()
+                .id,
+            "karras"
+        );
+        assert!(schedule_for(sampler("Euler").unwrap(), "nope").is_err());
     }
 
     #[test]
