@@ -281,10 +281,9 @@ pub fn sample_latent(
         on_step: &mut on_step,
     };
     let x = (sampler.func)(&denoiser, x, &sigmas, &mut ctx)?;
-    // The sampler works in k-diffusion's variance-exploding space; the VAE wants x / sqrt(1 + s^2)
-    // at the last noise level (a no-op when the schedule ends at 0).
-    let last = *sigmas.last().unwrap_or(&0.0);
-    Ok((x / (1.0 + last * last).sqrt())?)
+    // The sampler works in k-diffusion's variance-exploding space; the VAE wants the
+    // variance-preserving latent (they differ only when the schedule ends above 0).
+    sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))
 }
 
 /// Decodes a sampled latent to an image tensor `[1, 3, H, W]` in about [-1, 1].

@@ -34,6 +34,11 @@ pub fn looks_like_repo_id(spec: &str) -> bool {
 pub fn cached_snapshot(repo: &str) -> Result<PathBuf> {
     let cache = cache_dir()
         .ok_or_else(|| Error::model(repo, "no Hugging Face cache folder (set HF_HOME)"))?;
+    snapshot_in(&cache, repo)
+}
+
+/// The snapshot folder of `repo` in the hub cache at `cache`, following `refs/main`.
+pub fn snapshot_in(cache: &Path, repo: &str) -> Result<PathBuf> {
     let base = cache.join(format!("models--{}", repo.replace('/', "--")));
     if !base.is_dir() {
         return Err(Error::model(
