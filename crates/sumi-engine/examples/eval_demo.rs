@@ -29,7 +29,8 @@ struct Case {
 }
 
 fn load_cases(n: usize) -> Res<Vec<Case>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/demo_model/eval_cases.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/demo_model/eval_cases.json");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     let s = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or_default().to_string();
     Ok(json["cases"]
@@ -92,7 +93,10 @@ fn main() -> Res<()> {
     let defaults = model.info.defaults();
     let names: Vec<String> = match samplers.as_str() {
         "default" => vec![defaults.sampler.to_string()],
-        "all" => sampling::SAMPLERS.iter().map(|s| s.name.to_string()).collect(),
+        "all" => sampling::SAMPLERS
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect(),
         list => list.split(',').map(|s| s.trim().to_string()).collect(),
     };
     println!(
@@ -175,8 +179,13 @@ fn main() -> Res<()> {
             let (c, r) = (i as u32 % cols, i as u32 / cols);
             image::imageops::replace(&mut out, img, (c * w) as i64, (r * h) as i64);
         }
-        image::imageops::resize(&out, out.width() * 3, out.height() * 3, image::imageops::FilterType::Nearest)
-            .save(&path)?;
+        image::imageops::resize(
+            &out,
+            out.width() * 3,
+            out.height() * 3,
+            image::imageops::FilterType::Nearest,
+        )
+        .save(&path)?;
     }
     Ok(())
 }

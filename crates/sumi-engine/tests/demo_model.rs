@@ -21,7 +21,11 @@ const PROMPTS: &[(&str, &str, &str)] = &[
     ("a yellow star on a purple background", "yellow", "purple"),
     ("a red circle on a blue background", "red", "blue"),
     ("a white square on a black background", "white", "black"),
-    ("a large cyan diamond on a orange background", "cyan", "orange"),
+    (
+        "a large cyan diamond on a orange background",
+        "cyan",
+        "orange",
+    ),
 ];
 
 #[test]
@@ -30,7 +34,11 @@ fn demo_model_draws_the_colours_it_is_asked_for() {
     assert_eq!(model.info.defaults().size, 32);
     let cancel = AtomicBool::new(false);
     let mut failures = Vec::new();
-    for (sampler, schedule) in [("DPM++ 2M", "Karras"), ("Euler a", "Normal"), ("DDIM", "Automatic")] {
+    for (sampler, schedule) in [
+        ("DPM++ 2M", "Karras"),
+        ("Euler a", "Normal"),
+        ("DDIM", "Automatic"),
+    ] {
         for &(prompt, object, background) in PROMPTS {
             let mut req = Request::with_defaults(&model, prompt, 7);
             req.sampler = sampler.into();
@@ -55,7 +63,11 @@ fn demo_model_draws_the_colours_it_is_asked_for() {
             }
         }
     }
-    assert!(failures.is_empty(), "wrong colours:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "wrong colours:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -22,19 +22,30 @@ pub fn builtin_demo_model() -> Result<PathBuf> {
         };
     }
     let mut candidates = Vec::new();
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         candidates.push(exe_dir.join("assets/demo-model"));
         candidates.push(exe_dir.join("../assets/demo-model"));
         candidates.push(exe_dir.join("../../assets/demo-model"));
         candidates.push(exe_dir.join("../share/sumi/demo-model"));
     }
-    candidates.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/demo-model")));
-    candidates.into_iter().find(|p| is_model_dir(p)).ok_or_else(|| {
-        Error::model(
-            "assets/demo-model",
-            format!("the built-in demo model was not found; pass --model or set {DEMO_MODEL_ENV}"),
-        )
-    })
+    candidates.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../assets/demo-model"
+    )));
+    candidates
+        .into_iter()
+        .find(|p| is_model_dir(p))
+        .ok_or_else(|| {
+            Error::model(
+                "assets/demo-model",
+                format!(
+                    "the built-in demo model was not found; pass --model or set {DEMO_MODEL_ENV}"
+                ),
+            )
+        })
 }
 
 fn is_model_dir(p: &Path) -> bool {
