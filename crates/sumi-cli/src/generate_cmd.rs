@@ -13,9 +13,10 @@ use sumi_engine::{sampling, Event, Request};
 /// Options of `sumi generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Diffusers model folder, or a Hugging Face repo id already in the local cache.
+    /// Diffusers model folder, or a Hugging Face repo id already in the local cache
+    /// (default: the built-in demo model, or the folder in $SUMI_DEMO_MODEL).
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// What to draw.
     #[arg(long, short)]
     prompt: String,
@@ -87,7 +88,10 @@ fn random_seed() -> u64 {
 pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let seed_arg = parse_seed(args.seed.as_deref())?;
     let device = sumi_engine::device::pick(&args.device)?;
-    let path = model::resolve(&args.model)?;
+    let path = match &args.model {
+        Some(spec) => model::resolve(spec)?,
+        None => model::builtin_demo_model()?,
+    };
     let dtype = model::default_dtype(&device);
     let t0 = Instant::now();
     eprintln!("loading {} ...", path.display());

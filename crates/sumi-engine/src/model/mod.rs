@@ -1,6 +1,7 @@
 //! Finding and loading checkpoints: diffusers folders (and repo ids in the local Hugging Face
 //! cache), model-family detection and per-family defaults.
 
+pub mod demo;
 pub mod hub;
 pub mod layers;
 pub mod unet;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::{Error, Result};
+pub use demo::{builtin_demo_model, DEMO_MODEL_ENV};
 use unet::{UNet, UNetConfig};
 use vae::{VaeConfig, VaeDecoder};
 use weights::{find_weights, read_json, var_builder};

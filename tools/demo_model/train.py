@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Train Sumi's built-in demo model and write it as a diffusers folder (f16 safetensors).
+
+Stages (all seeded, CPU friendly):
+  1. a whole-word CLIP BPE tokenizer for the caption vocabulary;
+  2. an AutoencoderKL, 32x32x3 images <-> 8x8x4 latents; its scaling factor = 1 / std(latents);
+  3. a CLIPTextModel and a UNet2DConditionModel (SD 1.5 block structure, small channels) trained
+     jointly on eps prediction with SD's scaled_linear betas and 10% caption dropout (for CFG).
+
+Usage:  python tools/demo_model/train.py --out assets/demo-model
+"""
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler,
+                       StableDiffusionPipeline, UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dataset  # noqa: E402
+
+MAX_LEN = 77
+SPECIAL_BOS = "<|startoftext|>"
+SPECIAL_EOS = "<|endoftext|>"
+SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer: CLIP's byte-level BPE, trained on the caption words until each is one token
+# (same construction as tests/fixtures/make_fixtures.py).
+# ----------------------------------------------------------------------------------------------
+def byte_unicode_table():
+    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+            + list(range(ord("®"), ord("ÿ") + 1)))
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table, keep + [b for b in range(256) if b not in keep]
+
+
+def train_bpe(words):
+    syms = {w: list(w[:-1]) + [w[-1] + "</w>"] for w in sorted(words)}
+    merges = []
+    while True:
+        counts = {}
+        for s in syms.values():
+            for pair in zip(s, s[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        for w, s in syms.items():
+            out, i = [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(s[i] + s[i + 1])
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            syms[w] = out
+    table, order = byte_unicode_table()
+    vocab = {}
+    for b in order:
+        vocab[table[b]] = len(vocab)
+    for b in order:
+        vocab[table[b] + "</w>"] = len(vocab)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab[SPECIAL_BOS] = len(vocab)
+    vocab[SPECIAL_EOS] = len(vocab)
+    return vocab, merges
+
+
+def write_vocab_merges(folder, vocab, merges):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+
+
+def make_tokenizer():
+    vocab, merges = train_bpe(dataset.vocabulary())
+    with tempfile.TemporaryDirectory() as d:
+        write_vocab_merges(Path(d), vocab, merges)
+        tok = CLIPTokenizer.from_pretrained(d, pad_token=SPECIAL_EOS, model_max_length=MAX_LEN)
+    for w in dataset.vocabulary():
+        assert len(tok(w, add_special_tokens=False).input_ids) == 1, w
+    return tok, vocab, merges
+
+
+def token_ids(tok, texts):
+    return tok(texts, padding="max_length", max_length=MAX_LEN, truncation=True,
+               return_tensors="pt").input_ids
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+def build_models(tok, vocab_size):
+    torch.manual_seed(1)
+    te = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_LEN, hidden_act="quick_gelu",
+        projection_dim=64, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id))
+    torch.manual_seed(2)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32),
+        layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=dataset.SIZE)
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(
+        sample_size=dataset.SIZE // 4, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn", block_out_channels=(32, 64, 64),
+        layers_per_block=1, norm_num_groups=16, attention_head_dim=4, cross_attention_dim=64)
+    return te, vae, unet
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def to_tensor(imgs):
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Training stages
+# ----------------------------------------------------------------------------------------------
+def train_vae(vae, imgs, steps, batch, lr, kl_weight, gen, log):
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.train()
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(imgs), (batch,), generator=gen)
+        x = to_tensor(imgs[idx.numpy()])
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        mse = F.mse_loss(rec, x)
+        kl = post.kl().mean() / post.mean[0].numel()
+        loss = mse + kl_weight * kl
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, step / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps:
+            log(f"vae step {step}/{steps} mse {mse.item():.5f} kl {kl.item():.4f} "
+                f"({time.time() - t0:.0f}s)")
+    vae.eval()
+    return mse.item(), kl.item()
+
+
+@torch.no_grad()
+def encode_all(vae, imgs, batch=500):
+    means, stds = [], []
+    for i in range(0, len(imgs), batch):
+        post = vae.encode(to_tensor(imgs[i:i + batch])).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def ema_update(ema, model, decay):
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - decay)
+
+
+def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, save_cb):
+    betas = torch.linspace(SD_BETAS["beta_start"] ** 0.5, SD_BETAS["beta_end"] ** 0.5, 1000) ** 2
+    abar = torch.cumprod(1 - betas, 0)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    unet.train()
+    te.train()
+    t0 = time.time()
+    last_save = t0
+    avg = None
+    step = 0
+    for step in range(1, args.unet_steps + 1):
+        idx = torch.randint(0, len(ids), (args.batch,), generator=gen)
+        z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * scale
+        tok = ids[idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.cond_dropout
+        tok[drop] = empty_ids
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        noise = torch.randn(z.shape, generator=gen)
+        a = abar[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * z + (1 - a).sqrt() * noise
+        ctx = te(tok).last_hidden_state
+        pred = unet(xt, t, encoder_hidden_states=ctx).sample
+        loss = F.mse_loss(pred, noise)
+        # cosine decay over whichever runs out first: the steps or the time budget
+        frac = min(1.0, max(step / args.unet_steps, (time.time() - t0) / (args.max_minutes * 60)))
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, step / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_te, te, decay)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        elapsed = time.time() - t0
+        if step % 100 == 0 or step == args.unet_steps:
+            log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} avg {avg:.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} ({elapsed:.0f}s)")
+        if save_cb and time.time() - last_save > args.save_every * 60:
+            save_cb(ema_te, ema_unet, step, avg)
+            last_save = time.time()
+        if frac >= 1.0:
+            log(f"stopping at step {step}: time budget of {args.max_minutes} min reached")
+            break
+    return ema_te, ema_unet, step, avg
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+def save_pipeline(out, tok, vocab, merges, te, vae, unet):
+    sched = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False,
+                          prediction_type="epsilon")
+    pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=copy.deepcopy(te),
+                                   tokenizer=tok, unet=copy.deepcopy(unet), scheduler=sched,
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    write_vocab_merges(tmp / "tokenizer", vocab, merges)  # CLIP's own files next to tokenizer.json
+    keep = out / "README.md"
+    card = keep.read_text() if keep.exists() else None
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    if card is not None:
+        (out / "README.md").write_text(card)
+
+
+@torch.no_grad()
+def sample_grid(out, path, prompts, seed=0):
+    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(seed)
+    imgs = pipe(prompts, num_inference_steps=20, guidance_scale=7.0, generator=g,
+                output_type="np").images
+    from PIL import Image
+    row = (np.concatenate(list(imgs), axis=1) * 255).round().astype(np.uint8)
+    Image.fromarray(row).resize((row.shape[1] * 3, row.shape[0] * 3), Image.NEAREST).save(path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("assets/demo-model"))
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--vae-steps", type=int, default=800)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--unet-steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--cond-dropout", type=float, default=0.1)
+    ap.add_argument("--max-minutes", type=float, default=42, help="stop the UNet stage after this")
+    ap.add_argument("--save-every", type=float, default=8.0, help="minutes between checkpoints")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    logf = open(args.out.with_name(args.out.name + ".train.log"), "w")
+
+    def log(msg):
+        line = f"[{time.time() - start:7.1f}s] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    log(f"args: {vars(args)}")
+    tok, vocab, merges = make_tokenizer()
+    te, vae, unet = build_models(tok, len(vocab))
+    log(f"params: text encoder {n_params(te)}, vae {n_params(vae)}, unet {n_params(unet)}")
+
+    imgs, caps = dataset.make_dataset(args.images, args.seed)
+    log(f"dataset: {len(imgs)} images")
+
+    vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log)
+    lat_mean, lat_std = encode_all(vae, imgs)
+    sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen)
+    scale = float(1.0 / sampled.std())
+    vae.register_to_config(scaling_factor=scale)
+    log(f"latents: mean {sampled.mean():.4f} std {sampled.std():.4f} -> scaling_factor {scale:.5f}")
+
+    ids = token_ids(tok, caps)
+    empty_ids = token_ids(tok, [""])[0]
+    stats = {}
+
+    def checkpoint(ema_te, ema_unet, step, avg):
+        save_pipeline(args.out, tok, vocab, merges, ema_te, vae, ema_unet)
+        log(f"checkpoint at step {step} (avg loss {avg:.4f}) -> {args.out}")
+
+    ema_te, ema_unet, steps_done, avg = train_diffusion(
+        te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, checkpoint)
+    save_pipeline(args.out, tok, vocab, merges, ema_te, vae, ema_unet)
+    stats.update(vae_mse=vae_mse, vae_kl=vae_kl, unet_steps=steps_done, unet_loss_avg=avg,
+                 scaling_factor=scale, minutes=(time.time() - start) / 60)
+    log(f"done: {json.dumps(stats)}")
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    log(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    sample_grid(args.out, args.out.with_name(args.out.name + ".samples.png"),
+                ["a yellow star on a purple background", "a red circle on a blue background",
+                 "a small green square at the top left on a white background",
+                 "a large white ring at the bottom on a black background"])
+
+
+if __name__ == "__main__":
+    main()
