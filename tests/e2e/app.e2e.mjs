@@ -76,7 +76,7 @@ const ELEMENT = "element-6066-11e4-a07c-4e6dcd7b0ab0";
 
 async function find(css) {
   const all = await wd("POST", s("/elements"), { using: "css selector", value: css });
-  return all.map((e) => e[ELEMENT]);
+  return all.map((e) => e[ELEMENT] ?? e.ELEMENT ?? Object.values(e)[0]);
 }
 async function waitFor(css, what, timeoutMs = 60000, count = 1) {
   const until = Date.now() + timeoutMs;
@@ -133,11 +133,9 @@ try {
   const prompt = await one('[data-testid="prompt"]', "the Generate view with the fixture model loaded");
   check(true, "model loaded, Generate view shown");
 
-  // 2. Generate with enough steps (and a size large enough) to see several previews.
+  // 2. Generate with enough steps to see several previews (at the fixture's own 64x64 size).
   await type(prompt, PROMPT);
   await setField('[data-testid="steps"]', 30);
-  await setField('[data-testid="width"]', 256);
-  await setField('[data-testid="height"]', 256);
   await setField('[data-testid="seed"]', 1234);
   await click(await one('[data-testid="generate"]', "generate button"));
   const seen = new Set();
@@ -167,11 +165,11 @@ try {
   check((await find('[data-testid="detail-prompt"] img')).length === 0, "no element was made from the prompt");
   check((await text(await one('[data-testid="detail-seed"]', "seed"))) === "1234", "gallery detail shows the seed");
   const params = await text(await one('[data-testid="params"]', "params"));
-  check(/30/.test(params) && /256×256/.test(params) && /sd15/.test(params), "detail lists steps, size and model");
+  check(/30/.test(params) && /64×64/.test(params) && /sd15/.test(params), "detail lists steps, size and model");
   const loaded = await js(
     "const i = document.querySelector('[data-testid=detail-image]'); return i.complete && i.naturalWidth;",
   );
-  check(loaded === 256, "full image served through the sumi:// protocol");
+  check(loaded === 64, "full image served through the sumi:// protocol");
 
   // 4. Re-run gives the identical image, side by side.
   await click(await one('[data-testid="rerun"]', "re-run button"));
