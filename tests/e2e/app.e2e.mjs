@@ -45,20 +45,26 @@ const freePort = () =>
     });
   });
 
-const port = await freePort();
-// Own process group, so the driver and the app it starts can be stopped together (SIGTERM).
-const driver = spawn(driverBin, [`--port=${port}`, "--host=127.0.0.1"], {
-  detached: true,
-  stdio: ["ignore", "inherit", "inherit"],
-  env: {
-    ...process.env,
-    TAURI_WEBVIEW_AUTOMATION: "true",
-    SUMI_MODEL: path.join(root, "tests/fixtures/sd15"),
-    SUMI_HOME: home,
-  },
-});
+// Starts WebKitWebDriver in its own process group, so it and the app it starts can be stopped
+// together with SIGTERM; `env` is added to the app's environment.
+async function startDriver(env) {
+  const port = await freePort();
+  const proc = spawn(driverBin, [`--port=${port}`, "--host=127.0.0.1"], {
+    detached: true,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, TAURI_WEBVIEW_AUTOMATION: "true", SUMI_HOME: home, ...env },
+  });
+  return { proc, base: `http://127.0.0.1:${port}` };
+}
+function stopDriver(d) {
+  try {
+    process.kill(-d.proc.pid, "SIGTERM");
+  } catch {}
+}
+
+let driver = await startDriver({ SUMI_MODEL: path.join(root, "tests/fixtures/sd15") });
 let session = null;
-const base = `http://127.0.0.1:${port}`;
+let base = driver.base;
 
 async function wd(method, url, body) {
   const res = await fetch(base + url, {
@@ -105,14 +111,7 @@ async function screenshot(name) {
   const png = await wd("GET", s("/screenshot"));
   fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
 }
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-  console.log(`ok - ${msg}`);
-}
-
-const PROMPT = 'a red fox in snow <img src=x onerror="document.title=1">';
-let failed = false;
-try {
+async function openSession() {
   // The driver needs a moment to listen.
   for (let i = 0; ; i++) {
     try {
@@ -128,6 +127,16 @@ try {
   });
   session = created.sessionId;
   await wd("POST", s("/window/rect"), { width: 1280, height: 800 }).catch(() => {});
+}
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+  console.log(`ok - ${msg}`);
+}
+
+const PROMPT = 'a red fox in snow <img src=x onerror="document.title=1">';
+let failed = false;
+try {
+  await openSession();
 
   // 1. The fixture model loads and the Generate view appears.
   const prompt = await one('[data-testid="prompt"]', "the Generate view with the fixture model loaded");
@@ -229,15 +238,27 @@ try {
   await sleep(500);
   check((await find('[data-testid="thumb"]')).length === 5, "the cancelled run saved nothing (5 images)");
   await screenshot("5-gallery");
+
+  // 8. Without SUMI_MODEL the app opens on the "no model" screen; adding the folder loads it.
+  await wd("DELETE", s(""));
+  session = null;
+  stopDriver(driver);
+  driver = await startDriver({ SUMI_MODEL: "" });
+  base = driver.base;
+  await openSession();
+  await one('[data-testid="no-model"]', "the no-model screen");
+  await screenshot("0-no-model");
+  await type(await one('[data-testid="model-path"]', "model path field"), path.join(root, "tests/fixtures/sd15"));
+  await click(await one('[data-testid="model-add"]', "add folder button"));
+  await one('[data-testid="prompt"]', "the Generate view after adding the model", 60000);
+  check(true, "no-model screen, then adding the fixture folder loads it");
 } catch (e) {
   failed = true;
   console.error(`FAIL e2e: ${e.message}`);
   if (session) await screenshot("failure").catch(() => {});
 } finally {
   if (session) await wd("DELETE", s("")).catch(() => {});
-  try {
-    process.kill(-driver.pid, "SIGTERM");
-  } catch {}
+  stopDriver(driver);
   fs.rmSync(home, { recursive: true, force: true });
 }
 console.log(failed ? "e2e FAILED" : `e2e passed; screenshots in ${shots}`);
