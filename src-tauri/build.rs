@@ -22,6 +22,11 @@ const COMMANDS: &[&str] = &[
 ];
 
 fn main() {
+    // A build that embeds the UI needs it built; say how instead of failing deep inside Tauri.
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist/index.html");
+    if std::env::var_os("CARGO_FEATURE_CUSTOM_PROTOCOL").is_some() && !dist.exists() {
+        panic!("the UI is not built: run `npm ci && npm run build` in ui/ first");
+    }
     tauri_build::try_build(
         tauri_build::Attributes::new()
             .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),
