@@ -69,7 +69,7 @@ pub fn tables() -> Tables {
             .map(|s| SamplerView {
                 name: s.name,
                 id: s.id,
-                evals: s.evals_per_step as usize,
+                evals: s.evals_per_step,
                 stochastic: s.stochastic,
             })
             .collect(),
@@ -360,9 +360,8 @@ pub fn same_pixels(state: State<'_, AppState>, a: i64, b: i64) -> Res<bool> {
     let g = gallery(&state);
     let read = |id: i64| -> Res<Vec<u8>> {
         let path = g.image_path(&g.get(id)?);
-        let img = image::open(&path).map_err(|e| {
-            CommandError::Invalid(format!("Cannot read {}: {e}", path.display()))
-        })?;
+        let img = image::open(&path)
+            .map_err(|e| CommandError::Invalid(format!("Cannot read {}: {e}", path.display())))?;
         Ok(img.to_rgb8().into_raw())
     };
     Ok(read(a)? == read(b)?)

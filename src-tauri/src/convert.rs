@@ -24,7 +24,11 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
 }
 
 /// How a generation ran, for the gallery.
-pub fn meta(model: &Model, elapsed: Duration, comparison: Option<ComparisonSlot>) -> GenerationMeta {
+pub fn meta(
+    model: &Model,
+    elapsed: Duration,
+    comparison: Option<ComparisonSlot>,
+) -> GenerationMeta {
     GenerationMeta {
         engine_version: sumi_engine::VERSION.to_string(),
         device: sumi_engine::device::name(&model.device),

@@ -69,7 +69,10 @@ pub fn run() -> anyhow::Result<()> {
     let channels: Arc<Mutex<Channels>> = Arc::new(Mutex::new(None));
     let worker = Worker::start(gallery.clone(), Arc::new(ChannelSink(channels.clone())));
     let mut known = Vec::new();
-    if let Some(spec) = std::env::var("SUMI_MODEL").ok().filter(|s| !s.trim().is_empty()) {
+    if let Some(spec) = std::env::var("SUMI_MODEL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    {
         match sumi_engine::model::resolve(spec.trim()) {
             Ok(dir) => {
                 known.push(dir.display().to_string());

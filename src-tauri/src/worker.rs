@@ -19,7 +19,11 @@ use crate::convert;
 
 /// What the worker reports; sent to the page as JSON.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum WorkerEvent {
     /// The pending list or the running task changed.
     Queue {
@@ -495,12 +499,10 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd15")
     }
 
-    fn setup() -> (
-        tempfile::TempDir,
-        Arc<Mutex<Gallery>>,
-        Worker,
-        mpsc::Receiver<(WorkerEvent, Option<Vec<u8>>)>,
-    ) {
+    /// Everything the recorder saw: events, and preview bytes for preview reports.
+    type Events = mpsc::Receiver<(WorkerEvent, Option<Vec<u8>>)>;
+
+    fn setup() -> (tempfile::TempDir, Arc<Mutex<Gallery>>, Worker, Events) {
         let dir = tempfile::tempdir().unwrap();
         let gallery = Arc::new(Mutex::new(Gallery::open(dir.path()).unwrap()));
         let (tx, rx) = mpsc::channel();
@@ -509,7 +511,7 @@ mod tests {
     }
 
     fn wait_for(
-        rx: &mpsc::Receiver<(WorkerEvent, Option<Vec<u8>>)>,
+        rx: &Events,
         mut done: impl FnMut(&WorkerEvent) -> bool,
     ) -> Vec<(WorkerEvent, Option<Vec<u8>>)> {
         let mut seen = Vec::new();
@@ -559,9 +561,15 @@ mod tests {
 
         worker.load(fixture());
         let seen = wait_for(&rx, |e| {
-            matches!(e, WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. })
+            matches!(
+                e,
+                WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. }
+            )
         });
-        assert!(matches!(seen.last().unwrap().0, WorkerEvent::ModelLoaded { .. }));
+        assert!(matches!(
+            seen.last().unwrap().0,
+            WorkerEvent::ModelLoaded { .. }
+        ));
         assert_eq!(worker.model().unwrap().family, "sd1");
 
         let job = worker.enqueue(Job {
@@ -574,7 +582,9 @@ mod tests {
         assert!(previews.iter().all(|p| p.starts_with(b"\x89PNG")));
         let steps = seen
             .iter()
-            .filter(|(e, p)| p.is_none() && matches!(e, WorkerEvent::Step { job: j, .. } if *j == job))
+            .filter(|(e, p)| {
+                p.is_none() && matches!(e, WorkerEvent::Step { job: j, .. } if *j == job)
+            })
             .count();
         assert_eq!(steps, 3);
         let WorkerEvent::Finished { id, .. } = seen.last().unwrap().0 else {
@@ -613,14 +623,26 @@ mod tests {
             });
         }
         assert_eq!(worker.queue().len(), 4);
-        wait_for(&rx, |e| matches!(e, WorkerEvent::Step { job, .. } if *job == first));
+        wait_for(
+            &rx,
+            |e| matches!(e, WorkerEvent::Step { job, .. } if *job == first),
+        );
         assert_eq!(worker.clear(), 3);
         worker.cancel();
         let seen = wait_for(&rx, |e| {
-            matches!(e, WorkerEvent::Cancelled { .. } | WorkerEvent::Finished { .. })
+            matches!(
+                e,
+                WorkerEvent::Cancelled { .. } | WorkerEvent::Finished { .. }
+            )
         });
-        assert_eq!(seen.last().unwrap().0, WorkerEvent::Cancelled { job: first });
-        wait_for(&rx, |e| matches!(e, WorkerEvent::Queue { items } if items.is_empty()));
+        assert_eq!(
+            seen.last().unwrap().0,
+            WorkerEvent::Cancelled { job: first }
+        );
+        wait_for(
+            &rx,
+            |e| matches!(e, WorkerEvent::Queue { items } if items.is_empty()),
+        );
         assert!(worker.queue().is_empty());
     }
 
@@ -629,7 +651,10 @@ mod tests {
         let (d, _g, worker, rx) = setup();
         worker.load(d.path().join("nothing-here"));
         let seen = wait_for(&rx, |e| {
-            matches!(e, WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. })
+            matches!(
+                e,
+                WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. }
+            )
         });
         match &seen.last().unwrap().0 {
             WorkerEvent::ModelFailed { message } => assert!(message.contains("nothing-here")),
