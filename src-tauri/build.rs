@@ -1,0 +1,35 @@
+//! Declares the app's commands so capabilities can allow exactly these and nothing else.
+
+const COMMANDS: &[&str] = &[
+    "subscribe",
+    "tables",
+    "models",
+    "load_model",
+    "generate",
+    "compare",
+    "cancel",
+    "queue",
+    "clear_queue",
+    "gallery_list",
+    "gallery_count",
+    "gallery_get",
+    "set_favourite",
+    "delete_image",
+    "rerun",
+    "same_pixels",
+    "import_images",
+    "comparison_group",
+];
+
+fn main() {
+    // A build that embeds the UI needs it built; say how instead of failing deep inside Tauri.
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist/index.html");
+    if std::env::var_os("CARGO_FEATURE_CUSTOM_PROTOCOL").is_some() && !dist.exists() {
+        panic!("the UI is not built: run `npm ci && npm run build` in ui/ first");
+    }
+    tauri_build::try_build(
+        tauri_build::Attributes::new()
+            .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),
+    )
+    .expect("tauri build script");
+}

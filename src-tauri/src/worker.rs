@@ -1,0 +1,665 @@
+//! The generation worker: one thread that owns the loaded model and runs a queue of tasks.
+//!
+//! Commands only validate and enqueue; everything slow (loading a model, sampling, saving)
+//! happens here, and progress goes out through a [`Sink`].
+
+use std::collections::VecDeque;
+use std::io::Cursor as IoCursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+use sumi_engine::{model, Event, Model, Request};
+use sumi_gallery::{ComparisonSlot, Gallery};
+
+use crate::convert;
+
+/// What the worker reports; sent to the page as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum WorkerEvent {
+    /// The pending list or the running task changed.
+    Queue {
+        /// Running task first (if any), then the pending ones in order.
+        items: Vec<QueueItem>,
+    },
+    /// A model started loading.
+    ModelLoading {
+        /// Its folder.
+        path: String,
+    },
+    /// A model is ready.
+    ModelLoaded {
+        /// What it is and its defaults.
+        model: ModelView,
+    },
+    /// Loading failed; the previous model (if any) is gone.
+    ModelFailed {
+        /// Why, in words.
+        message: String,
+    },
+    /// A job started sampling.
+    Started {
+        /// The job.
+        job: u64,
+        /// Seed in use.
+        seed: u64,
+        /// Steps it will take.
+        total: usize,
+    },
+    /// A step finished; its preview follows as raw bytes.
+    Step {
+        /// The job.
+        job: u64,
+        /// Zero-based step.
+        index: usize,
+        /// Steps in the run.
+        total: usize,
+        /// Steps per second so far.
+        it_per_sec: f64,
+        /// Estimated seconds left.
+        eta_secs: f64,
+    },
+    /// The image is saved in the gallery.
+    Finished {
+        /// The job.
+        job: u64,
+        /// Gallery id of the new image.
+        id: i64,
+        /// Seed used.
+        seed: u64,
+        /// Wall time in milliseconds.
+        elapsed_ms: u64,
+        /// Comparison group, when the job was part of one.
+        group: Option<i64>,
+    },
+    /// The job was cancelled.
+    Cancelled {
+        /// The job.
+        job: u64,
+    },
+    /// The job failed.
+    Failed {
+        /// The job.
+        job: u64,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// A model as the page sees it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelView {
+    /// Display name.
+    pub name: String,
+    /// Folder.
+    pub path: String,
+    /// `sd1`, `sd2` or `sdxl`.
+    pub family: String,
+    /// Human-readable family.
+    pub family_name: String,
+    /// Few-step distilled model.
+    pub turbo: bool,
+    /// Sizes must be multiples of this.
+    pub downscale: u32,
+    /// Default steps.
+    pub steps: u32,
+    /// Default CFG.
+    pub cfg: f64,
+    /// Default sampler.
+    pub sampler: String,
+    /// Default schedule.
+    pub schedule: String,
+    /// Default width and height.
+    pub size: u32,
+}
+
+impl ModelView {
+    fn of(m: &Model) -> Self {
+        let d = m.info.defaults();
+        let family = serde_json::to_value(m.info.family)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Self {
+            name: m.info.name.clone(),
+            path: m.info.path.display().to_string(),
+            family,
+            family_name: m.info.family.display_name().to_string(),
+            turbo: m.info.turbo,
+            downscale: m.info.downscale,
+            steps: d.steps,
+            cfg: d.cfg,
+            sampler: d.sampler.to_string(),
+            schedule: d.schedule.to_string(),
+            size: d.size,
+        }
+    }
+}
+
+/// One entry of the visible queue.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueItem {
+    /// Job id.
+    pub job: u64,
+    /// Prompt (or the model path for a load).
+    pub prompt: String,
+    /// Seed.
+    pub seed: u64,
+    /// Sampler.
+    pub sampler: String,
+    /// Schedule.
+    pub schedule: String,
+    /// Steps.
+    pub steps: u32,
+    /// Comparison group, if any.
+    pub group: Option<i64>,
+    /// Whether it is running now.
+    pub running: bool,
+}
+
+/// Where the worker's reports go (the Tauri channels in the app, a recorder in tests).
+pub trait Sink: Send + Sync + 'static {
+    /// A progress event.
+    fn event(&self, event: WorkerEvent);
+    /// A step's preview as PNG bytes.
+    fn preview(&self, job: u64, step: usize, png: Vec<u8>);
+}
+
+/// A generation to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// What to generate.
+    pub request: Request,
+    /// Slot in a comparison group.
+    pub comparison: Option<ComparisonSlot>,
+}
+
+enum Task {
+    Load(PathBuf),
+    Generate(u64, Job),
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Task>,
+    running: Option<QueueItem>,
+    model: Option<ModelView>,
+    loading: bool,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    cancel: AtomicBool,
+    gallery: Arc<Mutex<Gallery>>,
+    sink: Arc<dyn Sink>,
+}
+
+/// Handle to the worker thread.
+pub struct Worker {
+    shared: Arc<Shared>,
+    next_job: AtomicU64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn item(job: u64, j: &Job, running: bool) -> QueueItem {
+    QueueItem {
+        job,
+        prompt: j.request.prompt.clone(),
+        seed: j.request.seed,
+        sampler: j.request.sampler.clone(),
+        schedule: j.request.schedule.clone(),
+        steps: j.request.steps,
+        group: j.comparison.map(|c| c.group),
+        running,
+    }
+}
+
+impl Worker {
+    /// Starts the worker thread; it saves finished images into `gallery`.
+    pub fn start(gallery: Arc<Mutex<Gallery>>, sink: Arc<dyn Sink>) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            cancel: AtomicBool::new(false),
+            gallery,
+            sink,
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sumi-worker".into())
+            .spawn(move || run(&s))
+            .expect("spawning the worker thread");
+        Self {
+            shared,
+            next_job: AtomicU64::new(1),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a model load ahead of pending generations.
+    pub fn load(&self, path: PathBuf) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.loading = true;
+        st.pending.push_front(Task::Load(path));
+        self.shared.wake.notify_all();
+    }
+
+    /// Queues a generation; returns its job id.
+    pub fn enqueue(&self, job: Job) -> u64 {
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            st.pending.push_back(Task::Generate(id, job));
+            self.shared.wake.notify_all();
+        }
+        self.publish_queue();
+        id
+    }
+
+    /// Asks the running job to stop at its next step.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops every pending generation (not the running one); returns how many.
+    pub fn clear(&self) -> usize {
+        let removed = {
+            let mut st = self.shared.state.lock().unwrap();
+            let before = st.pending.len();
+            st.pending.retain(|t| matches!(t, Task::Load(_)));
+            before - st.pending.len()
+        };
+        self.publish_queue();
+        removed
+    }
+
+    /// The running job and the pending ones.
+    pub fn queue(&self) -> Vec<QueueItem> {
+        queue_items(&self.shared.state.lock().unwrap())
+    }
+
+    /// The loaded model, if any.
+    pub fn model(&self) -> Option<ModelView> {
+        self.shared.state.lock().unwrap().model.clone()
+    }
+
+    /// Whether a model load is pending or running.
+    pub fn loading(&self) -> bool {
+        self.shared.state.lock().unwrap().loading
+    }
+
+    fn publish_queue(&self) {
+        let items = self.queue();
+        self.shared.sink.event(WorkerEvent::Queue { items });
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().stop = true;
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn queue_items(st: &State) -> Vec<QueueItem> {
+    st.running
+        .iter()
+        .cloned()
+        .chain(st.pending.iter().filter_map(|t| match t {
+            Task::Generate(id, j) => Some(item(*id, j, false)),
+            Task::Load(_) => None,
+        }))
+        .collect()
+}
+
+fn run(shared: &Shared) {
+    let mut model: Option<Model> = None;
+    loop {
+        let task = {
+            let mut st = shared.state.lock().unwrap();
+            loop {
+                if st.stop {
+                    return;
+                }
+                if let Some(t) = st.pending.pop_front() {
+                    if let Task::Generate(id, j) = &t {
+                        st.running = Some(item(*id, j, true));
+                    }
+                    break t;
+                }
+                st = shared.wake.wait(st).unwrap();
+            }
+        };
+        match task {
+            Task::Load(path) => {
+                shared.sink.event(WorkerEvent::ModelLoading {
+                    path: path.display().to_string(),
+                });
+                model = None; // free the old weights before reading new ones
+                let loaded = load(&path);
+                let mut st = shared.state.lock().unwrap();
+                st.loading = st.pending.iter().any(|t| matches!(t, Task::Load(_)));
+                match loaded {
+                    Ok(m) => {
+                        let view = ModelView::of(&m);
+                        st.model = Some(view.clone());
+                        model = Some(m);
+                        drop(st);
+                        shared.sink.event(WorkerEvent::ModelLoaded { model: view });
+                    }
+                    Err(message) => {
+                        st.model = None;
+                        drop(st);
+                        shared.sink.event(WorkerEvent::ModelFailed { message });
+                    }
+                }
+            }
+            Task::Generate(id, job) => {
+                let items = queue_items(&shared.state.lock().unwrap());
+                shared.sink.event(WorkerEvent::Queue { items });
+                let event = match &model {
+                    Some(m) => generate(shared, m, id, &job),
+                    None => WorkerEvent::Failed {
+                        job: id,
+                        message: "No model is loaded: choose a model first.".into(),
+                    },
+                };
+                shared.sink.event(event);
+                let items = {
+                    let mut st = shared.state.lock().unwrap();
+                    st.running = None;
+                    queue_items(&st)
+                };
+                shared.sink.event(WorkerEvent::Queue { items });
+            }
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Model, String> {
+    let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
+    let dtype = model::default_dtype(&device);
+    Model::load(path, &device, dtype)
+        .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
+}
+
+/// Encodes an RGB image as PNG bytes.
+pub fn png_bytes(img: &RgbImage) -> Vec<u8> {
+    let mut out = IoCursor::new(Vec::new());
+    // Writing PNG into memory cannot fail for a valid RGB buffer.
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding into memory");
+    out.into_inner()
+}
+
+fn generate(shared: &Shared, model: &Model, job: u64, spec: &Job) -> WorkerEvent {
+    shared.cancel.store(false, Ordering::SeqCst);
+    let req = &spec.request;
+    if let Err(e) = req.validate(model.info.downscale) {
+        return WorkerEvent::Failed {
+            job,
+            message: e.to_string(),
+        };
+    }
+    let started = Instant::now();
+    let sink = &shared.sink;
+    let result = sumi_engine::generate(model, req, &shared.cancel, &mut |event| match event {
+        Event::Started { total, seed } => sink.event(WorkerEvent::Started { job, seed, total }),
+        Event::Step {
+            index,
+            total,
+            elapsed,
+            preview,
+            ..
+        } => {
+            let secs = elapsed.as_secs_f64().max(1e-6);
+            let it_per_sec = (index + 1) as f64 / secs;
+            let eta_secs = (total - index - 1) as f64 / it_per_sec;
+            sink.event(WorkerEvent::Step {
+                job,
+                index,
+                total,
+                it_per_sec,
+                eta_secs,
+            });
+            if let Some(p) = preview {
+                sink.preview(job, index, png_bytes(&p));
+            }
+        }
+        _ => {}
+    });
+    match result {
+        Ok(image) => {
+            let elapsed = started.elapsed();
+            let params = convert::params(req, model);
+            let meta = convert::meta(model, elapsed, spec.comparison);
+            let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
+            match saved {
+                Ok(g) => WorkerEvent::Finished {
+                    job,
+                    id: g.id,
+                    seed: req.seed,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    group: spec.comparison.map(|c| c.group),
+                },
+                Err(e) => WorkerEvent::Failed {
+                    job,
+                    message: format!("The image was made but could not be saved: {e}"),
+                },
+            }
+        }
+        Err(sumi_engine::Error::Cancelled) => WorkerEvent::Cancelled { job },
+        Err(e) => WorkerEvent::Failed {
+            job,
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    struct Recorder(Mutex<mpsc::Sender<(WorkerEvent, Option<Vec<u8>>)>>);
+    impl Sink for Recorder {
+        fn event(&self, event: WorkerEvent) {
+            let _ = self.0.lock().unwrap().send((event, None));
+        }
+        fn preview(&self, job: u64, step: usize, png: Vec<u8>) {
+            let e = WorkerEvent::Step {
+                job,
+                index: step,
+                total: 0,
+                it_per_sec: 0.0,
+                eta_secs: 0.0,
+            };
+            let _ = self.0.lock().unwrap().send((e, Some(png)));
+        }
+    }
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd15")
+    }
+
+    /// Everything the recorder saw: events, and preview bytes for preview reports.
+    type Events = mpsc::Receiver<(WorkerEvent, Option<Vec<u8>>)>;
+
+    fn setup() -> (tempfile::TempDir, Arc<Mutex<Gallery>>, Worker, Events) {
+        let dir = tempfile::tempdir().unwrap();
+        let gallery = Arc::new(Mutex::new(Gallery::open(dir.path()).unwrap()));
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::start(gallery.clone(), Arc::new(Recorder(Mutex::new(tx))));
+        (dir, gallery, worker, rx)
+    }
+
+    fn wait_for(
+        rx: &Events,
+        mut done: impl FnMut(&WorkerEvent) -> bool,
+    ) -> Vec<(WorkerEvent, Option<Vec<u8>>)> {
+        let mut seen = Vec::new();
+        loop {
+            let got = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("worker went quiet");
+            let stop = done(&got.0);
+            seen.push(got);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
+    fn request(steps: u32) -> Request {
+        Request {
+            prompt: "a red circle".into(),
+            negative_prompt: String::new(),
+            seed: 42,
+            steps,
+            cfg: 7.0,
+            sampler: "Euler".into(),
+            schedule: "Normal".into(),
+            width: 64,
+            height: 64,
+            noise: Default::default(),
+        }
+    }
+
+    #[test]
+    fn generates_streams_previews_saves_and_reruns_identically() {
+        let (_d, gallery, worker, rx) = setup();
+        let job = worker.enqueue(Job {
+            request: request(3),
+            comparison: None,
+        });
+        // Without a model the job fails with a readable message.
+        let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Failed { .. }));
+        match &seen.last().unwrap().0 {
+            WorkerEvent::Failed { job: j, message } => {
+                assert_eq!(*j, job);
+                assert!(message.contains("No model"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+
+        worker.load(fixture());
+        let seen = wait_for(&rx, |e| {
+            matches!(
+                e,
+                WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. }
+            )
+        });
+        assert!(matches!(
+            seen.last().unwrap().0,
+            WorkerEvent::ModelLoaded { .. }
+        ));
+        assert_eq!(worker.model().unwrap().family, "sd1");
+
+        let job = worker.enqueue(Job {
+            request: request(3),
+            comparison: None,
+        });
+        let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Finished { .. }));
+        let previews: Vec<_> = seen.iter().filter_map(|(_, p)| p.clone()).collect();
+        assert_eq!(previews.len(), 3, "one preview per step");
+        assert!(previews.iter().all(|p| p.starts_with(b"\x89PNG")));
+        let steps = seen
+            .iter()
+            .filter(|(e, p)| {
+                p.is_none() && matches!(e, WorkerEvent::Step { job: j, .. } if *j == job)
+            })
+            .count();
+        assert_eq!(steps, 3);
+        let WorkerEvent::Finished { id, .. } = seen.last().unwrap().0 else {
+            unreachable!()
+        };
+
+        let params = gallery.lock().unwrap().rerun(id).unwrap();
+        worker.enqueue(Job {
+            request: convert::request(&params),
+            comparison: None,
+        });
+        let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Finished { .. }));
+        let WorkerEvent::Finished { id: id2, .. } = seen.last().unwrap().0 else {
+            unreachable!()
+        };
+        assert_ne!(id, id2);
+        let g = gallery.lock().unwrap();
+        let a = image::open(g.image_path(&g.get(id).unwrap())).unwrap();
+        let b = image::open(g.image_path(&g.get(id2).unwrap())).unwrap();
+        assert_eq!(a.to_rgb8().as_raw(), b.to_rgb8().as_raw());
+    }
+
+    #[test]
+    fn cancel_and_clear() {
+        let (_d, _g, worker, rx) = setup();
+        worker.load(fixture());
+        wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+        let first = worker.enqueue(Job {
+            request: request(200),
+            comparison: None,
+        });
+        for _ in 0..3 {
+            worker.enqueue(Job {
+                request: request(2),
+                comparison: None,
+            });
+        }
+        assert_eq!(worker.queue().len(), 4);
+        wait_for(
+            &rx,
+            |e| matches!(e, WorkerEvent::Step { job, .. } if *job == first),
+        );
+        assert_eq!(worker.clear(), 3);
+        worker.cancel();
+        let seen = wait_for(&rx, |e| {
+            matches!(
+                e,
+                WorkerEvent::Cancelled { .. } | WorkerEvent::Finished { .. }
+            )
+        });
+        assert_eq!(
+            seen.last().unwrap().0,
+            WorkerEvent::Cancelled { job: first }
+        );
+        wait_for(
+            &rx,
+            |e| matches!(e, WorkerEvent::Queue { items } if items.is_empty()),
+        );
+        assert!(worker.queue().is_empty());
+    }
+
+    #[test]
+    fn bad_model_folder_reports_a_message() {
+        let (d, _g, worker, rx) = setup();
+        worker.load(d.path().join("nothing-here"));
+        let seen = wait_for(&rx, |e| {
+            matches!(
+                e,
+                WorkerEvent::ModelLoaded { .. } | WorkerEvent::ModelFailed { .. }
+            )
+        });
+        match &seen.last().unwrap().0 {
+            WorkerEvent::ModelFailed { message } => assert!(message.contains("nothing-here")),
+            e => panic!("{e:?}"),
+        }
+        assert!(worker.model().is_none());
+    }
+}

@@ -1,0 +1,265 @@
+// End-to-end test of the real Sumi app, driven over WebDriver (WebKitWebDriver, as tauri-driver
+// does on Linux). Run under Xvfb:  xvfb-run -a -s '-screen 0 1280x800x24' node tests/e2e/app.e2e.mjs
+// Needs the app built with its UI (`npm run build` in ui/, then `cargo build -p sumi-app`).
+// Skips (exit 0) with a message when there is no display or no WebKitWebDriver.
+
+import { spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const targetDir = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, "target");
+const app = process.env.SUMI_APP ?? path.join(targetDir, "debug", "sumi-app");
+const shots = process.env.SUMI_SCREENSHOTS ?? path.join(root, "target", "e2e-screenshots");
+
+function skip(why) {
+  // CI sets SUMI_E2E_REQUIRED so that a missing display or driver fails instead of skipping.
+  if (process.env.SUMI_E2E_REQUIRED) {
+    console.error(`FAIL e2e: ${why}`);
+    process.exit(1);
+  }
+  console.log(`SKIP e2e: ${why}`);
+  process.exit(0);
+}
+if (process.platform !== "linux") skip("the WebDriver e2e test runs on Linux only");
+if (!process.env.DISPLAY && !process.env.WAYLAND_DISPLAY) skip("no display (run it under xvfb-run)");
+const driverBin = spawnSync("sh", ["-c", "command -v WebKitWebDriver"], { encoding: "utf8" }).stdout.trim();
+if (!driverBin) skip("WebKitWebDriver not found (apt-get install webkit2gtk-driver)");
+if (!fs.existsSync(app)) {
+  console.error(`FAIL e2e: app binary ${app} not found; build it first`);
+  process.exit(1);
+}
+
+const home = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-"));
+fs.mkdirSync(shots, { recursive: true });
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+
+// Starts WebKitWebDriver in its own process group, so it and the app it starts can be stopped
+// together with SIGTERM; `env` is added to the app's environment.
+async function startDriver(env) {
+  const port = await freePort();
+  const proc = spawn(driverBin, [`--port=${port}`, "--host=127.0.0.1"], {
+    detached: true,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, TAURI_WEBVIEW_AUTOMATION: "true", SUMI_HOME: home, ...env },
+  });
+  return { proc, base: `http://127.0.0.1:${port}` };
+}
+function stopDriver(d) {
+  try {
+    process.kill(-d.proc.pid, "SIGTERM");
+  } catch {}
+}
+
+let driver = await startDriver({ SUMI_MODEL: path.join(root, "tests/fixtures/sd15") });
+let session = null;
+let base = driver.base;
+
+async function wd(method, url, body) {
+  const res = await fetch(base + url, {
+    method,
+    headers: { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json.value ?? json)}`);
+  return json.value;
+}
+const s = (u) => `/session/${session}${u}`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const ELEMENT = "element-6066-11e4-a07c-4e6dcd7b0ab0";
+
+async function find(css) {
+  const all = await wd("POST", s("/elements"), { using: "css selector", value: css });
+  return all.map((e) => e[ELEMENT] ?? e.ELEMENT ?? Object.values(e)[0]);
+}
+async function waitFor(css, what, timeoutMs = 60000, count = 1) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const found = await find(css);
+    if (found.length >= count) return found;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what} (${css})`);
+    await sleep(50);
+  }
+}
+const text = (el) => wd("GET", s(`/element/${el}/text`));
+const attr = (el, name) => wd("GET", s(`/element/${el}/attribute/${name}`));
+const click = (el) => wd("POST", s(`/element/${el}/click`), {});
+const clear = (el) => wd("POST", s(`/element/${el}/clear`), {});
+const type = (el, t) => wd("POST", s(`/element/${el}/value`), { text: t });
+const js = (script, args = []) => wd("POST", s("/execute/sync"), { script, args });
+async function one(css, what) {
+  return (await waitFor(css, what))[0];
+}
+async function setField(css, value) {
+  const el = await one(css, css);
+  await clear(el);
+  await type(el, String(value));
+}
+async function screenshot(name) {
+  const png = await wd("GET", s("/screenshot"));
+  fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
+}
+async function openSession() {
+  // The driver needs a moment to listen.
+  for (let i = 0; ; i++) {
+    try {
+      await wd("GET", "/status");
+      break;
+    } catch (e) {
+      if (i > 100) throw e;
+      await sleep(100);
+    }
+  }
+  const created = await wd("POST", "/session", {
+    capabilities: { alwaysMatch: { "webkitgtk:browserOptions": { binary: app, args: [] } } },
+  });
+  session = created.sessionId;
+  await wd("POST", s("/window/rect"), { width: 1280, height: 800 }).catch(() => {});
+}
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+  console.log(`ok - ${msg}`);
+}
+
+const PROMPT = 'a red fox in snow <img src=x onerror="document.title=1">';
+let failed = false;
+try {
+  await openSession();
+
+  // 1. The fixture model loads and the Generate view appears.
+  const prompt = await one('[data-testid="prompt"]', "the Generate view with the fixture model loaded");
+  check(true, "model loaded, Generate view shown");
+
+  // 2. Generate with enough steps to see several previews (at the fixture's own 64x64 size).
+  await type(prompt, PROMPT);
+  await setField('[data-testid="steps"]', 30);
+  await setField('[data-testid="seed"]', 1234);
+  await click(await one('[data-testid="generate"]', "generate button"));
+  const seen = new Set();
+  const until = Date.now() + 120000;
+  for (;;) {
+    const p = await find('[data-testid="preview"]');
+    if (p.length) {
+      const src = await attr(p[0], "src").catch(() => null);
+      if (src) seen.add(src);
+    }
+    if ((await find('[data-testid="result"]')).length) break;
+    if ((await find('[data-testid="failed"]')).length) throw new Error(await text((await find('[data-testid="failed"]'))[0]));
+    if (Date.now() > until) throw new Error("generation did not finish");
+    await sleep(15);
+  }
+  check(seen.size >= 3, `preview changed at least twice (${seen.size} distinct previews seen)`);
+  check((await text(await one('[data-testid="used-seed"]', "used seed"))) === "1234", "used seed shown");
+  check((await js("return document.title")) !== "1", "prompt markup was not executed");
+  await screenshot("1-generate");
+
+  // 3. The image is in the gallery with its parameters.
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  const thumbs = await waitFor('[data-testid="thumb"]', "a gallery thumbnail");
+  await click(thumbs[0]);
+  const shownPrompt = await text(await one('[data-testid="detail-prompt"]', "detail prompt"));
+  check(shownPrompt === PROMPT, "gallery detail shows the prompt as plain text");
+  check((await find('[data-testid="detail-prompt"] img')).length === 0, "no element was made from the prompt");
+  check((await text(await one('[data-testid="detail-seed"]', "seed"))) === "1234", "gallery detail shows the seed");
+  const params = await text(await one('[data-testid="params"]', "params"));
+  check(/30/.test(params) && /64×64/.test(params) && /sd15/.test(params), "detail lists steps, size and model");
+  const loaded = await js(
+    "const i = document.querySelector('[data-testid=detail-image]'); return i.complete && i.naturalWidth;",
+  );
+  check(loaded === 64, "full image served through the sumi:// protocol");
+
+  // 4. Re-run gives the identical image, side by side.
+  await click(await one('[data-testid="rerun"]', "re-run button"));
+  await one('[data-testid="identical"], [data-testid="different"]', "re-run result", 120000);
+  check((await find('[data-testid="identical"]')).length === 1, "re-run produced identical pixels");
+  await screenshot("2-gallery-rerun");
+
+  // 5. Search.
+  const search = await one('[data-testid="search"]', "search box");
+  await type(search, "fox");
+  await sleep(400);
+  check((await find('[data-testid="thumb"]')).length === 2, "search 'fox' finds both images");
+  await clear(search);
+  await type(search, "zebra");
+  await waitFor('[data-testid="gallery-count"]', "count");
+  const until2 = Date.now() + 5000;
+  while ((await find('[data-testid="thumb"]')).length > 0 && Date.now() < until2) await sleep(50);
+  check((await find('[data-testid="thumb"]')).length === 0, "search 'zebra' finds nothing");
+  await clear(search);
+  await type(search, " ");
+
+  // 6. Compare three samplers: one group, three labelled results.
+  await click(await one('[data-testid="nav-compare"]', "compare tab"));
+  await setField('[data-testid="compare-prompt"]', "a blue lighthouse");
+  await setField('[data-testid="compare-seed"]', 7);
+  await setField('[data-testid="compare-steps"]', 6);
+  await click(await one('[data-testid="compare-run"]', "compare run"));
+  await waitFor('[data-testid="compare-image"]', "three compare images", 120000, 3);
+  const labels = await Promise.all((await find('[data-testid="compare-label"]')).map(text));
+  check(
+    JSON.stringify(labels.map((l) => l.split(" · ")[0]).sort()) === JSON.stringify(["DPM++ 2M", "Euler", "Euler a"]),
+    `three labelled results (${labels.join(", ")})`,
+  );
+  const groupText = await text(await one('[data-testid="compare-group"]', "group"));
+  check(/Comparison group \d+/.test(groupText), "results saved as one comparison group");
+  await sleep(300);
+  await screenshot("3-compare");
+  // The group reopens from the gallery.
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await click((await waitFor('[data-testid="thumb"]', "thumbs", 10000, 5))[0]);
+  await click(await one('[data-testid="open-group"]', "open comparison button"));
+  await waitFor('[data-testid="compare-image"]', "reopened group", 10000, 3);
+  check((await find('[data-testid="compare-cell"]')).length === 3, "saved group reopens with 3 images");
+
+  // 7. Cancel a long run mid-way with Esc.
+  await click(await one('[data-testid="nav-generate"]', "generate tab"));
+  await setField('[data-testid="steps"]', 400);
+  await click(await one('[data-testid="generate"]', "generate"));
+  await one('[data-testid="progress"]', "progress of the long run");
+  await screenshot("4-generate-running");
+  await wd("POST", s("/actions"), {
+    actions: [{ type: "key", id: "kb", actions: [{ type: "keyDown", value: "\uE00C" }, { type: "keyUp", value: "\uE00C" }] }],
+  });
+  await one('[data-testid="cancelled"]', "cancelled state", 30000);
+  check(true, "a run was cancelled mid-way with Esc");
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await sleep(500);
+  check((await find('[data-testid="thumb"]')).length === 5, "the cancelled run saved nothing (5 images)");
+  await screenshot("5-gallery");
+
+  // 8. Without SUMI_MODEL the app opens on the "no model" screen; adding the folder loads it.
+  await wd("DELETE", s(""));
+  session = null;
+  stopDriver(driver);
+  driver = await startDriver({ SUMI_MODEL: "" });
+  base = driver.base;
+  await openSession();
+  await one('[data-testid="no-model"]', "the no-model screen");
+  await screenshot("0-no-model");
+  await type(await one('[data-testid="model-path"]', "model path field"), path.join(root, "tests/fixtures/sd15"));
+  await click(await one('[data-testid="model-add"]', "add folder button"));
+  await one('[data-testid="prompt"]', "the Generate view after adding the model", 60000);
+  check(true, "no-model screen, then adding the fixture folder loads it");
+} catch (e) {
+  failed = true;
+  console.error(`FAIL e2e: ${e.message}`);
+  if (session) await screenshot("failure").catch(() => {});
+} finally {
+  if (session) await wd("DELETE", s("")).catch(() => {});
+  stopDriver(driver);
+  fs.rmSync(home, { recursive: true, force: true });
+}
+console.log(failed ? "e2e FAILED" : `e2e passed; screenshots in ${shots}`);
+process.exit(failed ? 1 : 0);

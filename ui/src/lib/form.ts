@@ -1,0 +1,153 @@
+// The generation form: its values, validation and what is sent to the app.
+
+import { snap } from "./aspect";
+
+/** Everything the Generate view edits. */
+export interface FormState {
+  prompt: string;
+  negativePrompt: string;
+  seedText: string;
+  seedLocked: boolean;
+  steps: number;
+  cfg: number;
+  sampler: string;
+  schedule: string;
+  width: number;
+  height: number;
+  batch: number;
+}
+
+/** What the `generate` command takes. */
+export interface FormPayload {
+  prompt: string;
+  negativePrompt: string;
+  seed: number | null;
+  steps: number;
+  cfg: number;
+  sampler: string;
+  schedule: string;
+  width: number;
+  height: number;
+  batch: number;
+}
+
+/** Model defaults the form starts from. */
+export interface Defaults {
+  steps: number;
+  cfg: number;
+  sampler: string;
+  schedule: string;
+  size: number;
+}
+
+/** Largest seed the engine takes without losing precision in JavaScript numbers. */
+export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+/** A fresh form from a model's defaults. */
+export function initialForm(d: Defaults): FormState {
+  return {
+    prompt: "",
+    negativePrompt: "",
+    seedText: "",
+    seedLocked: false,
+    steps: d.steps,
+    cfg: d.cfg,
+    sampler: d.sampler,
+    schedule: d.schedule,
+    width: d.size,
+    height: d.size,
+    batch: 1,
+  };
+}
+
+/** Parses a seed: empty or -1 is random (null); otherwise a whole number in range, or an error. */
+export function parseSeed(text: string): { seed: number | null } | { error: string } {
+  const t = text.trim();
+  if (t === "" || t === "-1") return { seed: null };
+  if (!/^\d+$/.test(t)) return { error: "Seed must be a whole number (or empty for random)." };
+  const n = Number(t);
+  if (!Number.isSafeInteger(n) || n > MAX_SEED) return { error: `Seed must be at most ${MAX_SEED}.` };
+  return { seed: n };
+}
+
+/** A random seed in the 32-bit range other tools use. */
+export function randomSeed(rand: () => number = Math.random): number {
+  return Math.floor(rand() * 0x1_0000_0000);
+}
+
+/** Field name -> message for every invalid field; empty when the form can be sent. */
+export function validate(f: FormState, downscale = 8): Record<string, string> {
+  const errors: Record<string, string> = {};
+  if (f.prompt.trim() === "") errors.prompt = "Write a prompt first.";
+  if (!Number.isInteger(f.steps) || f.steps < 1 || f.steps > 500)
+    errors.steps = "Steps must be a whole number from 1 to 500.";
+  if (!Number.isFinite(f.cfg) || f.cfg < 0 || f.cfg > 30) errors.cfg = "CFG must be between 0 and 30.";
+  for (const key of ["width", "height"] as const) {
+    const v = f[key];
+    if (!Number.isInteger(v) || v < downscale || v > 8192 || v % downscale !== 0)
+      errors[key] = `${key === "width" ? "Width" : "Height"} must be a multiple of ${downscale} up to 8192.`;
+  }
+  if (!Number.isInteger(f.batch) || f.batch < 1 || f.batch > 100)
+    errors.batch = "Batch count must be from 1 to 100.";
+  if (f.sampler === "") errors.sampler = "Pick a sampler.";
+  if (f.schedule === "") errors.schedule = "Pick a schedule.";
+  if (f.seedLocked) {
+    const s = parseSeed(f.seedText);
+    if ("error" in s) errors.seed = s.error;
+  }
+  return errors;
+}
+
+/** The payload for `generate`: random seed unless the seed is locked. */
+export function toPayload(f: FormState): FormPayload {
+  const parsed = parseSeed(f.seedText);
+  const seed = f.seedLocked && "seed" in parsed ? parsed.seed : null;
+  return {
+    prompt: f.prompt,
+    negativePrompt: f.negativePrompt,
+    seed,
+    steps: f.steps,
+    cfg: f.cfg,
+    sampler: f.sampler,
+    schedule: f.schedule,
+    width: f.width,
+    height: f.height,
+    batch: f.batch,
+  };
+}
+
+/** Snaps a typed size to the model's grid. */
+export function snapSize(v: number, downscale = 8): number {
+  return snap(v, downscale);
+}
+
+/** The form filled from a gallery image's parameters, with its seed locked. */
+export function fromParams(
+  base: FormState,
+  p: {
+    prompt: string;
+    negative_prompt: string;
+    seed: number;
+    steps: number;
+    cfg: number;
+    sampler: string;
+    schedule: string;
+    width: number;
+    height: number;
+  },
+): FormState {
+  return {
+    ...base,
+    prompt: p.prompt,
+    negativePrompt: p.negative_prompt,
+    seedText: String(p.seed),
+    seedLocked: true,
+    steps: p.steps,
+    cfg: p.cfg,
+    sampler: p.sampler,
+    schedule: p.schedule,
+    width: p.width,
+    height: p.height,
+    batch: 1,
+  };
+}

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { applyEvent, emptyJobs, formatSecs, pending, progressText } from "./jobs";
+import type { QueueItem, WorkerEvent } from "./types";
+
+const item = (job: number, running = false): QueueItem => ({
+  job,
+  prompt: "p",
+  seed: 10 + job,
+  sampler: "Euler",
+  schedule: "Normal",
+  steps: 4,
+  group: null,
+  running,
+});
+
+function run(events: WorkerEvent[]) {
+  return events.reduce(applyEvent, emptyJobs());
+}
+
+describe("jobs", () => {
+  it("follows a job from queue to finish", () => {
+    const s = run([
+      { kind: "queue", items: [item(1), item(2)] },
+      { kind: "queue", items: [item(1, true), item(2)] },
+      { kind: "started", job: 1, seed: 11, total: 4 },
+      { kind: "step", job: 1, index: 0, total: 4, itPerSec: 2, etaSecs: 1.5 },
+    ]);
+    expect(s.current).toBe(1);
+    expect(pending(s).map((q) => q.job)).toEqual([2]);
+    expect(progressText(s.jobs[1])).toBe("Step 1/4 · 2.0 it/s · ETA 1.5 s");
+    const done = applyEvent(s, { kind: "finished", job: 1, id: 7, seed: 11, elapsedMs: 900, group: null });
+    expect(done.current).toBeNull();
+    expect(done.lastFinished).toBe(1);
+    expect(done.jobs[1]).toMatchObject({ status: "done", id: 7, seed: 11 });
+    expect(progressText(done.jobs[1])).toBe("");
+    expect(done.jobs[2].status).toBe("queued");
+  });
+
+  it("records cancel and failure with the message", () => {
+    const s = run([
+      { kind: "started", job: 3, seed: 1, total: 9 },
+      { kind: "cancelled", job: 3 },
+      { kind: "failed", job: 4, message: "width 7 must be a positive multiple of 8" },
+    ]);
+    expect(s.jobs[3].status).toBe("cancelled");
+    expect(s.current).toBeNull();
+    expect(s.jobs[4]).toMatchObject({ status: "failed", message: "width 7 must be a positive multiple of 8" });
+  });
+
+  it("tracks the model", () => {
+    let s = run([{ kind: "modelLoading", path: "/m" }]);
+    expect(s.modelLoading).toBe("/m");
+    s = applyEvent(s, { kind: "modelFailed", message: "no unet" });
+    expect(s).toMatchObject({ modelLoading: null, modelError: "no unet", model: null });
+  });
+
+  it("does not mutate the old state", () => {
+    const a = emptyJobs();
+    const b = applyEvent(a, { kind: "started", job: 1, seed: 1, total: 2 });
+    expect(a.jobs).toEqual({});
+    expect(b.jobs[1].status).toBe("running");
+  });
+
+  it("formats durations", () => {
+    expect(formatSecs(0.42)).toBe("0.4 s");
+    expect(formatSecs(42.4)).toBe("42 s");
+    expect(formatSecs(125)).toBe("2 min 5 s");
+    expect(formatSecs(Number.POSITIVE_INFINITY)).toBe("?");
+  });
+});

@@ -1,0 +1,114 @@
+// Job and queue state, updated from worker events (pure functions; the Svelte store wraps them).
+
+import type { ModelView, QueueItem, WorkerEvent } from "./types";
+
+/** Progress of one job as the page shows it. */
+export interface JobState {
+  status: "queued" | "running" | "done" | "cancelled" | "failed";
+  index: number;
+  total: number;
+  itPerSec: number;
+  etaSecs: number;
+  seed?: number;
+  id?: number;
+  elapsedMs?: number;
+  group?: number | null;
+  message?: string;
+}
+
+/** Everything the worker has told the page. */
+export interface JobsState {
+  queue: QueueItem[];
+  jobs: Record<number, JobState>;
+  current: number | null;
+  lastFinished: number | null;
+  model: ModelView | null;
+  modelLoading: string | null;
+  modelError: string | null;
+}
+
+/** The state before any event. */
+export function emptyJobs(): JobsState {
+  return {
+    queue: [],
+    jobs: {},
+    current: null,
+    lastFinished: null,
+    model: null,
+    modelLoading: null,
+    modelError: null,
+  };
+}
+
+function job(s: JobsState, id: number): JobState {
+  return s.jobs[id] ?? { status: "queued", index: 0, total: 0, itPerSec: 0, etaSecs: 0 };
+}
+
+/** Applies one worker event; returns a new state. */
+export function applyEvent(s: JobsState, e: WorkerEvent): JobsState {
+  const put = (id: number, patch: Partial<JobState>): JobsState => ({
+    ...s,
+    jobs: { ...s.jobs, [id]: { ...job(s, id), ...patch } },
+  });
+  switch (e.kind) {
+    case "queue": {
+      const jobs = { ...s.jobs };
+      for (const q of e.items) if (!jobs[q.job]) jobs[q.job] = { ...job(s, q.job), seed: q.seed };
+      return { ...s, queue: e.items, jobs };
+    }
+    case "modelLoading":
+      return { ...s, modelLoading: e.path, modelError: null };
+    case "modelLoaded":
+      return { ...s, model: e.model, modelLoading: null, modelError: null };
+    case "modelFailed":
+      return { ...s, model: null, modelLoading: null, modelError: e.message };
+    case "started":
+      return { ...put(e.job, { status: "running", total: e.total, seed: e.seed, index: 0 }), current: e.job };
+    case "step":
+      return {
+        ...put(e.job, {
+          status: "running",
+          index: e.index + 1,
+          total: e.total,
+          itPerSec: e.itPerSec,
+          etaSecs: e.etaSecs,
+        }),
+        current: e.job,
+      };
+    case "finished":
+      return {
+        ...put(e.job, { status: "done", id: e.id, seed: e.seed, elapsedMs: e.elapsedMs, group: e.group, etaSecs: 0 }),
+        current: s.current === e.job ? null : s.current,
+        lastFinished: e.job,
+      };
+    case "cancelled":
+      return { ...put(e.job, { status: "cancelled" }), current: s.current === e.job ? null : s.current };
+    case "failed":
+      return {
+        ...put(e.job, { status: "failed", message: e.message }),
+        current: s.current === e.job ? null : s.current,
+      };
+  }
+}
+
+/** Jobs waiting (not running). */
+export function pending(s: JobsState): QueueItem[] {
+  return s.queue.filter((q) => !q.running);
+}
+
+/** "Step 3/20 · 4.1 it/s · ETA 4 s" for a running job. */
+export function progressText(j: JobState): string {
+  if (j.status !== "running" || j.total === 0) return "";
+  const rate = j.itPerSec > 0 ? ` · ${j.itPerSec.toFixed(j.itPerSec < 10 ? 1 : 0)} it/s` : "";
+  const eta = j.index > 0 ? ` · ETA ${formatSecs(j.etaSecs)}` : "";
+  return `Step ${j.index}/${j.total}${rate}${eta}`;
+}
+
+/** Seconds as "0.4 s", "12 s" or "2 min 5 s". */
+export function formatSecs(secs: number): string {
+  if (!Number.isFinite(secs) || secs < 0) return "?";
+  if (secs < 10) return `${secs.toFixed(1)} s`;
+  if (secs < 60) return `${Math.round(secs)} s`;
+  const m = Math.floor(secs / 60);
+  return `${m} min ${Math.round(secs - m * 60)} s`;
+}
