@@ -1,6 +1,7 @@
 //! Finding and loading checkpoints: diffusers folders (and repo ids in the local Hugging Face
 //! cache), model-family detection and per-family defaults.
 
+pub mod discover;
 pub mod hub;
 pub mod layers;
 pub mod single_file;
@@ -73,6 +74,8 @@ pub struct ModelInfo {
     pub downscale: u32,
     /// Latent scaling factor of the VAE.
     pub scaling_factor: f64,
+    /// A1111's short hash of a single-file checkpoint, when the caller computed it.
+    pub hash: Option<String>,
 }
 
 /// Defaults a family implies for a new request.
@@ -252,6 +255,7 @@ impl Model {
             native_size: unet_cfg.sample_size as u32 * downscale,
             downscale,
             scaling_factor: vae_cfg.scaling_factor,
+            hash: None,
         };
         tracing::info!(name = %info.name, family = ?family, ?prediction, "loading model");
 
@@ -377,6 +381,7 @@ impl Model {
             native_size: unet_cfg.sample_size as u32 * downscale,
             downscale,
             scaling_factor: vae_cfg.scaling_factor,
+            hash: None,
         };
         tracing::info!(name = %info.name, ?family, prediction = ?info.prediction, "loaded single-file checkpoint");
         Ok(Self {
@@ -557,6 +562,13 @@ pub fn load_vae(
     )?;
     VaeDecoder::new(config, vb)
         .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
+}
+
+/// The family of a diffusers folder from its configs, without loading weights.
+pub fn folder_family(dir: &Path) -> Option<Family> {
+    let index: ModelIndex = read_json(&dir.join("model_index.json")).ok()?;
+    let unet: UNetConfig = read_json(&dir.join("unet/config.json")).ok()?;
+    Some(detect_family(&unet, index.class_name.as_deref(), dir))
 }
 
 /// Detects the family from the model's structure, never from its name.
