@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sumi_engine::model::discover::HashCache;
 use sumi_engine::model::{self, Model};
-use sumi_engine::{LoadOptions, Prediction};
 use sumi_engine::{sampling, Event, Request};
+use sumi_engine::{LoadOptions, Prediction};
 
 /// Options of `sumi generate`.
 #[derive(Args)]

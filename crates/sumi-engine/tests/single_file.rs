@@ -85,7 +85,12 @@ fn check_components(name: &str) {
     });
     let out = model
         .unet
-        .forward(&t["unet.x"], &t["unet.t"], &t["unet.context"], added.as_ref())
+        .forward(
+            &t["unet.x"],
+            &t["unet.t"],
+            &t["unet.context"],
+            added.as_ref(),
+        )
         .unwrap();
     let err = max_abs(&out, &t["unet.out"]);
     assert!(err < 1e-4, "{name}: unet differs by {err}");
@@ -149,17 +154,28 @@ fn sd2v_single_file_generation_matches_reference() {
 fn configs_are_inferred_from_shapes() {
     for name in ["sd15", "sd2v", "sdxl"] {
         let ck = Checkpoint::open(&single(name)).unwrap();
-        let hints = YamlHints::next_to(&single(name)).unwrap().unwrap_or_default();
+        let hints = YamlHints::next_to(&single(name))
+            .unwrap()
+            .unwrap_or_default();
         let got = infer_config(&ck, &hints, None).unwrap();
         let dir = fixtures().join(name);
         let unet: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap())
                 .unwrap();
         let u = &got.unet;
-        assert_eq!(serde_json::json!(u.block_out_channels), unet["block_out_channels"]);
-        assert_eq!(serde_json::json!(u.down_block_types), unet["down_block_types"]);
+        assert_eq!(
+            serde_json::json!(u.block_out_channels),
+            unet["block_out_channels"]
+        );
+        assert_eq!(
+            serde_json::json!(u.down_block_types),
+            unet["down_block_types"]
+        );
         assert_eq!(serde_json::json!(u.up_block_types), unet["up_block_types"]);
-        assert_eq!(serde_json::json!(u.cross_attention_dim), unet["cross_attention_dim"]);
+        assert_eq!(
+            serde_json::json!(u.cross_attention_dim),
+            unet["cross_attention_dim"]
+        );
         assert_eq!(
             serde_json::json!(u.use_linear_projection),
             unet["use_linear_projection"]
@@ -176,9 +192,15 @@ fn configs_are_inferred_from_shapes() {
         let vae: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("vae/config.json")).unwrap())
                 .unwrap();
-        assert_eq!(serde_json::json!(got.vae.block_out_channels), vae["block_out_channels"]);
+        assert_eq!(
+            serde_json::json!(got.vae.block_out_channels),
+            vae["block_out_channels"]
+        );
         assert_eq!(got.vae.layers_per_block, 2);
-        assert_eq!(serde_json::json!(got.vae.scaling_factor), vae["scaling_factor"]);
+        assert_eq!(
+            serde_json::json!(got.vae.scaling_factor),
+            vae["scaling_factor"]
+        );
         let encoders: &[&str] = if name == "sdxl" {
             &["text_encoder", "text_encoder_2"]
         } else {
@@ -191,8 +213,14 @@ fn configs_are_inferred_from_shapes() {
             )
             .unwrap();
             assert_eq!(serde_json::json!(cfg.hidden_size), want["hidden_size"]);
-            assert_eq!(serde_json::json!(cfg.num_hidden_layers), want["num_hidden_layers"]);
-            assert_eq!(serde_json::json!(cfg.intermediate_size), want["intermediate_size"]);
+            assert_eq!(
+                serde_json::json!(cfg.num_hidden_layers),
+                want["num_hidden_layers"]
+            );
+            assert_eq!(
+                serde_json::json!(cfg.intermediate_size),
+                want["intermediate_size"]
+            );
             assert_eq!(serde_json::json!(cfg.vocab_size), want["vocab_size"]);
             assert_eq!(serde_json::json!(cfg.hidden_act), want["hidden_act"]);
         }
@@ -256,7 +284,10 @@ fn pickles_are_refused_without_running() {
         let p = dir.path().join(name);
         std::fs::write(&p, &bytes).unwrap();
         let err = load_err(&p);
-        assert!(err.contains("pickle") && err.contains("safetensors"), "{err}");
+        assert!(
+            err.contains("pickle") && err.contains("safetensors"),
+            "{err}"
+        );
         assert!(err.contains(name), "error names the file: {err}");
     }
     // the same bytes under a .safetensors name are not a safetensors file
@@ -297,10 +328,16 @@ fn malformed_files_give_clear_errors() {
     // empty
     std::fs::write(d.join("empty.safetensors"), b"").unwrap();
     let err = load_err(&d.join("empty.safetensors"));
-    assert!(err.contains("empty.safetensors") && err.contains("short"), "{err}");
+    assert!(
+        err.contains("empty.safetensors") && err.contains("short"),
+        "{err}"
+    );
     // a text file renamed
-    std::fs::write(d.join("notes.safetensors"), "these are my prompts, not weights\n".repeat(10))
-        .unwrap();
+    std::fs::write(
+        d.join("notes.safetensors"),
+        "these are my prompts, not weights\n".repeat(10),
+    )
+    .unwrap();
     let err = load_err(&d.join("notes.safetensors"));
     assert!(err.contains("not a safetensors file"), "{err}");
     // header length of u64::MAX
@@ -313,7 +350,10 @@ fn malformed_files_give_clear_errors() {
     let full = std::fs::read(single("sd15")).unwrap();
     std::fs::write(d.join("cut.safetensors"), &full[..full.len() / 2]).unwrap();
     let err = load_err(&d.join("cut.safetensors"));
-    assert!(err.contains("cut.safetensors") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("cut.safetensors") && err.contains("safetensors"),
+        "{err}"
+    );
     // header lies: offsets far past the end of the file, and a terabyte-sized shape
     let p = header_file(
         d,
@@ -366,18 +406,27 @@ fn missing_and_misshapen_tensors_are_named() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains(key) && err.contains("missing.safetensors"), "{err}");
+    assert!(
+        err.contains(key) && err.contains("missing.safetensors"),
+        "{err}"
+    );
 
     let wrong = dir.path().join("wrong.safetensors");
     let key = "first_stage_model.decoder.conv_out.weight";
     rewrite("sd15", &wrong, |t| {
-        t.insert(key.into(), Tensor::zeros((3, 8, 1, 1), DType::F32, &Device::Cpu).unwrap());
+        t.insert(
+            key.into(),
+            Tensor::zeros((3, 8, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+        );
     });
     let err = Model::load_with(&wrong, &opts, &Device::Cpu, DType::F32)
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("shape") && err.contains("wrong.safetensors"), "{err}");
+    assert!(
+        err.contains("shape") && err.contains("wrong.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -410,17 +459,27 @@ fn vae_override_from_folder_and_file() {
         ..options("sd15")
     };
     let model = Model::load_with(&single("sd15"), &opts, &Device::Cpu, DType::F32).unwrap();
-    let err = max_abs(&model.vae.decode(&t["vae.latent"]).unwrap(), &t["vae.image"]);
+    let err = max_abs(
+        &model.vae.decode(&t["vae.latent"]).unwrap(),
+        &t["vae.image"],
+    );
     assert!(err < 1e-4, "folder override: {err}");
     // an LDM-layout VAE file (the VAE part of the checkpoint, without its prefix)
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("vae.safetensors");
     // the tiny VAE's group count is not in its weights: a config.json beside the file says it
-    std::fs::copy(fixtures().join("sd15/vae/config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixtures().join("sd15/vae/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
     let all = candle_core::safetensors::load(single("sd15"), &Device::Cpu).unwrap();
     let vae: HashMap<String, Tensor> = all
         .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("first_stage_model.").map(|k| (k.to_string(), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("first_stage_model.")
+                .map(|k| (k.to_string(), v))
+        })
         .collect();
     candle_core::safetensors::save(&vae, &p).unwrap();
     let opts = LoadOptions {
@@ -429,7 +488,10 @@ fn vae_override_from_folder_and_file() {
     };
     // sd2v's model with sd15's VAE: the decoder must be sd15's
     let model = Model::load_with(&single("sd2v"), &opts, &Device::Cpu, DType::F32).unwrap();
-    let err = max_abs(&model.vae.decode(&t["vae.latent"]).unwrap(), &t["vae.image"]);
+    let err = max_abs(
+        &model.vae.decode(&t["vae.latent"]).unwrap(),
+        &t["vae.image"],
+    );
     assert!(err < 1e-4, "file override: {err}");
 }
 
@@ -441,6 +503,9 @@ fn nan_images_are_reported() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let t = Tensor::new(&[0.5f32, bad, 1.0], &Device::Cpu).unwrap();
         let err = check_finite(&t, DType::F16, p).unwrap_err().to_string();
-        assert!(err.contains("NaN") && err.contains("--vae") && err.contains("f32"), "{err}");
+        assert!(
+            err.contains("NaN") && err.contains("--vae") && err.contains("f32"),
+            "{err}"
+        );
     }
 }

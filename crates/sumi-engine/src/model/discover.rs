@@ -226,7 +226,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::model(path, e.to_string()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::model(path, e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -351,15 +353,27 @@ mod tests {
         // A1111 tree with a checkpoint in a subfolder, a LoRA-like file and a pickle
         let a1111 = root.join("webui/models/Stable-diffusion");
         std::fs::create_dir_all(a1111.join("xl")).unwrap();
-        std::fs::copy(fixtures().join("single/sd15.safetensors"), a1111.join("mine.safetensors")).unwrap();
-        std::fs::copy(fixtures().join("single/sdxl.safetensors"), a1111.join("xl/big.safetensors")).unwrap();
+        std::fs::copy(
+            fixtures().join("single/sd15.safetensors"),
+            a1111.join("mine.safetensors"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures().join("single/sdxl.safetensors"),
+            a1111.join("xl/big.safetensors"),
+        )
+        .unwrap();
         std::fs::write(a1111.join("old.ckpt"), b"\x80\x02}q\x00.").unwrap();
         std::fs::write(a1111.join("notes.txt"), b"hello").unwrap();
         std::fs::write(a1111.join("junk.safetensors"), b"nope").unwrap();
         // ComfyUI tree
         let comfy = root.join("ComfyUI/models/checkpoints");
         std::fs::create_dir_all(&comfy).unwrap();
-        std::fs::copy(fixtures().join("single/sd2v.safetensors"), comfy.join("v.safetensors")).unwrap();
+        std::fs::copy(
+            fixtures().join("single/sd2v.safetensors"),
+            comfy.join("v.safetensors"),
+        )
+        .unwrap();
         // a plain folder with a diffusers model
         copy_dir(&fixtures().join("sd15"), &root.join("plain/tiny15"));
         // a fake hub cache: one diffusers repo, one non-model repo
@@ -380,18 +394,42 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("big".into(), "a1111", Format::SingleFile, Some(Family::Sdxl)),
-                ("mine".into(), "a1111", Format::SingleFile, Some(Family::Sd1)),
+                (
+                    "big".into(),
+                    "a1111",
+                    Format::SingleFile,
+                    Some(Family::Sdxl)
+                ),
+                (
+                    "mine".into(),
+                    "a1111",
+                    Format::SingleFile,
+                    Some(Family::Sd1)
+                ),
                 ("old".into(), "a1111", Format::Pickle, None),
-                ("org/tiny-xl".into(), "hf-cache", Format::Diffusers, Some(Family::Sdxl)),
-                ("tiny15".into(), "folder", Format::Diffusers, Some(Family::Sd1)),
+                (
+                    "org/tiny-xl".into(),
+                    "hf-cache",
+                    Format::Diffusers,
+                    Some(Family::Sdxl)
+                ),
+                (
+                    "tiny15".into(),
+                    "folder",
+                    Format::Diffusers,
+                    Some(Family::Sd1)
+                ),
                 ("v".into(), "comfyui", Format::SingleFile, Some(Family::Sd2)),
             ]
         );
         let mine = found.iter().find(|m| m.name == "mine").unwrap();
         assert_eq!(mine.size, std::fs::metadata(&mine.path).unwrap().len());
         let xl = found.iter().find(|m| m.name == "org/tiny-xl").unwrap();
-        assert!(xl.size > 1_000_000, "folder size sums its files: {}", xl.size);
+        assert!(
+            xl.size > 1_000_000,
+            "folder size sums its files: {}",
+            xl.size
+        );
     }
 
     #[test]

@@ -347,13 +347,7 @@ impl Model {
         } else {
             TextStyle::LastLayer
         };
-        let text = TextEncoder::from_parts(
-            encoders,
-            style,
-            family == Family::Sdxl,
-            device,
-            dtype,
-        )?;
+        let text = TextEncoder::from_parts(encoders, style, family == Family::Sdxl, device, dtype)?;
         let unet = UNet::new(unet_cfg.clone(), sf::unet_builder(&ck, dtype, device)?)
             .map_err(|e| Error::model(path, format!("UNet weights do not load: {e}")))?;
         let vb = sf::vae_builder(
@@ -366,8 +360,8 @@ impl Model {
         let vae = VaeDecoder::new(vae_cfg.clone(), vb)
             .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))?;
         let scheduler = sf::standard_scheduler(inferred.prediction);
-        let levels = NoiseLevels::from_config(&scheduler)
-            .map_err(|e| Error::model(path, e.to_string()))?;
+        let levels =
+            NoiseLevels::from_config(&scheduler).map_err(|e| Error::model(path, e.to_string()))?;
         let downscale = vae_cfg.downscale() as u32;
         let info = ModelInfo {
             name: path
@@ -429,7 +423,11 @@ pub fn find_tokenizer(
     checkpoint: &Path,
     dirs: &[PathBuf],
 ) -> Result<PathBuf> {
-    let sub = if index == 0 { "tokenizer" } else { "tokenizer_2" };
+    let sub = if index == 0 {
+        "tokenizer"
+    } else {
+        "tokenizer_2"
+    };
     let mut roots: Vec<PathBuf> = dirs.to_vec();
     if let Some(env) = std::env::var_os("SUMI_TOKENIZERS") {
         roots.extend(std::env::split_paths(&env));
@@ -446,7 +444,11 @@ pub fn find_tokenizer(
     let hub = hub_tokenizers(family, index);
     for (repo, folder) in hub {
         if let Ok(snap) = hub::cached_snapshot(repo) {
-            let dir = if folder.is_empty() { snap } else { snap.join(folder) };
+            let dir = if folder.is_empty() {
+                snap
+            } else {
+                snap.join(folder)
+            };
             if is_tokenizer_dir(&dir) {
                 return Ok(dir);
             }
@@ -462,12 +464,16 @@ pub fn find_tokenizer(
             "single-file checkpoints carry no tokenizer, and none was found for the {} text encoder{}. \
              Put a CLIP tokenizer folder (vocab.json + merges.txt, or tokenizer.json) at {env_hint}, \
              or set SUMI_TOKENIZERS to a folder that holds {sub}/, or download {} into the Hugging Face cache \
-             (e.g. `hf download {} --include \"{}*\"` while online)",
+             (while online: `hf download {} {}`)",
             family.display_name(),
             if family == Family::Sdxl { format!(" {}", index + 1) } else { String::new() },
             hub[0].0,
             hub[0].0,
-            if hub[0].1.is_empty() { String::new() } else { format!("{}/", hub[0].1) },
+            if hub[0].1.is_empty() {
+                "vocab.json merges.txt tokenizer_config.json special_tokens_map.json".to_string()
+            } else {
+                format!("--include \"{}/*\"", hub[0].1)
+            },
         ),
     ))
 }
@@ -502,7 +508,8 @@ pub fn load_vae_override(
         _ => None,
     };
     let (cfg, vb) = single_file::standalone_vae(path, config, dtype, device, scaling)?;
-    VaeDecoder::new(cfg, vb).map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))
+    VaeDecoder::new(cfg, vb)
+        .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))
 }
 
 /// Reads a `scheduler_config.json`. Stable Diffusion configs that do not say otherwise keep

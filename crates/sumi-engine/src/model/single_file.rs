@@ -61,14 +61,12 @@ pub fn refuse_pickle(path: &Path) -> Error {
 
 /// Whether `path` has an extension of a pickle-based weight format.
 pub fn is_pickle_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| {
-            matches!(
-                e.to_ascii_lowercase().as_str(),
-                "ckpt" | "pt" | "pth" | "bin" | "pkl" | "pickle"
-            )
-        })
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        matches!(
+            e.to_ascii_lowercase().as_str(),
+            "ckpt" | "pt" | "pth" | "bin" | "pkl" | "pickle"
+        )
+    })
 }
 
 impl Checkpoint {
@@ -185,7 +183,10 @@ impl YamlHints {
                     h.num_head_channels = value.parse().ok().filter(|&n: &usize| n > 0)
                 }
                 "scale_factor" => {
-                    h.scale_factor = value.parse().ok().filter(|f: &f64| f.is_finite() && *f > 0.0)
+                    h.scale_factor = value
+                        .parse()
+                        .ok()
+                        .filter(|f: &f64| f.is_finite() && *f > 0.0)
                 }
                 _ => {}
             }
@@ -200,7 +201,10 @@ impl YamlHints {
             if p.is_file() {
                 let meta = std::fs::metadata(&p)?;
                 if meta.len() > 1 << 20 {
-                    return Err(Error::model(&p, "config is larger than 1 MiB; not an LDM config"));
+                    return Err(Error::model(
+                        &p,
+                        "config is larger than 1 MiB; not an LDM config",
+                    ));
                 }
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| Error::model(&p, format!("cannot read: {e}")))?;
@@ -233,7 +237,10 @@ fn bad(ck: &Checkpoint, what: impl std::fmt::Display) -> Error {
 fn dims(ck: &Checkpoint, name: &str, rank: usize) -> Result<Vec<usize>> {
     let s = ck.need(name)?;
     if s.len() != rank {
-        return Err(bad(ck, format!("{name} has shape {s:?}, expected rank {rank}")));
+        return Err(bad(
+            ck,
+            format!("{name} has shape {s:?}, expected rank {rank}"),
+        ));
     }
     Ok(s.to_vec())
 }
@@ -265,7 +272,12 @@ fn unet_layout(ck: &Checkpoint) -> Result<UNetLayout> {
     }
     let per_level = n_blocks / levels;
     let up_attention = (0..levels)
-        .map(|i| ck.has(&format!("{p}output_blocks.{}.1.proj_in.weight", i * per_level)))
+        .map(|i| {
+            ck.has(&format!(
+                "{p}output_blocks.{}.1.proj_in.weight",
+                i * per_level
+            ))
+        })
         .collect();
     Ok(UNetLayout {
         per_level,
@@ -294,7 +306,11 @@ fn infer_unet(
     let mut linear = None;
     for i in 0..levels {
         let first = 1 + i * per;
-        let out = dims(ck, &format!("{p}input_blocks.{first}.0.out_layers.3.weight"), 4)?;
+        let out = dims(
+            ck,
+            &format!("{p}input_blocks.{first}.0.out_layers.3.weight"),
+            4,
+        )?;
         boc.push(out[0]);
         let attn = format!("{p}input_blocks.{first}.1.");
         if let Some(s) = ck.shape(&format!("{attn}proj_in.weight")) {
@@ -302,7 +318,11 @@ fn infer_unet(
             linear.get_or_insert(s.len() == 2);
             tlayers.push(ck.count(&format!("{attn}transformer_blocks.{{}}.norm1.weight")));
             if context_dim.is_none() {
-                let k = dims(ck, &format!("{attn}transformer_blocks.0.attn2.to_k.weight"), 2)?;
+                let k = dims(
+                    ck,
+                    &format!("{attn}transformer_blocks.0.attn2.to_k.weight"),
+                    2,
+                )?;
                 context_dim = Some(k[1]);
             }
         } else {
@@ -329,12 +349,14 @@ fn infer_unet(
     let context_dim = context_dim.ok_or_else(|| bad(ck, "the UNet has no cross-attention"))?;
     let heads: Vec<usize> = boc
         .iter()
-        .map(|&c| match (hints.num_heads, hints.num_head_channels, family) {
-            (Some(h), _, _) => h,
-            (None, Some(ch), _) => (c / ch).max(1),
-            (None, None, Family::Sd1) => 8,
-            (None, None, _) => (c / 64).max(1),
-        })
+        .map(
+            |&c| match (hints.num_heads, hints.num_head_channels, family) {
+                (Some(h), _, _) => h,
+                (None, Some(ch), _) => (c / ch).max(1),
+                (None, None, Family::Sd1) => 8,
+                (None, None, _) => (c / 64).max(1),
+            },
+        )
         .collect();
     let mut cfg = json!({
         "in_channels": conv_in[1],
@@ -359,17 +381,23 @@ fn infer_unet(
             return Err(bad(ck, "label_emb.0.0.weight is not a matrix"));
         }
         let pooled = pooled_dim.ok_or_else(|| {
-            bad(ck, "the UNet has SDXL's added embedding but no OpenCLIP text projection")
-        })?;
-        let rest = s[1].checked_sub(pooled).filter(|r| r % 6 == 0 && *r > 0).ok_or_else(|| {
             bad(
                 ck,
-                format!(
+                "the UNet has SDXL's added embedding but no OpenCLIP text projection",
+            )
+        })?;
+        let rest = s[1]
+            .checked_sub(pooled)
+            .filter(|r| r % 6 == 0 && *r > 0)
+            .ok_or_else(|| {
+                bad(
+                    ck,
+                    format!(
                     "added embedding input {} does not fit pooled width {pooled} plus 6 time ids",
                     s[1]
                 ),
-            )
-        })?;
+                )
+            })?;
         cfg["addition_embed_type"] = json!("text_time");
         cfg["addition_time_embed_dim"] = json!(rest / 6);
         cfg["projection_class_embeddings_input_dim"] = json!(s[1]);
@@ -423,14 +451,21 @@ fn text_encoders(family: Family) -> Vec<(&'static str, ClipKind)> {
 
 /// The `text_model.` root of an HF-layout encoder (old files may lack `text_model.`).
 fn hf_root(ck: &Checkpoint, prefix: &str) -> String {
-    if ck.has(&format!("{prefix}text_model.embeddings.token_embedding.weight")) {
+    if ck.has(&format!(
+        "{prefix}text_model.embeddings.token_embedding.weight"
+    )) {
         format!("{prefix}text_model.")
     } else {
         prefix.to_string()
     }
 }
 
-fn infer_clip(ck: &Checkpoint, prefix: &str, kind: ClipKind, family: Family) -> Result<ClipTextConfig> {
+fn infer_clip(
+    ck: &Checkpoint,
+    prefix: &str,
+    kind: ClipKind,
+    family: Family,
+) -> Result<ClipTextConfig> {
     let (tok, pos, fc1, layers, act, projection) = match kind {
         ClipKind::Hf => {
             let r = hf_root(ck, prefix);
@@ -446,7 +481,11 @@ fn infer_clip(ck: &Checkpoint, prefix: &str, kind: ClipKind, family: Family) -> 
         ClipKind::OpenClip => {
             let all = ck.count(&format!("{prefix}transformer.resblocks.{{}}.ln_1.weight"));
             // SD 2.x uses the penultimate layer as its last one: the final resblock is never run.
-            let layers = if family == Family::Sd2 { all.saturating_sub(1) } else { all };
+            let layers = if family == Family::Sd2 {
+                all.saturating_sub(1)
+            } else {
+                all
+            };
             let projection = if family == Family::Sdxl {
                 Some(dims(ck, &format!("{prefix}text_projection"), 2)?[1])
             } else {
@@ -455,7 +494,11 @@ fn infer_clip(ck: &Checkpoint, prefix: &str, kind: ClipKind, family: Family) -> 
             (
                 dims(ck, &format!("{prefix}token_embedding.weight"), 2)?,
                 dims(ck, &format!("{prefix}positional_embedding"), 2)?,
-                dims(ck, &format!("{prefix}transformer.resblocks.0.mlp.c_fc.weight"), 2)?,
+                dims(
+                    ck,
+                    &format!("{prefix}transformer.resblocks.0.mlp.c_fc.weight"),
+                    2,
+                )?,
                 layers,
                 "gelu",
                 projection,
@@ -476,7 +519,10 @@ fn infer_clip(ck: &Checkpoint, prefix: &str, kind: ClipKind, family: Family) -> 
     let cfg: ClipTextConfig =
         serde_json::from_value(cfg).map_err(|e| bad(ck, format!("text encoder config: {e}")))?;
     if layers == 0 || pos[1] != hidden || fc1[1] != hidden {
-        return Err(bad(ck, format!("text encoder under {prefix} has inconsistent shapes")));
+        return Err(bad(
+            ck,
+            format!("text encoder under {prefix} has inconsistent shapes"),
+        ));
     }
     Ok(cfg)
 }
@@ -646,9 +692,9 @@ fn unet_name(name: &str, layout: &UNetLayout) -> Option<String> {
     }
     let per = layout.per_level;
     let block = |rest: &str| -> Option<(&str, usize, String)> {
-        let (j, r) = index_rest(rest, "resnets").map(|(j, r)| (j, ("r", r))).or_else(|| {
-            index_rest(rest, "attentions").map(|(j, r)| (j, ("a", r)))
-        })?;
+        let (j, r) = index_rest(rest, "resnets")
+            .map(|(j, r)| (j, ("r", r)))
+            .or_else(|| index_rest(rest, "attentions").map(|(j, r)| (j, ("a", r))))?;
         let (kind, r) = r;
         let inner = if kind == "r" {
             unet_resnet(r)?
@@ -757,8 +803,15 @@ fn openclip_source(name: &str, prefix: &str, projection: bool) -> Option<Source>
     let (i, rest) = index_rest(n, "encoder.layers")?;
     let block = format!("transformer.resblocks.{i}.");
     for (q, idx) in [("q_proj.", 0), ("k_proj.", 1), ("v_proj.", 2)] {
-        if let Some(t) = rest.strip_prefix("self_attn.").and_then(|r| r.strip_prefix(q)) {
-            return Some(Source::Chunk(format!("{prefix}{block}attn.in_proj_{t}"), idx, 3));
+        if let Some(t) = rest
+            .strip_prefix("self_attn.")
+            .and_then(|r| r.strip_prefix(q))
+        {
+            return Some(Source::Chunk(
+                format!("{prefix}{block}attn.in_proj_{t}"),
+                idx,
+                3,
+            ));
         }
     }
     const MAP: [(&str, &str); 5] = [
@@ -775,7 +828,12 @@ fn openclip_source(name: &str, prefix: &str, projection: bool) -> Option<Source>
 }
 
 /// One component of a checkpoint as a diffusers-named [`VarBuilder`].
-fn builder(ck: &Arc<Checkpoint>, map: Box<Mapper>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+fn builder(
+    ck: &Arc<Checkpoint>,
+    map: Box<Mapper>,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
     let backend: Box<dyn SimpleBackend> = Box::new(LdmBackend {
         ck: ck.clone(),
         map,
@@ -784,7 +842,11 @@ fn builder(ck: &Arc<Checkpoint>, map: Box<Mapper>, dtype: DType, device: &Device
 }
 
 /// The UNet's weights, named as diffusers names them.
-pub fn unet_builder(ck: &Arc<Checkpoint>, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+pub fn unet_builder(
+    ck: &Arc<Checkpoint>,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
     let layout = unet_layout(ck)?;
     Ok(builder(
         ck,
@@ -892,7 +954,12 @@ pub fn standalone_vae(
     };
     cfg.validate().map_err(|e| bad(&ck, e))?;
     let vb = if diffusers {
-        builder(&ck, Box::new(|n| Some(Source::Plain(n.to_string()))), dtype, device)
+        builder(
+            &ck,
+            Box::new(|n| Some(Source::Plain(n.to_string()))),
+            dtype,
+            device,
+        )
     } else {
         vae_builder(&ck, prefix, cfg.block_out_channels.len(), dtype, device)
     };
@@ -903,7 +970,14 @@ fn infer_diffusers_vae(ck: &Checkpoint, scaling: f64) -> Result<VaeConfig> {
     let levels = ck.count("decoder.up_blocks.{}.resnets.0.conv1.weight");
     // decoder.up_blocks are in reverse (deepest first) order.
     let mut boc = (0..levels)
-        .map(|i| dims(ck, &format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"), 4).map(|s| s[0]))
+        .map(|i| {
+            dims(
+                ck,
+                &format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"),
+                4,
+            )
+            .map(|s| s[0])
+        })
         .collect::<Result<Vec<_>>>()?;
     boc.reverse();
     let blocks = ck.count("decoder.up_blocks.0.resnets.{}.conv1.weight");
@@ -952,8 +1026,14 @@ mod tests {
         assert_eq!(h.num_head_channels, Some(64));
         assert_eq!(h.scale_factor, Some(0.13025));
         assert_eq!(h.num_heads, None);
-        assert_eq!(YamlHints::parse("parameterization: eps").v_prediction, Some(false));
-        assert_eq!(YamlHints::parse("num_heads: -1\nscale_factor: nan"), YamlHints::default());
+        assert_eq!(
+            YamlHints::parse("parameterization: eps").v_prediction,
+            Some(false)
+        );
+        assert_eq!(
+            YamlHints::parse("num_heads: -1\nscale_factor: nan"),
+            YamlHints::default()
+        );
     }
 
     #[test]
@@ -964,16 +1044,34 @@ mod tests {
         };
         let n = |s: &str| unet_name(s, &l).unwrap();
         assert_eq!(n("conv_in.weight"), "input_blocks.0.0.weight");
-        assert_eq!(n("down_blocks.1.resnets.1.conv1.bias"), "input_blocks.5.0.in_layers.2.bias");
+        assert_eq!(
+            n("down_blocks.1.resnets.1.conv1.bias"),
+            "input_blocks.5.0.in_layers.2.bias"
+        );
         assert_eq!(
             n("down_blocks.0.attentions.0.proj_in.weight"),
             "input_blocks.1.1.proj_in.weight"
         );
-        assert_eq!(n("down_blocks.2.downsamplers.0.conv.weight"), "input_blocks.9.0.op.weight");
-        assert_eq!(n("mid_block.resnets.1.norm2.weight"), "middle_block.2.out_layers.0.weight");
-        assert_eq!(n("mid_block.attentions.0.norm.bias"), "middle_block.1.norm.bias");
-        assert_eq!(n("up_blocks.0.upsamplers.0.conv.weight"), "output_blocks.2.1.conv.weight");
-        assert_eq!(n("up_blocks.1.upsamplers.0.conv.weight"), "output_blocks.5.2.conv.weight");
+        assert_eq!(
+            n("down_blocks.2.downsamplers.0.conv.weight"),
+            "input_blocks.9.0.op.weight"
+        );
+        assert_eq!(
+            n("mid_block.resnets.1.norm2.weight"),
+            "middle_block.2.out_layers.0.weight"
+        );
+        assert_eq!(
+            n("mid_block.attentions.0.norm.bias"),
+            "middle_block.1.norm.bias"
+        );
+        assert_eq!(
+            n("up_blocks.0.upsamplers.0.conv.weight"),
+            "output_blocks.2.1.conv.weight"
+        );
+        assert_eq!(
+            n("up_blocks.1.upsamplers.0.conv.weight"),
+            "output_blocks.5.2.conv.weight"
+        );
         assert_eq!(
             n("up_blocks.3.resnets.2.conv_shortcut.weight"),
             "output_blocks.11.0.skip_connection.weight"
@@ -986,7 +1084,11 @@ mod tests {
     fn openclip_attention_is_split() {
         let p = "cond_stage_model.model.";
         assert_eq!(
-            openclip_source("text_model.encoder.layers.3.self_attn.k_proj.weight", p, false),
+            openclip_source(
+                "text_model.encoder.layers.3.self_attn.k_proj.weight",
+                p,
+                false
+            ),
             Some(Source::Chunk(
                 "cond_stage_model.model.transformer.resblocks.3.attn.in_proj_weight".into(),
                 1,
@@ -996,7 +1098,9 @@ mod tests {
         assert_eq!(openclip_source("text_projection.weight", p, false), None);
         assert_eq!(
             openclip_source("text_projection.weight", p, true),
-            Some(Source::Transpose("cond_stage_model.model.text_projection".into()))
+            Some(Source::Transpose(
+                "cond_stage_model.model.text_projection".into()
+            ))
         );
     }
 }
