@@ -7,16 +7,30 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use sumi_engine::model::discover::HashCache;
 use sumi_engine::model::{self, Model};
 use sumi_engine::{sampling, Event, Request};
+use sumi_engine::{LoadOptions, Prediction};
 
 /// Options of `sumi generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Diffusers model folder, or a Hugging Face repo id already in the local cache
-    /// (default: the built-in demo model, or the folder in $SUMI_DEMO_MODEL).
+    /// Diffusers model folder, single-file .safetensors checkpoint, or a Hugging Face repo id
+    /// already in the local cache (default: the built-in demo model, or $SUMI_DEMO_MODEL).
     #[arg(long)]
     model: Option<String>,
+    /// A separate VAE: a .safetensors file or a diffusers (vae) folder.
+    #[arg(long, value_name = "PATH")]
+    vae: Option<PathBuf>,
+    /// Folder holding tokenizer/ (and tokenizer_2/) for single-file checkpoints; repeatable.
+    #[arg(long = "tokenizers", value_name = "DIR")]
+    tokenizers: Vec<PathBuf>,
+    /// A diffusers folder whose unet/vae/text_encoder configs (and tokenizers) to use for a single file.
+    #[arg(long = "config", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Override what the model predicts: eps or v (single files do not always say).
+    #[arg(long, value_name = "eps|v")]
+    prediction: Option<String>,
     /// What to draw.
     #[arg(long, short)]
     prompt: String,
@@ -95,7 +109,26 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let dtype = model::default_dtype(&device);
     let t0 = Instant::now();
     eprintln!("loading {} ...", path.display());
-    let model = Model::load(&path, &device, dtype)?;
+    let prediction = match args.prediction.as_deref() {
+        None => None,
+        Some("eps" | "epsilon") => Some(Prediction::Epsilon),
+        Some("v" | "v_prediction") => Some(Prediction::V),
+        Some(other) => bail!("--prediction {other:?}: use eps or v"),
+    };
+    let options = LoadOptions {
+        prediction,
+        config_dir: args.config_dir.clone(),
+        tokenizer_dirs: args.tokenizers.clone(),
+        vae: args.vae.clone(),
+    };
+    let mut model = Model::load_with(&path, &options, &device, dtype)?;
+    if path.is_file() {
+        let mut cache = HashCache::open(&crate::models_cmd::hash_cache_path(home));
+        model.info.hash = Some(cache.short_hash(&path)?);
+        if let Err(e) = cache.save() {
+            tracing::warn!("cannot save the model hash cache: {e}");
+        }
+    }
     eprintln!(
         "loaded {} ({}{}) in {:.1}s",
         model.info.name,

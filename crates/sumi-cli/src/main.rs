@@ -2,6 +2,7 @@
 
 mod gallery_cmd;
 mod generate_cmd;
+mod models_cmd;
 mod save;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Generate an image from a prompt.
     Generate(Box<generate_cmd::GenerateArgs>),
+    /// List the models found on this computer.
+    Models(models_cmd::ModelsArgs),
     /// List the sampler and schedule names.
     Samplers,
     /// Browse, search and manage the gallery.
@@ -50,6 +53,7 @@ fn main() {
             Ok(())
         }
         Command::Gallery(cmd) => gallery_cmd::run(cmd, &home),
+        Command::Models(args) => models_cmd::run(args, &home),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -12,7 +12,7 @@ pub mod sampling;
 pub mod text;
 
 pub use error::{Error, Result};
-pub use model::{Family, Model, ModelInfo, Prediction};
+pub use model::{Family, LoadOptions, Model, ModelInfo, Prediction};
 pub use pipeline::{generate, Event, Request};
 
 /// The engine's version, recorded with every image.

@@ -115,6 +115,38 @@ impl TextEncoder {
         })
     }
 
+    /// Builds an encoder from loaded parts (single-file checkpoints); every tokenizer must have the same sequence length.
+    pub fn from_parts(
+        encoders: Vec<(ClipTokenizer, ClipTextModel)>,
+        style: TextStyle,
+        force_zeros_for_empty_prompt: bool,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let Some(len) = encoders.first().map(|(t, _)| t.max_len()) else {
+            return Err(Error::InvalidRequest(
+                "a text encoder needs at least one CLIP model".into(),
+            ));
+        };
+        if let Some((tok, _)) = encoders.iter().find(|(t, _)| t.max_len() != len) {
+            return Err(Error::model(
+                tok.dir(),
+                format!(
+                    "sequence length {} differs from the first tokenizer's {len}",
+                    tok.max_len()
+                ),
+            ));
+        }
+        Ok(Self {
+            encoders,
+            style,
+            force_zeros_for_empty_prompt: force_zeros_for_empty_prompt
+                && style == TextStyle::Penultimate,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
     /// How this model's encoders make the context.
     pub fn style(&self) -> TextStyle {
         self.style

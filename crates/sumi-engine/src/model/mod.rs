@@ -2,19 +2,22 @@
 //! cache), model-family detection and per-family defaults.
 
 pub mod demo;
+pub mod discover;
 pub mod hub;
 pub mod layers;
+pub mod single_file;
 pub mod unet;
 pub mod vae;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
-use crate::text::TextEncoder;
+use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer, TextEncoder, TextStyle};
 use crate::{Error, Result};
 pub use demo::{builtin_demo_model, DEMO_MODEL_ENV};
 use unet::{UNet, UNetConfig};
@@ -73,6 +76,8 @@ pub struct ModelInfo {
     pub downscale: u32,
     /// Latent scaling factor of the VAE.
     pub scaling_factor: f64,
+    /// A1111's short hash of a single-file checkpoint, when the caller computed it.
+    pub hash: Option<String>,
 }
 
 /// Defaults a family implies for a new request.
@@ -152,6 +157,21 @@ struct ModelIndex {
     class_name: Option<String>,
 }
 
+/// Options for loading a model beyond its path.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Prediction type override (single files do not say whether they are v-prediction models).
+    pub prediction: Option<Prediction>,
+    /// A diffusers folder whose `unet/`, `vae/` and `text_encoder*/` `config.json` replace the
+    /// configs inferred from a single file (like diffusers' `from_single_file(config=...)`); it is
+    /// also searched for tokenizers first.
+    pub config_dir: Option<PathBuf>,
+    /// Extra folders searched for `tokenizer/` and `tokenizer_2/` when loading a single file.
+    pub tokenizer_dirs: Vec<PathBuf>,
+    /// A separate VAE (diffusers `vae/` folder, a model folder with `vae/`, or a `.safetensors` file).
+    pub vae: Option<PathBuf>,
+}
+
 /// Resolves what the user typed for `--model`: a folder, or a repo id in the local HF cache.
 pub fn resolve(spec: &str) -> Result<PathBuf> {
     let path = Path::new(spec);
@@ -163,17 +183,46 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
     }
     Err(Error::model(
         path,
-        "no such file or folder (pass a diffusers model folder, or a Hugging Face repo id that is in the local cache)",
+        "no such file or folder (pass a diffusers model folder, a .safetensors checkpoint, or a Hugging Face repo id that is in the local cache)",
     ))
 }
 
 impl Model {
-    /// Loads a diffusers-layout model folder on `device` in `dtype`.
-    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// Loads a diffusers-layout model folder or a single-file `.safetensors` checkpoint on
+    /// `device` in `dtype`.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default(), device, dtype)
+    }
+
+    /// [`Model::load`] with options (prediction override, config folder, tokenizers, VAE).
+    pub fn load_with(
+        path: &Path,
+        options: &LoadOptions,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let mut model = if path.is_file() {
+            Self::load_single_file(path, options, device, dtype)?
+        } else {
+            Self::load_folder(path, options, device, dtype)?
+        };
+        if let Some(vae_path) = &options.vae {
+            model.vae = load_vae_override(vae_path, model.info.scaling_factor, device, dtype)?;
+            model.info.downscale = model.vae.config().downscale() as u32;
+        }
+        Ok(model)
+    }
+
+    fn load_folder(
+        dir: &Path,
+        options: &LoadOptions,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::model(
                 dir,
-                "not a folder; Sumi loads diffusers model folders",
+                "no such file or folder (pass a diffusers model folder or a .safetensors checkpoint)",
             ));
         }
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
@@ -195,6 +244,7 @@ impl Model {
                 ))
             }
         };
+        let prediction = options.prediction.unwrap_or(prediction);
         let family = detect_family(&unet_cfg, index.class_name.as_deref(), dir);
         let turbo = scheduler.timestep_spacing == "trailing";
         let downscale = vae_cfg.downscale() as u32;
@@ -207,6 +257,7 @@ impl Model {
             native_size: unet_cfg.sample_size as u32 * downscale,
             downscale,
             scaling_factor: vae_cfg.scaling_factor,
+            hash: None,
         };
         tracing::info!(name = %info.name, family = ?family, ?prediction, "loading model");
 
@@ -224,6 +275,243 @@ impl Model {
             dtype,
         })
     }
+}
+
+impl Model {
+    fn load_single_file(
+        path: &Path,
+        options: &LoadOptions,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        use single_file as sf;
+        let is_safetensors = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        if sf::is_pickle_extension(path) {
+            return Err(sf::refuse_pickle(path));
+        }
+        if !is_safetensors {
+            return Err(Error::model(
+                path,
+                "not a .safetensors file; Sumi loads single-file .safetensors checkpoints and diffusers folders",
+            ));
+        }
+        let ck = Arc::new(sf::Checkpoint::open(path)?);
+        let hints = sf::YamlHints::next_to(path)?.unwrap_or_default();
+        let inferred = sf::infer_config(&ck, &hints, options.prediction)?;
+        let family = inferred.family;
+        let (unet_cfg, vae_cfg, text_cfgs) = match &options.config_dir {
+            Some(dir) => {
+                let names: &[&str] = if family == Family::Sdxl {
+                    &["text_encoder", "text_encoder_2"]
+                } else {
+                    &["text_encoder"]
+                };
+                let text = names
+                    .iter()
+                    .map(|n| ClipTextConfig::load(&dir.join(n).join("config.json")))
+                    .collect::<Result<Vec<_>>>()?;
+                (
+                    read_unet_config(&dir.join("unet"))?,
+                    read_vae_config(&dir.join("vae"))?,
+                    text,
+                )
+            }
+            None => (inferred.unet, inferred.vae, inferred.text),
+        };
+        let mut search = Vec::new();
+        search.extend(options.config_dir.iter().cloned());
+        search.extend(options.tokenizer_dirs.iter().cloned());
+        let tok_dirs = (0..text_cfgs.len())
+            .map(|i| find_tokenizer(family, i, path, &search))
+            .collect::<Result<Vec<_>>>()?;
+        unet_cfg
+            .validate()
+            .map_err(|e| Error::model(path, format!("unsupported UNet: {e}")))?;
+        vae_cfg
+            .validate()
+            .map_err(|e| Error::model(path, format!("unsupported VAE: {e}")))?;
+        let mut encoders = Vec::new();
+        for ((i, mut cfg), tok_dir) in text_cfgs.into_iter().enumerate().zip(tok_dirs) {
+            let mut tok = ClipTokenizer::load(&tok_dir)?;
+            // Pool at the tokenizer's own end-of-text token.
+            cfg.eos_token_id = tok.eos_id();
+            let vb = sf::text_builder(&ck, family, i, dtype, device)?;
+            let model = ClipTextModel::from_var_builder(cfg, vb, device, dtype).map_err(|e| {
+                Error::model(path, format!("text encoder {} does not load: {e}", i + 1))
+            })?;
+            tok.limit_len(model.config().max_position_embeddings);
+            encoders.push((tok, model));
+        }
+        let style = if family == Family::Sdxl {
+            TextStyle::Penultimate
+        } else {
+            TextStyle::LastLayer
+        };
+        let text = TextEncoder::from_parts(encoders, style, family == Family::Sdxl, device, dtype)?;
+        let unet = UNet::new(unet_cfg.clone(), sf::unet_builder(&ck, dtype, device)?)
+            .map_err(|e| Error::model(path, format!("UNet weights do not load: {e}")))?;
+        let vb = sf::vae_builder(
+            &ck,
+            "first_stage_model.",
+            vae_cfg.block_out_channels.len(),
+            dtype,
+            device,
+        );
+        let vae = VaeDecoder::new(vae_cfg.clone(), vb)
+            .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))?;
+        let scheduler = sf::standard_scheduler(inferred.prediction);
+        let levels =
+            NoiseLevels::from_config(&scheduler).map_err(|e| Error::model(path, e.to_string()))?;
+        let downscale = vae_cfg.downscale() as u32;
+        let info = ModelInfo {
+            name: path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+            path: path.to_path_buf(),
+            family,
+            prediction: inferred.prediction,
+            turbo: false,
+            native_size: unet_cfg.sample_size as u32 * downscale,
+            downscale,
+            scaling_factor: vae_cfg.scaling_factor,
+            hash: None,
+        };
+        tracing::info!(name = %info.name, ?family, prediction = ?info.prediction, "loaded single-file checkpoint");
+        Ok(Self {
+            info,
+            text,
+            unet,
+            vae,
+            scheduler,
+            levels,
+            device: device.clone(),
+            dtype,
+        })
+    }
+}
+
+/// Hugging Face repos (and subfolders) that hold the tokenizer of text encoder `index` of `family`.
+fn hub_tokenizers(family: Family, index: usize) -> &'static [(&'static str, &'static str)] {
+    match (family, index) {
+        (Family::Sd2, _) => &[
+            ("stabilityai/stable-diffusion-2-1", "tokenizer"),
+            ("stabilityai/stable-diffusion-2-1-base", "tokenizer"),
+        ],
+        (Family::Sdxl, 1) => &[
+            ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", ""),
+            ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer_2"),
+        ],
+        _ => &[
+            ("openai/clip-vit-large-patch14", ""),
+            ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer"),
+            ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer"),
+        ],
+    }
+}
+
+fn is_tokenizer_dir(dir: &Path) -> bool {
+    dir.join("tokenizer.json").is_file()
+        || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
+}
+
+/// Finds the tokenizer folder for text encoder `index` of a single-file checkpoint: in the given
+/// folders, in `SUMI_TOKENIZERS`, next to the checkpoint, then in the Hugging Face cache.
+pub fn find_tokenizer(
+    family: Family,
+    index: usize,
+    checkpoint: &Path,
+    dirs: &[PathBuf],
+) -> Result<PathBuf> {
+    let sub = if index == 0 {
+        "tokenizer"
+    } else {
+        "tokenizer_2"
+    };
+    let mut roots: Vec<PathBuf> = dirs.to_vec();
+    if let Some(env) = std::env::var_os("SUMI_TOKENIZERS") {
+        roots.extend(std::env::split_paths(&env));
+    }
+    if let Some(parent) = checkpoint.parent() {
+        roots.push(parent.to_path_buf());
+    }
+    for root in &roots {
+        let dir = root.join(sub);
+        if is_tokenizer_dir(&dir) {
+            return Ok(dir);
+        }
+    }
+    let hub = hub_tokenizers(family, index);
+    for (repo, folder) in hub {
+        if let Ok(snap) = hub::cached_snapshot(repo) {
+            let dir = if folder.is_empty() {
+                snap
+            } else {
+                snap.join(folder)
+            };
+            if is_tokenizer_dir(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    let env_hint = match roots.first() {
+        Some(r) => format!("{}", r.join(sub).display()),
+        None => format!("<folder>/{sub}"),
+    };
+    Err(Error::model(
+        checkpoint,
+        format!(
+            "single-file checkpoints carry no tokenizer, and none was found for the {} text encoder{}. \
+             Put a CLIP tokenizer folder (vocab.json + merges.txt, or tokenizer.json) at {env_hint}, \
+             or set SUMI_TOKENIZERS to a folder that holds {sub}/, or download {} into the Hugging Face cache \
+             (while online: `hf download {} {}`)",
+            family.display_name(),
+            if family == Family::Sdxl { format!(" {}", index + 1) } else { String::new() },
+            hub[0].0,
+            hub[0].0,
+            if hub[0].1.is_empty() {
+                "vocab.json merges.txt tokenizer_config.json special_tokens_map.json".to_string()
+            } else {
+                format!("--include \"{}/*\"", hub[0].1)
+            },
+        ),
+    ))
+}
+
+/// Loads a separate VAE: a diffusers `vae/` folder, a model folder with `vae/`, or a
+/// `.safetensors` file (LDM or diffusers names). `scaling` is the model's latent scaling factor.
+pub fn load_vae_override(
+    path: &Path,
+    scaling: f64,
+    device: &Device,
+    dtype: DType,
+) -> Result<VaeDecoder> {
+    if path.is_dir() {
+        let dir = if path.join("vae").join("config.json").is_file() {
+            path.join("vae")
+        } else {
+            path.to_path_buf()
+        };
+        let cfg = read_vae_config(&dir)?;
+        return load_vae(&dir, cfg, device, dtype);
+    }
+    if single_file::is_pickle_extension(path) {
+        return Err(single_file::refuse_pickle(path));
+    }
+    if !path.is_file() {
+        return Err(Error::model(path, "VAE file or folder does not exist"));
+    }
+    // A config.json beside the file (a diffusers `vae/` folder) describes it; else infer.
+    let beside = path.parent().map(|d| d.join("config.json"));
+    let config = match beside {
+        Some(c) if c.is_file() => Some(read_vae_config(c.parent().unwrap_or(Path::new(".")))?),
+        _ => None,
+    };
+    let (cfg, vb) = single_file::standalone_vae(path, config, dtype, device, scaling)?;
+    VaeDecoder::new(cfg, vb)
+        .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))
 }
 
 /// Reads a `scheduler_config.json`. Stable Diffusion configs that do not say otherwise keep
@@ -283,6 +571,13 @@ pub fn load_vae(
     )?;
     VaeDecoder::new(config, vb)
         .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
+}
+
+/// The family of a diffusers folder from its configs, without loading weights.
+pub fn folder_family(dir: &Path) -> Option<Family> {
+    let index: ModelIndex = read_json(&dir.join("model_index.json")).ok()?;
+    let unet: UNetConfig = read_json(&dir.join("unet/config.json")).ok()?;
+    Some(detect_family(&unet, index.class_name.as_deref(), dir))
 }
 
 /// Detects the family from the model's structure, never from its name.

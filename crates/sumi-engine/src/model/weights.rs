@@ -89,7 +89,7 @@ pub fn var_builder(
 }
 
 /// Cheap sanity check of a safetensors header before mapping, for clear messages on junk files.
-fn check_header(path: &Path) -> Result<()> {
+pub(crate) fn check_header(path: &Path) -> Result<()> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::model(path, e.to_string()))?;
     let size = f.metadata()?.len();
