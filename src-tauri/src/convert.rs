@@ -18,7 +18,7 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
         width: request.width,
         height: request.height,
         model_name: model.info.name.clone(),
-        model_hash: None,
+        model_hash: model.info.hash.clone(),
         noise_source: request.noise.name().to_string(),
     }
 }
