@@ -138,7 +138,8 @@ pub static SAMPLERS: &[SamplerEntry] = &[
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
     d!("DDPM", "ddpm", s::ddpm, A, "ddim_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),
-    d!("UniPC", "uni_pc_bh2", s::uni_pc, D, "normal"),
+    d!("UniPC", "uni_pc", s::uni_pc, D, "normal"),
+    d!("UniPC BH2", "uni_pc_bh2", s::uni_pc_bh2, D, "normal"),
     d!("LCM", "lcm", s::lcm, A, "lcm"),
 ];
 

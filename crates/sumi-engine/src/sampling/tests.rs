@@ -69,7 +69,20 @@ fn schedules_match_reference() {
     let f = fixture();
     let mut worst = 0.0f64;
     let cases = f.meta["schedules"].as_array().unwrap();
-    assert!(cases.len() >= 3 * 10 * 5);
+    // Every schedule of the table, for every config and step count in {1, 2, 10, 20, 50}.
+    for e in SCHEDULES {
+        for cfg in ["sd15", "linear", "cosine"] {
+            for n in [1u64, 2, 10, 20, 50] {
+                assert!(
+                    cases.iter().any(|c| c["schedule"] == e.id
+                        && c["config"] == cfg
+                        && c["steps"].as_u64() == Some(n)),
+                    "no reference for schedule {} / {cfg} / {n} steps",
+                    e.id
+                );
+            }
+        }
+    }
     for c in cases {
         let key = c["key"].as_str().unwrap();
         let want = vec64(&f.tensors[key]);
