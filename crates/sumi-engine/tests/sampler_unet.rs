@@ -78,11 +78,15 @@ fn unet_trajectories_match_reference() {
         let want_sigmas = vec64(&t[&format!("case.{ci}.sigmas")]);
         let sigmas = match c["schedule"].as_str() {
             Some(name) => {
-                let got = (schedule(name).unwrap().func)(&model.levels, want_sigmas.len() - 1)
-                    .unwrap();
+                let got =
+                    (schedule(name).unwrap().func)(&model.levels, want_sigmas.len() - 1).unwrap();
                 assert_eq!(got.len(), want_sigmas.len(), "{what}: sigmas {got:?}");
                 for (g, w) in got.iter().zip(&want_sigmas) {
-                    let rel = if *w == 0.0 { g.abs() } else { (g / w - 1.0).abs() };
+                    let rel = if *w == 0.0 {
+                        g.abs()
+                    } else {
+                        (g / w - 1.0).abs()
+                    };
                     assert!(rel <= 1e-6, "{what}: sigma {g} vs {w}");
                 }
                 got
