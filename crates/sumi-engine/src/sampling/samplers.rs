@@ -581,15 +581,39 @@ pub fn lcm(
     Ok(x)
 }
 
-/// UniPC (Zhao et al. 2023) as diffusers' `UniPCMultistepScheduler` defaults run it: data
-/// prediction, B(h) = expm1(-h) ("bh2"), order 2 with order 1 on the first and the last step,
-/// and the UniC corrector applied to each new point with the model output already computed
-/// there (so one model call per step).
+/// UniPC (Zhao et al. 2023) with B(h) = h ("bh1", A1111's and ComfyUI's `uni_pc` variant);
+/// otherwise as [`uni_pc_bh2`]. Matches diffusers' `UniPCMultistepScheduler` with
+/// `solver_type = "bh1"` (order 2), except that a last step to sigma 0 returns the x0 estimate
+/// where diffusers' bh1 computes `inf * 0` and yields NaN.
 pub fn uni_pc(
+    model: &dyn Denoiser,
+    x: Tensor,
+    sigmas: &[f64],
+    ctx: &mut SampleCtx,
+) -> Result<Tensor> {
+    uni_pc_variant(model, x, sigmas, ctx, |h| -h)
+}
+
+/// UniPC as diffusers' `UniPCMultistepScheduler` defaults run it: data prediction,
+/// B(h) = expm1(-h) ("bh2"), order 2 with order 1 on the first and the last step, and the UniC
+/// corrector applied to each new point with the model output already computed there (so one
+/// model call per step).
+pub fn uni_pc_bh2(
+    model: &dyn Denoiser,
+    x: Tensor,
+    sigmas: &[f64],
+    ctx: &mut SampleCtx,
+) -> Result<Tensor> {
+    uni_pc_variant(model, x, sigmas, ctx, |h| (-h).exp_m1())
+}
+
+/// The UniPC loop; `b_of_h` gives B(h) for a step of length h in lambda = -ln(sigma).
+fn uni_pc_variant(
     model: &dyn Denoiser,
     mut x: Tensor,
     sigmas: &[f64],
     ctx: &mut SampleCtx,
+    b_of_h: fn(f64) -> f64,
 ) -> Result<Tensor> {
     let mut run = Run::new(model);
     let n = steps(sigmas);
@@ -605,14 +629,14 @@ pub fn uni_pc(
             let (s0, st) = (sigmas[k - 1], s);
             let h = lambda(st) - lambda(s0);
             let m0 = &hist[hist.len() - 1];
-            let b_h = (-h).exp_m1();
-            let base = lin(st / s0, x_prev, -b_h, m0)?;
+            let b_h = b_of_h(h);
+            let base = lin(st / s0, x_prev, -(-h).exp_m1(), m0)?;
             let d1_t = (&denoised - m0)?;
             x = if *order == 1 {
                 lin(1.0, &base, -b_h * 0.5, &d1_t)?
             } else {
                 let r1 = (lambda(sigmas[k - 2]) - lambda(s0)) / h;
-                let (b1, b2) = unipc_b(h);
+                let (b1, b2) = unipc_b(h, b_h);
                 // Solve [[1, 1], [r1, 1]] rho = [b1, b2].
                 let rho0 = (b1 - b2) / (1.0 - r1);
                 let rho1 = b1 - rho0;
@@ -631,10 +655,10 @@ pub fn uni_pc(
         // Predictor from sigmas[k] to sigmas[k+1].
         let (s0, st) = (s, sigmas[k + 1]);
         let h = lambda(st) - lambda(s0);
-        let b_h = (-h).exp_m1();
         let m0 = &hist[hist.len() - 1];
-        x = lin(st / s0, &x, -b_h, m0)?;
+        x = lin(st / s0, &x, -(-h).exp_m1(), m0)?;
         if order == 2 {
+            let b_h = b_of_h(h);
             let r1 = (lambda(sigmas[k - 1]) - lambda(s0)) / h;
             let m1 = &hist[hist.len() - 2];
             // pred_res = 0.5 * (m1 - m0) / r1
@@ -645,13 +669,11 @@ pub fn uni_pc(
     Ok(x)
 }
 
-/// UniPC's b_1, b_2 for step h (data prediction, bh2): with hh = -h,
+/// UniPC's b_1, b_2 for step h (data prediction) and B(h) `b_h`: with hh = -h,
 /// b_1 = (phi_1(hh) - 1) / B(h) and b_2 = 2 ((phi_1(hh) - 1) / hh - 1/2) / B(h).
-fn unipc_b(h: f64) -> (f64, f64) {
+fn unipc_b(h: f64, b_h: f64) -> (f64, f64) {
     let hh = -h;
-    let h_phi_1 = hh.exp_m1();
-    let b_h = h_phi_1;
-    let k1 = h_phi_1 / hh - 1.0;
+    let k1 = hh.exp_m1() / hh - 1.0;
     let k2 = k1 / hh - 0.5;
     (k1 / b_h, 2.0 * k2 / b_h)
 }

@@ -514,6 +514,16 @@ pub fn ddim_timesteps(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
     Ok(sigs)
 }
 
+/// diffusers' DDPM timesteps: the DDIM timesteps as sigmas, ending at 0 (`DDPMScheduler`'s last
+/// step always lands on alpha_cumprod 1, whatever `set_alpha_to_one` says).
+pub fn ddpm_timesteps(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
+    let mut sigs = ddim_timesteps(levels, steps)?;
+    if let Some(last) = sigs.last_mut() {
+        *last = 0.0;
+    }
+    Ok(sigs)
+}
+
 /// diffusers' `LCMScheduler` timesteps (distilled on 50 of them: 999, 979, ..., 19), `steps`
 /// of them evenly picked, as sigmas ending in 0. At most 50 steps.
 pub fn lcm(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {

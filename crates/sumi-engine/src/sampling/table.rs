@@ -136,9 +136,10 @@ pub static SAMPLERS: &[SamplerEntry] = &[
         ..k!("DPM adaptive", "dpm_adaptive", s::dpm_adaptive, 3, D)
     },
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
-    d!("DDPM", "ddpm", s::ddpm, A, "ddim_timesteps"),
+    d!("DDPM", "ddpm", s::ddpm, A, "ddpm_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),
-    d!("UniPC", "uni_pc_bh2", s::uni_pc, D, "normal"),
+    d!("UniPC", "uni_pc", s::uni_pc, D, "normal"),
+    d!("UniPC BH2", "uni_pc_bh2", s::uni_pc_bh2, D, "normal"),
     d!("LCM", "lcm", s::lcm, A, "lcm"),
 ];
 
@@ -209,6 +210,12 @@ pub static SCHEDULES: &[ScheduleEntry] = &[
         id: "ddim_timesteps",
         aliases: &["diffusers"],
         func: sch::ddim_timesteps,
+    },
+    ScheduleEntry {
+        name: "DDPM timesteps",
+        id: "ddpm_timesteps",
+        aliases: &[],
+        func: sch::ddpm_timesteps,
     },
 ];
 
@@ -391,6 +398,10 @@ mod tests {
             "ddim_timesteps"
         );
         assert_eq!(schedule_for(sampler("LCM").unwrap(), "").unwrap().id, "lcm");
+        assert_eq!(
+            schedule_for(sampler("DDPM").unwrap(), "").unwrap().id,
+            "ddpm_timesteps"
+        );
         assert_eq!(
             schedule_for(sampler("Euler").unwrap(), "automatic")
                 .unwrap()
