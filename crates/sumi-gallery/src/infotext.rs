@@ -49,6 +49,7 @@ const SAMPLER_IDS: &[(&str, &str)] = &[
     ("lcm", "LCM"),
     ("ddim", "DDIM"),
     ("uni_pc", "UniPC"),
+    ("uni_pc_bh2", "UniPC BH2"),
 ];
 
 /// Scheduler ids used by stable-diffusion.cpp and ComfyUI, with their A1111 display names.
