@@ -8,6 +8,8 @@ Stages (all seeded, CPU friendly):
      jointly on eps prediction with SD's scaled_linear betas and 10% caption dropout (for CFG).
 
 Usage:  python tools/demo_model/train.py --out assets/demo-model
+        python tools/demo_model/train.py --resume assets/demo-model --out /tmp/demo-model
+          (continue training the UNet and text encoder of a shipped model; its VAE is kept)
 """
 
 import argparse
@@ -135,6 +137,18 @@ def build_models(tok, vocab_size):
     return te, vae, unet
 
 
+def load_models(folder, vocab):
+    """The text encoder, VAE and UNet of an earlier run, in f32, checked against our vocabulary."""
+    shipped = json.loads((folder / "tokenizer" / "vocab.json").read_text())
+    if shipped != vocab:
+        raise SystemExit(f"{folder}: its tokenizer differs from the one this script builds; cannot resume")
+    f32 = dict(torch_dtype=torch.float32)
+    te = CLIPTextModel.from_pretrained(folder / "text_encoder", **f32)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", **f32).eval()
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", **f32)
+    return te, vae, unet
+
+
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -220,7 +234,7 @@ def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, ge
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
+        decay = args.ema if args.resume else min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay)
         ema_update(ema_te, te, decay)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
@@ -291,11 +305,13 @@ def main():
     ap.add_argument("--save-every", type=float, default=8.0, help="minutes between checkpoints")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--resume", type=Path, help="continue from this demo-model folder (keeps its VAE)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    # a resumed run draws other batches than the run it continues (the dataset stays the same)
+    gen = torch.Generator().manual_seed(args.seed + (1 if args.resume else 0))
     start = time.time()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     logf = open(args.out.with_name(args.out.name + ".train.log"), "w")
@@ -314,12 +330,19 @@ def main():
     imgs, caps = dataset.make_dataset(args.images, args.seed)
     log(f"dataset: {len(imgs)} images")
 
-    vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log)
-    lat_mean, lat_std = encode_all(vae, imgs)
-    sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen)
-    scale = float(1.0 / sampled.std())
-    vae.register_to_config(scaling_factor=scale)
-    log(f"latents: mean {sampled.mean():.4f} std {sampled.std():.4f} -> scaling_factor {scale:.5f}")
+    if args.resume:
+        te, vae, unet = load_models(args.resume, vocab)
+        vae_mse = vae_kl = None
+        lat_mean, lat_std = encode_all(vae, imgs)
+        scale = vae.config.scaling_factor
+        log(f"resumed from {args.resume}: VAE kept, scaling_factor {scale:.5f}")
+    else:
+        vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log)
+        lat_mean, lat_std = encode_all(vae, imgs)
+        sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen)
+        scale = float(1.0 / sampled.std())
+        vae.register_to_config(scaling_factor=scale)
+        log(f"latents: mean {sampled.mean():.4f} std {sampled.std():.4f} -> scaling_factor {scale:.5f}")
 
     ids = token_ids(tok, caps)
     empty_ids = token_ids(tok, [""])[0]
