@@ -3,7 +3,9 @@
 
 pub mod denoiser;
 pub mod device;
+pub mod bench;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod noise;
 pub mod pipeline;

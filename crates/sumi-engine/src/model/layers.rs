@@ -2,7 +2,24 @@
 //! timestep embeddings, up/down sampling. Tensor names follow diffusers.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::kernels;
+
+/// A square-kernel 2D convolution with bias, run by [`kernels::conv2d`].
+#[derive(Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    pad: usize,
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        kernels::conv2d(xs, &self.weight, Some(&self.bias), self.stride, self.pad)
+    }
+}
 
 /// A 2D convolution with diffusers' weight names (`weight`, `bias`).
 pub fn conv2d(
@@ -13,12 +30,12 @@ pub fn conv2d(
     pad: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: pad,
+    Ok(Conv2d {
+        weight: vb.get((cout, cin, k, k), "weight")?,
+        bias: vb.get(cout, "bias")?,
         stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, k, cfg, vb)
+        pad,
+    })
 }
 
 /// Group norm with learned affine parameters.

@@ -2,11 +2,11 @@
 //! Covers SD 1.x, SD 2.x and SDXL (with the `text_time` added embedding).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{GroupNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::layers::{
-    conv2d, group_norm, timestep_features, Downsample, ResnetBlock, SpatialTransformer,
+    conv2d, group_norm, Conv2d, timestep_features, Downsample, ResnetBlock, SpatialTransformer,
     TimestepEmbedding, TransformerShape, Upsample,
 };
 

@@ -1,10 +1,10 @@
 //! The VAE decoder (diffusers' `AutoencoderKL`), built from its `config.json`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{attention, conv2d, group_norm, ResnetBlock, Upsample};
+use super::layers::{attention, conv2d, Conv2d, group_norm, ResnetBlock, Upsample};
 
 /// The fields of diffusers' `vae/config.json` that Sumi uses.
 #[derive(Debug, Clone, Deserialize)]
