@@ -67,18 +67,18 @@ def diffusers_worker(folder, threads, size, repeats, steps, components):
     def best(fn, n):
         runs = []
         for _ in range(max(1, n)):
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             fn()
-            runs.append(time.perf_counter() - t)
-        return min(runs), runs
+            runs.append((time.perf_counter() - t, time.process_time() - c))
+        return min(runs)
 
-    t = time.perf_counter()
+    c, t = time.process_time(), time.perf_counter()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet")).eval()
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae")).eval()
     text = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")).eval()
-    load = time.perf_counter() - t
+    load = (time.perf_counter() - t, time.process_time() - c)
     if "load" in components:
-        timings["load"] = (load, [load])
+        timings["load"] = load
     tok = CLIPTokenizer.from_pretrained(open(os.path.join(folder, "tokenizer_dir")).read())
     lat = size // 8
     with torch.inference_mode():
@@ -164,12 +164,13 @@ def main():
             diff_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def sumi_best(c):
-        vals = [t["seconds"] for s in sumi_runs for t in s["timings"] if t["component"] == c]
-        return min(vals) if vals else None
+        vals = [(t["seconds"], t["cpu_seconds"]) for s in sumi_runs for t in s["timings"]
+                if t["component"] == c]
+        return min(vals) if vals else (None, None)
 
     def diff_best(c):
-        vals = [d["timings"][c][0] for d in diff_runs if c in d["timings"]]
-        return min(vals) if vals else None
+        vals = [tuple(d["timings"][c]) for d in diff_runs if c in d["timings"]]
+        return min(vals) if vals else (None, None)
 
     s0 = sumi_runs[0]
     rows = []
@@ -179,14 +180,15 @@ def main():
     rss_d = min(d["peak_rss_bytes"] for d in diff_runs)
     print(f"{args.model} {s0['size']}x{s0['size']}, f32, CPU, {args.threads} thread(s), "
           f"min of {args.rounds} rounds x {args.repeats} repeats; torch {diff_runs[0]['torch']}")
-    print(f"{'component':<10} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}")
-    for c, a, b in rows:
-        fa = f"{a:10.3f}" if a is not None else f"{'-':>10}"
-        fb = f"{b:12.3f}" if b is not None else f"{'-':>12}"
-        ratio = f"{a / b:7.2f}" if a and b else f"{'-':>7}"
-        print(f"{c:<10} {fa} {fb} {ratio}")
+    print(f"{'component':<10} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
+          f"{'sumi cpu s':>10} {'diff cpu s':>10} {'cpu ratio':>9}")
+    num = lambda v, w: f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
+    rat = lambda a, b, w: f"{a / b:{w}.2f}" if a and b else f"{'-':>{w}}"
+    for c, (a, ac), (b, bc) in rows:
+        print(f"{c:<10} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
+              f"{num(ac, 10)} {num(bc, 10)} {rat(ac, bc, 9)}")
     print(f"{'peak_rss':<10} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
-    unet, prev = sumi_best("unet"), sumi_best("preview")
+    unet, prev = sumi_best("unet")[0], sumi_best("preview")[0]
     if unet and prev:
         print(f"preview cost per step: {100 * prev / unet:.3f}% of a UNet step")
     if args.json:

@@ -84,11 +84,22 @@ fn print_table(r: &BenchReport) {
         "{:?} {}x{}, {} threads, {}, {} kernels",
         r.preset, r.size, r.size, r.threads, r.dtype, r.kernels
     );
-    println!("{:<10} {:>10}  what", "component", "seconds");
+    println!(
+        "{:<10} {:>10} {:>10}  what",
+        "component", "seconds", "cpu s"
+    );
     for t in &r.timings {
-        println!("{:<10} {:>10.3}  {}", t.component, t.seconds, t.what);
+        let cpu = t.cpu_seconds.map_or("-".to_string(), |c| format!("{c:.2}"));
+        println!(
+            "{:<10} {:>10.3} {:>10}  {}",
+            t.component, t.seconds, cpu, t.what
+        );
     }
     if let Some(b) = r.peak_rss_bytes {
-        println!("{:<10} {:>10.2}  GiB peak resident memory (VmHWM)", "peak_rss", b as f64 / (1u64 << 30) as f64);
+        println!(
+            "{:<10} {:>10.2}  GiB peak resident memory (VmHWM)",
+            "peak_rss",
+            b as f64 / (1u64 << 30) as f64
+        );
     }
 }

@@ -89,6 +89,9 @@ pub struct Timing {
     pub seconds: f64,
     /// Every repeat in seconds.
     pub runs: Vec<f64>,
+    /// CPU time (all threads, user + system) of the fastest repeat, when known: steadier than
+    /// wall time on a shared machine.
+    pub cpu_seconds: Option<f64>,
     /// What exactly was timed.
     pub what: String,
 }
@@ -265,7 +268,11 @@ fn record(
         seen: seen.clone(),
         projection,
     };
-    build(VarBuilder::from_backend(Box::new(rec), DType::F32, Device::Cpu))?;
+    build(VarBuilder::from_backend(
+        Box::new(rec),
+        DType::F32,
+        Device::Cpu,
+    ))?;
     let map = std::mem::take(&mut *seen.lock().map_err(|_| invalid("recorder lock poisoned"))?);
     Ok(map)
 }
@@ -408,7 +415,11 @@ pub fn write_random_model(
 
     let demo_tokenizer = crate::model::builtin_demo_model()?.join("tokenizer");
     for (i, text_v) in text_configs(preset).into_iter().enumerate() {
-        let suffix = if i == 0 { String::new() } else { format!("_{}", i + 1) };
+        let suffix = if i == 0 {
+            String::new()
+        } else {
+            format!("_{}", i + 1)
+        };
         let cfg: ClipTextConfig = from_json(&text_v)?;
         let projection = cfg.projection_dim.is_some();
         let shapes = record(projection, |vb| {
@@ -417,7 +428,12 @@ pub fn write_random_model(
         let te = dir.join(format!("text_encoder{suffix}"));
         std::fs::create_dir_all(&te)?;
         write_json(&te.join("config.json"), &text_v)?;
-        let n = write_random_safetensors(&te.join("model.safetensors"), &shapes, seed + 2 + i as u64, weights)?;
+        let n = write_random_safetensors(
+            &te.join("model.safetensors"),
+            &shapes,
+            seed + 2 + i as u64,
+            weights,
+        )?;
         params.insert(format!("text_encoder{suffix}"), n);
         configs.insert(format!("text_encoder{suffix}"), text_v);
         let tok = dir.join(format!("tokenizer{suffix}"));
@@ -443,18 +459,29 @@ pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
 
-fn time_min(
-    repeats: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<(f64, Vec<f64>)> {
-    let mut runs = Vec::with_capacity(repeats);
+/// CPU time of this process so far (Linux `/proc/self/stat`, in clock ticks of 1/100 s).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// Wall and CPU seconds of each run of `f`.
+type Runs = (Vec<f64>, Vec<Option<f64>>);
+
+fn time_runs(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Runs> {
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
+        let c = cpu_seconds();
         let t = Instant::now();
         f()?;
-        runs.push(t.elapsed().as_secs_f64());
+        wall.push(t.elapsed().as_secs_f64());
+        cpu.push(c.zip(cpu_seconds()).map(|(a, b)| b - a));
     }
-    let best = runs.iter().cloned().fold(f64::INFINITY, f64::min);
-    Ok((best, runs))
+    Ok((wall, cpu))
 }
 
 /// Runs the benchmark; `progress` hears a line before each component starts.
@@ -473,14 +500,19 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
     if opts.size % 8 != 0 || opts.size == 0 {
         return Err(invalid("size must be a positive multiple of 8"));
     }
-    let dir = opts.dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("sumi-bench-{}", std::process::id()))
-    });
+    let dir = opts
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("sumi-bench-{}", std::process::id())));
     let reuse = opts.keep && dir.join("model_index.json").is_file();
     if reuse {
         progress(&format!("reusing the random model in {}", dir.display()));
     } else {
-        progress(&format!("writing random {:?} weights to {}", opts.preset, dir.display()));
+        progress(&format!(
+            "writing random {:?} weights to {}",
+            opts.preset,
+            dir.display()
+        ));
     }
     let written = write_random_model(&dir, opts.preset, opts.seed, !reuse);
     let result = written.and_then(|(params, configs)| {
@@ -496,7 +528,12 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         steps: opts.steps,
         threads: threads(),
         dtype: "f32".into(),
-        kernels: if crate::kernels::enabled() { "sumi" } else { "candle" }.into(),
+        kernels: if crate::kernels::enabled() {
+            "sumi"
+        } else {
+            "candle"
+        }
+        .into(),
         timings,
         peak_rss_bytes: peak_rss_bytes(),
         params,
@@ -513,21 +550,32 @@ fn measure(
     let device = Device::Cpu;
     let dtype = DType::F32;
     let mut timings = Vec::new();
-    let mut push = |component: &str, (seconds, runs): (f64, Vec<f64>), what: String| {
+    let mut push = |component: &str, (runs, cpu): Runs, what: String| {
+        let best = (0..runs.len())
+            .min_by(|&a, &b| runs[a].total_cmp(&runs[b]))
+            .unwrap_or(0);
         timings.push(Timing {
             component: component.into(),
-            seconds,
+            seconds: runs.get(best).copied().unwrap_or(f64::NAN),
+            cpu_seconds: cpu.get(best).copied().flatten(),
             runs,
             what,
         })
     };
 
     progress("load");
-    let t = Instant::now();
-    let model = Model::load(dir, &device, dtype)?;
-    let load_s = t.elapsed().as_secs_f64();
+    let mut loaded = None;
+    let load = time_runs(1, || {
+        loaded = Some(Model::load(dir, &device, dtype)?);
+        Ok(())
+    })?;
+    let model = loaded.ok_or_else(|| invalid("model not loaded"))?;
     if want("load") {
-        push("load", (load_s, vec![load_s]), "Model::load of the diffusers folder (text encoders, UNet, VAE)".into());
+        push(
+            "load",
+            load,
+            "Model::load of the diffusers folder (text encoders, UNet, VAE)".into(),
+        );
     }
 
     let prompt = "a photograph of an astronaut riding a horse";
@@ -535,19 +583,21 @@ fn measure(
     let mut cond = None;
     if want("text") || want("unet") {
         progress("text");
-        let r = time_min(opts.repeats, || {
+        let r = time_runs(opts.repeats, || {
             cond = Some(model.text.encode(prompt, "", true)?);
             Ok(())
         })?;
         if want("text") {
-            push("text", r, "encode prompt and empty negative (batch 2, 77 tokens)".into());
+            push(
+                "text",
+                r,
+                "encode prompt and empty negative (batch 2, 77 tokens)".into(),
+            );
         }
     }
     if want("unet") {
         progress("unet");
-        let cond = cond
-            .clone()
-            .ok_or_else(|| invalid("no conditioning"))?;
+        let cond = cond.clone().ok_or_else(|| invalid("no conditioning"))?;
         let added = match &cond.pooled {
             Some(pooled) if model.unet.needs_added_cond() => {
                 let s = opts.size as f32;
@@ -572,16 +622,23 @@ fn measure(
             &cancel,
         );
         let x = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_min(opts.repeats, || {
+        let r = time_runs(opts.repeats, || {
             den.denoise(&x, 10.0)?;
             Ok(())
         })?;
-        push("unet", r, format!("one denoiser call with CFG (UNet batch 2) at {0}x{0}", opts.size));
+        push(
+            "unet",
+            r,
+            format!(
+                "one denoiser call with CFG (UNet batch 2) at {0}x{0}",
+                opts.size
+            ),
+        );
     }
     if want("vae") {
         progress("vae");
         let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_min(opts.repeats, || {
+        let r = time_runs(opts.repeats, || {
             model.vae.decode(&z)?;
             Ok(())
         })?;
@@ -590,7 +647,7 @@ fn measure(
     if want("preview") {
         progress("preview");
         let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_min(opts.repeats.max(5), || {
+        let r = time_runs(opts.repeats.max(5), || {
             crate::preview::latent_preview(&z, model.info.family)?;
             Ok(())
         })?;
@@ -605,14 +662,17 @@ fn measure(
         req.width = opts.size as u32;
         req.height = opts.size as u32;
         let cancel = AtomicBool::new(false);
-        let r = time_min(1, || {
+        let r = time_runs(1, || {
             crate::pipeline::generate(&model, &req, &cancel, &mut |_| {})?;
             Ok(())
         })?;
         push(
             "generate",
             r,
-            format!("whole {}-step Euler run with CFG 7 and decode, with previews", opts.steps),
+            format!(
+                "whole {}-step Euler run with CFG 7 and decode, with previews",
+                opts.steps
+            ),
         );
     }
     Ok(timings)

@@ -84,7 +84,14 @@ struct Geometry {
 }
 
 /// One image: `src` is `[Cin, H, W]`, `dst` is `[Cout, OH*OW]`.
-fn conv_image(src: &[f32], ws: &[f32], bias: Option<&[f32]>, cout: usize, g: &Geometry, dst: &mut [f32]) {
+fn conv_image(
+    src: &[f32],
+    ws: &[f32],
+    bias: Option<&[f32]>,
+    cout: usize,
+    g: &Geometry,
+    dst: &mut [f32],
+) {
     let plane = g.oh * g.ow;
     if let Some(bias) = bias {
         for (row, &b) in dst.chunks_mut(plane).zip(bias) {
@@ -95,7 +102,18 @@ fn conv_image(src: &[f32], ws: &[f32], bias: Option<&[f32]>, cout: usize, g: &Ge
     let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0;
     if pointwise {
         // The input already is the `[Cin, H*W]` patch matrix.
-        gemm_into(dst, plane, 0, plane, ws, src, kdim, plane, cout, bias.is_some());
+        gemm_into(
+            dst,
+            plane,
+            0,
+            plane,
+            ws,
+            src,
+            kdim,
+            plane,
+            cout,
+            bias.is_some(),
+        );
         return;
     }
     let rows_per_band = (BAND_FLOATS / (kdim * g.ow)).clamp(1, g.oh);
@@ -105,7 +123,18 @@ fn conv_image(src: &[f32], ws: &[f32], bias: Option<&[f32]>, cout: usize, g: &Ge
         let rows = rows_per_band.min(g.oh - oy0);
         let n = rows * g.ow;
         unfold(src, g, oy0, rows, &mut cols[..kdim * n]);
-        gemm_into(dst, plane, oy0 * g.ow, n, ws, &cols[..kdim * n], kdim, n, cout, bias.is_some());
+        gemm_into(
+            dst,
+            plane,
+            oy0 * g.ow,
+            n,
+            ws,
+            &cols[..kdim * n],
+            kdim,
+            n,
+            cout,
+            bias.is_some(),
+        );
         oy0 += rows;
     }
 }
@@ -240,9 +269,18 @@ mod tests {
             let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
             let got = conv2d(&x, &wt, Some(&bias), stride, pad).unwrap();
             let want = reference(&x, &wt, &bias, stride, pad);
-            assert_eq!(got.dims(), want.dims(), "case {:?}", (b, cin, cout, h, w, k, stride, pad));
+            assert_eq!(
+                got.dims(),
+                want.dims(),
+                "case {:?}",
+                (b, cin, cout, h, w, k, stride, pad)
+            );
             let d = max_diff(&got, &want);
-            assert!(d < 1e-4, "case {:?}: max diff {d}", (b, cin, cout, h, w, k, stride, pad));
+            assert!(
+                d < 1e-4,
+                "case {:?}: max diff {d}",
+                (b, cin, cout, h, w, k, stride, pad)
+            );
         }
     }
 
