@@ -326,7 +326,7 @@ fn write_random_safetensors(
         offset += bytes;
     }
     let mut text = serde_json::to_vec(&Value::Object(header)).map_err(invalid)?;
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
@@ -497,7 +497,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
             COMPONENTS.join(", ")
         )));
     }
-    if opts.size % 8 != 0 || opts.size == 0 {
+    if !opts.size.is_multiple_of(8) || opts.size == 0 {
         return Err(invalid("size must be a positive multiple of 8"));
     }
     let dir = opts

@@ -30,7 +30,7 @@ pub fn attention(
     }
     let (b, lq, c) = q.dims3()?;
     let (bk, lk, ck) = k.dims3()?;
-    if bk != b || ck != c || v.dims3()? != (b, lk, c) || heads == 0 || c % heads != 0 {
+    if bk != b || ck != c || v.dims3()? != (b, lk, c) || heads == 0 || !c.is_multiple_of(heads) {
         candle_core::bail!(
             "attention: q {:?}, k {:?}, v {:?}, {heads} heads",
             q.dims(),
@@ -194,14 +194,20 @@ unsafe fn exp_shifted_avx2(row: &mut [f32], max: f32, scale: f32) -> f32 {
 #[inline(always)]
 fn exp_shifted_generic(row: &mut [f32], max: f32, scale: f32) -> f32 {
     let mut acc = [0f32; 8];
-    for chunk in row.chunks_mut(8) {
+    let mut chunks = row.chunks_exact_mut(8);
+    for chunk in &mut chunks {
         for (x, a) in chunk.iter_mut().zip(acc.iter_mut()) {
             let e = fast_exp((*x - max) * scale);
             *x = e;
             *a += e;
         }
     }
-    acc.iter().sum()
+    let mut tail = 0.0;
+    for x in chunks.into_remainder() {
+        *x = fast_exp((*x - max) * scale);
+        tail += *x;
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `e^x` for `x <= 0` to about 2 ulp (inputs below -87 give about 0): 2^(x log2 e) split into
@@ -210,8 +216,11 @@ fn exp_shifted_generic(row: &mut [f32], max: f32, scale: f32) -> f32 {
 pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.max(-87.0);
     let t = x * std::f32::consts::LOG2_E;
-    // Round to nearest with the 1.5 * 2^23 trick (vectorises, unlike f32::round).
-    let n = (t + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest with the 1.5 * 2^23 trick (vectorises, unlike f32::round); the integer
+    // then sits in the low mantissa bits of `r`, so no float-to-int conversion is needed.
+    let r = t + 12_582_912.0;
+    let n = r - 12_582_912.0;
+    let ni = (r.to_bits() as i32).wrapping_sub(0x4B40_0000);
     // x - n ln2 with ln2 split in two parts (Cody-Waite) so large |x| keep their precision.
     let f = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
     // Taylor series of e^f for |f| <= ln2/2, Horner form.
@@ -221,7 +230,7 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
                 + f * (1.0 / 6.0
                     + f * (1.0 / 24.0
                         + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    let bits = (ni.wrapping_add(127) as u32) << 23;
     p * f32::from_bits(bits)
 }
 

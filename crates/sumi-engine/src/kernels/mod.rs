@@ -22,7 +22,7 @@ pub const KERNELS_ENV: &str = "SUMI_KERNELS";
 /// Whether the kernels are on (the default) or `SUMI_KERNELS=candle` turned them off.
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var(KERNELS_ENV).map_or(true, |v| v != "candle"))
+    *ON.get_or_init(|| std::env::var(KERNELS_ENV).as_deref() != Ok("candle"))
 }
 
 /// Runs `f` on the f32 contents of a contiguous CPU tensor.

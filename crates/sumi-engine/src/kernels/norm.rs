@@ -20,10 +20,10 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
         candle_core::bail!("group_norm: {dims:?} does not split into {groups} groups");
     }
-    let (b, c) = (dims[0], dims[1]);
+    let c = dims[1];
     let cpu_f32 = matches!(x.device(), Device::Cpu)
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
@@ -56,7 +56,6 @@ pub fn group_norm(
             })
         })
     })?;
-    let _ = b;
     Tensor::from_vec(out, dims, x.device())
 }
 

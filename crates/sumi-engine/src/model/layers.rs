@@ -62,7 +62,7 @@ impl Module for GroupNorm {
 
 /// Group norm with learned affine parameters (`weight`, `bias`).
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    if groups == 0 || channels % groups != 0 {
+    if groups == 0 || !channels.is_multiple_of(groups) {
         candle_core::bail!("group norm: {channels} channels do not split into {groups} groups");
     }
     Ok(GroupNorm {
