@@ -1,5 +1,6 @@
 //! `sumi`: generate images, browse the gallery and inspect samplers from the command line.
 
+mod bench_cmd;
 mod gallery_cmd;
 mod generate_cmd;
 mod models_cmd;
@@ -31,6 +32,8 @@ enum Command {
     /// Browse, search and manage the gallery.
     #[command(subcommand)]
     Gallery(gallery_cmd::GalleryCommand),
+    /// Time each component on SD1.5/SDXL shapes with random weights.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
         }
         Command::Gallery(cmd) => gallery_cmd::run(cmd, &home),
         Command::Models(args) => models_cmd::run(args, &home),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

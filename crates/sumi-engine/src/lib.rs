@@ -1,9 +1,11 @@
 //! Sumi's diffusion engine: loads Stable Diffusion models, samples images step by step and
 //! reports progress as events. It knows nothing of UI, files other than models, or databases.
 
+pub mod bench;
 pub mod denoiser;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod noise;
 pub mod pipeline;

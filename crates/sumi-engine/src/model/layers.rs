@@ -2,7 +2,24 @@
 //! timestep embeddings, up/down sampling. Tensor names follow diffusers.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::kernels;
+
+/// A square-kernel 2D convolution with bias, run by [`kernels::conv2d`].
+#[derive(Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    pad: usize,
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        kernels::conv2d(xs, &self.weight, Some(&self.bias), self.stride, self.pad)
+    }
+}
 
 /// A 2D convolution with diffusers' weight names (`weight`, `bias`).
 pub fn conv2d(
@@ -13,17 +30,47 @@ pub fn conv2d(
     pad: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: pad,
+    Ok(Conv2d {
+        weight: vb.get((cout, cin, k, k), "weight")?,
+        bias: vb.get(cout, "bias")?,
         stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, k, cfg, vb)
+        pad,
+    })
 }
 
-/// Group norm with learned affine parameters.
+/// Group norm with learned affine parameters, run by [`kernels::group_norm`].
+#[derive(Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// The normalised input followed by SiLU, in one kernel.
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        kernels::group_norm(xs, self.groups, self.eps, &self.weight, &self.bias, true)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        kernels::group_norm(xs, self.groups, self.eps, &self.weight, &self.bias, false)
+    }
+}
+
+/// Group norm with learned affine parameters (`weight`, `bias`).
 pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    if groups == 0 || !channels.is_multiple_of(groups) {
+        candle_core::bail!("group norm: {channels} channels do not split into {groups} groups");
+    }
+    Ok(GroupNorm {
+        weight: vb.get(channels, "weight")?,
+        bias: vb.get(channels, "bias")?,
+        groups,
+        eps,
+    })
 }
 
 /// The sinusoidal timestep features of diffusers' `Timesteps` (computed in f32).
@@ -118,9 +165,7 @@ impl ResnetBlock {
 
     /// Applies the block; `temb` is the (already computed) time embedding for UNet blocks.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj
                 .forward(&candle_nn::ops::silu(temb)?)?
@@ -128,9 +173,7 @@ impl ResnetBlock {
                 .unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,
             None => xs.clone(),
@@ -141,6 +184,11 @@ impl ResnetBlock {
 
 /// Multi-head scaled dot-product attention over `[B, L, C]` inputs already projected.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    kernels::attention(q, k, v, heads, || attention_candle(q, k, v, heads))
+}
+
+/// [`attention`] with candle's ops (other devices and dtypes).
+fn attention_candle(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, lq, c) = q.dims3()?;
     let lk = k.dim(1)?;
     let d = c / heads;

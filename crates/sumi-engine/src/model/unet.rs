@@ -2,12 +2,12 @@
 //! Covers SD 1.x, SD 2.x and SDXL (with the `text_time` added embedding).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::layers::{
-    conv2d, group_norm, timestep_features, Downsample, ResnetBlock, SpatialTransformer,
-    TimestepEmbedding, TransformerShape, Upsample,
+    conv2d, group_norm, timestep_features, Conv2d, Downsample, GroupNorm, ResnetBlock,
+    SpatialTransformer, TimestepEmbedding, TransformerShape, Upsample,
 };
 
 /// A config value that is either one number for all blocks or one per block.
@@ -471,7 +471,7 @@ impl UNet {
                 xs = us.forward(&xs, size)?;
             }
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -1,10 +1,10 @@
 //! The VAE decoder (diffusers' `AutoencoderKL`), built from its `config.json`.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{attention, conv2d, group_norm, ResnetBlock, Upsample};
+use super::layers::{attention, conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock, Upsample};
 
 /// The fields of diffusers' `vae/config.json` that Sumi uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +118,43 @@ impl Module for SpatialSelfAttention {
     }
 }
 
+/// Tile size and overlap of a tiled VAE decode, in latent cells.
+#[derive(Debug, Clone, Copy)]
+pub struct Tiling {
+    /// Tile side (64 latent cells: 512 pixels for SD).
+    pub tile: usize,
+    /// Cells shared by neighbouring tiles, blended linearly.
+    pub overlap: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Self {
+            tile: 64,
+            overlap: 16,
+        }
+    }
+}
+
+/// Start offsets of tiles covering `n` cells: `tile - overlap` apart, the last flush with the end.
+fn tile_starts(n: usize, t: Tiling) -> Vec<usize> {
+    if n <= t.tile {
+        return vec![0];
+    }
+    let stride = t.tile.saturating_sub(t.overlap).max(1);
+    let mut starts: Vec<usize> = (0..n - t.tile).step_by(stride).collect();
+    starts.push(n - t.tile);
+    starts
+}
+
+/// Memory the system can still give this process (Linux `MemAvailable`), in bytes.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// A loaded VAE decoder: latents (unscaled) to images in about [-1, 1].
 #[derive(Debug)]
 pub struct VaeDecoder {
@@ -193,8 +230,82 @@ impl VaeDecoder {
         &self.config
     }
 
-    /// Decodes latents `[B, C, h, w]` (already divided by the scaling factor) to images.
+    /// Decodes latents `[B, C, h, w]` (already divided by the scaling factor) to images; tiles
+    /// the decode on the CPU when the untiled one would need more than half the free memory.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = latents.dims4()?;
+        let need = self.decode_bytes(b, h, w, latents.dtype().size_in_bytes());
+        let short = latents.device().is_cpu() && available_memory().is_some_and(|m| need > m / 2);
+        if short {
+            tracing::info!(need, "memory is short: decoding in tiles");
+            self.decode_tiled(latents, Tiling::default())
+        } else {
+            self.decode_full(latents)
+        }
+    }
+
+    /// A rough size in bytes of the largest activations alive at once in an untiled decode
+    /// (about six tensors of the widest full-resolution level).
+    pub fn decode_bytes(&self, batch: usize, h: usize, w: usize, elem: usize) -> usize {
+        let s = self.config.downscale();
+        6 * batch * self.config.block_out_channels[0] * h * s * w * s * elem
+    }
+
+    /// Decodes overlapping latent tiles one at a time and blends them linearly across the
+    /// overlaps, so memory follows the tile size rather than the image size. Group norm statistics
+    /// are per tile, so the result is close to, not equal to, the untiled decode.
+    pub fn decode_tiled(&self, latents: &Tensor, tiling: Tiling) -> Result<Tensor> {
+        let (b, _, h, w) = latents.dims4()?;
+        let s = self.config.downscale();
+        let c = self.config.out_channels;
+        let (ph, pw) = (h * s, w * s);
+        let mut acc = vec![0f32; b * c * ph * pw];
+        let mut weight = vec![0f32; ph * pw];
+        for y0 in tile_starts(h, tiling) {
+            for x0 in tile_starts(w, tiling) {
+                let (th, tw) = (tiling.tile.min(h), tiling.tile.min(w));
+                let tile = latents.narrow(2, y0, th)?.narrow(3, x0, tw)?;
+                let img = self.decode_full(&tile)?.to_dtype(candle_core::DType::F32)?;
+                let img = img.flatten_all()?.to_vec1::<f32>()?;
+                let ramp = (tiling.overlap * s) as f32;
+                let edge = |i: usize, n: usize, first: bool, last: bool| -> f32 {
+                    let lo = if first {
+                        1.0
+                    } else {
+                        ((i as f32 + 0.5) / ramp).min(1.0)
+                    };
+                    let hi = if last {
+                        1.0
+                    } else {
+                        ((n - i) as f32 - 0.5) / ramp
+                    };
+                    lo.min(hi.min(1.0))
+                };
+                let (tph, tpw) = (th * s, tw * s);
+                for py in 0..tph {
+                    let wy = edge(py, tph, y0 == 0, y0 + th == h);
+                    for px in 0..tpw {
+                        let wgt = wy * edge(px, tpw, x0 == 0, x0 + tw == w);
+                        let o = (y0 * s + py) * pw + x0 * s + px;
+                        weight[o] += wgt;
+                        for plane in 0..b * c {
+                            acc[plane * ph * pw + o] +=
+                                wgt * img[plane * tph * tpw + py * tpw + px];
+                        }
+                    }
+                }
+            }
+        }
+        for plane in acc.chunks_mut(ph * pw) {
+            for (v, &wgt) in plane.iter_mut().zip(&weight) {
+                *v /= wgt;
+            }
+        }
+        Tensor::from_vec(acc, (b, c, ph, pw), latents.device())?.to_dtype(latents.dtype())
+    }
+
+    /// Decodes the whole latent at once.
+    pub fn decode_full(&self, latents: &Tensor) -> Result<Tensor> {
         let mut xs = match &self.post_quant_conv {
             Some(conv) => conv.forward(latents)?,
             None => latents.clone(),
@@ -213,7 +324,7 @@ impl VaeDecoder {
                 xs = us.forward(&xs, None)?;
             }
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }
@@ -258,6 +369,103 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(err < 1e-4, "{model}: vae max abs error {err}");
+    }
+
+    fn sd15_fixture_vae() -> (VaeDecoder, Tensor) {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let dir = root.join("sd15/vae");
+        let cfg: VaeConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let files = vec![dir.join("diffusion_pytorch_model.safetensors")];
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
+            .unwrap();
+        let vae = VaeDecoder::new(cfg, vb).unwrap();
+        // A pattern with period 4 in both directions: every tile whose sides are multiples of
+        // 4 has the same group-norm statistics as the whole latent, so what remains between
+        // tiled and untiled decodes is the tiles' borders, which the overlap blending must hide.
+        let (h, w) = (12usize, 16usize);
+        let q = std::f32::consts::FRAC_PI_2;
+        let vals: Vec<f32> = (0..4 * h * w)
+            .map(|i| {
+                let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
+                ((x as f32 * q + c as f32).sin() + (y as f32 * q - c as f32).cos()) * 0.8
+            })
+            .collect();
+        let z = Tensor::from_vec(vals, (1, 4, h, w), &Device::Cpu).unwrap();
+        (vae, z)
+    }
+
+    #[test]
+    fn tile_starts_cover_and_overlap() {
+        let t = Tiling {
+            tile: 8,
+            overlap: 2,
+        };
+        assert_eq!(tile_starts(5, t), vec![0]);
+        assert_eq!(tile_starts(8, t), vec![0]);
+        assert_eq!(tile_starts(20, t), vec![0, 6, 12]);
+        assert_eq!(tile_starts(15, t), vec![0, 6, 7]);
+    }
+
+    #[test]
+    fn one_tile_equals_untiled_decode() {
+        let (vae, z) = sd15_fixture_vae();
+        let full = vae.decode_full(&z).unwrap();
+        let tiled = vae
+            .decode_tiled(
+                &z,
+                Tiling {
+                    tile: 16,
+                    overlap: 4,
+                },
+            )
+            .unwrap();
+        let err: f32 = (full - tiled)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 1e-6, "max abs difference {err}");
+    }
+
+    #[test]
+    fn tiled_decode_is_close_to_untiled() {
+        let (vae, z) = sd15_fixture_vae();
+        let full = vae.decode_full(&z).unwrap();
+        // Two tiles across the width, measured against the image's own spread.
+        let tiled = vae
+            .decode_tiled(
+                &z,
+                Tiling {
+                    tile: 12,
+                    overlap: 8,
+                },
+            )
+            .unwrap();
+        assert_eq!(full.dims(), tiled.dims());
+        let mean_abs = |t: &Tensor| -> f32 {
+            t.abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .mean(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let centred = full.broadcast_sub(&full.mean_all().unwrap()).unwrap();
+        let (diff, spread) = (mean_abs(&(&full - &tiled).unwrap()), mean_abs(&centred));
+        eprintln!("tiled vs untiled: mean abs difference {diff}, image spread {spread}");
+        assert!(
+            diff < 0.2 * spread,
+            "mean abs difference {diff} vs spread {spread}"
+        );
     }
 
     #[test]

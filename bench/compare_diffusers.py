@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Runs `sumi bench` and the same measurements in diffusers, interleaved, and prints Sumi/diffusers.
+
+Both sides use the configs `sumi bench` reports (SD1.5 shapes by default), random weights, f32 on
+the CPU and the same thread count. Each round runs Sumi then diffusers in fresh processes, so the
+peak resident memory of each is its own; the reported time of a component is the minimum over
+all rounds and repeats (the machine may be shared, so minima are the stable statistic).
+
+    python bench/compare_diffusers.py --sumi target/release/sumi --threads 1 --rounds 2
+"""
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+DIFFUSERS_COMPONENTS = ["load", "text", "unet", "vae", "generate"]
+
+
+def run_sumi(args, components):
+    cmd = [args.sumi, "bench", "--json", "--model", args.model, "--threads", str(args.threads),
+           "--repeats", str(args.repeats), "--steps", str(args.steps), "--components", components]
+    if args.size:
+        cmd += ["--size", str(args.size)]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout)
+
+
+def prepare_diffusers(configs, folder, tokenizer_dir):
+    """Builds random-weight diffusers models from the configs and saves them (not timed)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(configs["unet"])
+    unet.save_pretrained(os.path.join(folder, "unet"))
+    del unet
+    vae = AutoencoderKL.from_config(configs["vae"])
+    vae.save_pretrained(os.path.join(folder, "vae"))
+    del vae
+    for name in ("text_encoder", "text_encoder_2"):
+        if name in configs:
+            cfg = CLIPTextConfig(**configs[name])
+            cls = CLIPTextModelWithProjection if "projection_dim" in configs[name] else CLIPTextModel
+            cls(cfg).save_pretrained(os.path.join(folder, name))
+    with open(os.path.join(folder, "tokenizer_dir"), "w") as f:
+        f.write(tokenizer_dir)
+
+
+def diffusers_worker(folder, threads, size, repeats, steps, components):
+    """Loads the saved models and times the components; prints JSON on stdout."""
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    timings = {}
+
+    def best(fn, n):
+        runs = []
+        for _ in range(max(1, n)):
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            runs.append((time.perf_counter() - t, time.process_time() - c))
+        return min(runs)
+
+    c, t = time.process_time(), time.perf_counter()
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet")).eval()
+    vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae")).eval()
+    text = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")).eval()
+    load = (time.perf_counter() - t, time.process_time() - c)
+    if "load" in components:
+        timings["load"] = load
+    tok = CLIPTokenizer.from_pretrained(open(os.path.join(folder, "tokenizer_dir")).read())
+    lat = size // 8
+    with torch.inference_mode():
+        def encode():
+            ids = tok(["a photograph of an astronaut riding a horse", ""], padding="max_length",
+                      max_length=77, truncation=True, return_tensors="pt").input_ids
+            return text(ids)[0]
+        ctx = encode()
+        if "text" in components:
+            timings["text"] = best(encode, repeats)
+        if "unet" in components:
+            x = torch.randn(1, 4, lat, lat)
+            sigma = 10.0
+
+            def step():
+                x_in = torch.cat([x, x]) / (sigma ** 2 + 1) ** 0.5
+                out = unet(x_in, torch.tensor([700.0, 700.0]), encoder_hidden_states=ctx).sample
+                uncond, cond = out.chunk(2)
+                return x - (uncond + 7.0 * (cond - uncond)) * sigma
+            timings["unet"] = best(step, repeats)
+        if "vae" in components:
+            z = torch.randn(1, 4, lat, lat)
+            timings["vae"] = best(lambda: vae.decode(z).sample, repeats)
+        if "generate" in components:
+            sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                           beta_schedule="scaled_linear", steps_offset=1)
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                           scheduler=sched, safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            gen = lambda: pipe("a photograph of an astronaut riding a horse", height=size,
+                               width=size, num_inference_steps=steps, guidance_scale=7.0)
+            timings["generate"] = best(gen, 1)
+    gc.collect()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"timings": timings, "peak_rss_bytes": peak, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sumi", default="target/release/sumi")
+    p.add_argument("--model", default="sd15")
+    p.add_argument("--size", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="timed repeats per component per round")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved sumi/diffusers rounds")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--components", default="load,text,unet,vae,preview")
+    p.add_argument("--json", help="also write all results here")
+    p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        folder, threads, size, repeats, steps, comps = args.worker
+        diffusers_worker(folder, int(threads), int(size), int(repeats), int(steps), comps.split(","))
+        return
+    if args.prepare:
+        with open(args.prepare[0]) as f:
+            configs = json.load(f)
+        prepare_diffusers(configs, args.prepare[1], os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "..", "assets", "demo-model", "tokenizer"))
+        return
+
+    comps = args.components
+    sumi_runs, diff_runs = [], []
+    with tempfile.TemporaryDirectory(prefix="sumi-diffusers-") as folder:
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: sumi", file=sys.stderr, flush=True)
+            s = run_sumi(args, comps)
+            sumi_runs.append(s)
+            if r == 0:
+                cfg_path = os.path.join(folder, "configs.json")
+                with open(cfg_path, "w") as f:
+                    json.dump(s["configs"], f)
+                subprocess.run([sys.executable, __file__, "--prepare", cfg_path, folder], check=True)
+            size = s["size"]
+            print(f"round {r + 1}/{args.rounds}: diffusers", file=sys.stderr, flush=True)
+            dcomps = ",".join(c for c in comps.split(",") if c in DIFFUSERS_COMPONENTS)
+            out = subprocess.run([sys.executable, __file__, "--worker", folder, str(args.threads),
+                                  str(size), str(args.repeats), str(args.steps), dcomps],
+                                 check=True, capture_output=True, text=True)
+            diff_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def sumi_best(c):
+        vals = [(t["seconds"], t["cpu_seconds"]) for s in sumi_runs for t in s["timings"]
+                if t["component"] == c]
+        return min(vals) if vals else (None, None)
+
+    def diff_best(c):
+        vals = [tuple(d["timings"][c]) for d in diff_runs if c in d["timings"]]
+        return min(vals) if vals else (None, None)
+
+    s0 = sumi_runs[0]
+    rows = []
+    for c in comps.split(","):
+        rows.append((c, sumi_best(c), diff_best(c)))
+    rss_s = min(s["peak_rss_bytes"] or 0 for s in sumi_runs)
+    rss_d = min(d["peak_rss_bytes"] for d in diff_runs)
+    print(f"{args.model} {s0['size']}x{s0['size']}, f32, CPU, {args.threads} thread(s), "
+          f"min of {args.rounds} rounds x {args.repeats} repeats; torch {diff_runs[0]['torch']}")
+    print(f"{'component':<10} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
+          f"{'sumi cpu s':>10} {'diff cpu s':>10} {'cpu ratio':>9}")
+    num = lambda v, w: f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
+    rat = lambda a, b, w: f"{a / b:{w}.2f}" if a and b else f"{'-':>{w}}"
+    for c, (a, ac), (b, bc) in rows:
+        print(f"{c:<10} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
+              f"{num(ac, 10)} {num(bc, 10)} {rat(ac, bc, 9)}")
+    print(f"{'peak_rss':<10} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
+    unet, prev = sumi_best("unet")[0], sumi_best("preview")[0]
+    if unet and prev:
+        print(f"preview cost per step: {100 * prev / unet:.3f}% of a UNet step")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"sumi": sumi_runs, "diffusers": diff_runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

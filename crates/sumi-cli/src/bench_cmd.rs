@@ -1,0 +1,105 @@
+//! `sumi bench`: times text encoding, a UNet step, VAE decoding, previews, a whole generation
+//! and model loading on SD1.5- or SDXL-shaped models with random weights.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use sumi_engine::bench::{self, BenchOptions, BenchReport, Preset};
+
+/// Options of `sumi bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model shapes: sd15 or sdxl (tiny: a few-channel model for smoke tests).
+    #[arg(long, default_value = "sd15")]
+    model: String,
+    /// Image size in pixels (default: the model's native size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Steps of the whole-generation run.
+    #[arg(long, default_value_t = 20)]
+    steps: u32,
+    /// Timed repeats per component; the fastest is reported.
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    /// Compute threads (sets RAYON_NUM_THREADS; default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Comma-separated components: load,text,unet,vae,preview,generate.
+    #[arg(long, default_value = "load,text,unet,vae,preview,generate")]
+    components: String,
+    /// Tiny shapes, 2 steps, one repeat: checks the command works (numbers mean nothing).
+    #[arg(long)]
+    quick: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write the random model here and keep it, or reuse the one written there before
+    /// (default: a temp folder, removed afterwards).
+    #[arg(long)]
+    keep_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs the benchmark and prints a table or JSON.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // Read by rayon's global pool and candle's thread count, both created lazily after this.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let preset = if args.quick {
+        Preset::Tiny
+    } else {
+        match Preset::parse(&args.model) {
+            Some(p) => p,
+            None => bail!("unknown --model {:?} (sd15, sdxl or tiny)", args.model),
+        }
+    };
+    let opts = BenchOptions {
+        preset,
+        size: args.size.unwrap_or(preset.native_size()),
+        steps: if args.quick { 2 } else { args.steps },
+        repeats: if args.quick { 1 } else { args.repeats },
+        components: args
+            .components
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        dir: args.keep_dir.clone(),
+        keep: args.keep_dir.is_some(),
+        seed: 0,
+    };
+    let report = bench::run(&opts, &mut |what| eprintln!("bench: {what}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &BenchReport) {
+    println!(
+        "{:?} {}x{}, {} threads, {}, {} kernels",
+        r.preset, r.size, r.size, r.threads, r.dtype, r.kernels
+    );
+    println!(
+        "{:<10} {:>10} {:>10}  what",
+        "component", "seconds", "cpu s"
+    );
+    for t in &r.timings {
+        let cpu = t.cpu_seconds.map_or("-".to_string(), |c| format!("{c:.2}"));
+        println!(
+            "{:<10} {:>10.3} {:>10}  {}",
+            t.component, t.seconds, cpu, t.what
+        );
+    }
+    if let Some(b) = r.peak_rss_bytes {
+        println!(
+            "{:<10} {:>10.2}  GiB peak resident memory (VmHWM)",
+            "peak_rss",
+            b as f64 / (1u64 << 30) as f64
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! `sumi bench --quick` runs end to end and prints a well-formed report (its numbers are not
+//! checked: timings are never asserted in tests).
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_prints_json_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let out = Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .args(["bench", "--quick", "--json", "--threads", "1", "--keep-dir"])
+        .arg(&model)
+        .output()
+        .expect("sumi runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["preset"], "tiny");
+    assert_eq!(report["threads"], 1);
+    let names: Vec<&str> = report["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["load", "text", "unet", "vae", "preview", "generate"]
+    );
+    for t in report["timings"].as_array().unwrap() {
+        assert!(t["seconds"].as_f64().unwrap() >= 0.0);
+    }
+    assert!(report["configs"]["unet"]["block_out_channels"].is_array());
+    assert!(model
+        .join("unet/diffusion_pytorch_model.safetensors")
+        .is_file());
+}

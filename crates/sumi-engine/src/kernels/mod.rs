@@ -1,0 +1,47 @@
+//! CPU kernels for the hot operations of the UNet and VAE where candle's generic CPU paths are
+//! slow: 2D convolution as im2col over row tiles plus one `gemm` call per tile that writes
+//! straight into the NCHW output; group norm (optionally fused with SiLU) in two passes; and
+//! attention over blocks of queries that never holds the whole score matrix. Each kernel falls back to candle off the CPU or for dtypes
+//! other than f32, and is tested against candle's own op.
+
+mod attention;
+mod conv;
+mod norm;
+
+pub use attention::attention;
+pub use conv::conv2d;
+pub use norm::group_norm;
+
+use std::sync::OnceLock;
+
+use candle_core::{Result, Tensor};
+
+/// Set to `candle` to run candle's own ops instead of these kernels (for A/B timing).
+pub const KERNELS_ENV: &str = "SUMI_KERNELS";
+
+/// Whether the kernels are on (the default) or `SUMI_KERNELS=candle` turned them off.
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(KERNELS_ENV).as_deref() != Ok("candle"))
+}
+
+/// Runs `f` on the f32 contents of a contiguous CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("with_f32: not a CPU tensor");
+    };
+    let data = cpu.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => f(&data[a..b]),
+        None => candle_core::bail!("with_f32: not contiguous"),
+    }
+}
+
+/// The gemm parallelism matching candle's CPU thread count.
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}

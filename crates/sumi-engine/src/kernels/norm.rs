@@ -1,0 +1,183 @@
+//! Group normalisation over `[B, C, ...]` f32 tensors on the CPU, optionally fused with SiLU.
+//!
+//! candle-nn's `GroupNorm` is seven whole-tensor passes (mean, subtract, square, mean, add,
+//! sqrt, divide) plus the affine and, in the UNet and VAE, a separate SiLU pass; this is one pass
+//! for the statistics and one that writes the result, parallel over (image, group) pairs.
+
+use candle_core::{DType, Device, Result, Tensor};
+use rayon::prelude::*;
+
+use super::{enabled, with_f32};
+
+/// `GroupNorm(groups, eps)` with per-channel `weight` and `bias`, then SiLU when `silu`; candle's
+/// ops when the inputs are not f32 on the CPU.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    weight: &Tensor,
+    bias: &Tensor,
+    silu: bool,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
+        candle_core::bail!("group_norm: {dims:?} does not split into {groups} groups");
+    }
+    let c = dims[1];
+    let cpu_f32 = matches!(x.device(), Device::Cpu)
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && bias.dtype() == DType::F32;
+    if !enabled() || !cpu_f32 {
+        let y = reference(x, groups, eps, weight, bias)?;
+        return if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        };
+    }
+    let spatial: usize = dims[2..].iter().product();
+    let per_group = c / groups * spatial;
+    let x = x.contiguous()?;
+    let (w, bi) = (weight.contiguous()?, bias.contiguous()?);
+    let mut out = vec![0f32; x.elem_count()];
+    with_f32(&x, |xs| {
+        with_f32(&w, |ws| {
+            with_f32(&bi, |bs| {
+                out.par_chunks_mut(per_group)
+                    .zip(xs.par_chunks(per_group))
+                    .enumerate()
+                    .for_each(|(i, (dst, src))| {
+                        let g = i % groups;
+                        let ch = g * (c / groups)..(g + 1) * (c / groups);
+                        normalize(src, dst, spatial, &ws[ch.clone()], &bs[ch], eps, silu);
+                    });
+                Ok(())
+            })
+        })
+    })?;
+    Tensor::from_vec(out, dims, x.device())
+}
+
+/// Normalises one group (`src` holds its channels one after another, `spatial` values each).
+fn normalize(
+    src: &[f32],
+    dst: &mut [f32],
+    spatial: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f64,
+    silu: bool,
+) {
+    let n = src.len() as f64;
+    let mean = sum(src) / n;
+    let m = mean as f32;
+    let var = src
+        .chunks(4096)
+        .map(|c| {
+            c.iter()
+                .map(|&v| {
+                    let d = v - m;
+                    d * d
+                })
+                .sum::<f32>() as f64
+        })
+        .sum::<f64>()
+        / n;
+    let rstd = (1.0 / (var + eps).sqrt()) as f32;
+    for ((s, d), (&wc, &bc)) in src
+        .chunks(spatial)
+        .zip(dst.chunks_mut(spatial))
+        .zip(w.iter().zip(b))
+    {
+        let scale = rstd * wc;
+        let shift = bc - m * scale;
+        for (o, &v) in d.iter_mut().zip(s) {
+            *o = v * scale + shift;
+        }
+        if silu {
+            for o in d.iter_mut() {
+                *o /= 1.0 + (-*o).exp();
+            }
+        }
+    }
+}
+
+/// Sum in f64 over f32 blocks (the blocks vectorise; the f64 total keeps large groups exact enough).
+fn sum(v: &[f32]) -> f64 {
+    v.chunks(4096).map(|c| c.iter().sum::<f32>() as f64).sum()
+}
+
+/// candle-nn's group norm, as the fallback and the tests' reference.
+fn reference(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let gn = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, groups, eps)?;
+    candle_core::Module::forward(&gn, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_candle_group_norm_and_silu() {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, g) in &[
+            (2, 64, 9, 7, 32),
+            (1, 320, 8, 8, 32),
+            (1, 6, 5, 3, 3),
+            (2, 4, 1, 1, 2),
+        ] {
+            let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
+            let wt = Tensor::randn(1f32, 0.2, c, &dev).unwrap();
+            let bs = Tensor::randn(0f32, 0.2, c, &dev).unwrap();
+            let want = reference(&x, g, 1e-6, &wt, &bs).unwrap();
+            for silu in [false, true] {
+                let want = if silu {
+                    candle_nn::ops::silu(&want).unwrap()
+                } else {
+                    want.clone()
+                };
+                let got = group_norm(&x, g, 1e-6, &wt, &bs, silu).unwrap();
+                let d: f32 = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(d < 1e-4, "{:?} silu={silu}: max diff {d}", (b, c, h, w, g));
+            }
+        }
+    }
+
+    #[test]
+    fn three_dim_input() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 8, 10), &dev).unwrap();
+        let wt = Tensor::ones(8, DType::F32, &dev).unwrap();
+        let bs = Tensor::zeros(8, DType::F32, &dev).unwrap();
+        let want = reference(&x, 4, 1e-5, &wt, &bs).unwrap();
+        let got = group_norm(&x, 4, 1e-5, &wt, &bs, false).unwrap();
+        let d: f32 = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "max diff {d}");
+    }
+}
