@@ -167,6 +167,7 @@ fn single_file_tokenizers_are_fetched_once_or_explained_offline() {
     let config = dir.path().join("config");
     configs_without_tokenizer(&config);
     let checkpoint = fixtures().join("single/sd15.safetensors");
+    let out = dir.path().join("out.png");
     let args = [
         "generate",
         "--model",
@@ -180,6 +181,8 @@ fn single_file_tokenizers_are_fetched_once_or_explained_offline() {
         "--steps",
         "1",
         "--no-save",
+        "--output",
+        out.to_str().unwrap(),
     ];
 
     // Offline with nothing cached: the error says what to do.
