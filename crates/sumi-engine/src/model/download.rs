@@ -35,6 +35,9 @@ const COMPONENTS: &[(&str, &str)] = &[
 
 const MAX_REDIRECTS: usize = 5;
 
+/// Picks the files to fetch out of a repo's file list, or says why none fit.
+pub type FileSelector<'a> = dyn Fn(&[String]) -> std::result::Result<Vec<String>, String> + 'a;
+
 /// Progress of a pull, reported to the caller's callback.
 #[derive(Debug, Clone)]
 pub enum PullEvent<'a> {
@@ -202,7 +205,7 @@ impl HubClient {
         &self,
         repo: &str,
         revision: &str,
-        select: &dyn Fn(&[String]) -> std::result::Result<Vec<String>, String>,
+        select: &FileSelector<'_>,
         on: &mut dyn FnMut(PullEvent<'_>),
     ) -> Result<PathBuf> {
         let what = format!("pulling {repo} from {}", self.endpoint);
