@@ -121,6 +121,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         tokenizer_dirs: args.tokenizers.clone(),
         vae: args.vae.clone(),
     };
+    crate::models_cmd::fetch_missing_tokenizers(&path, &options);
     let mut model = Model::load_with(&path, &options, &device, dtype)?;
     if path.is_file() {
         let mut cache = HashCache::open(&crate::models_cmd::hash_cache_path(home));

@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Generate an image from a prompt.
     Generate(Box<generate_cmd::GenerateArgs>),
-    /// List the models found on this computer.
+    /// List the models found on this computer; `models pull REPO` downloads one from the Hugging Face hub.
     Models(models_cmd::ModelsArgs),
     /// List the sampler and schedule names.
     Samplers,

@@ -1,10 +1,14 @@
-//! `sumi models`: the models found in configured folders, A1111/ComfyUI trees and the HF cache.
+//! `sumi models`: the models found in configured folders, A1111/ComfyUI trees and the HF cache;
+//! `sumi models pull`: downloads from the Hugging Face hub into its cache.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use sumi_engine::model::discover::{self, Format, HashCache};
+use sumi_engine::model::download::{self, HubClient, PullEvent};
+use sumi_engine::{model, LoadOptions};
 
 /// Options of `sumi models`.
 #[derive(Args)]
@@ -19,6 +23,29 @@ pub struct ModelsArgs {
     /// Do not compute A1111 short hashes of single files (hashing reads each file once; results are cached).
     #[arg(long)]
     no_hash: bool,
+    #[command(subcommand)]
+    action: Option<ModelsAction>,
+}
+
+/// What `sumi models` can do besides listing.
+#[derive(Subcommand)]
+pub enum ModelsAction {
+    /// Download a diffusers model (or a tokenizer) from the Hugging Face hub into its local cache
+    /// ($HF_HUB_CACHE; hub from $HF_ENDPOINT, token from $HF_TOKEN). Interrupted downloads resume.
+    Pull(PullArgs),
+}
+
+/// Options of `sumi models pull`.
+#[derive(Args)]
+pub struct PullArgs {
+    /// The repo id, e.g. stabilityai/sdxl-turbo.
+    repo: String,
+    /// Branch, tag or commit to download.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Only the tokenizer files (what single-file checkpoints need), not the model.
+    #[arg(long)]
+    tokenizers_only: bool,
 }
 
 /// Where the hash cache lives under the Sumi home.
@@ -35,8 +62,123 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Runs `sumi models`.
+fn byte_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn show(bar: &ProgressBar, event: PullEvent<'_>) {
+    match event {
+        PullEvent::Planned {
+            files,
+            total,
+            cached,
+        } => {
+            bar.set_length(total);
+            if cached > 0 {
+                bar.println(format!("{cached} file(s) already in the cache"));
+            }
+            bar.set_message(format!("{files} file(s) to fetch"));
+        }
+        PullEvent::Bytes {
+            path,
+            file_done,
+            file_total,
+            done,
+            ..
+        } => {
+            bar.set_position(done);
+            bar.set_message(format!(
+                "{path} {}/{}",
+                HumanBytes(file_done),
+                HumanBytes(file_total)
+            ));
+        }
+        PullEvent::FileDone { .. } => {}
+    }
+}
+
+/// Runs `sumi models pull`.
+fn pull(args: PullArgs) -> Result<()> {
+    let client = HubClient::from_env()?;
+    type Select = fn(&[String]) -> std::result::Result<Vec<String>, String>;
+    let select: Select = if args.tokenizers_only {
+        download::select_tokenizer_files
+    } else {
+        download::select_model_files
+    };
+    eprintln!(
+        "pulling {} ({}) from {}",
+        args.repo,
+        args.revision,
+        client.endpoint()
+    );
+    let bar = byte_bar();
+    let result = client.pull_with(&args.repo, &args.revision, &select, &mut |e| show(&bar, e));
+    bar.finish_and_clear();
+    let snapshot = result?;
+    println!("{} is in {}", args.repo, snapshot.display());
+    if !args.tokenizers_only {
+        println!(
+            "use it with: sumi generate --model {} --prompt \"...\"",
+            args.repo
+        );
+    }
+    Ok(())
+}
+
+/// Downloads the tokenizers a single-file checkpoint needs and this computer lacks, with a
+/// progress bar, unless HF_HUB_OFFLINE is set. Failures are only reported: loading then says
+/// what to do.
+pub fn fetch_missing_tokenizers(path: &Path, options: &LoadOptions) {
+    let missing = match model::missing_tokenizers(path, options) {
+        Ok(m) => m,
+        Err(_) => return,
+    };
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    });
+    if missing.is_empty() || offline {
+        return;
+    }
+    let client = match HubClient::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            return;
+        }
+    };
+    for (family, index) in missing {
+        let (repo, folder) = model::tokenizer_download(family, index);
+        eprintln!(
+            "single-file checkpoints carry no tokenizer: fetching the {} one from {repo} (once) ...",
+            family.display_name()
+        );
+        let bar = byte_bar();
+        let result = client.pull_tokenizer(repo, folder, &mut |e| show(&bar, e));
+        bar.finish_and_clear();
+        if let Err(e) = result {
+            eprintln!("warning: {e}");
+            return;
+        }
+    }
+}
+
+/// Runs `sumi models` (and `sumi models pull`).
 pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
+    if let Some(ModelsAction::Pull(p)) = args.action {
+        return pull(p);
+    }
     let mut dirs = args.dirs;
     dirs.extend(discover::env_model_dirs());
     let hub = discover::hub_cache();

@@ -18,6 +18,19 @@ pub enum Error {
     /// A model file or folder is missing, unreadable or malformed.
     #[error("model file {path}: {reason}")]
     Model { path: PathBuf, reason: String },
+    /// Fetching from the Hugging Face hub failed; the reason says why and what to do.
+    #[error("{what}: {reason}")]
+    Download { what: String, reason: String },
+    /// A downloaded file's content does not match the checksum the hub gave for it.
+    #[error(
+        "{file} is corrupt: its sha256 is {actual}, the hub says {expected}. \
+         The bad partial download was deleted; run the same command again to download it fresh"
+    )]
+    Checksum {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     /// The run was cancelled by the user.
     #[error("cancelled")]
     Cancelled,
@@ -34,6 +47,16 @@ impl Error {
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model {
             path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Error {
+    /// A download error: `what` was being fetched, `reason` says why it failed and what to do.
+    pub fn download(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Download {
+            what: what.into(),
             reason: reason.into(),
         }
     }

@@ -43,7 +43,7 @@ pub fn snapshot_in(cache: &Path, repo: &str) -> Result<PathBuf> {
     if !base.is_dir() {
         return Err(Error::model(
             &base,
-            format!("repo {repo} is not in the local Hugging Face cache; download it first or pass a folder"),
+            format!("repo {repo} is not in the local Hugging Face cache; download it with `sumi models pull {repo}` or pass a folder"),
         ));
     }
     let snapshots = base.join("snapshots");

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod discover;
+pub mod download;
 pub mod hub;
 pub mod layers;
 pub mod single_file;
@@ -320,9 +321,7 @@ impl Model {
             }
             None => (inferred.unet, inferred.vae, inferred.text),
         };
-        let mut search = Vec::new();
-        search.extend(options.config_dir.iter().cloned());
-        search.extend(options.tokenizer_dirs.iter().cloned());
+        let search = tokenizer_search(options);
         let tok_dirs = (0..text_cfgs.len())
             .map(|i| find_tokenizer(family, i, path, &search))
             .collect::<Result<Vec<_>>>()?;
@@ -400,9 +399,10 @@ fn hub_tokenizers(family: Family, index: usize) -> &'static [(&'static str, &'st
             ("stabilityai/stable-diffusion-2-1", "tokenizer"),
             ("stabilityai/stable-diffusion-2-1-base", "tokenizer"),
         ],
+        // SDXL's own tokenizer_2 pads with "!"; laion's pads with the end token.
         (Family::Sdxl, 1) => &[
-            ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", ""),
             ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer_2"),
+            ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", ""),
         ],
         _ => &[
             ("openai/clip-vit-large-patch14", ""),
@@ -410,6 +410,38 @@ fn hub_tokenizers(family: Family, index: usize) -> &'static [(&'static str, &'st
             ("stabilityai/stable-diffusion-xl-base-1.0", "tokenizer"),
         ],
     }
+}
+
+/// The Hugging Face repo and folder ("" for its root) that Sumi downloads the tokenizer of text
+/// encoder `index` of `family` from.
+pub fn tokenizer_download(family: Family, index: usize) -> (&'static str, &'static str) {
+    hub_tokenizers(family, index)[0]
+}
+
+/// Folders searched for tokenizers besides the defaults: the config folder, then the given ones.
+fn tokenizer_search(options: &LoadOptions) -> Vec<PathBuf> {
+    let mut search = Vec::new();
+    search.extend(options.config_dir.iter().cloned());
+    search.extend(options.tokenizer_dirs.iter().cloned());
+    search
+}
+
+/// The text encoders (family, index) of a single-file checkpoint whose tokenizer is not on this
+/// computer; empty for folders and for checkpoints whose tokenizers are all found.
+pub fn missing_tokenizers(
+    checkpoint: &Path,
+    options: &LoadOptions,
+) -> Result<Vec<(Family, usize)>> {
+    if !checkpoint.is_file() {
+        return Ok(Vec::new());
+    }
+    let family = single_file::Checkpoint::open(checkpoint)?.family()?;
+    let count = if family == Family::Sdxl { 2 } else { 1 };
+    let search = tokenizer_search(options);
+    Ok((0..count)
+        .filter(|&i| find_tokenizer(family, i, checkpoint, &search).is_err())
+        .map(|i| (family, i))
+        .collect())
 }
 
 fn is_tokenizer_dir(dir: &Path) -> bool {
@@ -456,7 +488,8 @@ pub fn find_tokenizer(
             }
         }
     }
-    let env_hint = match roots.first() {
+    let (repo, folder) = hub[0];
+    let place = match roots.first() {
         Some(r) => format!("{}", r.join(sub).display()),
         None => format!("<folder>/{sub}"),
     };
@@ -464,18 +497,14 @@ pub fn find_tokenizer(
         checkpoint,
         format!(
             "single-file checkpoints carry no tokenizer, and none was found for the {} text encoder{}. \
-             Put a CLIP tokenizer folder (vocab.json + merges.txt, or tokenizer.json) at {env_hint}, \
-             or set SUMI_TOKENIZERS to a folder that holds {sub}/, or download {} into the Hugging Face cache \
-             (while online: `hf download {} {}`)",
+             `sumi generate` downloads it (a few MB, once) from {repo}{} when online; or run \
+             `sumi models pull {repo} --tokenizers-only` on a connected computer and copy its Hugging Face \
+             cache folder models--{} here, or pass --tokenizers DIR (or set SUMI_TOKENIZERS) with a folder \
+             holding {sub}/ (vocab.json, merges.txt, tokenizer_config.json), e.g. {place}",
             family.display_name(),
             if family == Family::Sdxl { format!(" {}", index + 1) } else { String::new() },
-            hub[0].0,
-            hub[0].0,
-            if hub[0].1.is_empty() {
-                "vocab.json merges.txt tokenizer_config.json special_tokens_map.json".to_string()
-            } else {
-                format!("--include \"{}/*\"", hub[0].1)
-            },
+            if folder.is_empty() { String::new() } else { format!(" ({folder}/)") },
+            repo.replace('/', "--"),
         ),
     ))
 }
