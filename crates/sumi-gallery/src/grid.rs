@@ -116,6 +116,35 @@ pub fn wrap(text: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// Wraps a label made of " · "-separated parts, breaking between parts where they fit.
+pub fn wrap_label(label: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for part in label.split(" · ").filter(|p| !p.is_empty()) {
+        let joined = if line.is_empty() {
+            part.to_string()
+        } else {
+            format!("{line} · {part}")
+        };
+        if joined.chars().count() <= max {
+            line = joined;
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        if part.chars().count() <= max {
+            line = part.to_string();
+        } else {
+            lines.extend(wrap(part, max));
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// Computes the layout of `cells` in `columns` columns under `header`.
 pub fn layout(cells: &[Cell], columns: u32, header: &str) -> Layout {
     let n = cells.len().max(1) as u32;
@@ -138,7 +167,7 @@ pub fn layout(cells: &[Cell], columns: u32, header: &str) -> Layout {
     let scale = (cell.0 / 256).clamp(1, 3);
     let pad = 3 * scale;
     let chars = ((cell.0 - 2 * pad) / (8 * scale)) as usize;
-    let labels: Vec<Vec<String>> = cells.iter().map(|c| wrap(&c.label, chars)).collect();
+    let labels: Vec<Vec<String>> = cells.iter().map(|c| wrap_label(&c.label, chars)).collect();
     let most = labels.iter().map(Vec::len).max().unwrap_or(0) as u32;
     let strip = most.max(1) * line_height(scale) + 2 * pad;
     let width = 2 * MARGIN + columns * cell.0 + (columns - 1) * GAP;
@@ -471,6 +500,14 @@ mod tests {
         assert_eq!(wrap("ab cd ef", 5), ["ab cd", "ef"]);
         assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
         assert_eq!(wrap("one\ntwo", 10), ["one", "two"]);
+        assert_eq!(
+            wrap_label("Euler · 12 steps · CFG 3", 15),
+            ["Euler", "12 steps", "CFG 3"]
+        );
+        assert_eq!(
+            wrap_label("DPM++ 2M SDE Heun · CFG 7", 10),
+            ["DPM++ 2M", "SDE Heun", "CFG 7"]
+        );
     }
 
     #[test]
