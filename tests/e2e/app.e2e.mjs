@@ -277,6 +277,7 @@ try {
   await one('[data-testid="no-model"]', "the no-model screen");
   const entries = await Promise.all((await waitFor('[data-testid="model-entry"]', "model list")).map(text));
   check(entries.some((e) => e.includes("Demo model (built in)") && e.includes("SD 1.x")), "model picker lists the demo model");
+  await sleep(300);
   await screenshot("0-no-model");
   await type(await one('[data-testid="model-path"]', "model path field"), path.join(root, "tests/fixtures/sd15"));
   await click(await one('[data-testid="model-add"]', "add folder button"));

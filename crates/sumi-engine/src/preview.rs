@@ -122,14 +122,15 @@ fn least_squares(x: &[Vec<f32>], y: &[Vec<f32>]) -> PreviewMap {
         if p.abs() < 1e-12 {
             continue;
         }
-        for r in 0..5 {
+        let (pa, pb) = (a[col], b[col]);
+        for (r, (ra, rb)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
             if r != col {
-                let f = a[r][col] / p;
-                for c in 0..5 {
-                    a[r][c] -= f * a[col][c];
+                let f = ra[col] / p;
+                for (x, y) in ra.iter_mut().zip(pa) {
+                    *x -= f * y;
                 }
-                for k in 0..3 {
-                    b[r][k] -= f * b[col][k];
+                for (x, y) in rb.iter_mut().zip(pb) {
+                    *x -= f * y;
                 }
             }
         }
