@@ -19,6 +19,8 @@ const COMMANDS: &[&str] = &[
     "same_pixels",
     "import_images",
     "comparison_group",
+    "export_grid",
+    "show_in_folder",
 ];
 
 fn main() {

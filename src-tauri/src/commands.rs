@@ -77,6 +77,24 @@ pub fn tables() -> Tables {
     }
 }
 
+/// A model the picker offers.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelEntry {
+    /// Display name.
+    pub name: String,
+    /// File or folder to load.
+    pub path: String,
+    /// Family in words, when known.
+    pub family: Option<String>,
+    /// Bytes on disk.
+    pub size: u64,
+    /// Where it came from: built-in, folder, a1111, comfyui, hf-cache or added.
+    pub source: String,
+    /// Why it cannot be loaded, if it cannot.
+    pub unusable: Option<String>,
+}
+
 /// What the model picker shows.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,15 +102,85 @@ pub struct ModelsView {
     current: Option<ModelView>,
     loading: bool,
     known: Vec<String>,
+    available: Vec<ModelEntry>,
 }
 
-/// The loaded model and the folders the picker offers.
+/// Bytes of the files under `path` (a file or a folder, two levels deep at most).
+fn size_on_disk(path: &std::path::Path, depth: u32) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() && depth > 0 => std::fs::read_dir(path)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| size_on_disk(&e.path(), depth - 1))
+                    .sum()
+            })
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The models the picker lists: the built-in demo model, the ones found in `SUMI_MODEL_DIRS`
+/// and the Hugging Face cache, then the ones added by hand.
+pub fn available_models(demo: Option<&std::path::Path>, added: &[String]) -> Vec<ModelEntry> {
+    use model::discover::{self, Format};
+    let family_of =
+        |p: &std::path::Path| model::folder_family(p).map(|f| f.display_name().to_string());
+    let mut out: Vec<ModelEntry> = Vec::new();
+    if let Some(dir) = demo {
+        out.push(ModelEntry {
+            name: "Demo model (built in)".into(),
+            path: dir.display().to_string(),
+            family: family_of(dir),
+            size: size_on_disk(dir, 2),
+            source: "built-in".into(),
+            unusable: None,
+        });
+    }
+    let found = discover::discover(
+        &discover::env_model_dirs(),
+        discover::hub_cache().as_deref(),
+    );
+    out.extend(found.into_iter().map(|f| ModelEntry {
+        name: f.name,
+        path: f.path.display().to_string(),
+        family: f.family.map(|x| x.display_name().to_string()),
+        size: f.size,
+        source: f.source.to_string(),
+        unusable: (f.format == Format::Pickle).then(|| {
+            "a pickle checkpoint: Sumi never opens these; convert it to .safetensors first".into()
+        }),
+    }));
+    for p in added {
+        if out.iter().any(|e| &e.path == p) {
+            continue;
+        }
+        let path = std::path::Path::new(p);
+        out.push(ModelEntry {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.clone()),
+            path: p.clone(),
+            family: if path.is_dir() { family_of(path) } else { None },
+            size: size_on_disk(path, 2),
+            source: "added".into(),
+            unusable: None,
+        });
+    }
+    out
+}
+
+/// The loaded model and the models the picker offers.
 #[tauri::command]
 pub fn models(state: State<'_, AppState>) -> ModelsView {
+    let known = state.known_models.lock().unwrap().clone();
+    let demo = state.demo_model.lock().unwrap().clone();
     ModelsView {
         current: state.worker.model(),
         loading: state.worker.loading(),
-        known: state.known_models.lock().unwrap().clone(),
+        available: available_models(demo.as_deref(), &known),
+        known,
     }
 }
 
@@ -102,7 +190,7 @@ pub fn load_model(state: State<'_, AppState>, path: String) -> Res<()> {
     let spec = path.trim();
     if spec.is_empty() {
         return Err(CommandError::Invalid(
-            "Type the path of a model folder first.".into(),
+            "Type the path of a model folder or .safetensors file first.".into(),
         ));
     }
     let dir = model::resolve(spec)?;
@@ -213,11 +301,18 @@ pub fn generate(state: State<'_, AppState>, form: Form) -> Res<Vec<Queued>> {
         .collect())
 }
 
-/// One cell of a comparison.
+/// Most cells one comparison may have.
+pub const MAX_CELLS: usize = 16;
+
+/// One cell of a comparison: a sampler and schedule, and optionally other steps or CFG.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Variant {
     sampler: String,
     schedule: String,
+    #[serde(default)]
+    steps: Option<u32>,
+    #[serde(default)]
+    cfg: Option<f64>,
 }
 
 /// A started comparison: its gallery group and jobs in grid order.
@@ -227,13 +322,19 @@ pub struct Comparison {
     jobs: Vec<Queued>,
 }
 
-/// Runs one prompt and seed with several sampler/schedule pairs, saved as one group.
+/// Runs one prompt and seed with several settings (the cells), saved as one group.
 #[tauri::command]
 pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -> Res<Comparison> {
     if variants.len() < 2 {
         return Err(CommandError::Invalid(
-            "Pick at least two samplers to compare.".into(),
+            "Pick at least two values to compare (two samplers, schedules, step counts or CFG values).".into(),
         ));
+    }
+    if variants.len() > MAX_CELLS {
+        return Err(CommandError::Invalid(format!(
+            "That makes {} images; a comparison holds at most {MAX_CELLS}. Pick fewer values.",
+            variants.len()
+        )));
     }
     let seed = form.seed.unwrap_or_else(random_seed);
     let requests = variants
@@ -242,6 +343,8 @@ pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -
             let f = Form {
                 sampler: v.sampler.clone(),
                 schedule: v.schedule.clone(),
+                steps: v.steps.unwrap_or(form.steps),
+                cfg: v.cfg.unwrap_or(form.cfg),
                 ..form.clone()
             };
             request(&state, &f, seed)
@@ -263,6 +366,72 @@ pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -
         })
         .collect();
     Ok(Comparison { group, jobs })
+}
+
+/// Writes a comparison group as one labelled PNG into the gallery's exports folder;
+/// returns the file's path.
+#[tauri::command]
+pub fn export_grid(state: State<'_, AppState>, group: i64) -> Res<String> {
+    let g = gallery(&state);
+    let name = format!(
+        "comparison-{group}-{}.png",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    let path = g.exports_dir()?.join(name);
+    g.export_grid(group, &path)?;
+    Ok(path.display().to_string())
+}
+
+/// Opens the folder holding a gallery image, or (without `id`) the exports folder, in the
+/// system's file manager. The page never names a path, so only the gallery's folders open.
+#[tauri::command]
+pub fn show_in_folder(state: State<'_, AppState>, id: Option<i64>) -> Res<()> {
+    let (dir, file) = {
+        let g = gallery(&state);
+        match id {
+            Some(id) => {
+                let path = g.image_path(&g.get(id)?);
+                (
+                    path.parent().map(PathBuf::from).unwrap_or_default(),
+                    Some(path),
+                )
+            }
+            None => (g.exports_dir()?, None),
+        }
+    };
+    reveal(&dir, file.as_deref())
+        .map_err(|e| CommandError::Invalid(format!("Could not open {}: {e}", dir.display())))
+}
+
+/// Asks the platform's file manager to show `dir` (selecting `file` where it can).
+fn reveal(dir: &std::path::Path, file: Option<&std::path::Path>) -> std::io::Result<()> {
+    use std::process::Command;
+    let mut cmd = if cfg!(target_os = "macos") {
+        let mut c = Command::new("open");
+        match file {
+            Some(f) => c.arg("-R").arg(f),
+            None => c.arg(dir),
+        };
+        c
+    } else if cfg!(windows) {
+        let mut c = Command::new("explorer");
+        match file {
+            Some(f) => c.arg(format!("/select,{}", f.display())),
+            None => c.arg(dir),
+        };
+        c
+    } else {
+        let mut c = Command::new("xdg-open");
+        c.arg(dir);
+        c
+    };
+    // Reap the launcher in the background; the file manager keeps running on its own.
+    let mut child = cmd.spawn()?;
+    std::thread::spawn(move || child.wait());
+    Ok(())
 }
 
 /// Stops the running job.
@@ -389,3 +558,24 @@ pub fn comparison_group(state: State<'_, AppState>, group: i64) -> Res<Vec<Gener
 
 /// Shared handle type the worker and the protocol use.
 pub type SharedGallery = Arc<Mutex<Gallery>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_models_lists_the_demo_and_added_models() {
+        let demo = model::builtin_demo_model().unwrap();
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd15");
+        let added = vec![fixture.display().to_string(), demo.display().to_string()];
+        let list = available_models(Some(&demo), &added);
+        let first = &list[0];
+        assert_eq!(first.source, "built-in");
+        assert_eq!(first.family.as_deref(), Some("SD 1.x"));
+        assert!(first.size > 10_000, "{}", first.size);
+        let mine: Vec<&ModelEntry> = list.iter().filter(|e| e.source == "added").collect();
+        assert_eq!(mine.len(), 1, "the demo is not listed twice");
+        assert_eq!(mine[0].name, "sd15");
+        assert!(mine[0].unusable.is_none());
+    }
+}

@@ -24,8 +24,10 @@ pub struct AppState {
     pub worker: Worker,
     /// The gallery (shared with the worker and the image protocol).
     pub gallery: commands::SharedGallery,
-    /// Model folders the picker offers.
+    /// Models added by hand (or named by `SUMI_MODEL`) this session.
     pub known_models: Mutex<Vec<String>>,
+    /// The built-in demo model's folder, when it is installed.
+    pub demo_model: Mutex<Option<PathBuf>>,
     /// Where events go.
     pub channels: Arc<Mutex<Channels>>,
 }
@@ -101,9 +103,20 @@ pub fn run() -> anyhow::Result<()> {
             worker,
             gallery,
             known_models: Mutex::new(known),
+            demo_model: Mutex::new(None),
             channels,
         })
         .setup(|app| {
+            // A bundled app carries the demo model among its resources; a source build finds it
+            // through the engine's own search.
+            let bundled = app
+                .path()
+                .resource_dir()
+                .ok()
+                .map(|d| d.join("demo-model"))
+                .filter(|d| d.join("model_index.json").is_file());
+            let demo = bundled.or_else(|| sumi_engine::model::builtin_demo_model().ok());
+            *app.state::<AppState>().demo_model.lock().unwrap() = demo;
             if let Some(w) = app.get_webview_window("main") {
                 let _ = w.set_title(&format!("Sumi {}", sumi_engine::VERSION));
             }
@@ -128,6 +141,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::same_pixels,
             commands::import_images,
             commands::comparison_group,
+            commands::export_grid,
+            commands::show_in_folder,
         ])
         .run(tauri::generate_context!())
         .context("the app stopped with an error")

@@ -35,6 +35,13 @@ pub enum WorkerEvent {
         /// Its folder.
         path: String,
     },
+    /// Loading reached a new stage.
+    ModelProgress {
+        /// "config", "text encoder", "UNet" or "VAE".
+        stage: String,
+        /// Share of the weights read so far, 0 to 100.
+        percent: u32,
+    },
     /// A model is ready.
     ModelLoaded {
         /// What it is and its defaults.
@@ -352,7 +359,7 @@ fn run(shared: &Shared) {
                     path: path.display().to_string(),
                 });
                 model = None; // free the old weights before reading new ones
-                let loaded = load(&path);
+                let loaded = load(&path, &*shared.sink);
                 let mut st = shared.state.lock().unwrap();
                 st.loading = st.pending.iter().any(|t| matches!(t, Task::Load(_)));
                 match loaded {
@@ -392,10 +399,16 @@ fn run(shared: &Shared) {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Model, String> {
+fn load(path: &std::path::Path, sink: &dyn Sink) -> Result<Model, String> {
     let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
     let dtype = model::default_dtype(&device);
-    Model::load(path, &device, dtype)
+    let mut progress = |stage: model::LoadStage| {
+        sink.event(WorkerEvent::ModelProgress {
+            stage: stage.name.to_string(),
+            percent: (stage.fraction * 100.0).round().clamp(0.0, 100.0) as u32,
+        })
+    };
+    Model::load_with_progress(path, &Default::default(), &device, dtype, &mut progress)
         .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
 }
 
@@ -571,6 +584,20 @@ mod tests {
             WorkerEvent::ModelLoaded { .. }
         ));
         assert_eq!(worker.model().unwrap().family, "sd1");
+        let stages: Vec<(String, u32)> = seen
+            .iter()
+            .filter_map(|(e, _)| match e {
+                WorkerEvent::ModelProgress { stage, percent } => Some((stage.clone(), *percent)),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["config", "text encoder", "UNet", "VAE"]);
+        assert!(stages.windows(2).all(|w| w[0].1 <= w[1].1), "{stages:?}");
+        assert!(
+            stages[3].1 > stages[2].1,
+            "the UNet has weight bytes: {stages:?}"
+        );
 
         let job = worker.enqueue(Job {
             request: request(3),

@@ -200,28 +200,56 @@ try {
   await clear(search);
   await type(search, " ");
 
-  // 6. Compare three samplers: one group, three labelled results.
+  // 6. Compare over two axes (2 samplers x 2 step counts): one group, four labelled results.
   await click(await one('[data-testid="nav-compare"]', "compare tab"));
   await setField('[data-testid="compare-prompt"]', "a blue lighthouse");
   await setField('[data-testid="compare-seed"]', 7);
-  await setField('[data-testid="compare-steps"]', 6);
+  await setField('[data-testid="compare-steps"]', "3, 6");
+  await click(await one('input[data-sampler="Euler a"]', "Euler a checkbox"));
+  // Too many cells is refused with a message before anything runs.
+  await setField('[data-testid="compare-cfg"]', "1, 2, 3, 4, 5");
+  const problem = await text(await one('[data-testid="compare-problem"]', "the cap message"));
+  check(/20 images/.test(problem) && /at most 16/.test(problem), `more than 16 cells refused (${problem})`);
+  check((await attr(await one('[data-testid="compare-run"]', "run"), "disabled")) !== null, "run disabled over the cap");
+  await setField('[data-testid="compare-cfg"]', 7);
   await click(await one('[data-testid="compare-run"]', "compare run"));
-  await waitFor('[data-testid="compare-image"]', "three compare images", 120000, 3);
+  await waitFor('[data-testid="compare-image"]', "four compare images", 120000, 4);
   const labels = await Promise.all((await find('[data-testid="compare-label"]')).map(text));
   check(
-    JSON.stringify(labels.map((l) => l.split(" · ")[0]).sort()) === JSON.stringify(["DPM++ 2M", "Euler", "Euler a"]),
-    `three labelled results (${labels.join(", ")})`,
+    JSON.stringify([...labels].sort()) ===
+      JSON.stringify(["DPM++ 2M · 3 steps", "DPM++ 2M · 6 steps", "Euler · 3 steps", "Euler · 6 steps"]),
+    `four results labelled with what varies (${labels.join(", ")})`,
   );
+  const times = await Promise.all((await find('[data-testid="compare-cell"] .time')).map(text));
+  check(times.length === 4 && times.every((t) => /^\d+\.\d\d s$/.test(t)), `time per image shown (${times.join(", ")})`);
   const groupText = await text(await one('[data-testid="compare-group"]', "group"));
   check(/Comparison group \d+/.test(groupText), "results saved as one comparison group");
+  // Export the grid as one PNG.
+  await click(await one('[data-testid="export-grid"]:not([disabled])', "enabled export button"));
+  const exported = await text(await one('[data-testid="exported-path"]', "exported path", 30000));
+  check(fs.existsSync(exported) && exported.startsWith(home), `grid exported into the gallery's exports folder`);
+  const head = fs.readFileSync(exported);
+  const [gw, gh] = [head.readUInt32BE(16), head.readUInt32BE(20)];
+  // Two columns of 64 px pictures enlarged to 128, 8 px margins and a 4 px gap.
+  check(head.subarray(1, 4).toString() === "PNG" && gw === 8 + 128 + 4 + 128 + 8 && gh > 2 * 128, `grid PNG is ${gw}x${gh}`);
   await sleep(300);
   await screenshot("3-compare");
   // The group reopens from the gallery.
   await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
-  await click((await waitFor('[data-testid="thumb"]', "thumbs", 10000, 5))[0]);
+  await click((await waitFor('[data-testid="thumb"]', "thumbs", 10000, 6))[0]);
   await click(await one('[data-testid="open-group"]', "open comparison button"));
-  await waitFor('[data-testid="compare-image"]', "reopened group", 10000, 3);
-  check((await find('[data-testid="compare-cell"]')).length === 3, "saved group reopens with 3 images");
+  await waitFor('[data-testid="compare-image"]', "reopened group", 10000, 4);
+  check((await find('[data-testid="compare-cell"]')).length === 4, "saved group reopens with 4 images");
+  const reopened = await Promise.all((await find('[data-testid="compare-label"]')).map(text));
+  check(JSON.stringify(reopened) === JSON.stringify(labels), "reopened group has the same labels");
+  // "Compare…" on a gallery image opens Compare with its settings.
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  const all = await waitFor('[data-testid="thumb"]', "thumbs", 10000, 6);
+  await click(all[all.length - 1]);
+  await click(await one('[data-testid="compare-from"]', "compare from image"));
+  const startPrompt = await js("return document.querySelector('[data-testid=compare-prompt]').value");
+  const startSeed = await js("return document.querySelector('[data-testid=compare-seed]').value");
+  check(startPrompt === PROMPT && startSeed === "1234", "Compare… starts from the image's prompt and seed");
 
   // 7. Cancel a long run mid-way with Esc.
   await click(await one('[data-testid="nav-generate"]', "generate tab"));
@@ -236,7 +264,7 @@ try {
   check(true, "a run was cancelled mid-way with Esc");
   await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
   await sleep(500);
-  check((await find('[data-testid="thumb"]')).length === 5, "the cancelled run saved nothing (5 images)");
+  check((await find('[data-testid="thumb"]')).length === 6, "the cancelled run saved nothing (6 images)");
   await screenshot("5-gallery");
 
   // 8. Without SUMI_MODEL the app opens on the "no model" screen; adding the folder loads it.
@@ -247,6 +275,9 @@ try {
   base = driver.base;
   await openSession();
   await one('[data-testid="no-model"]', "the no-model screen");
+  const entries = await Promise.all((await waitFor('[data-testid="model-entry"]', "model list")).map(text));
+  check(entries.some((e) => e.includes("Demo model (built in)") && e.includes("SD 1.x")), "model picker lists the demo model");
+  await sleep(300);
   await screenshot("0-no-model");
   await type(await one('[data-testid="model-path"]', "model path field"), path.join(root, "tests/fixtures/sd15"));
   await click(await one('[data-testid="model-add"]', "add folder button"));

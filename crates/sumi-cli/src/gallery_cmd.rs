@@ -67,6 +67,17 @@ pub enum GalleryCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Draw a comparison group as one labelled grid PNG.
+    ExportGrid {
+        /// The comparison group's id (printed by `sumi compare`, shown by `gallery show`).
+        group: i64,
+        /// Where to write the PNG.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Mark a generation as a favourite (or clear the mark with --off).
     Favourite {
         /// The generation's id.
@@ -158,6 +169,23 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
             std::fs::copy(gallery.image_path(&g), &output)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             emit(&format!("exported #{id} to {}", output.display()))
+        }
+        GalleryCommand::ExportGrid {
+            group,
+            output,
+            force,
+        } => {
+            if output.exists() && !force {
+                bail!(
+                    "{} already exists; pass --force to overwrite it",
+                    output.display()
+                );
+            }
+            gallery.export_grid(group, &output)?;
+            emit(&format!(
+                "exported comparison group {group} to {}",
+                output.display()
+            ))
         }
         GalleryCommand::Favourite { id, off } => {
             gallery.set_favourite(id, !off)?;

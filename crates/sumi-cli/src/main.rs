@@ -1,6 +1,7 @@
 //! `sumi`: generate images, browse the gallery and inspect samplers from the command line.
 
 mod bench_cmd;
+mod compare_cmd;
 mod gallery_cmd;
 mod generate_cmd;
 mod models_cmd;
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Generate an image from a prompt.
     Generate(Box<generate_cmd::GenerateArgs>),
+    /// Run one prompt and seed through several samplers, schedules, steps or CFG values and
+    /// write a labelled grid.
+    Compare(Box<compare_cmd::CompareArgs>),
     /// List the models found on this computer; `models pull REPO` downloads one from the Hugging Face hub.
     Models(models_cmd::ModelsArgs),
     /// List the sampler and schedule names.
@@ -51,6 +55,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Generate(args) => generate_cmd::run(*args, &home),
+        Command::Compare(args) => compare_cmd::run(*args, &home),
         Command::Samplers => {
             generate_cmd::print_samplers();
             Ok(())

@@ -167,3 +167,95 @@ fn samplers_lists_names_and_costs() {
         assert!(out.contains(name), "{out}");
     }
 }
+
+#[test]
+fn compare_saves_one_group_and_writes_a_labelled_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("grid.png");
+    // The built-in demo model (32x32) with two samplers and two step counts: four images.
+    let o = sumi(
+        &home,
+        &[
+            "compare",
+            "--prompt",
+            "a yellow star on a purple background",
+            "--seed",
+            "3",
+            "--samplers",
+            "Euler,DPM++ 2M",
+            "--steps",
+            "2,3",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("Euler · 2 steps") && err.contains("DPM++ 2M · 3 steps"),
+        "{err}"
+    );
+    let grid = image::open(&out).unwrap().to_rgb8();
+    // 2x2 cells of 128 px (32 px enlarged 4x) with margins, gaps, header and label strips.
+    assert_eq!(grid.width(), 8 + 128 + 4 + 128 + 8);
+    assert!(grid.height() > 2 * 128 + 8 + 8, "{}", grid.height());
+    let png = std::fs::read(&out).unwrap();
+    let needle = b"Steps: 2, Sampler: Euler";
+    assert!(png.windows(needle.len()).any(|w| w == needle));
+
+    let listed = sumi(&home, &["gallery", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let items = json
+        .as_array()
+        .or_else(|| json["items"].as_array())
+        .unwrap();
+    assert_eq!(items.len(), 4);
+    let group = &items[0]["meta"]["comparison"]["group"];
+    assert!(items
+        .iter()
+        .all(|g| &g["meta"]["comparison"]["group"] == group));
+
+    // The saved group exports to the same grid.
+    let again = dir.path().join("again.png");
+    let g = group.as_i64().unwrap().to_string();
+    let o = sumi(
+        &home,
+        &[
+            "gallery",
+            "export-grid",
+            &g,
+            "--output",
+            again.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let again = image::open(&again).unwrap().to_rgb8();
+    assert_eq!(again.dimensions(), grid.dimensions());
+    assert_eq!(again.as_raw(), grid.as_raw());
+
+    // Too many cells is refused before anything runs.
+    let o = sumi(
+        &home,
+        &[
+            "compare",
+            "--prompt",
+            "x",
+            "--seed",
+            "1",
+            "--steps",
+            "1,2,3,4,5",
+            "--cfg",
+            "1,2,3,4",
+            "--output",
+            out.to_str().unwrap(),
+            "--no-save",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("at most 16"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -253,9 +253,8 @@ pub fn sample_latent(
         seed: request.seed,
     });
 
-    let family = model.info.family;
     let mut on_step = |info: &StepInfo| {
-        let preview = match latent_preview(info.denoised, family) {
+        let preview = match latent_preview(info.denoised, &model.preview) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("preview failed: {e}");

@@ -1,46 +1,162 @@
 //! Cheap latent -> RGB previews: a per-family linear map of the x0 estimate, computed on the
 //! latent's device so only the small RGB image crosses to the host.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::model::vae::VaeDecoder;
 use crate::model::Family;
+use crate::noise::TorchCpuRng;
 use crate::Result;
 
-/// Rows: latent channels 0..3; columns: R, G, B (ComfyUI's fits, see FACTS.md).
-fn coefficients(family: Family) -> ([[f32; 3]; 4], [f32; 3]) {
-    match family {
-        Family::Sd1 | Family::Sd2 => (
-            [
-                [0.3512, 0.2297, 0.3227],
-                [0.3250, 0.4974, 0.2350],
-                [-0.2829, 0.1762, 0.2721],
-                [-0.2120, -0.2616, -0.7177],
-            ],
-            [0.0, 0.0, 0.0],
-        ),
-        Family::Sdxl => (
-            [
-                [0.3651, 0.4232, 0.4341],
-                [-0.2533, -0.0042, 0.1068],
-                [0.1076, 0.1111, -0.0362],
-                [-0.3165, -0.2492, -0.2188],
-            ],
-            [0.1084, -0.0175, -0.0011],
-        ),
+/// A linear latent -> RGB map: `rgb = latent · weights + bias`, in [-1, 1] colour units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PreviewMap {
+    /// Rows: latent channels 0..3; columns: R, G, B.
+    pub weights: [[f32; 3]; 4],
+    /// Added to R, G, B.
+    pub bias: [f32; 3],
+}
+
+impl PreviewMap {
+    /// The published fit for a family's standard VAE (ComfyUI's fits, see FACTS.md).
+    pub fn for_family(family: Family) -> Self {
+        match family {
+            Family::Sd1 | Family::Sd2 => Self {
+                weights: [
+                    [0.3512, 0.2297, 0.3227],
+                    [0.3250, 0.4974, 0.2350],
+                    [-0.2829, 0.1762, 0.2721],
+                    [-0.2120, -0.2616, -0.7177],
+                ],
+                bias: [0.0, 0.0, 0.0],
+            },
+            Family::Sdxl => Self {
+                weights: [
+                    [0.3651, 0.4232, 0.4341],
+                    [-0.2533, -0.0042, 0.1068],
+                    [0.1076, 0.1111, -0.0362],
+                    [-0.3165, -0.2492, -0.2188],
+                ],
+                bias: [0.1084, -0.0175, -0.0011],
+            },
+        }
+    }
+
+    /// The map for `vae`: the family's published fit when the VAE has the standard SD/SDXL
+    /// shape, else a least-squares fit made by decoding a few random latents (cheap for the
+    /// small VAEs that are not standard, such as the demo model's).
+    pub fn for_vae(
+        vae: &VaeDecoder,
+        family: Family,
+        scaling_factor: f64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let c = vae.config();
+        if c.block_out_channels == [128, 256, 512, 512] && c.latent_channels == 4 {
+            return Ok(Self::for_family(family));
+        }
+        Self::fit(vae, scaling_factor, device, dtype)
+    }
+
+    /// Fits a map to `vae` by least squares over decoded random latents: smooth random fields
+    /// (like the flat areas of real pictures) plus some fine noise, each latent pixel against the
+    /// mean colour of the image patch it decodes to.
+    pub fn fit(vae: &VaeDecoder, scaling_factor: f64, dev: &Device, dtype: DType) -> Result<Self> {
+        const BATCH: usize = 8;
+        const SIDE: usize = 16;
+        let mut rng = TorchCpuRng::new(20240521);
+        let coarse = Tensor::from_vec(rng.randn(BATCH * 4 * 4 * 4), (BATCH, 4, 4, 4), dev)?
+            .upsample_nearest2d(SIDE, SIDE)?;
+        let fine = Tensor::from_vec(
+            rng.randn(BATCH * 4 * SIDE * SIDE),
+            (BATCH, 4, SIDE, SIDE),
+            dev,
+        )?;
+        let latents = (coarse + (fine * 0.3)?)?;
+        let image = vae
+            .decode(&(&latents / scaling_factor)?.to_dtype(dtype)?)?
+            .to_dtype(DType::F32)?;
+        let (_, _, h, _) = image.dims4()?;
+        let down = h / SIDE;
+        let rgb = image.avg_pool2d(down)?; // [B, 3, SIDE, SIDE]
+        let x = latents
+            .permute((0, 2, 3, 1))?
+            .reshape((BATCH * SIDE * SIDE, 4))?;
+        let y = rgb
+            .permute((0, 2, 3, 1))?
+            .reshape((BATCH * SIDE * SIDE, 3))?;
+        let x: Vec<Vec<f32>> = x.to_vec2()?;
+        let y: Vec<Vec<f32>> = y.to_vec2()?;
+        Ok(least_squares(&x, &y))
+    }
+}
+
+/// Solves `y ≈ [x, 1] · W` for a 4-in, 3-out map with bias (normal equations, a little ridge).
+fn least_squares(x: &[Vec<f32>], y: &[Vec<f32>]) -> PreviewMap {
+    let mut a = [[0f64; 5]; 5];
+    let mut b = [[0f64; 3]; 5];
+    for (xi, yi) in x.iter().zip(y) {
+        let v = [xi[0], xi[1], xi[2], xi[3], 1.0].map(f64::from);
+        for r in 0..5 {
+            for c in 0..5 {
+                a[r][c] += v[r] * v[c];
+            }
+            for k in 0..3 {
+                b[r][k] += v[r] * f64::from(yi[k]);
+            }
+        }
+    }
+    for (r, row) in a.iter_mut().enumerate().take(4) {
+        row[r] += 1e-6 * x.len() as f64;
+    }
+    // Gauss-Jordan elimination with partial pivoting.
+    for col in 0..5 {
+        let pivot = (col..5)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap_or(col);
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let p = a[col][col];
+        if p.abs() < 1e-12 {
+            continue;
+        }
+        let (pa, pb) = (a[col], b[col]);
+        for (r, (ra, rb)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            if r != col {
+                let f = ra[col] / p;
+                for (x, y) in ra.iter_mut().zip(pa) {
+                    *x -= f * y;
+                }
+                for (x, y) in rb.iter_mut().zip(pb) {
+                    *x -= f * y;
+                }
+            }
+        }
+    }
+    let solve = |r: usize, k: usize| {
+        if a[r][r].abs() < 1e-12 {
+            0.0
+        } else {
+            (b[r][k] / a[r][r]) as f32
+        }
+    };
+    PreviewMap {
+        weights: std::array::from_fn(|r| std::array::from_fn(|k| solve(r, k))),
+        bias: std::array::from_fn(|k| solve(4, k)),
     }
 }
 
 /// An RGB picture of the latent `x0` (`[1, 4, h, w]`, scaled latent space) at latent resolution.
-pub fn latent_preview(x0: &Tensor, family: Family) -> Result<Option<RgbImage>> {
+pub fn latent_preview(x0: &Tensor, map: &PreviewMap) -> Result<Option<RgbImage>> {
     let (_, c, h, w) = x0.dims4()?;
     if c != 4 {
         return Ok(None);
     }
-    let (m, b) = coefficients(family);
     let dev = x0.device();
-    let m = Tensor::new(&m, dev)?;
-    let b = Tensor::new(&b, dev)?;
+    let m = Tensor::new(&map.weights, dev)?;
+    let b = Tensor::new(&map.bias, dev)?;
     let pixels = x0.get(0)?.to_dtype(DType::F32)?.reshape((4, h * w))?.t()?;
     let rgb = pixels.matmul(&m)?.broadcast_add(&b)?;
     let bytes = ((((rgb + 1.0)? * 127.5)?.clamp(0.0, 255.0)?.round()?).to_dtype(DType::U8)?)
@@ -60,4 +176,108 @@ pub fn to_rgb_image(decoded: &Tensor) -> Result<RgbImage> {
         .flatten_all()?
         .to_vec1::<u8>()?;
     Ok(RgbImage::from_raw(w as u32, h as u32, bytes).expect("buffer size matches"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Model, Request};
+    use std::sync::atomic::AtomicBool;
+
+    /// The last step's preview and the finished image scaled down to the preview's size.
+    fn last_preview_and_image(model: &Model, prompt: &str) -> (RgbImage, RgbImage) {
+        let req = Request::with_defaults(model, prompt, 11);
+        let mut last = None;
+        let img = crate::generate(model, &req, &AtomicBool::new(false), &mut |e| {
+            if let Event::Step {
+                preview: Some(p), ..
+            } = e
+            {
+                last = Some(p);
+            }
+        })
+        .unwrap();
+        let last = last.expect("previews were sent");
+        let small = image::imageops::resize(
+            &img,
+            last.width(),
+            last.height(),
+            image::imageops::FilterType::Triangle,
+        );
+        (last, small)
+    }
+
+    fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+        let sum: f64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum();
+        sum / a.as_raw().len() as f64
+    }
+
+    #[test]
+    fn least_squares_recovers_a_known_map() {
+        let truth = PreviewMap {
+            weights: [
+                [0.5, -0.2, 0.1],
+                [0.0, 0.3, -0.4],
+                [0.2, 0.2, 0.2],
+                [-0.1, 0.0, 0.6],
+            ],
+            bias: [0.05, -0.1, 0.2],
+        };
+        let mut rng = TorchCpuRng::new(1);
+        let v = rng.randn(400 * 4);
+        let x: Vec<Vec<f32>> = v.chunks(4).map(<[f32]>::to_vec).collect();
+        let y: Vec<Vec<f32>> = x
+            .iter()
+            .map(|xi| {
+                (0..3)
+                    .map(|k| {
+                        (0..4).map(|r| xi[r] * truth.weights[r][k]).sum::<f32>() + truth.bias[k]
+                    })
+                    .collect()
+            })
+            .collect();
+        let got = least_squares(&x, &y);
+        for r in 0..4 {
+            for k in 0..3 {
+                assert!(
+                    (got.weights[r][k] - truth.weights[r][k]).abs() < 1e-3,
+                    "{got:?}"
+                );
+            }
+        }
+        for k in 0..3 {
+            assert!((got.bias[k] - truth.bias[k]).abs() < 1e-3, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn demo_model_previews_match_the_decoded_colours() {
+        let dir = crate::model::builtin_demo_model().unwrap();
+        let mut model = Model::load(&dir, &Device::Cpu, DType::F32).unwrap();
+        let fitted = model.preview;
+        assert_ne!(fitted, PreviewMap::for_family(model.info.family));
+        // Measured: fitted 29.6, SD 1.x coefficients 81.7 mean abs error (of 255).
+        for prompt in ["a yellow star on a purple background"] {
+            model.preview = fitted;
+            let (preview, image) = last_preview_and_image(&model, prompt);
+            let fit_err = mean_abs_diff(&preview, &image);
+            model.preview = PreviewMap::for_family(model.info.family);
+            let (preview, image) = last_preview_and_image(&model, prompt);
+            let sd_err = mean_abs_diff(&preview, &image);
+            eprintln!("{prompt}: fitted {fit_err:.1}, SD 1.x coefficients {sd_err:.1} (of 255)");
+            assert!(
+                fit_err < 20.0,
+                "{prompt}: fitted preview off by {fit_err:.1}"
+            );
+            assert!(
+                fit_err * 2.0 < sd_err,
+                "{prompt}: {fit_err:.1} vs {sd_err:.1}"
+            );
+        }
+    }
 }

@@ -79,6 +79,12 @@ pub enum GalleryError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// A comparison group has no images.
+    #[error("comparison group {0} has no images; see `sumi gallery list` for groups")]
+    EmptyGroup(i64),
+    /// An output path names no file.
+    #[error("{0} is not a file name to write to; give a path such as grid.png")]
+    BadOutput(PathBuf),
 }
 
 /// The gallery's result type.

@@ -17,6 +17,7 @@
 
 pub mod error;
 mod files;
+pub mod grid;
 mod import;
 pub mod infotext;
 pub mod png_meta;
@@ -53,6 +54,8 @@ pub const IMAGES_DIR: &str = "images";
 pub const THUMBS_DIR: &str = "thumbs";
 /// Folder that unreadable stray images are moved to.
 pub const UNREADABLE_DIR: &str = "unreadable";
+/// Folder of exported grids inside the gallery home.
+pub const EXPORTS_DIR: &str = "exports";
 /// Environment variable that relocates all of Sumi's data.
 pub const HOME_ENV: &str = "SUMI_HOME";
 /// `gallery_state` key of the folder stamp.
@@ -327,6 +330,42 @@ impl Gallery {
     /// The generations of a comparison group, by position.
     pub fn comparison_group(&self, group: i64) -> Result<Vec<Generation>> {
         Ok(store::group(&self.conn, group)?)
+    }
+
+    /// The labelled grid of a comparison group and the first image's settings.
+    pub fn group_grid(&self, group: i64) -> Result<(RgbImage, GenerationParams)> {
+        let gens = self.comparison_group(group)?;
+        let params: Vec<&GenerationParams> = gens.iter().map(|g| &g.params).collect();
+        let first = params.first().ok_or(GalleryError::EmptyGroup(group))?;
+        let cells = gens
+            .iter()
+            .zip(grid::labels(&params))
+            .map(|(g, label)| {
+                let path = self.image_path(g);
+                let image = image::open(&path)
+                    .map_err(|source| GalleryError::Image {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .to_rgb8();
+                Ok(grid::Cell { image, label })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let img = grid::compose(&cells, grid::columns(&params), &grid::header(&params));
+        Ok((img, (*first).clone()))
+    }
+
+    /// Writes a comparison group's labelled grid to `path` (atomically, with `parameters` text).
+    pub fn export_grid(&self, group: i64, path: &Path) -> Result<()> {
+        let (img, first) = self.group_grid(group)?;
+        grid::write_png(&img, &first, path)
+    }
+
+    /// The folder grids exported from the app go to (created when needed).
+    pub fn exports_dir(&self) -> Result<PathBuf> {
+        let dir = self.home.join(EXPORTS_DIR);
+        fs::create_dir_all(&dir).map_err(io_err("cannot create folder", &dir))?;
+        Ok(dir)
     }
 
     /// Runs SQLite's full integrity check; returns the problems found (empty when healthy).

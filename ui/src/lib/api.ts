@@ -3,7 +3,7 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { writable } from "svelte/store";
 import { applyEvent, emptyJobs, type JobsState } from "./jobs";
-import type { Generation, ModelView, Page, Tables, WorkerEvent } from "./types";
+import type { Generation, ModelsView, Page, Tables, WorkerEvent } from "./types";
 import type { FormPayload } from "./form";
 
 /** Everything the worker has reported so far. */
@@ -47,10 +47,10 @@ export function imageUrl(id: number, kind: "image" | "thumb" = "image"): string 
 /** Typed wrappers of the app's commands. */
 export const api = {
   tables: () => invoke<Tables>("tables"),
-  models: () => invoke<{ current: ModelView | null; loading: boolean; known: string[] }>("models"),
+  models: () => invoke<ModelsView>("models"),
   loadModel: (path: string) => invoke<void>("load_model", { path }),
   generate: (form: FormPayload) => invoke<{ job: number; seed: number }[]>("generate", { form }),
-  compare: (form: FormPayload, variants: { sampler: string; schedule: string }[]) =>
+  compare: (form: FormPayload, variants: { sampler: string; schedule: string; steps?: number; cfg?: number }[]) =>
     invoke<{ group: number; jobs: { job: number; seed: number }[] }>("compare", { form, variants }),
   cancel: () => invoke<void>("cancel"),
   clearQueue: () => invoke<number>("clear_queue"),
@@ -63,4 +63,6 @@ export const api = {
   samePixels: (a: number, b: number) => invoke<boolean>("same_pixels", { a, b }),
   importImages: (paths: string[]) => invoke<[number, string[]]>("import_images", { paths }),
   group: (group: number) => invoke<Generation[]>("comparison_group", { group }),
+  exportGrid: (group: number) => invoke<string>("export_grid", { group }),
+  showInFolder: (id: number | null) => invoke<void>("show_in_folder", { id }),
 };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyEvent, emptyJobs, formatSecs, pending, progressText } from "./jobs";
+import { applyEvent, emptyJobs, formatBytes, formatSecs, loadingText, pending, progressText } from "./jobs";
 import type { QueueItem, WorkerEvent } from "./types";
 
 const item = (job: number, running = false): QueueItem => ({
@@ -66,5 +66,28 @@ describe("jobs", () => {
     expect(formatSecs(42.4)).toBe("42 s");
     expect(formatSecs(125)).toBe("2 min 5 s");
     expect(formatSecs(Number.POSITIVE_INFINITY)).toBe("?");
+  });
+});
+
+describe("model loading", () => {
+  it("tracks stages and clears them when done or failed", () => {
+    const s = run([
+      { kind: "modelLoading", path: "/m" },
+      { kind: "modelProgress", stage: "config", percent: 0 },
+      { kind: "modelProgress", stage: "UNet", percent: 12 },
+    ]);
+    expect(s.modelStage).toEqual({ stage: "UNet", percent: 12 });
+    expect(loadingText(s.modelStage)).toBe("Loading UNet… 12%");
+    expect(loadingText({ stage: "config", percent: 0 })).toBe("Reading the config…");
+    const failed = applyEvent(s, { kind: "modelFailed", message: "bad" });
+    expect(failed.modelStage).toBeNull();
+    expect(failed.modelLoading).toBeNull();
+    expect(failed.modelError).toBe("bad");
+  });
+
+  it("formats sizes", () => {
+    expect(formatBytes(3_400_000_000)).toBe("3.4 GB");
+    expect(formatBytes(320_400_000)).toBe("320 MB");
+    expect(formatBytes(12_000)).toBe("12 kB");
   });
 });

@@ -24,6 +24,8 @@ export interface JobsState {
   lastFinished: number | null;
   model: ModelView | null;
   modelLoading: string | null;
+  /** The stage a loading model is in, and the share of its weights read. */
+  modelStage: { stage: string; percent: number } | null;
   modelError: string | null;
 }
 
@@ -36,6 +38,7 @@ export function emptyJobs(): JobsState {
     lastFinished: null,
     model: null,
     modelLoading: null,
+    modelStage: null,
     modelError: null,
   };
 }
@@ -57,11 +60,13 @@ export function applyEvent(s: JobsState, e: WorkerEvent): JobsState {
       return { ...s, queue: e.items, jobs };
     }
     case "modelLoading":
-      return { ...s, modelLoading: e.path, modelError: null };
+      return { ...s, modelLoading: e.path, modelStage: null, modelError: null };
+    case "modelProgress":
+      return { ...s, modelStage: { stage: e.stage, percent: e.percent } };
     case "modelLoaded":
-      return { ...s, model: e.model, modelLoading: null, modelError: null };
+      return { ...s, model: e.model, modelLoading: null, modelStage: null, modelError: null };
     case "modelFailed":
-      return { ...s, model: null, modelLoading: null, modelError: e.message };
+      return { ...s, model: null, modelLoading: null, modelStage: null, modelError: e.message };
     case "started":
       return { ...put(e.job, { status: "running", total: e.total, seed: e.seed, index: 0 }), current: e.job };
     case "step":
@@ -102,6 +107,19 @@ export function progressText(j: JobState): string {
   const rate = j.itPerSec > 0 ? ` · ${j.itPerSec.toFixed(j.itPerSec < 10 ? 1 : 0)} it/s` : "";
   const eta = j.index > 0 ? ` · ETA ${formatSecs(j.etaSecs)}` : "";
   return `Step ${j.index}/${j.total}${rate}${eta}`;
+}
+
+/** "Loading UNet… 12%" for a loading model. */
+export function loadingText(stage: { stage: string; percent: number } | null): string {
+  if (!stage) return "Starting…";
+  return stage.stage === "config" ? "Reading the config…" : `Loading ${stage.stage}… ${stage.percent}%`;
+}
+
+/** Bytes as "3.4 GB", "320 MB" or "12 kB". */
+export function formatBytes(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(1)} GB`;
+  if (n >= 1e6) return `${Math.round(n / 1e6)} MB`;
+  return `${Math.max(1, Math.round(n / 1e3))} kB`;
 }
 
 /** Seconds as "0.4 s", "12 s" or "2 min 5 s". */

@@ -15,6 +15,24 @@ export interface ModelView {
   size: number;
 }
 
+/** A model the picker offers. */
+export interface ModelEntry {
+  name: string;
+  path: string;
+  family: string | null;
+  size: number;
+  source: string;
+  unusable: string | null;
+}
+
+/** What the `models` command returns. */
+export interface ModelsView {
+  current: ModelView | null;
+  loading: boolean;
+  known: string[];
+  available: ModelEntry[];
+}
+
 /** One entry of the visible queue. */
 export interface QueueItem {
   job: number;
@@ -31,6 +49,7 @@ export interface QueueItem {
 export type WorkerEvent =
   | { kind: "queue"; items: QueueItem[] }
   | { kind: "modelLoading"; path: string }
+  | { kind: "modelProgress"; stage: string; percent: number }
   | { kind: "modelLoaded"; model: ModelView }
   | { kind: "modelFailed"; message: string }
   | { kind: "started"; job: number; seed: number; total: number }

@@ -141,6 +141,8 @@ pub struct Model {
     pub device: Device,
     /// Compute dtype.
     pub dtype: DType,
+    /// How previews turn latents into colours (fitted to the VAE when it is not a standard one).
+    pub preview: crate::preview::PreviewMap,
 }
 
 /// Which compute dtype to use on `device`: f32 on CPU, f16 on GPUs.
@@ -173,6 +175,29 @@ pub struct LoadOptions {
     pub vae: Option<PathBuf>,
 }
 
+/// A stage of loading a model, reported to [`Model::load_with_progress`]'s callback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadStage {
+    /// What is being read: "config", "text encoder", "UNet" or "VAE".
+    pub name: &'static str,
+    /// Share of the model's weights read before this stage, 0 to 1 (by bytes for folders,
+    /// typical shares for single files).
+    pub fraction: f32,
+}
+
+/// Bytes of the `.safetensors` files directly in `dir` (0 when unreadable).
+fn weight_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Resolves what the user typed for `--model`: a folder, or a repo id in the local HF cache.
 pub fn resolve(spec: &str) -> Result<PathBuf> {
     let path = Path::new(spec);
@@ -202,15 +227,37 @@ impl Model {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        Self::load_with_progress(path, options, device, dtype, &mut |_| {})
+    }
+
+    /// [`Model::load_with`], calling `progress` as each stage (config, text encoder, UNet, VAE) starts.
+    pub fn load_with_progress(
+        path: &Path,
+        options: &LoadOptions,
+        device: &Device,
+        dtype: DType,
+        progress: &mut dyn FnMut(LoadStage),
+    ) -> Result<Self> {
+        progress(LoadStage {
+            name: "config",
+            fraction: 0.0,
+        });
         let mut model = if path.is_file() {
-            Self::load_single_file(path, options, device, dtype)?
+            Self::load_single_file(path, options, device, dtype, progress)?
         } else {
-            Self::load_folder(path, options, device, dtype)?
+            Self::load_folder(path, options, device, dtype, progress)?
         };
         if let Some(vae_path) = &options.vae {
             model.vae = load_vae_override(vae_path, model.info.scaling_factor, device, dtype)?;
             model.info.downscale = model.vae.config().downscale() as u32;
         }
+        model.preview = crate::preview::PreviewMap::for_vae(
+            &model.vae,
+            model.info.family,
+            model.info.scaling_factor,
+            device,
+            dtype,
+        )?;
         Ok(model)
     }
 
@@ -219,6 +266,7 @@ impl Model {
         options: &LoadOptions,
         device: &Device,
         dtype: DType,
+        progress: &mut dyn FnMut(LoadStage),
     ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::model(
@@ -262,8 +310,21 @@ impl Model {
         };
         tracing::info!(name = %info.name, family = ?family, ?prediction, "loading model");
 
+        let text_bytes =
+            weight_bytes(&dir.join("text_encoder")) + weight_bytes(&dir.join("text_encoder_2"));
+        let unet_bytes = weight_bytes(&dir.join("unet"));
+        let total = (text_bytes + unet_bytes + weight_bytes(&dir.join("vae"))).max(1) as f32;
+        let mut stage = |name, done: u64| {
+            progress(LoadStage {
+                name,
+                fraction: done as f32 / total,
+            })
+        };
+        stage("text encoder", 0);
         let text = TextEncoder::load(dir, device, dtype)?;
+        stage("UNet", text_bytes);
         let unet = load_unet(&dir.join("unet"), unet_cfg, device, dtype)?;
+        stage("VAE", text_bytes + unet_bytes);
         let vae = load_vae(&dir.join("vae"), vae_cfg, device, dtype)?;
         Ok(Self {
             info,
@@ -274,6 +335,7 @@ impl Model {
             levels,
             device: device.clone(),
             dtype,
+            preview: crate::preview::PreviewMap::for_family(family),
         })
     }
 }
@@ -284,6 +346,7 @@ impl Model {
         options: &LoadOptions,
         device: &Device,
         dtype: DType,
+        progress: &mut dyn FnMut(LoadStage),
     ) -> Result<Self> {
         use single_file as sf;
         let is_safetensors = path
@@ -331,6 +394,11 @@ impl Model {
         vae_cfg
             .validate()
             .map_err(|e| Error::model(path, format!("unsupported VAE: {e}")))?;
+        // Typical shares of an SD checkpoint's bytes: text encoder ~7%, UNet ~86%, VAE ~7%.
+        progress(LoadStage {
+            name: "text encoder",
+            fraction: 0.0,
+        });
         let mut encoders = Vec::new();
         for ((i, mut cfg), tok_dir) in text_cfgs.into_iter().enumerate().zip(tok_dirs) {
             let mut tok = ClipTokenizer::load(&tok_dir)?;
@@ -349,8 +417,16 @@ impl Model {
             TextStyle::LastLayer
         };
         let text = TextEncoder::from_parts(encoders, style, family == Family::Sdxl, device, dtype)?;
+        progress(LoadStage {
+            name: "UNet",
+            fraction: 0.07,
+        });
         let unet = UNet::new(unet_cfg.clone(), sf::unet_builder(&ck, dtype, device)?)
             .map_err(|e| Error::model(path, format!("UNet weights do not load: {e}")))?;
+        progress(LoadStage {
+            name: "VAE",
+            fraction: 0.93,
+        });
         let vb = sf::vae_builder(
             &ck,
             "first_stage_model.",
@@ -388,6 +464,7 @@ impl Model {
             levels,
             device: device.clone(),
             dtype,
+            preview: crate::preview::PreviewMap::for_family(family),
         })
     }
 }

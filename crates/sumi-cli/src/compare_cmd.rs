@@ -1,0 +1,216 @@
+//! `sumi compare`: one prompt and seed through several samplers, schedules, step counts or
+//! CFG values (every combination), saved as one comparison group and drawn as a labelled grid.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sumi_engine::model::{self, Model};
+use sumi_engine::{sampling, Event, Request};
+use sumi_gallery::{grid, ComparisonSlot, Gallery, GenerationParams};
+
+/// Most images one comparison may make.
+pub const MAX_CELLS: usize = 16;
+
+/// Options of `sumi compare`.
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Diffusers model folder, single-file .safetensors checkpoint, or a cached repo id
+    /// (default: the built-in demo model).
+    #[arg(long)]
+    model: Option<String>,
+    /// What to draw.
+    #[arg(long, short)]
+    prompt: String,
+    /// What to avoid.
+    #[arg(long, short = 'n', default_value = "")]
+    negative_prompt: String,
+    /// Seed shared by every image.
+    #[arg(long)]
+    seed: u64,
+    /// Samplers, comma-separated, e.g. "Euler,DPM++ 2M" (default: the model's).
+    #[arg(long, value_delimiter = ',')]
+    samplers: Vec<String>,
+    /// Schedules, comma-separated, e.g. "Normal,Karras" (default: the model's).
+    #[arg(long, value_delimiter = ',')]
+    schedules: Vec<String>,
+    /// Step counts, comma-separated, e.g. 10,20 (default: the model's).
+    #[arg(long, value_delimiter = ',')]
+    steps: Vec<u32>,
+    /// CFG scales, comma-separated, e.g. 5,7.5 (default: the model's).
+    #[arg(long, value_delimiter = ',')]
+    cfg: Vec<f64>,
+    /// Image width (multiple of 8).
+    #[arg(long)]
+    width: Option<u32>,
+    /// Image height (multiple of 8).
+    #[arg(long)]
+    height: Option<u32>,
+    /// Where to write the labelled grid PNG.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Do not save the images into the gallery.
+    #[arg(long)]
+    no_save: bool,
+    /// Compute device: cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn trimmed(list: &[String]) -> Vec<&str> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The requests of every combination, samplers outermost and CFG innermost.
+fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
+    let base = Request::with_defaults(model, &args.prompt, args.seed);
+    let mut samplers = Vec::new();
+    for name in trimmed(&args.samplers) {
+        let (s, legacy) = sampling::parse_sampler(name)?;
+        samplers.push((s.name.to_string(), legacy.map(|l| l.name.to_string())));
+    }
+    if samplers.is_empty() {
+        samplers.push((base.sampler.clone(), None));
+    }
+    let mut schedules = Vec::new();
+    for name in trimmed(&args.schedules) {
+        schedules.push(sampling::schedule(name)?.name.to_string());
+    }
+    let steps = if args.steps.is_empty() {
+        vec![base.steps]
+    } else {
+        args.steps.clone()
+    };
+    let cfgs = if args.cfg.is_empty() {
+        vec![base.cfg]
+    } else {
+        args.cfg.clone()
+    };
+    let mut out = Vec::new();
+    for (sampler, legacy) in &samplers {
+        // A legacy name such as "DPM++ 2M Karras" brings its schedule unless --schedules is given.
+        let own = [legacy.clone().unwrap_or_else(|| base.schedule.clone())];
+        let scheds: &[String] = if schedules.is_empty() {
+            &own
+        } else {
+            &schedules
+        };
+        for schedule in scheds {
+            for &s in &steps {
+                for &c in &cfgs {
+                    let mut r = base.clone();
+                    r.negative_prompt = args.negative_prompt.clone();
+                    r.sampler = sampler.clone();
+                    r.schedule = schedule.clone();
+                    r.steps = s;
+                    r.cfg = c;
+                    if let Some(w) = args.width {
+                        r.width = w;
+                    }
+                    if let Some(h) = args.height {
+                        r.height = h;
+                    }
+                    r.validate(model.info.downscale)?;
+                    out.push(r);
+                }
+            }
+        }
+    }
+    if out.len() > MAX_CELLS {
+        bail!(
+            "that makes {} images; a comparison holds at most {MAX_CELLS}: give fewer values",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// Runs `sumi compare`.
+pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
+    let device = sumi_engine::device::pick(&args.device)?;
+    let path = match &args.model {
+        Some(spec) => model::resolve(spec)?,
+        None => model::builtin_demo_model()?,
+    };
+    eprintln!("loading {} ...", path.display());
+    let model = Model::load(&path, &device, model::default_dtype(&device))?;
+    let requests = requests(&args, &model)?;
+    let params: Vec<GenerationParams> = requests
+        .iter()
+        .map(|r| crate::save::params(r, &model))
+        .collect();
+    let refs: Vec<&GenerationParams> = params.iter().collect();
+    let labels = grid::labels(&refs);
+
+    let gallery = if args.no_save {
+        None
+    } else {
+        Some(
+            Gallery::open(home)
+                .with_context(|| format!("cannot open the gallery in {}", home.display()))?,
+        )
+    };
+    let group = match &gallery {
+        Some(g) => Some(g.new_comparison_group()?),
+        None => None,
+    };
+
+    let total: u64 = requests.iter().map(|r| r.steps as u64).sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let cancel = AtomicBool::new(false);
+    let mut cells = Vec::new();
+    let mut done = 0u64;
+    for (i, (request, label)) in requests.iter().zip(&labels).enumerate() {
+        bar.set_message(format!("{}/{}: {label}", i + 1, requests.len()));
+        let started = Instant::now();
+        let image = sumi_engine::generate(&model, request, &cancel, &mut |event| {
+            if let Event::Step { index, .. } = event {
+                bar.set_position(done + index as u64 + 1);
+            }
+        })
+        .with_context(|| format!("generating {label}"))?;
+        let elapsed = started.elapsed();
+        done += request.steps as u64;
+        bar.set_position(done);
+        bar.suspend(|| eprintln!("{label}: {:.2}s", elapsed.as_secs_f64()));
+        if let (Some(g), Some(group)) = (&gallery, group) {
+            let mut meta = crate::save::meta(&model, elapsed);
+            meta.comparison = Some(ComparisonSlot {
+                group,
+                position: i as i64,
+            });
+            g.add(&params[i], &meta, &image)?;
+        }
+        cells.push(grid::Cell {
+            image,
+            label: label.clone(),
+        });
+    }
+    bar.finish_and_clear();
+    let img = grid::compose(&cells, grid::columns(&refs), &grid::header(&refs));
+    grid::write_png(&img, &params[0], &args.output)?;
+    if let Some(group) = group {
+        eprintln!(
+            "saved {} images to the gallery as comparison group {group}",
+            cells.len()
+        );
+    }
+    eprintln!(
+        "wrote {} ({}x{})",
+        args.output.display(),
+        img.width(),
+        img.height()
+    );
+    Ok(())
+}
