@@ -73,8 +73,13 @@ pub struct ScheduleEntry {
     pub func: ScheduleFn,
 }
 
+/// A k-diffusion sampler row; the optional last argument is its "Automatic" schedule (A1111's
+/// per-sampler default), else Normal.
 macro_rules! k {
     ($name:expr, $id:expr, $f:expr, $evals:expr, $noise:expr) => {
+        k!($name, $id, $f, $evals, $noise, "normal")
+    };
+    ($name:expr, $id:expr, $f:expr, $evals:expr, $noise:expr, $sched:expr) => {
         SamplerEntry {
             name: $name,
             id: $id,
@@ -83,7 +88,7 @@ macro_rules! k {
             stochastic: !matches!($noise, NoiseKind::None),
             noise: $noise,
             init_noise: InitNoise::SigmaMax,
-            default_schedule: "normal",
+            default_schedule: $sched,
             own_steps: false,
         }
     };
@@ -110,17 +115,32 @@ use NoiseKind::{Brownian as B, None as D, PerStep as A};
 
 /// Every sampler, in the order A1111 lists them.
 pub static SAMPLERS: &[SamplerEntry] = &[
-    k!("DPM++ 2M", "dpmpp_2m", s::dpmpp_2m, 1, D),
-    k!("DPM++ SDE", "dpmpp_sde", s::dpmpp_sde, 2, B),
-    k!("DPM++ 2M SDE", "dpmpp_2m_sde", s::dpmpp_2m_sde, 1, B),
+    k!("DPM++ 2M", "dpmpp_2m", s::dpmpp_2m, 1, D, "karras"),
+    k!("DPM++ SDE", "dpmpp_sde", s::dpmpp_sde, 2, B, "karras"),
+    k!(
+        "DPM++ 2M SDE",
+        "dpmpp_2m_sde",
+        s::dpmpp_2m_sde,
+        1,
+        B,
+        "exponential"
+    ),
     k!(
         "DPM++ 2S a",
         "dpmpp_2s_ancestral",
         s::dpmpp_2s_ancestral,
         2,
-        A
+        A,
+        "karras"
     ),
-    k!("DPM++ 3M SDE", "dpmpp_3m_sde", s::dpmpp_3m_sde, 1, B),
+    k!(
+        "DPM++ 3M SDE",
+        "dpmpp_3m_sde",
+        s::dpmpp_3m_sde,
+        1,
+        B,
+        "exponential"
+    ),
     k!("Euler a", "euler_ancestral", s::euler_ancestral, 1, A),
     k!("Euler", "euler", s::euler, 1, D),
     k!("LMS", "lms", s::lms, 1, D),
