@@ -648,7 +648,7 @@ fn measure(
         progress("preview");
         let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
         let r = time_runs(opts.repeats.max(5), || {
-            crate::preview::latent_preview(&z, model.info.family)?;
+            crate::preview::latent_preview(&z, &model.preview)?;
             Ok(())
         })?;
         push("preview", r, "latent preview of one step's x0".into());
