@@ -2,10 +2,10 @@
 //! them: `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE), `cond_stage_model.*`
 //! (SD 1.x CLIP-L / SD 2.x OpenCLIP) or `conditioner.embedders.{0,1}.*` (SDXL).
 //!
-//! The file is memory-mapped once; each component gets a [`VarBuilder`] over a backend that maps
+//! The header is read once; each component gets a [`VarBuilder`] over a backend that maps
 //! the diffusers-style names Sumi's modules ask for onto the file's own names, splitting fused
 //! OpenCLIP attention weights and reshaping 1x1-conv VAE attention weights as each tensor is
-//! loaded. Nothing is converted or written to disk. Configs are inferred from tensor names and
+//! read from the file. Nothing is converted or written to disk. Configs are inferred from tensor names and
 //! shapes; what shapes cannot tell (head counts, v-prediction) comes from the standard values of
 //! the family, a companion `.yaml`, or the caller's options.
 
@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -21,6 +20,7 @@ use serde_json::json;
 
 use super::unet::UNetConfig;
 use super::vae::VaeConfig;
+use super::weights::SafetensorsFiles;
 use super::{Family, Prediction};
 use crate::text::ClipTextConfig;
 use crate::{Error, Result};
@@ -32,10 +32,10 @@ const SD2_CLIP: &str = "cond_stage_model.model.";
 const XL_CLIP_L: &str = "conditioner.embedders.0.transformer.";
 const XL_CLIP_G: &str = "conditioner.embedders.1.model.";
 
-/// A memory-mapped single-file checkpoint with the shapes of all its tensors.
+/// A single-file checkpoint with the shapes of all its tensors.
 pub struct Checkpoint {
     path: PathBuf,
-    st: MmapedSafetensors,
+    st: SafetensorsFiles,
     shapes: HashMap<String, Vec<usize>>,
 }
 
@@ -70,19 +70,15 @@ pub fn is_pickle_extension(path: &Path) -> bool {
 }
 
 impl Checkpoint {
-    /// Maps `path` and reads its header; malformed files give an error naming the file.
+    /// Opens `path` and reads its header; malformed files give an error naming the file.
     pub fn open(path: &Path) -> Result<Self> {
         if is_pickle_extension(path) {
             return Err(refuse_pickle(path));
         }
-        super::weights::check_header(path)?;
-        // SAFETY: the file is mapped read-only; Sumi never writes model files while they are mapped.
-        let st = unsafe { MmapedSafetensors::new(path) }
-            .map_err(|e| Error::model(path, format!("not a valid safetensors file: {e}")))?;
+        let st = SafetensorsFiles::open(&[path.to_path_buf()])?;
         let shapes = st
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.shape().to_vec()))
+            .shapes()
+            .map(|(name, shape)| (name.to_string(), shape.to_vec()))
             .collect();
         Ok(Self {
             path: path.to_path_buf(),
@@ -579,7 +575,7 @@ struct LdmBackend {
 }
 
 impl LdmBackend {
-    fn load(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+    fn load(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let source = (self.map)(name).ok_or_else(|| {
             candle_core::Error::Msg(format!("no tensor in the checkpoint maps to {name}"))
         })?;
@@ -587,7 +583,7 @@ impl LdmBackend {
             if !self.ck.has(key) {
                 candle_core::bail!("tensor {key} (for {name}) is missing from the checkpoint");
             }
-            self.ck.st.load(key, dev)
+            self.ck.st.load(key, dtype, dev)
         };
         match source {
             Source::Plain(k) => raw(&k),
@@ -629,7 +625,7 @@ impl SimpleBackend for LdmBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self.load(name, dev)?;
+        let t = self.load(name, dtype, dev)?;
         if t.shape() != &s {
             return Err(candle_core::Error::UnexpectedShape {
                 msg: format!("shape mismatch for {name}"),
@@ -641,7 +637,7 @@ impl SimpleBackend for LdmBackend {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, dev)?.to_dtype(dtype)
+        self.load(name, dtype, dev)?.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -298,18 +298,10 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Opens safetensors files lazily, naming the file when one is not valid safetensors.
+/// Opens safetensors files, naming the file when one is not valid safetensors; tensors are read
+/// from the files as the model asks for them.
 fn open_weights(files: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
-    for f in files {
-        // Parse each header separately first, so that an error names the broken file.
-        // SAFETY: the file is mapped read-only and only read while this call runs; the model
-        // folders are not expected to change while a model is loaded.
-        unsafe { candle_core::safetensors::MmapedSafetensors::new(f) }
-            .map_err(|e| Error::model(f, format!("not a valid safetensors file: {e}")))?;
-    }
-    // SAFETY: as above; the builder keeps the maps alive for as long as it is used to load weights.
-    unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
-        .map_err(|e| Error::model(&files[0], format!("not a valid safetensors file: {e}")))
+    crate::model::weights::var_builder(files, dtype, device)
 }
 
 impl ClipTextModel {
