@@ -43,7 +43,7 @@ fn demo_model_draws_the_colours_it_is_asked_for() {
             let mut req = Request::with_defaults(&model, prompt, 7);
             req.sampler = sampler.into();
             req.schedule = schedule.into();
-            req.steps = 12;
+            req.steps = 20;
             let mut previews = 0;
             let img = generate(&model, &req, &cancel, &mut |e| {
                 if let Event::Step {
@@ -56,7 +56,7 @@ fn demo_model_draws_the_colours_it_is_asked_for() {
             })
             .unwrap();
             assert_eq!(img.dimensions(), (32, 32));
-            assert_eq!(previews, 12, "one preview per step");
+            assert_eq!(previews, 20, "one preview per step");
             let d = demo_detect::detect(&img);
             if d.object != object || d.background != background {
                 failures.push(format!("{sampler}: {prompt:?} -> {d:?}"));
