@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Runs `sumi bench` and the same measurements in diffusers, interleaved, and prints Sumi/diffusers.
 
-Both sides use the configs `sumi bench` reports (SD1.5 shapes by default), random weights, f32 on
-the CPU and the same thread count. Each round runs Sumi then diffusers in fresh processes, so the
+Both sides use the configs `sumi bench` reports (SD1.5 shapes by default), random weights, the
+same device and dtype (f32 on the CPU with the same thread count by default; `--device cuda
+--dtype f16` on an NVIDIA GPU). Each round runs Sumi then diffusers in fresh processes, so the
 peak resident memory of each is its own; the reported time of a component is the minimum over
 all rounds and repeats (the machine may be shared, so minima are the stable statistic).
 
     python bench/compare_diffusers.py --sumi target/release/sumi --threads 1 --rounds 2
+    python bench/compare_diffusers.py --sumi sumi --device cuda --dtype f16 --model sdxl \
+        --components load,unet,vae
 """
 import argparse
 import gc
@@ -23,7 +26,8 @@ DIFFUSERS_COMPONENTS = ["load", "text", "unet", "vae", "generate"]
 
 def run_sumi(args, components):
     cmd = [args.sumi, "bench", "--json", "--model", args.model, "--threads", str(args.threads),
-           "--repeats", str(args.repeats), "--steps", str(args.steps), "--components", components]
+           "--repeats", str(args.repeats), "--steps", str(args.steps), "--components", components,
+           "--device", args.device, "--dtype", args.dtype]
     if args.size:
         cmd += ["--size", str(args.size)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
@@ -53,29 +57,41 @@ def prepare_diffusers(configs, folder, tokenizer_dir):
         f.write(tokenizer_dir)
 
 
-def diffusers_worker(folder, threads, size, repeats, steps, components):
+def diffusers_worker(folder, threads, size, repeats, steps, components, device, dtype):
     """Loads the saved models and times the components; prints JSON on stdout."""
     import torch
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    gpu = device != "cpu"
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     timings = {}
 
     def best(fn, n):
+        if gpu:
+            fn()  # warm-up: cuDNN and cuBLAS choose their kernels on the first call
         runs = []
         for _ in range(max(1, n)):
+            sync()
             c, t = time.process_time(), time.perf_counter()
             fn()
+            sync()
             runs.append((time.perf_counter() - t, time.process_time() - c))
         return min(runs)
 
     c, t = time.process_time(), time.perf_counter()
-    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet")).eval()
-    vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae")).eval()
-    text = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder")).eval()
+    load_dir = lambda cls, name: cls.from_pretrained(os.path.join(folder, name), torch_dtype=dt).to(
+        device).eval()
+    unet = load_dir(UNet2DConditionModel, "unet")
+    vae = load_dir(AutoencoderKL, "vae")
+    text = load_dir(CLIPTextModel, "text_encoder")
+    text_2 = (load_dir(CLIPTextModelWithProjection, "text_encoder_2")
+              if os.path.isdir(os.path.join(folder, "text_encoder_2")) else None)
+    sync()
     load = (time.perf_counter() - t, time.process_time() - c)
     if "load" in components:
         timings["load"] = load
@@ -84,25 +100,35 @@ def diffusers_worker(folder, threads, size, repeats, steps, components):
     with torch.inference_mode():
         def encode():
             ids = tok(["a photograph of an astronaut riding a horse", ""], padding="max_length",
-                      max_length=77, truncation=True, return_tensors="pt").input_ids
-            return text(ids)[0]
-        ctx = encode()
+                      max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+            if text_2 is None:
+                return text(ids)[0], None
+            # SDXL: penultimate layers of both encoders side by side, pooled from the second
+            h1 = text(ids, output_hidden_states=True).hidden_states[-2]
+            out2 = text_2(ids, output_hidden_states=True)
+            return torch.cat([h1, out2.hidden_states[-2]], dim=-1), out2.text_embeds
+        ctx, pooled = encode()
         if "text" in components:
             timings["text"] = best(encode, repeats)
         if "unet" in components:
-            x = torch.randn(1, 4, lat, lat)
+            x = torch.randn(1, 4, lat, lat, device=device, dtype=dt)
             sigma = 10.0
+            added = None
+            if pooled is not None:
+                ids = torch.tensor([[size, size, 0, 0, size, size]] * 2, device=device, dtype=dt)
+                added = {"text_embeds": pooled, "time_ids": ids}
+            ts = torch.tensor([700.0, 700.0], device=device)
 
             def step():
                 x_in = torch.cat([x, x]) / (sigma ** 2 + 1) ** 0.5
-                out = unet(x_in, torch.tensor([700.0, 700.0]), encoder_hidden_states=ctx).sample
+                out = unet(x_in, ts, encoder_hidden_states=ctx, added_cond_kwargs=added).sample
                 uncond, cond = out.chunk(2)
                 return x - (uncond + 7.0 * (cond - uncond)) * sigma
             timings["unet"] = best(step, repeats)
         if "vae" in components:
-            z = torch.randn(1, 4, lat, lat)
+            z = torch.randn(1, 4, lat, lat, device=device, dtype=dt)
             timings["vae"] = best(lambda: vae.decode(z).sample, repeats)
-        if "generate" in components:
+        if "generate" in components and text_2 is None:
             sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
                                            beta_schedule="scaled_linear", steps_offset=1)
             pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
@@ -115,7 +141,8 @@ def diffusers_worker(folder, threads, size, repeats, steps, components):
     gc.collect()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"timings": timings, "peak_rss_bytes": peak, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__,
+                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None}))
 
 
 def main():
@@ -128,13 +155,16 @@ def main():
     p.add_argument("--rounds", type=int, default=2, help="interleaved sumi/diffusers rounds")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--components", default="load,text,unet,vae,preview")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="f32", help="f32, f16 or bf16")
     p.add_argument("--json", help="also write all results here")
-    p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     p.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        folder, threads, size, repeats, steps, comps = args.worker
-        diffusers_worker(folder, int(threads), int(size), int(repeats), int(steps), comps.split(","))
+        folder, threads, size, repeats, steps, comps, device, dtype = args.worker
+        diffusers_worker(folder, int(threads), int(size), int(repeats), int(steps), comps.split(","),
+                         device, dtype)
         return
     if args.prepare:
         with open(args.prepare[0]) as f:
@@ -147,7 +177,7 @@ def main():
     sumi_runs, diff_runs = [], []
     with tempfile.TemporaryDirectory(prefix="sumi-diffusers-") as folder:
         for r in range(args.rounds):
-            print(f"round {r + 1}/{args.rounds}: sumi", file=sys.stderr, flush=True)
+            print(f"{time.time():.1f} round {r + 1}/{args.rounds}: sumi", file=sys.stderr, flush=True)
             s = run_sumi(args, comps)
             sumi_runs.append(s)
             if r == 0:
@@ -156,10 +186,11 @@ def main():
                     json.dump(s["configs"], f)
                 subprocess.run([sys.executable, __file__, "--prepare", cfg_path, folder], check=True)
             size = s["size"]
-            print(f"round {r + 1}/{args.rounds}: diffusers", file=sys.stderr, flush=True)
+            print(f"{time.time():.1f} round {r + 1}/{args.rounds}: diffusers", file=sys.stderr, flush=True)
             dcomps = ",".join(c for c in comps.split(",") if c in DIFFUSERS_COMPONENTS)
             out = subprocess.run([sys.executable, __file__, "--worker", folder, str(args.threads),
-                                  str(size), str(args.repeats), str(args.steps), dcomps],
+                                  str(size), str(args.repeats), str(args.steps), dcomps,
+                                  args.device, args.dtype],
                                  check=True, capture_output=True, text=True)
             diff_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -178,7 +209,8 @@ def main():
         rows.append((c, sumi_best(c), diff_best(c)))
     rss_s = min(s["peak_rss_bytes"] or 0 for s in sumi_runs)
     rss_d = min(d["peak_rss_bytes"] for d in diff_runs)
-    print(f"{args.model} {s0['size']}x{s0['size']}, f32, CPU, {args.threads} thread(s), "
+    print(f"{args.model} {s0['size']}x{s0['size']}, {args.dtype}, {args.device}, "
+          f"{args.threads} thread(s), "
           f"min of {args.rounds} rounds x {args.repeats} repeats; torch {diff_runs[0]['torch']}")
     print(f"{'component':<10} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
           f"{'sumi cpu s':>10} {'diff cpu s':>10} {'cpu ratio':>9}")
@@ -188,6 +220,10 @@ def main():
         print(f"{c:<10} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
               f"{num(ac, 10)} {num(bc, 10)} {rat(ac, bc, 9)}")
     print(f"{'peak_rss':<10} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
+    gpu_peaks = [d["peak_gpu_bytes"] for d in diff_runs if d.get("peak_gpu_bytes")]
+    if gpu_peaks:
+        print(f"diffusers peak GPU memory (torch.cuda.max_memory_allocated): "
+              f"{max(gpu_peaks) / 2**30:.2f}G")
     unet, prev = sumi_best("unet")[0], sumi_best("preview")[0]
     if unet and prev:
         print(f"preview cost per step: {100 * prev / unet:.3f}% of a UNet step")

@@ -36,6 +36,12 @@ pub struct BenchArgs {
     /// (default: a temp folder, removed afterwards).
     #[arg(long)]
     keep_dir: Option<std::path::PathBuf>,
+    /// Compute device: cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
 }
 
 /// Runs the benchmark and prints a table or JSON.
@@ -55,6 +61,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             None => bail!("unknown --model {:?} (sd15, sdxl or tiny)", args.model),
         }
     };
+    let device = sumi_engine::device::pick(&args.device)?;
+    let dtype = sumi_engine::device::pick_dtype(&args.dtype, &device)?;
     let opts = BenchOptions {
         preset,
         size: args.size.unwrap_or(preset.native_size()),
@@ -69,6 +77,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         dir: args.keep_dir.clone(),
         keep: args.keep_dir.is_some(),
         seed: 0,
+        device,
+        dtype,
     };
     let report = bench::run(&opts, &mut |what| eprintln!("bench: {what}"))?;
     if args.json {
@@ -81,8 +91,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 fn print_table(r: &BenchReport) {
     println!(
-        "{:?} {}x{}, {} threads, {}, {} kernels",
-        r.preset, r.size, r.size, r.threads, r.dtype, r.kernels
+        "{:?} {}x{} on {}, {} threads, {}, {} kernels",
+        r.preset, r.size, r.size, r.device, r.threads, r.dtype, r.kernels
     );
     println!(
         "{:<10} {:>10} {:>10}  what",

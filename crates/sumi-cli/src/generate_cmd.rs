@@ -70,6 +70,9 @@ pub struct GenerateArgs {
     /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
 }
 
 fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
@@ -106,7 +109,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         Some(spec) => model::resolve(spec)?,
         None => model::builtin_demo_model()?,
     };
-    let dtype = model::default_dtype(&device);
+    let dtype = sumi_engine::device::pick_dtype(&args.dtype, &device)?;
     let t0 = Instant::now();
     eprintln!("loading {} ...", path.display());
     let prediction = match args.prediction.as_deref() {

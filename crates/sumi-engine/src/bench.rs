@@ -78,6 +78,10 @@ pub struct BenchOptions {
     pub keep: bool,
     /// Seed of the weight generator.
     pub seed: u64,
+    /// Where to run.
+    pub device: Device,
+    /// Compute dtype (the weights are written as f32 and converted on load, as for any model).
+    pub dtype: DType,
 }
 
 /// One timed component.
@@ -107,6 +111,8 @@ pub struct BenchReport {
     pub steps: u32,
     /// Compute threads (`RAYON_NUM_THREADS` or all cores).
     pub threads: usize,
+    /// Compute device (`cpu`, `cuda:N`, `metal:N`).
+    pub device: String,
     /// Compute dtype.
     pub dtype: String,
     /// `sumi` (our CPU kernels) or `candle` (`SUMI_KERNELS=candle`: candle's own ops).
@@ -472,12 +478,15 @@ pub fn cpu_seconds() -> Option<f64> {
 /// Wall and CPU seconds of each run of `f`.
 type Runs = (Vec<f64>, Vec<Option<f64>>);
 
-fn time_runs(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Runs> {
+/// Times `f` `repeats` times; on a GPU each run ends when the device has finished its queued work.
+fn time_runs(device: &Device, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Runs> {
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
+        device.synchronize()?;
         let c = cpu_seconds();
         let t = Instant::now();
         f()?;
+        device.synchronize()?;
         wall.push(t.elapsed().as_secs_f64());
         cpu.push(c.zip(cpu_seconds()).map(|(a, b)| b - a));
     }
@@ -527,7 +536,8 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         size: opts.size,
         steps: opts.steps,
         threads: threads(),
-        dtype: "f32".into(),
+        device: crate::device::name(&opts.device),
+        dtype: format!("{:?}", opts.dtype).to_lowercase(),
         kernels: if crate::kernels::enabled() {
             "sumi"
         } else {
@@ -547,8 +557,7 @@ fn measure(
     want: &dyn Fn(&str) -> bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Timing>> {
-    let device = Device::Cpu;
-    let dtype = DType::F32;
+    let (device, dtype) = (&opts.device, opts.dtype);
     let mut timings = Vec::new();
     let mut push = |component: &str, (runs, cpu): Runs, what: String| {
         let best = (0..runs.len())
@@ -565,8 +574,8 @@ fn measure(
 
     progress("load");
     let mut loaded = None;
-    let load = time_runs(1, || {
-        loaded = Some(Model::load(dir, &device, dtype)?);
+    let load = time_runs(device, 1, || {
+        loaded = Some(Model::load(dir, device, dtype)?);
         Ok(())
     })?;
     let model = loaded.ok_or_else(|| invalid("model not loaded"))?;
@@ -583,7 +592,7 @@ fn measure(
     let mut cond = None;
     if want("text") || want("unet") {
         progress("text");
-        let r = time_runs(opts.repeats, || {
+        let r = time_runs(device, opts.repeats, || {
             cond = Some(model.text.encode(prompt, "", true)?);
             Ok(())
         })?;
@@ -603,7 +612,7 @@ fn measure(
                 let s = opts.size as f32;
                 Some(AddedCond {
                     text_embeds: pooled.clone(),
-                    time_ids: Tensor::new(&[s, s, 0.0, 0.0, s, s], &device)?
+                    time_ids: Tensor::new(&[s, s, 0.0, 0.0, s, s], device)?
                         .unsqueeze(0)?
                         .repeat((pooled.dim(0)?, 1))?,
                 })
@@ -621,8 +630,8 @@ fn measure(
             dtype,
             &cancel,
         );
-        let x = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_runs(opts.repeats, || {
+        let x = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), device)?;
+        let r = time_runs(device, opts.repeats, || {
             den.denoise(&x, 10.0)?;
             Ok(())
         })?;
@@ -637,8 +646,8 @@ fn measure(
     }
     if want("vae") {
         progress("vae");
-        let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_runs(opts.repeats, || {
+        let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), device)?.to_dtype(dtype)?;
+        let r = time_runs(device, opts.repeats, || {
             model.vae.decode(&z)?;
             Ok(())
         })?;
@@ -646,8 +655,8 @@ fn measure(
     }
     if want("preview") {
         progress("preview");
-        let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), &device)?;
-        let r = time_runs(opts.repeats.max(5), || {
+        let z = Tensor::randn(0f32, 1f32, (1, 4, latent_hw, latent_hw), device)?;
+        let r = time_runs(device, opts.repeats.max(5), || {
             crate::preview::latent_preview(&z, &model.preview)?;
             Ok(())
         })?;
@@ -662,7 +671,7 @@ fn measure(
         req.width = opts.size as u32;
         req.height = opts.size as u32;
         let cancel = AtomicBool::new(false);
-        let r = time_runs(1, || {
+        let r = time_runs(device, 1, || {
             crate::pipeline::generate(&model, &req, &cancel, &mut |_| {})?;
             Ok(())
         })?;

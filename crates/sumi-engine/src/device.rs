@@ -49,11 +49,47 @@ pub fn pick(name: &str) -> Result<Device> {
     }
 }
 
+/// `auto` (f32 on the CPU, f16 on a GPU), `f32`, `f16` or `bf16`.
+pub fn pick_dtype(name: &str, device: &Device) -> Result<candle_core::DType> {
+    use candle_core::DType;
+    match name.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(crate::model::default_dtype(device)),
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" if device.is_cpu() => Err(Error::InvalidRequest(
+            "bf16 is not supported on the CPU (its matrix products have no bf16 kernel): use f32"
+                .into(),
+        )),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::InvalidRequest(format!(
+            "unknown dtype {other:?}: use auto, f32, f16 or bf16"
+        ))),
+    }
+}
+
 /// A short name for a device as recorded with images: `cpu`, `cuda:N` or `metal`.
 pub fn name(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn dtype_names() {
+        let cpu = Device::Cpu;
+        assert_eq!(pick_dtype("auto", &cpu).unwrap(), DType::F32);
+        assert_eq!(pick_dtype("F16", &cpu).unwrap(), DType::F16);
+        assert_eq!(pick_dtype(" fp32 ", &cpu).unwrap(), DType::F32);
+        let bf16 = pick_dtype("bf16", &cpu).unwrap_err().to_string();
+        assert!(bf16.contains("use f32"), "{bf16}");
+        let bad = pick_dtype("f8", &cpu).unwrap_err().to_string();
+        assert!(bad.contains("auto, f32, f16 or bf16"), "{bad}");
     }
 }
