@@ -31,7 +31,9 @@ def run_sumi(args, components):
     if args.size:
         cmd += ["--size", str(args.size)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout)
 
 

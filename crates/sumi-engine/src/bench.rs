@@ -236,7 +236,25 @@ fn text_configs(preset: Preset) -> Vec<Value> {
 /// zero-cost broadcast zeros, so a model's weight list can be learned without allocating it.
 struct Recorder {
     seen: Arc<Mutex<BTreeMap<String, Vec<usize>>>>,
-    projection: bool,
+    /// The shape of `text_projection.weight` for a text encoder that has one (the model asks for
+    /// it without a shape, since its width comes from the file).
+    projection: Option<Vec<usize>>,
+}
+
+impl Recorder {
+    fn zeros(
+        &self,
+        name: &str,
+        shape: Vec<usize>,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.seen
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("recorder lock poisoned".into()))?
+            .insert(name.to_string(), shape.clone());
+        Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
+    }
 }
 
 impl SimpleBackend for Recorder {
@@ -248,25 +266,26 @@ impl SimpleBackend for Recorder {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        self.seen
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("recorder lock poisoned".into()))?
-            .insert(name.to_string(), s.dims().to_vec());
-        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+        self.zeros(name, s.dims().to_vec(), dtype, dev)
     }
 
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("the recorder needs a shape for {name}")
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match &self.projection {
+            Some(shape) if name == "text_projection.weight" => {
+                self.zeros(name, shape.clone(), dtype, dev)
+            }
+            _ => candle_core::bail!("the recorder needs a shape for {name}"),
+        }
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.projection && name == "text_projection.weight"
+        self.projection.is_some() && name == "text_projection.weight"
     }
 }
 
 /// The names and shapes of the weights `build` asks for.
 fn record(
-    projection: bool,
+    projection: Option<Vec<usize>>,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
 ) -> Result<BTreeMap<String, Vec<usize>>> {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
@@ -393,7 +412,7 @@ pub fn write_random_model(
 
     let unet_v = unet_config(preset);
     let unet_cfg: UNetConfig = from_json(&unet_v)?;
-    let shapes = record(false, |vb| UNet::new(unet_cfg, vb).map(|_| ()))?;
+    let shapes = record(None, |vb| UNet::new(unet_cfg, vb).map(|_| ()))?;
     std::fs::create_dir_all(dir.join("unet"))?;
     write_json(&dir.join("unet/config.json"), &unet_v)?;
     let n = write_random_safetensors(
@@ -407,7 +426,7 @@ pub fn write_random_model(
 
     let vae_v = vae_config(preset);
     let vae_cfg: VaeConfig = from_json(&vae_v)?;
-    let shapes = record(false, |vb| VaeDecoder::new(vae_cfg, vb).map(|_| ()))?;
+    let shapes = record(None, |vb| VaeDecoder::new(vae_cfg, vb).map(|_| ()))?;
     std::fs::create_dir_all(dir.join("vae"))?;
     write_json(&dir.join("vae/config.json"), &vae_v)?;
     let n = write_random_safetensors(
@@ -427,7 +446,7 @@ pub fn write_random_model(
             format!("_{}", i + 1)
         };
         let cfg: ClipTextConfig = from_json(&text_v)?;
-        let projection = cfg.projection_dim.is_some();
+        let projection = cfg.projection_dim.map(|p| vec![p, cfg.hidden_size]);
         let shapes = record(projection, |vb| {
             ClipTextModel::from_var_builder(cfg, vb, &Device::Cpu, DType::F32).map(|_| ())
         })?;
@@ -685,4 +704,30 @@ fn measure(
         );
     }
     Ok(timings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every preset's weight list can be recorded (SDXL's second text encoder asks for its
+    /// projection without a shape), with the parameter counts of the published models.
+    #[test]
+    fn every_preset_records_its_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        for (preset, unet_params) in [
+            (Preset::Tiny, None),
+            (Preset::Sd15, Some(859_520_964)),
+            (Preset::Sdxl, Some(2_567_463_684)),
+        ] {
+            let (params, configs) = write_random_model(dir.path(), preset, 0, false).unwrap();
+            assert!(configs.contains_key("unet") && configs.contains_key("vae"));
+            if let Some(n) = unet_params {
+                assert_eq!(params["unet"], n, "{preset:?}");
+            }
+            if preset == Preset::Sdxl {
+                assert_eq!(params["text_encoder_2"], 694_659_840);
+            }
+        }
+    }
 }
