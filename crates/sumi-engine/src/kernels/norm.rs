@@ -28,6 +28,9 @@ pub fn group_norm(
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
         && bias.dtype() == DType::F32;
+    if enabled() && !x.device().is_cpu() {
+        return by_layer_norm(x, groups, eps, weight, bias, silu);
+    }
     if !enabled() || !cpu_f32 {
         let y = reference(x, groups, eps, weight, bias)?;
         return if silu {
@@ -108,6 +111,44 @@ fn sum(v: &[f32]) -> f64 {
     v.chunks(4096).map(|c| c.iter().sum::<f32>() as f64).sum()
 }
 
+/// Group norm on a GPU as candle's fused layer-norm kernel over each (image, group) row, then the
+/// per-channel affine: four kernels where candle-nn's `GroupNorm` launches about a dozen, several
+/// of them over an f32 copy of the activations.
+fn by_layer_norm(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    weight: &Tensor,
+    bias: &Tensor,
+    silu: bool,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let c = dims[1];
+    let row = x.elem_count() / (dims[0] * groups);
+    let (ones, zeros) = (
+        Tensor::ones(row, x.dtype(), x.device())?,
+        Tensor::zeros(row, x.dtype(), x.device())?,
+    );
+    let normed = candle_nn::ops::layer_norm(
+        &x.contiguous()?.reshape((dims[0] * groups, row))?,
+        &ones,
+        &zeros,
+        eps as f32,
+    )?;
+    let mut channel = vec![1; dims.len()];
+    channel[1] = c;
+    let (w, b) = (
+        weight.to_dtype(x.dtype())?.reshape(channel.as_slice())?,
+        bias.to_dtype(x.dtype())?.reshape(channel.as_slice())?,
+    );
+    let y = normed.reshape(dims)?.broadcast_mul(&w)?.broadcast_add(&b)?;
+    if silu {
+        candle_nn::ops::silu(&y)
+    } else {
+        Ok(y)
+    }
+}
+
 /// candle-nn's group norm, as the fallback and the tests' reference.
 fn reference(
     x: &Tensor,
@@ -157,6 +198,30 @@ mod tests {
                     .unwrap();
                 assert!(d < 1e-4, "{:?} silu={silu}: max diff {d}", (b, c, h, w, g));
             }
+        }
+    }
+
+    /// The GPU path (run here on the CPU, where candle has the same layer-norm op) matches.
+    #[test]
+    fn layer_norm_path_matches() {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, g) in &[(2, 64, 9, 7, 32), (1, 6, 5, 3, 3)] {
+            let x = (Tensor::randn(0f32, 2.0, (b, c, h, w), &dev).unwrap() + 0.5).unwrap();
+            let wt = Tensor::randn(1f32, 0.2, c, &dev).unwrap();
+            let bs = Tensor::randn(0f32, 0.2, c, &dev).unwrap();
+            let want = candle_nn::ops::silu(&reference(&x, g, 1e-6, &wt, &bs).unwrap()).unwrap();
+            let got = by_layer_norm(&x, g, 1e-6, &wt, &bs, true).unwrap();
+            let d: f32 = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(d < 1e-4, "{:?}: max diff {d}", (b, c, h, w, g));
         }
     }
 
