@@ -10,13 +10,18 @@ pub fn pick(name: &str) -> Result<Device> {
     match name.trim().to_ascii_lowercase().as_str() {
         "cpu" => Ok(Device::Cpu),
         "auto" => {
+            // A GPU build on a machine without that GPU falls back to the CPU.
             if candle_core::utils::cuda_is_available() {
-                Ok(Device::new_cuda(0)?)
-            } else if candle_core::utils::metal_is_available() {
-                Ok(Device::new_metal(0)?)
-            } else {
-                Ok(Device::Cpu)
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
             }
+            if candle_core::utils::metal_is_available() {
+                if let Ok(d) = Device::new_metal(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
         }
         "metal" => {
             if !candle_core::utils::metal_is_available() {
@@ -44,9 +49,20 @@ pub fn pick(name: &str) -> Result<Device> {
                     .map_err(|_| bad(format!("bad CUDA device number in {other:?}")))?,
                 None => return Err(bad(format!("unknown device {other:?}"))),
             };
-            Ok(Device::new_cuda(ordinal)?)
+            Device::new_cuda(ordinal).map_err(|e| {
+                bad(format!(
+                    "cannot open CUDA device {ordinal} ({}): check the NVIDIA driver with \
+                     nvidia-smi, or use --device cpu",
+                    first_line(&e.to_string())
+                ))
+            })
         }
     }
+}
+
+/// candle's errors carry a backtrace after the first line when `RUST_BACKTRACE` is set.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
 }
 
 /// `auto` (f32 on the CPU, f16 on a GPU), `f32`, `f16` or `bf16`.
