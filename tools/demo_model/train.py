@@ -273,7 +273,8 @@ def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, ge
                 f"{1000 * (now - last_log) / (step - last_log_step):.1f} ms/step)")
             last_log, last_log_step = now, step
         if stop:
-            log(f"stopping at step {step}: time budget ({budget:.0f} s for this stage) reached")
+            if step < args.unet_steps:
+                log(f"stopping at step {step}: time budget ({budget:.0f} s for this stage) reached")
             break
         if save_cb and time.time() - last_save > args.save_every * 60:
             save_cb(ema_te, ema_unet, step, avg.item())
@@ -372,8 +373,7 @@ def main():
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convolutions use it by default)
         torch.backends.cudnn.benchmark = True
     # a resumed run draws other batches than the run it continues (the dataset stays the same)
     gen_seed = args.seed + (1 if args.resume else 0)
