@@ -434,13 +434,14 @@ def main():
         log(f"checkpoint at step {step} (avg loss {avg:.4f}) -> {args.out}"
             + (f", {args.tar}" if args.tar else "") + f" ({save_secs[0]:.1f} s)")
 
-    # the weights as loaded (or as initialised) go out first: this measures the save, and a
-    # run stopped from outside still leaves a loadable folder (and tar)
-    checkpoint(te, unet, 0, float("nan"))
+    if args.resume:
+        # the weights as loaded go out first: this measures the save, and a run stopped from
+        # outside still leaves a loadable folder (and tar)
+        checkpoint(te, unet, 0, float("nan"))
     stage_end = time.time() + args.max_minutes * 60
     if args.deadline:
         stage_end = min(stage_end, args.deadline)
-    reserve = 2 * save_secs[0] + 2  # the final save, with room to spare
+    reserve = 2 * save_secs[0] + 2 if args.resume else 10  # the final save, with room to spare
 
     def time_left():
         return stage_end - reserve - time.time()
