@@ -23,7 +23,7 @@ status=0
 timeout -k 5 $((secs + 20)) "${PYTHON:-python3}" tools/demo_model/train.py \
     --resume assets/demo-model --out "$work/demo-model" --tar "$out/demo-model.tar" \
     --device "${DEVICE:-cuda}" --deadline $((start + secs - 8)) --max-minutes $((secs / 60 + 1)) \
-    --images "${IMAGES:-50000}" --batch "${BATCH:-2048}" --lr 1e-3 --warmup 200 --ema 0.999 \
+    --images "${IMAGES:-50000}" --batch "${BATCH:-2048}" --lr 1e-3 --warmup 200 --ema 0.998 \
     --unet-steps 1000000 --save-every 1 --log-every "${LOG_EVERY:-250}" --threads 4 --no-samples \
     2>&1 | tee "$out/train-gpu.log" || status=$?
 cp "$work/demo-model.train.log" "$out/" 2>/dev/null || true

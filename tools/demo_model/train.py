@@ -369,6 +369,10 @@ def main():
     args = ap.parse_args()
 
     start = time.time()
+    import diffusers.utils.logging
+    import transformers.utils.logging
+    diffusers.utils.logging.disable_progress_bar()  # a clean log: no "Loading weights" bars
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
