@@ -8,7 +8,10 @@ Some (object colour, background colour) pairs and some (shape, object colour) pa
 in training; `heldout_captions` builds evaluation prompts from exactly those combinations.
 """
 
+import functools
 import math
+import multiprocessing
+import os
 
 import numpy as np
 
@@ -71,9 +74,17 @@ def caption(shape, color, bg, pos, size):
     return text
 
 
+@functools.lru_cache(maxsize=4)
+def pixel_centres(n):
+    """(ys, xs): the pixel-centre coordinates of an n x n grid (read only, shared between calls)."""
+    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
 def shape_mask(shape, cx, cy, r, angle, n=SIZE * SUPERSAMPLE):
     """Boolean mask of `shape` centred at (cx, cy) with radius r (pixels of the n x n grid)."""
-    ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+    ys, xs = pixel_centres(n)
     dx, dy = xs - cx, ys - cy
     ca, sa = math.cos(angle), math.sin(angle)
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy  # rotated coordinates
@@ -107,20 +118,31 @@ def shape_mask(shape, cx, cy, r, angle, n=SIZE * SUPERSAMPLE):
     raise ValueError(shape)
 
 
-def render(shape, color, bg, pos, size, rng):
-    """One 32x32x3 uint8 image; small random jitter in position, size, rotation and colour."""
+def draw_jitter(rng):
+    """The random jitter of one image: size factor, centre offsets, angle, fg and bg colour noise."""
+    return (rng.uniform(0.9, 1.1), rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04),
+            rng.uniform(-0.15, 0.15), rng.uniform(-8, 8, 3), rng.uniform(-8, 8, 3))
+
+
+def paint(shape, color, bg, pos, size, jitter):
+    """One 32x32x3 uint8 image of the given attributes and jitter (see `draw_jitter`)."""
     n = SIZE * SUPERSAMPLE
+    k, dx, dy, angle, fg_noise, bg_noise = jitter
     px, py = POSITIONS[pos]
-    r = SIZES[size] * n * rng.uniform(0.9, 1.1)
-    cx = (px + rng.uniform(-0.04, 0.04)) * n
-    cy = (py + rng.uniform(-0.04, 0.04)) * n
-    angle = rng.uniform(-0.15, 0.15)
+    r = SIZES[size] * n * k
+    cx = (px + dx) * n
+    cy = (py + dy) * n
     m = shape_mask(shape, cx, cy, r, angle).astype(np.float32)
     m = m.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-    fg = np.array(COLORS[color], np.float32) + rng.uniform(-8, 8, 3)
-    bgc = np.array(COLORS[bg], np.float32) + rng.uniform(-8, 8, 3)
+    fg = np.array(COLORS[color], np.float32) + fg_noise
+    bgc = np.array(COLORS[bg], np.float32) + bg_noise
     img = m * fg + (1 - m) * bgc
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def render(shape, color, bg, pos, size, rng):
+    """One 32x32x3 uint8 image; small random jitter in position, size, rotation and colour."""
+    return paint(shape, color, bg, pos, size, draw_jitter(rng))
 
 
 def sample_attrs(rng):
@@ -138,16 +160,39 @@ def sample_attrs(rng):
         return shape, color, bg, pos, size
 
 
-def make_dataset(n, seed):
-    """n training images (uint8 [n, 32, 32, 3]) and their captions."""
+def _paint_all(specs):
+    return np.stack([paint(*attrs, jitter) for attrs, jitter in specs])
+
+
+def make_dataset(n, seed, workers=1):
+    """n training images (uint8 [n, 32, 32, 3]) and their captions.
+
+    The random draws are made in one sequence, so the images are the same for any `workers`;
+    workers > 1 paints them in that many forked processes.
+    """
     rng = np.random.default_rng(seed)
-    imgs = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    caps = []
-    for i in range(n):
-        shape, color, bg, pos, size = sample_attrs(rng)
-        imgs[i] = render(shape, color, bg, pos, size, rng)
-        caps.append(caption(shape, color, bg, pos, size))
+    specs, caps = [], []
+    for _ in range(n):
+        attrs = sample_attrs(rng)
+        specs.append((attrs, draw_jitter(rng)))
+        caps.append(caption(*attrs))
+    workers = max(1, min(workers, n // 500))
+    if workers == 1:
+        return _paint_all(specs).reshape(n, SIZE, SIZE, 3), caps
+    chunk = -(-n // (workers * 4))
+    parts = [specs[i:i + chunk] for i in range(0, n, chunk)]
+    # fork: the workers need nothing but this module, and the caller has not started CUDA yet
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        imgs = np.concatenate(pool.map(_paint_all, parts))
     return imgs, caps
+
+
+def default_workers():
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def heldout_captions(n, seed):

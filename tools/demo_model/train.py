@@ -10,14 +10,23 @@ Stages (all seeded, CPU friendly):
 Usage:  python tools/demo_model/train.py --out assets/demo-model
         python tools/demo_model/train.py --resume assets/demo-model --out /tmp/demo-model
           (continue training the UNet and text encoder of a shipped model; its VAE is kept)
+        python tools/demo_model/train.py --resume assets/demo-model --out /tmp/m --device cuda \
+            --deadline $(( $(date +%s) + 240 )) --tar /tmp/m.tar   (see gpu_run.sh)
+
+Time limits: the UNet stage stops at --max-minutes after it starts, or earlier so that the final
+save (and --tar) ends by --deadline (a Unix time for the whole run); the cosine learning-rate decay
+follows whichever of the steps, the minutes or the deadline ends first.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
+import os
 import shutil
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -160,15 +169,17 @@ def to_tensor(imgs):
 # ----------------------------------------------------------------------------------------------
 # Training stages
 # ----------------------------------------------------------------------------------------------
-def train_vae(vae, imgs, steps, batch, lr, kl_weight, gen, log):
+def train_vae(vae, imgs, steps, batch, lr, kl_weight, gen, log, device):
+    """Trains the VAE on `device`, drawing batches and noise from the CPU generator `gen`."""
+    vae.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     t0 = time.time()
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(imgs), (batch,), generator=gen)
-        x = to_tensor(imgs[idx.numpy()])
+        x = to_tensor(imgs[idx.numpy()]).to(device)
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
         rec = vae.decode(z).sample
         mse = F.mse_loss(rec, x)
         kl = post.kl().mean() / post.mean[0].numel()
@@ -186,79 +197,105 @@ def train_vae(vae, imgs, steps, batch, lr, kl_weight, gen, log):
 
 
 @torch.no_grad()
-def encode_all(vae, imgs, batch=500):
+def encode_all(vae, imgs, device, batch=500):
+    """Posterior means and stds of all images' latents, on `device`."""
     means, stds = [], []
     for i in range(0, len(imgs), batch):
-        post = vae.encode(to_tensor(imgs[i:i + batch])).latent_dist
+        post = vae.encode(to_tensor(imgs[i:i + batch]).to(device)).latent_dist
         means.append(post.mean)
         stds.append(post.std)
     return torch.cat(means), torch.cat(stds)
 
 
-def ema_update(ema, model, decay):
+def ema_update(ema_params, params, decay):
     with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1 - decay)
+        torch._foreach_lerp_(ema_params, params, 1 - decay)
 
 
-def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, save_cb):
-    betas = torch.linspace(SD_BETAS["beta_start"] ** 0.5, SD_BETAS["beta_end"] ** 0.5, 1000) ** 2
-    abar = torch.cumprod(1 - betas, 0)
+def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, save_cb,
+                    time_left):
+    """Trains UNet + text encoder until the steps run out or `time_left()` (seconds) reaches 0.
+
+    Everything stays on the latents' device; the loop reads nothing back from it except at log
+    lines, so a GPU is never left waiting for Python.
+    """
+    dev = lat_mean.device
+    cuda = dev.type == "cuda"
+    betas = torch.linspace(SD_BETAS["beta_start"] ** 0.5, SD_BETAS["beta_end"] ** 0.5, 1000,
+                           dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0).float().to(dev)
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, **({"fused": True} if cuda else {}))
     ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
+    amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if args.amp == "bf16"
+           else contextlib.nullcontext())
     unet.train()
     te.train()
     t0 = time.time()
-    last_save = t0
-    avg = None
+    budget = max(1e-3, time_left())  # seconds the loop may run, fixed now for the lr schedule
+    last_save = last_log = t0
+    last_log_step = 0
+    avg = torch.zeros((), device=dev)
     step = 0
     for step in range(1, args.unet_steps + 1):
-        idx = torch.randint(0, len(ids), (args.batch,), generator=gen)
-        z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * scale
-        tok = ids[idx].clone()
-        drop = torch.rand(args.batch, generator=gen) < args.cond_dropout
-        tok[drop] = empty_ids
-        t = torch.randint(0, 1000, (args.batch,), generator=gen)
-        noise = torch.randn(z.shape, generator=gen)
+        idx = torch.randint(0, len(ids), (args.batch,), generator=gen, device=dev)
+        m, sd = lat_mean[idx], lat_std[idx]
+        z = (m + sd * torch.randn(m.shape, generator=gen, device=dev)) * scale
+        drop = torch.rand(args.batch, generator=gen, device=dev) < args.cond_dropout
+        tok = torch.where(drop[:, None], empty_ids[None, :], ids[idx])
+        t = torch.randint(0, 1000, (args.batch,), generator=gen, device=dev)
+        noise = torch.randn(z.shape, generator=gen, device=dev)
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * z + (1 - a).sqrt() * noise
-        ctx = te(tok).last_hidden_state
-        pred = unet(xt, t, encoder_hidden_states=ctx).sample
-        loss = F.mse_loss(pred, noise)
+        with amp:
+            ctx = te(tok).last_hidden_state
+            pred = unet(xt, t, encoder_hidden_states=ctx).sample
+        loss = F.mse_loss(pred.float(), noise)
         # cosine decay over whichever runs out first: the steps or the time budget
-        frac = min(1.0, max(step / args.unet_steps, (time.time() - t0) / (args.max_minutes * 60)))
+        elapsed = time.time() - t0
+        frac = min(1.0, max(step / args.unet_steps, elapsed / budget))
         for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, step / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+            g["lr"] = args.lr * min(1.0, step / args.warmup) * (
+                0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = args.ema if args.resume else min(args.ema, (1 + step) / (10 + step))
-        ema_update(ema_unet, unet, decay)
-        ema_update(ema_te, te, decay)
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        elapsed = time.time() - t0
-        if step % 100 == 0 or step == args.unet_steps:
-            log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} avg {avg:.4f} "
-                f"lr {opt.param_groups[0]['lr']:.2e} ({elapsed:.0f}s)")
-        if save_cb and time.time() - last_save > args.save_every * 60:
-            save_cb(ema_te, ema_unet, step, avg)
-            last_save = time.time()
-        if frac >= 1.0:
-            log(f"stopping at step {step}: time budget of {args.max_minutes} min reached")
+        ema_update(ema_params, params, decay)
+        avg = loss.detach() if step == 1 else avg.lerp(loss.detach(), 0.02)
+        stop = frac >= 1.0 or time_left() <= 0
+        if step % args.log_every == 0 or step == args.unet_steps or stop:
+            now = time.time()
+            log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} avg {avg.item():.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} ({now - t0:.0f}s, "
+                f"{1000 * (now - last_log) / (step - last_log_step):.1f} ms/step)")
+            last_log, last_log_step = now, step
+        if stop:
+            if step < args.unet_steps:
+                log(f"stopping at step {step}: time budget ({budget:.0f} s for this stage) reached")
             break
-    return ema_te, ema_unet, step, avg
+        if save_cb and time.time() - last_save > args.save_every * 60:
+            save_cb(ema_te, ema_unet, step, avg.item())
+            last_save = time.time()
+    return ema_te, ema_unet, step, avg.item()
 
 
 # ----------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------
-def save_pipeline(out, tok, vocab, merges, te, vae, unet):
+def cpu_copy(m):
+    return copy.deepcopy(m).to("cpu")
+
+
+def save_pipeline(out, tok, vocab, merges, te, vae, unet, card_from=None, tar=None):
+    """Writes the diffusers folder `out` (f16 safetensors); keeps its README.md, else copies
+    `card_from`/README.md; then, with `tar`, the folder as one tar file (members `out.name/...`)."""
     sched = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False,
                           prediction_type="epsilon")
-    pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=copy.deepcopy(te),
-                                   tokenizer=tok, unet=copy.deepcopy(unet), scheduler=sched,
+    pipe = StableDiffusionPipeline(vae=cpu_copy(vae), text_encoder=cpu_copy(te),
+                                   tokenizer=tok, unet=cpu_copy(unet), scheduler=sched,
                                    safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.to(torch.float16)
@@ -267,17 +304,29 @@ def save_pipeline(out, tok, vocab, merges, te, vae, unet):
         shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
     write_vocab_merges(tmp / "tokenizer", vocab, merges)  # CLIP's own files next to tokenizer.json
+    for cfg in tmp.glob("*/config.json"):  # a resumed model's configs name the folder it came from
+        d = json.loads(cfg.read_text())
+        if d.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
     keep = out / "README.md"
+    if not keep.exists() and card_from is not None:
+        keep = card_from / "README.md"
     card = keep.read_text() if keep.exists() else None
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     if card is not None:
         (out / "README.md").write_text(card)
+    if tar is not None:
+        part = tar.with_name(tar.name + ".part")
+        with tarfile.open(part, "w") as tf:
+            tf.add(out, arcname=out.name)
+        os.replace(part, tar)
 
 
 @torch.no_grad()
 def sample_grid(out, path, prompts, seed=0):
+    """A row of pictures from the saved folder (CPU, f32, Euler 20 steps, CFG 7), 3x enlarged."""
     pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -299,20 +348,40 @@ def main():
     ap.add_argument("--unet-steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--cond-dropout", type=float, default=0.1)
-    ap.add_argument("--max-minutes", type=float, default=42, help="stop the UNet stage after this")
+    ap.add_argument("--max-minutes", type=float, default=42,
+                    help="wall time of the UNet stage, final save included")
+    ap.add_argument("--deadline", type=float,
+                    help="Unix time by which the run must have written --out (and --tar)")
     ap.add_argument("--save-every", type=float, default=8.0, help="minutes between checkpoints")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--workers", type=int, default=dataset.default_workers(),
+                    help="processes drawing the dataset (default: all cores)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none",
+                    help="bf16 autocast for the UNet and text encoder (master weights stay f32)")
+    ap.add_argument("--log-every", type=int, default=100, help="steps between log lines")
+    ap.add_argument("--tar", type=Path, help="also write --out as this .tar (at every checkpoint)")
+    ap.add_argument("--no-samples", action="store_true", help="skip the sample picture at the end")
     ap.add_argument("--resume", type=Path, help="continue from this demo-model folder (keeps its VAE)")
     args = ap.parse_args()
 
+    start = time.time()
+    import diffusers.utils.logging
+    import transformers.utils.logging
+    diffusers.utils.logging.disable_progress_bar()  # a clean log: no "Loading weights" bars
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convolutions use it by default)
+        torch.backends.cudnn.benchmark = True
     # a resumed run draws other batches than the run it continues (the dataset stays the same)
-    gen = torch.Generator().manual_seed(args.seed + (1 if args.resume else 0))
-    start = time.time()
+    gen_seed = args.seed + (1 if args.resume else 0)
+    gen = torch.Generator().manual_seed(gen_seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     logf = open(args.out.with_name(args.out.name + ".train.log"), "w")
 
@@ -323,47 +392,82 @@ def main():
         logf.flush()
 
     log(f"args: {vars(args)}")
+    if args.deadline:
+        log(f"deadline in {args.deadline - time.time():.0f} s")
     tok, vocab, merges = make_tokenizer()
     te, vae, unet = build_models(tok, len(vocab))
     log(f"params: text encoder {n_params(te)}, vae {n_params(vae)}, unet {n_params(unet)}")
 
-    imgs, caps = dataset.make_dataset(args.images, args.seed)
-    log(f"dataset: {len(imgs)} images")
+    # before anything touches CUDA: the dataset is painted in forked processes
+    imgs, caps = dataset.make_dataset(args.images, args.seed, args.workers)
+    log(f"dataset: {len(imgs)} images ({args.workers} workers)")
 
+    if dev.type == "cuda":
+        log(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
     if args.resume:
         te, vae, unet = load_models(args.resume, vocab)
+        vae.to(dev)
         vae_mse = vae_kl = None
-        lat_mean, lat_std = encode_all(vae, imgs)
+        lat_mean, lat_std = encode_all(vae, imgs, dev)
         scale = vae.config.scaling_factor
         log(f"resumed from {args.resume}: VAE kept, scaling_factor {scale:.5f}")
     else:
-        vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log)
-        lat_mean, lat_std = encode_all(vae, imgs)
-        sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen)
+        vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log,
+                                    dev)
+        lat_mean, lat_std = encode_all(vae, imgs, dev)
+        sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen).to(dev)
         scale = float(1.0 / sampled.std())
         vae.register_to_config(scaling_factor=scale)
         log(f"latents: mean {sampled.mean():.4f} std {sampled.std():.4f} -> scaling_factor {scale:.5f}")
+    te.to(dev)
+    unet.to(dev)
 
-    ids = token_ids(tok, caps)
-    empty_ids = token_ids(tok, [""])[0]
+    ids = token_ids(tok, caps).to(dev)
+    empty_ids = token_ids(tok, [""])[0].to(dev)
+    del imgs
     stats = {}
+    save_secs = [0.0]
+
+    def save(ema_te, ema_unet):
+        t = time.time()
+        save_pipeline(args.out, tok, vocab, merges, ema_te, vae, ema_unet, args.resume, args.tar)
+        save_secs[0] = max(save_secs[0], time.time() - t)
 
     def checkpoint(ema_te, ema_unet, step, avg):
-        save_pipeline(args.out, tok, vocab, merges, ema_te, vae, ema_unet)
-        log(f"checkpoint at step {step} (avg loss {avg:.4f}) -> {args.out}")
+        save(ema_te, ema_unet)
+        log(f"checkpoint at step {step} (avg loss {avg:.4f}) -> {args.out}"
+            + (f", {args.tar}" if args.tar else "") + f" ({save_secs[0]:.1f} s)")
 
+    if args.resume:
+        # the weights as loaded go out first: this measures the save, and a run stopped from
+        # outside still leaves a loadable folder (and tar)
+        checkpoint(te, unet, 0, float("nan"))
+    stage_end = time.time() + args.max_minutes * 60
+    if args.deadline:
+        stage_end = min(stage_end, args.deadline)
+    reserve = 2 * save_secs[0] + 2 if args.resume else 10  # the final save, with room to spare
+
+    def time_left():
+        return stage_end - reserve - time.time()
+
+    gen = torch.Generator(dev).manual_seed(gen_seed)
     ema_te, ema_unet, steps_done, avg = train_diffusion(
-        te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, checkpoint)
-    save_pipeline(args.out, tok, vocab, merges, ema_te, vae, ema_unet)
+        te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, gen, log, checkpoint, time_left)
+    save(ema_te, ema_unet)
     stats.update(vae_mse=vae_mse, vae_kl=vae_kl, unet_steps=steps_done, unet_loss_avg=avg,
                  scaling_factor=scale, minutes=(time.time() - start) / 60)
     log(f"done: {json.dumps(stats)}")
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    log(f"wrote {args.out} ({size / 1e6:.2f} MB)")
-    sample_grid(args.out, args.out.with_name(args.out.name + ".samples.png"),
+    log(f"wrote {args.out} ({size / 1e6:.2f} MB)" + (f" and {args.tar}" if args.tar else ""))
+    if args.no_samples or (args.deadline and args.deadline - time.time() < 20):
+        log("no sample picture (--no-samples, or under 20 s left before the deadline)")
+        return
+    path = args.out.with_name(args.out.name + ".samples.png")
+    sample_grid(args.out, path,
                 ["a yellow star on a purple background", "a red circle on a blue background",
                  "a small green square at the top left on a white background",
                  "a large white ring at the bottom on a black background"])
+    log(f"samples -> {path}")
 
 
 if __name__ == "__main__":
