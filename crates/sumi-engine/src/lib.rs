@@ -11,6 +11,8 @@ pub mod noise;
 pub mod pipeline;
 pub mod preview;
 pub mod sampling;
+#[cfg(test)]
+mod test_util;
 pub mod text;
 
 pub use error::{Error, Result};

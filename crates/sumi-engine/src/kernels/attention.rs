@@ -276,16 +276,7 @@ mod tests {
             let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let got = attention(&q, &k, &v, heads, || unreachable!()).unwrap();
             let want = reference(&q, &k, &v, heads);
-            let d: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = crate::test_util::max_abs_diff(&got, &want);
             assert!(d < 1e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));
         }
     }

@@ -186,16 +186,7 @@ mod tests {
                     want.clone()
                 };
                 let got = group_norm(&x, g, 1e-6, &wt, &bs, silu).unwrap();
-                let d: f32 = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = crate::test_util::max_abs_diff(&got, &want);
                 assert!(d < 1e-4, "{:?} silu={silu}: max diff {d}", (b, c, h, w, g));
             }
         }
@@ -211,16 +202,7 @@ mod tests {
             let bs = Tensor::randn(0f32, 0.2, c, &dev).unwrap();
             let want = candle_nn::ops::silu(&reference(&x, g, 1e-6, &wt, &bs).unwrap()).unwrap();
             let got = by_layer_norm(&x, g, 1e-6, &wt, &bs, true).unwrap();
-            let d: f32 = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = crate::test_util::max_abs_diff(&got, &want);
             assert!(d < 1e-4, "{:?}: max diff {d}", (b, c, h, w, g));
         }
     }
@@ -233,16 +215,7 @@ mod tests {
         let bs = Tensor::zeros(8, DType::F32, &dev).unwrap();
         let want = reference(&x, 4, 1e-5, &wt, &bs).unwrap();
         let got = group_norm(&x, 4, 1e-5, &wt, &bs, false).unwrap();
-        let d: f32 = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = crate::test_util::max_abs_diff(&got, &want);
         assert!(d < 1e-5, "max diff {d}");
     }
 }

@@ -479,24 +479,12 @@ impl UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs_diff;
     use candle_core::{DType, Device};
     use std::path::PathBuf;
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     fn check(model: &str) {

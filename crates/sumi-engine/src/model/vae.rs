@@ -358,16 +358,7 @@ mod tests {
             .unwrap();
         let vae = VaeDecoder::new(cfg, vb).unwrap();
         let out = vae.decode(&refs["vae.latent"]).unwrap();
-        let err: f32 = (out - &refs["vae.image"])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = crate::test_util::max_abs_diff(&out, &refs["vae.image"]);
         assert!(err < 1e-4, "{model}: vae max abs error {err}");
     }
 
@@ -421,16 +412,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let err: f32 = (full - tiled)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err = crate::test_util::max_abs_diff(&full, &tiled);
         assert!(err < 1e-6, "max abs difference {err}");
     }
 

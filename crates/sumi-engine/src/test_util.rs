@@ -1,0 +1,16 @@
+//! Helpers shared by the unit tests.
+
+use candle_core::{DType, Tensor};
+
+/// The largest absolute elementwise difference of two tensors of the same shape, in f32.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
