@@ -1,46 +1,18 @@
 //! Whole generations on the tiny fixture models against diffusers/k-diffusion references,
 //! plus determinism, validation and cancellation of the pipeline.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use sumi_engine::pipeline::{decode, sample_latent};
 use sumi_engine::{generate, Error, Event, Model, Request};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+#[path = "support/fixtures.rs"]
+mod support;
+use support::{fixtures, max_abs, refs};
 
 fn load(name: &str) -> Model {
     Model::load(&fixtures().join(name), &Device::Cpu, DType::F32).expect("fixture model loads")
-}
-
-fn refs(name: &str) -> (HashMap<String, Tensor>, serde_json::Value) {
-    let t = candle_core::safetensors::load(
-        fixtures().join(format!("ref/{name}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let j = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("ref/{name}.json"))).unwrap(),
-    )
-    .unwrap();
-    (t, j)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn sampler_name(fixture: &str) -> &'static str {

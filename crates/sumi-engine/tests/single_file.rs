@@ -12,38 +12,12 @@ use sumi_engine::model::unet::AddedCond;
 use sumi_engine::pipeline::{check_finite, decode, sample_latent};
 use sumi_engine::{Error, Family, LoadOptions, Model, Prediction, Request};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
+#[path = "support/fixtures.rs"]
+mod support;
+use support::{fixtures, max_abs, refs};
 
 fn single(name: &str) -> PathBuf {
     fixtures().join(format!("single/{name}.safetensors"))
-}
-
-fn refs(name: &str) -> (HashMap<String, Tensor>, serde_json::Value) {
-    let t = candle_core::safetensors::load(
-        fixtures().join(format!("ref/{name}.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let j = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(format!("ref/{name}.json"))).unwrap(),
-    )
-    .unwrap();
-    (t, j)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// The tiny fixtures use head and group counts that no real checkpoint has, so (as with
