@@ -235,19 +235,6 @@ mod tests {
             .unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     #[test]
     fn matches_candle_on_odd_shapes() {
         let dev = Device::Cpu;
@@ -275,7 +262,7 @@ mod tests {
                 "case {:?}",
                 (b, cin, cout, h, w, k, stride, pad)
             );
-            let d = max_diff(&got, &want);
+            let d = crate::test_util::max_abs_diff(&got, &want);
             assert!(
                 d < 1e-4,
                 "case {:?}: max diff {d}",
@@ -292,7 +279,7 @@ mod tests {
         let wt = Tensor::randn(0f32, 0.05, (8, 512, 3, 3), &dev).unwrap();
         let got = conv2d(&x, &wt, None, 1, 1).unwrap();
         let want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
-        let d = max_diff(&got, &want);
+        let d = crate::test_util::max_abs_diff(&got, &want);
         assert!(d < 1e-3, "max diff {d}");
     }
 
@@ -306,6 +293,6 @@ mod tests {
         let wt = Tensor::randn(0f32, 0.3, (4, 6, 3, 3), &dev).unwrap();
         let got = conv2d(&x, &wt, None, 1, 1).unwrap();
         let want = x.contiguous().unwrap().conv2d(&wt, 1, 1, 1, 1).unwrap();
-        assert!(max_diff(&got, &want) < 1e-4);
+        assert!(crate::test_util::max_abs_diff(&got, &want) < 1e-4);
     }
 }
