@@ -9,7 +9,7 @@ use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, Page};
 use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::State;
 
-use crate::worker::{Job, ModelView, QueueItem, WorkerEvent};
+use crate::worker::{Job, LoadingView, ModelView, QueueItem, WorkerEvent};
 use crate::{convert, AppState};
 
 /// An error as the page shows it: one readable sentence.
@@ -100,7 +100,9 @@ pub struct ModelEntry {
 #[serde(rename_all = "camelCase")]
 pub struct ModelsView {
     current: Option<ModelView>,
-    loading: bool,
+    loading: Option<LoadingView>,
+    /// Why the last load failed, if it did.
+    error: Option<String>,
     known: Vec<String>,
     available: Vec<ModelEntry>,
 }
@@ -179,6 +181,7 @@ pub fn models(state: State<'_, AppState>) -> ModelsView {
     ModelsView {
         current: state.worker.model(),
         loading: state.worker.loading(),
+        error: state.worker.load_error(),
         available: available_models(demo.as_deref(), &known),
         known,
     }

@@ -59,6 +59,28 @@ fn home() -> anyhow::Result<PathBuf> {
     sumi_gallery::default_home().context("cannot find a folder for Sumi's data")
 }
 
+/// The built-in demo model's folder: the one `SUMI_DEMO_MODEL` names when it is set, else the
+/// copy among the bundle's resources, else the engine's search (next to the binary, the source
+/// tree), which is what a build from source finds.
+fn demo_model<R: tauri::Runtime>(app: &tauri::App<R>) -> Option<PathBuf> {
+    use sumi_engine::model::{builtin_demo_model, DEMO_MODEL_ENV};
+    let overridden = std::env::var_os(DEMO_MODEL_ENV).is_some_and(|v| !v.is_empty());
+    let bundled = if overridden {
+        None
+    } else {
+        app.path()
+            .resource_dir()
+            .ok()
+            .map(|d| d.join("demo-model"))
+            .filter(|d| d.join("model_index.json").is_file())
+    };
+    bundled.or_else(|| {
+        builtin_demo_model()
+            .inspect_err(|e| tracing::warn!("{e}"))
+            .ok()
+    })
+}
+
 /// Starts the app.
 pub fn run() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
@@ -71,16 +93,21 @@ pub fn run() -> anyhow::Result<()> {
     let channels: Arc<Mutex<Channels>> = Arc::new(Mutex::new(None));
     let worker = Worker::start(gallery.clone(), Arc::new(ChannelSink(channels.clone())));
     let mut known = Vec::new();
-    if let Some(spec) = std::env::var("SUMI_MODEL")
+    // A model named at start wins; without one the built-in demo model loads (in `setup`, once
+    // the bundled resources can be found).
+    let chosen = std::env::var("SUMI_MODEL")
         .ok()
-        .filter(|s| !s.trim().is_empty())
-    {
+        .filter(|s| !s.trim().is_empty());
+    if let Some(spec) = &chosen {
         match sumi_engine::model::resolve(spec.trim()) {
             Ok(dir) => {
                 known.push(dir.display().to_string());
                 worker.load(dir);
             }
-            Err(e) => tracing::warn!("SUMI_MODEL={spec}: {e}"),
+            Err(e) => {
+                tracing::warn!("SUMI_MODEL={spec}: {e}");
+                worker.fail_load(format!("SUMI_MODEL={spec}: {e}"));
+            }
         }
     }
     let protocol_gallery = gallery.clone();
@@ -106,17 +133,18 @@ pub fn run() -> anyhow::Result<()> {
             demo_model: Mutex::new(None),
             channels,
         })
-        .setup(|app| {
-            // A bundled app carries the demo model among its resources; a source build finds it
-            // through the engine's own search.
-            let bundled = app
-                .path()
-                .resource_dir()
-                .ok()
-                .map(|d| d.join("demo-model"))
-                .filter(|d| d.join("model_index.json").is_file());
-            let demo = bundled.or_else(|| sumi_engine::model::builtin_demo_model().ok());
-            *app.state::<AppState>().demo_model.lock().unwrap() = demo;
+        .setup(move |app| {
+            let demo = demo_model(app);
+            let state = app.state::<AppState>();
+            *state.demo_model.lock().unwrap() = demo.clone();
+            match (&chosen, demo) {
+                (Some(_), _) => {}
+                (None, Some(dir)) => {
+                    tracing::info!("loading the built-in demo model from {}", dir.display());
+                    state.worker.load(dir);
+                }
+                (None, None) => tracing::warn!("no model named and the demo model is missing"),
+            }
             if let Some(w) = app.get_webview_window("main") {
                 let _ = w.set_title(&format!("Sumi {}", sumi_engine::VERSION));
             }

@@ -101,6 +101,18 @@ pub enum WorkerEvent {
     },
 }
 
+/// A model load that is waiting or running, as the page sees it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadingView {
+    /// The folder or file being loaded.
+    pub path: String,
+    /// The stage it reached ("config", "text encoder", "UNet", "VAE"); none before it starts.
+    pub stage: Option<String>,
+    /// Share of the weights read so far, 0 to 100.
+    pub percent: u32,
+}
+
 /// A model as the page sees it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -201,7 +213,10 @@ struct State {
     pending: VecDeque<Task>,
     running: Option<QueueItem>,
     model: Option<ModelView>,
-    loading: bool,
+    /// The load the worker is running now.
+    load: Option<LoadingView>,
+    /// Why the last load failed, until another one starts.
+    load_error: Option<String>,
     stop: bool,
 }
 
@@ -258,7 +273,6 @@ impl Worker {
     /// Queues a model load ahead of pending generations.
     pub fn load(&self, path: PathBuf) {
         let mut st = self.shared.state.lock().unwrap();
-        st.loading = true;
         st.pending.push_front(Task::Load(path));
         self.shared.wake.notify_all();
     }
@@ -302,9 +316,31 @@ impl Worker {
         self.shared.state.lock().unwrap().model.clone()
     }
 
-    /// Whether a model load is pending or running.
-    pub fn loading(&self) -> bool {
-        self.shared.state.lock().unwrap().loading
+    /// The model load that is running (with its stage) or waiting next, if any.
+    pub fn loading(&self) -> Option<LoadingView> {
+        let st = self.shared.state.lock().unwrap();
+        st.load.clone().or_else(|| {
+            st.pending.iter().find_map(|t| match t {
+                Task::Load(p) => Some(LoadingView {
+                    path: p.display().to_string(),
+                    stage: None,
+                    percent: 0,
+                }),
+                Task::Generate(..) => None,
+            })
+        })
+    }
+
+    /// Why the last model load failed, if it did and no other load started since.
+    pub fn load_error(&self) -> Option<String> {
+        self.shared.state.lock().unwrap().load_error.clone()
+    }
+
+    /// Records a load that failed before it reached the worker (a name that is no model), so
+    /// the page shows why nothing is loaded.
+    pub fn fail_load(&self, message: String) {
+        self.shared.state.lock().unwrap().load_error = Some(message.clone());
+        self.shared.sink.event(WorkerEvent::ModelFailed { message });
     }
 
     fn publish_queue(&self) {
@@ -355,13 +391,21 @@ fn run(shared: &Shared) {
         };
         match task {
             Task::Load(path) => {
-                shared.sink.event(WorkerEvent::ModelLoading {
-                    path: path.display().to_string(),
-                });
+                let shown = path.display().to_string();
+                {
+                    let mut st = shared.state.lock().unwrap();
+                    st.load = Some(LoadingView {
+                        path: shown.clone(),
+                        stage: None,
+                        percent: 0,
+                    });
+                    st.load_error = None;
+                }
+                shared.sink.event(WorkerEvent::ModelLoading { path: shown });
                 model = None; // free the old weights before reading new ones
-                let loaded = load(&path, &*shared.sink);
+                let loaded = load(&path, shared);
                 let mut st = shared.state.lock().unwrap();
-                st.loading = st.pending.iter().any(|t| matches!(t, Task::Load(_)));
+                st.load = None;
                 match loaded {
                     Ok(m) => {
                         let view = ModelView::of(&m);
@@ -372,6 +416,7 @@ fn run(shared: &Shared) {
                     }
                     Err(message) => {
                         st.model = None;
+                        st.load_error = Some(message.clone());
                         drop(st);
                         shared.sink.event(WorkerEvent::ModelFailed { message });
                     }
@@ -399,13 +444,18 @@ fn run(shared: &Shared) {
     }
 }
 
-fn load(path: &std::path::Path, sink: &dyn Sink) -> Result<Model, String> {
+fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
     let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
     let dtype = model::default_dtype(&device);
     let mut progress = |stage: model::LoadStage| {
-        sink.event(WorkerEvent::ModelProgress {
+        let percent = (stage.fraction * 100.0).round().clamp(0.0, 100.0) as u32;
+        if let Some(l) = shared.state.lock().unwrap().load.as_mut() {
+            l.stage = Some(stage.name.to_string());
+            l.percent = percent;
+        }
+        shared.sink.event(WorkerEvent::ModelProgress {
             stage: stage.name.to_string(),
-            percent: (stage.fraction * 100.0).round().clamp(0.0, 100.0) as u32,
+            percent,
         })
     };
     Model::load_with_progress(path, &Default::default(), &device, dtype, &mut progress)
@@ -688,5 +738,58 @@ mod tests {
             e => panic!("{e:?}"),
         }
         assert!(worker.model().is_none());
+        assert!(worker.loading().is_none());
+        // The page asks for the failure after the event went by: it is still there...
+        assert!(worker.load_error().unwrap().contains("nothing-here"));
+        // ...until another load starts.
+        worker.load(fixture());
+        wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+        assert_eq!(worker.load_error(), None);
+        assert!(worker.loading().is_none());
+
+        worker.fail_load("SUMI_MODEL=x: no such model".into());
+        let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::ModelFailed { .. }));
+        assert_eq!(
+            seen.last().unwrap().0,
+            WorkerEvent::ModelFailed {
+                message: "SUMI_MODEL=x: no such model".into()
+            }
+        );
+        assert_eq!(
+            worker.load_error().as_deref(),
+            Some("SUMI_MODEL=x: no such model")
+        );
+    }
+
+    #[test]
+    fn a_waiting_load_is_reported_with_its_path() {
+        let (_d, _g, worker, rx) = setup();
+        worker.load(fixture());
+        wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+        assert!(worker.loading().is_none());
+        // A load asked for while a long job runs waits for it, and is reported as waiting.
+        let long = worker.enqueue(Job {
+            request: request(200),
+            comparison: None,
+        });
+        wait_for(
+            &rx,
+            |e| matches!(e, WorkerEvent::Step { job, .. } if *job == long),
+        );
+        worker.load(fixture());
+        assert_eq!(
+            worker.loading(),
+            Some(LoadingView {
+                path: fixture().display().to_string(),
+                stage: None,
+                percent: 0
+            })
+        );
+        worker.cancel();
+        let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+        assert!(seen
+            .iter()
+            .any(|(e, _)| matches!(e, WorkerEvent::ModelProgress { stage, .. } if stage == "VAE")));
+        assert!(worker.loading().is_none());
     }
 }

@@ -128,6 +128,15 @@ async function openSession() {
   session = created.sessionId;
   await wd("POST", s("/window/rect"), { width: 1280, height: 800 }).catch(() => {});
 }
+// Closes the session and starts the app again with `env` added.
+async function restart(env) {
+  await wd("DELETE", s(""));
+  session = null;
+  stopDriver(driver);
+  driver = await startDriver(env);
+  base = driver.base;
+  await openSession();
+}
 function check(cond, msg) {
   if (!cond) throw new Error(`check failed: ${msg}`);
   console.log(`ok - ${msg}`);
@@ -267,14 +276,47 @@ try {
   check((await find('[data-testid="thumb"]')).length === 6, "the cancelled run saved nothing (6 images)");
   await screenshot("5-gallery");
 
-  // 8. Without SUMI_MODEL the app opens on the "no model" screen; adding the folder loads it.
-  await wd("DELETE", s(""));
-  session = null;
-  stopDriver(driver);
-  driver = await startDriver({ SUMI_MODEL: "" });
-  base = driver.base;
-  await openSession();
+  // 8. Without SUMI_MODEL the built-in demo model loads by itself, with its progress shown,
+  // and makes a picture at its own defaults.
+  await restart({ SUMI_MODEL: "" });
+  let sawLoading = null;
+  for (const until = Date.now() + 60000; ; ) {
+    const progress = await find('[data-testid="model-loading"] [data-testid="model-progress"]');
+    if (progress.length && !sawLoading) {
+      sawLoading = await text(progress[0]).catch(() => null);
+      if (sawLoading) await screenshot("6-demo-loading").catch(() => {});
+    }
+    if ((await find('[data-testid="prompt"]')).length) break;
+    if ((await find('[data-testid="no-model"]')).length) throw new Error("the no-model screen came up instead of the demo model");
+    if (Date.now() > until) throw new Error("the demo model did not load");
+    await sleep(20);
+  }
+  // The load may finish before the page has drawn; when it was seen, it showed a stage.
+  check(sawLoading === null || /Starting|Reading|Loading/.test(sawLoading), `demo model loaded at start (progress seen: ${sawLoading ?? "too quick to see"})`);
+  const selected = await js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].text;");
+  check(selected.startsWith("Demo model (built in)"), `model picker shows the demo model (${selected})`);
+  check((await js("return document.querySelector('[data-testid=width]').value")) === "32", "form takes the demo model's 32 px size");
+  await type(await one('[data-testid="prompt"]', "prompt"), "a yellow star on a purple background");
+  await setField('[data-testid="seed"]', 3);
+  await click(await one('[data-testid="generate"]', "generate button"));
+  await one('[data-testid="result"]', "the demo model's picture", 120000);
+  let demoWidth = 0;
+  for (const until = Date.now() + 10000; demoWidth === 0 && Date.now() < until; await sleep(50)) {
+    demoWidth = await js("const i = document.querySelector('[data-testid=result]'); return i && i.complete ? i.naturalWidth : 0;");
+  }
+  check(demoWidth === 32, `the demo model made a 32 px picture (${demoWidth})`);
+  await sleep(300);
+  await screenshot("6-demo-model");
+
+  // 9. When nothing is usable (here a demo model without its UNet weights) the app opens on the
+  // "no usable model" screen with the reason; adding a folder loads it.
+  const broken = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-demo-"));
+  fs.cpSync(path.join(root, "assets/demo-model"), broken, { recursive: true });
+  fs.rmSync(path.join(broken, "unet/diffusion_pytorch_model.safetensors"));
+  await restart({ SUMI_MODEL: "", SUMI_DEMO_MODEL: broken });
   await one('[data-testid="no-model"]', "the no-model screen");
+  const why = await text(await one('[data-testid="model-error"]', "why the demo model failed"));
+  check(why.includes(broken), `no-model screen says why the demo model failed (${why.slice(0, 80)}…)`);
   const entries = await Promise.all((await waitFor('[data-testid="model-entry"]', "model list")).map(text));
   check(entries.some((e) => e.includes("Demo model (built in)") && e.includes("SD 1.x")), "model picker lists the demo model");
   await sleep(300);
@@ -283,6 +325,7 @@ try {
   await click(await one('[data-testid="model-add"]', "add folder button"));
   await one('[data-testid="prompt"]', "the Generate view after adding the model", 60000);
   check(true, "no-model screen, then adding the fixture folder loads it");
+  fs.rmSync(broken, { recursive: true, force: true });
 } catch (e) {
   failed = true;
   console.error(`FAIL e2e: ${e.message}`);

@@ -1,6 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { applyEvent, emptyJobs, formatBytes, formatSecs, loadingText, pending, progressText } from "./jobs";
-import type { QueueItem, WorkerEvent } from "./types";
+import {
+  applyEvent,
+  emptyJobs,
+  formatBytes,
+  formatSecs,
+  loadingText,
+  pending,
+  progressText,
+  screen,
+  withModels,
+} from "./jobs";
+import type { ModelView, QueueItem, WorkerEvent } from "./types";
 
 const item = (job: number, running = false): QueueItem => ({
   job,
@@ -89,5 +99,69 @@ describe("model loading", () => {
     expect(formatBytes(3_400_000_000)).toBe("3.4 GB");
     expect(formatBytes(320_400_000)).toBe("320 MB");
     expect(formatBytes(12_000)).toBe("12 kB");
+  });
+});
+
+const demo: ModelView = {
+  name: "demo-model",
+  path: "/usr/lib/Sumi/demo-model",
+  family: "sd1",
+  familyName: "SD 1.x",
+  turbo: false,
+  downscale: 8,
+  steps: 20,
+  cfg: 7,
+  sampler: "DPM++ 2M",
+  schedule: "Karras",
+  size: 32,
+};
+
+describe("the model at start", () => {
+  it("shows nothing until the app says where the model stands", () => {
+    expect(screen(emptyJobs())).toBe("starting");
+  });
+
+  it("shows the demo model loading, with its stage, when the app started loading it before the page listened", () => {
+    const s = withModels(emptyJobs(), {
+      current: null,
+      loading: { path: demo.path, stage: "UNet", percent: 40 },
+      error: null,
+    });
+    expect(screen(s)).toBe("loading");
+    expect(s.modelLoading).toBe(demo.path);
+    expect(loadingText(s.modelStage)).toBe("Loading UNet… 40%");
+    // The rest of the load arrives as events.
+    const later = applyEvent(s, { kind: "modelProgress", stage: "VAE", percent: 90 });
+    expect(later.modelStage).toEqual({ stage: "VAE", percent: 90 });
+    const ready = applyEvent(later, { kind: "modelLoaded", model: demo });
+    expect(screen(ready)).toBe("ready");
+  });
+
+  it("shows a load that has not started yet as starting", () => {
+    const s = withModels(emptyJobs(), { current: null, loading: { path: "/m", stage: null, percent: 0 }, error: null });
+    expect(screen(s)).toBe("loading");
+    expect(loadingText(s.modelStage)).toBe("Starting…");
+  });
+
+  it("goes straight to the views when the model is already loaded", () => {
+    const s = withModels(emptyJobs(), { current: demo, loading: null, error: null });
+    expect(screen(s)).toBe("ready");
+    expect(s.model?.path).toBe(demo.path);
+  });
+
+  it("shows the no-model screen, with the reason, when nothing could be loaded", () => {
+    const failed = withModels(emptyJobs(), { current: null, loading: null, error: "Could not load the model in /d" });
+    expect(screen(failed)).toBe("no-model");
+    expect(failed.modelError).toBe("Could not load the model in /d");
+    const none = withModels(emptyJobs(), { current: null, loading: null, error: null });
+    expect(screen(none)).toBe("no-model");
+  });
+
+  it("trusts events that came in after subscribing over the app's earlier answer", () => {
+    const loaded = applyEvent(emptyJobs(), { kind: "modelLoaded", model: demo });
+    const s = withModels(loaded, { current: null, loading: { path: demo.path, stage: "VAE", percent: 99 }, error: null });
+    expect(screen(s)).toBe("ready");
+    const loading = run([{ kind: "modelLoading", path: "/other" }]);
+    expect(withModels(loading, { current: demo, loading: null, error: null }).modelLoading).toBe("/other");
   });
 });

@@ -1,6 +1,6 @@
 // Job and queue state, updated from worker events (pure functions; the Svelte store wraps them).
 
-import type { ModelView, QueueItem, WorkerEvent } from "./types";
+import type { ModelsView, ModelView, QueueItem, WorkerEvent } from "./types";
 
 /** Progress of one job as the page shows it. */
 export interface JobState {
@@ -27,6 +27,8 @@ export interface JobsState {
   /** The stage a loading model is in, and the share of its weights read. */
   modelStage: { stage: string; percent: number } | null;
   modelError: string | null;
+  /** Whether the page has heard where the model stands (from the app or an event). */
+  modelKnown: boolean;
 }
 
 /** The state before any event. */
@@ -40,6 +42,7 @@ export function emptyJobs(): JobsState {
     modelLoading: null,
     modelStage: null,
     modelError: null,
+    modelKnown: false,
   };
 }
 
@@ -60,13 +63,13 @@ export function applyEvent(s: JobsState, e: WorkerEvent): JobsState {
       return { ...s, queue: e.items, jobs };
     }
     case "modelLoading":
-      return { ...s, modelLoading: e.path, modelStage: null, modelError: null };
+      return { ...s, modelLoading: e.path, modelStage: null, modelError: null, modelKnown: true };
     case "modelProgress":
       return { ...s, modelStage: { stage: e.stage, percent: e.percent } };
     case "modelLoaded":
-      return { ...s, model: e.model, modelLoading: null, modelStage: null, modelError: null };
+      return { ...s, model: e.model, modelLoading: null, modelStage: null, modelError: null, modelKnown: true };
     case "modelFailed":
-      return { ...s, model: null, modelLoading: null, modelStage: null, modelError: e.message };
+      return { ...s, model: null, modelLoading: null, modelStage: null, modelError: e.message, modelKnown: true };
     case "started":
       return { ...put(e.job, { status: "running", total: e.total, seed: e.seed, index: 0 }), current: e.job };
     case "step":
@@ -94,6 +97,32 @@ export function applyEvent(s: JobsState, e: WorkerEvent): JobsState {
         current: s.current === e.job ? null : s.current,
       };
   }
+}
+
+/**
+ * Fills in the model state from the `models` command's answer at start. Events that came in
+ * since the page subscribed are newer, so the answer only counts while they said nothing about
+ * the model (the app starts loading before the page listens, so early events are missed).
+ */
+export function withModels(s: JobsState, m: Pick<ModelsView, "current" | "loading" | "error">): JobsState {
+  if (s.modelKnown) return s;
+  const known = { ...s, modelKnown: true };
+  if (m.current) return { ...known, model: m.current };
+  if (m.loading) {
+    const stage = m.loading.stage === null ? null : { stage: m.loading.stage, percent: m.loading.percent };
+    return { ...known, modelLoading: m.loading.path, modelStage: stage };
+  }
+  return { ...known, modelError: m.error };
+}
+
+/**
+ * What the main area shows: nothing yet (before the app said where the model stands), the
+ * model loading, the "no usable model" screen, or the views.
+ */
+export function screen(s: Pick<JobsState, "model" | "modelLoading" | "modelKnown">): "starting" | "loading" | "no-model" | "ready" {
+  if (s.model) return "ready";
+  if (s.modelLoading !== null) return "loading";
+  return s.modelKnown ? "no-model" : "starting";
 }
 
 /** Jobs waiting (not running). */

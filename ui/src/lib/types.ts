@@ -28,7 +28,10 @@ export interface ModelEntry {
 /** What the `models` command returns. */
 export interface ModelsView {
   current: ModelView | null;
-  loading: boolean;
+  /** The load that is running (stage null until it starts) or waiting next. */
+  loading: { path: string; stage: string | null; percent: number } | null;
+  /** Why the last load failed, if it did. */
+  error: string | null;
   known: string[];
   available: ModelEntry[];
 }
