@@ -200,6 +200,7 @@ pub fn load_model(state: State<'_, AppState>, path: String) -> Res<()> {
     {
         let mut known = state.known_models.lock().unwrap();
         let shown = dir.display().to_string();
+        state.settings.lock().unwrap().model_added(&shown);
         if !known.contains(&shown) {
             known.push(shown);
         }

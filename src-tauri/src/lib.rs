@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod convert;
 pub mod protocol;
+pub mod settings;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use sumi_gallery::Gallery;
 use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::Manager;
 
+use settings::{SettingsFile, StartupModel};
 use worker::{Sink, Worker, WorkerEvent};
 
 /// The page's two channels, once it has subscribed.
@@ -24,19 +26,25 @@ pub struct AppState {
     pub worker: Worker,
     /// The gallery (shared with the worker and the image protocol).
     pub gallery: commands::SharedGallery,
-    /// Models added by hand (or named by `SUMI_MODEL`) this session.
+    /// Models added by hand (in this or earlier sessions) or named by `SUMI_MODEL`.
     pub known_models: Mutex<Vec<String>>,
+    /// What the app remembers between runs.
+    pub settings: Arc<Mutex<SettingsFile>>,
     /// The built-in demo model's folder, when it is installed.
     pub demo_model: Mutex<Option<PathBuf>>,
     /// Where events go.
     pub channels: Arc<Mutex<Channels>>,
 }
 
-/// Forwards worker reports to whatever channels the page registered.
-struct ChannelSink(Arc<Mutex<Channels>>);
+/// Forwards worker reports to whatever channels the page registered, and remembers each model
+/// that loads.
+struct ChannelSink(Arc<Mutex<Channels>>, Arc<Mutex<SettingsFile>>);
 
 impl Sink for ChannelSink {
     fn event(&self, event: WorkerEvent) {
+        if let WorkerEvent::ModelLoaded { model } = &event {
+            self.1.lock().unwrap().model_loaded(&model.path);
+        }
         if let Some((events, _)) = &*self.0.lock().unwrap() {
             let _ = events.send(event);
         }
@@ -90,26 +98,16 @@ pub fn run() -> anyhow::Result<()> {
     let gallery = Gallery::open(&home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
     let gallery = Arc::new(Mutex::new(gallery));
+    let settings = Arc::new(Mutex::new(SettingsFile::open(&home)));
     let channels: Arc<Mutex<Channels>> = Arc::new(Mutex::new(None));
-    let worker = Worker::start(gallery.clone(), Arc::new(ChannelSink(channels.clone())));
-    let mut known = Vec::new();
-    // A model named at start wins; without one the built-in demo model loads (in `setup`, once
-    // the bundled resources can be found).
-    let chosen = std::env::var("SUMI_MODEL")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    if let Some(spec) = &chosen {
-        match sumi_engine::model::resolve(spec.trim()) {
-            Ok(dir) => {
-                known.push(dir.display().to_string());
-                worker.load(dir);
-            }
-            Err(e) => {
-                tracing::warn!("SUMI_MODEL={spec}: {e}");
-                worker.fail_load(format!("SUMI_MODEL={spec}: {e}"));
-            }
-        }
-    }
+    let sink = ChannelSink(channels.clone(), settings.clone());
+    let worker = Worker::start(gallery.clone(), Arc::new(sink));
+    // Models added in earlier sessions, less the ones that have since been moved or deleted.
+    let known: Vec<String> = (settings.lock().unwrap().get().added_models.iter())
+        .filter(|p| std::path::Path::new(p).exists())
+        .cloned()
+        .collect();
+    let named = std::env::var("SUMI_MODEL").ok();
     let protocol_gallery = gallery.clone();
     tauri::Builder::default()
         .register_asynchronous_uri_scheme_protocol("sumi", move |_ctx, request, responder| {
@@ -130,6 +128,7 @@ pub fn run() -> anyhow::Result<()> {
             worker,
             gallery,
             known_models: Mutex::new(known),
+            settings: settings.clone(),
             demo_model: Mutex::new(None),
             channels,
         })
@@ -137,13 +136,37 @@ pub fn run() -> anyhow::Result<()> {
             let demo = demo_model(app);
             let state = app.state::<AppState>();
             *state.demo_model.lock().unwrap() = demo.clone();
-            match (&chosen, demo) {
-                (Some(_), _) => {}
-                (None, Some(dir)) => {
+            let remembered = settings.lock().unwrap().get().last_model.clone();
+            match settings::startup_model(named.as_deref(), remembered.as_deref(), demo.as_deref())
+            {
+                Some(StartupModel::Named(spec)) => match sumi_engine::model::resolve(&spec) {
+                    Ok(dir) => {
+                        let shown = dir.display().to_string();
+                        let mut known = state.known_models.lock().unwrap();
+                        if !known.contains(&shown) {
+                            known.push(shown);
+                        }
+                        state.worker.load(dir);
+                    }
+                    Err(e) => {
+                        tracing::warn!("SUMI_MODEL={spec}: {e}");
+                        state.worker.fail_load(format!("SUMI_MODEL={spec}: {e}"));
+                    }
+                },
+                Some(StartupModel::Remembered(dir)) => {
+                    tracing::info!("loading the last model used, {}", dir.display());
+                    let shown = dir.display().to_string();
+                    let mut known = state.known_models.lock().unwrap();
+                    if !known.contains(&shown) && demo.as_ref() != Some(&dir) {
+                        known.push(shown);
+                    }
+                    state.worker.load(dir);
+                }
+                Some(StartupModel::Demo(dir)) => {
                     tracing::info!("loading the built-in demo model from {}", dir.display());
                     state.worker.load(dir);
                 }
-                (None, None) => tracing::warn!("no model named and the demo model is missing"),
+                None => tracing::warn!("no model named and the demo model is missing"),
             }
             if let Some(w) = app.get_webview_window("main") {
                 let _ = w.set_title(&format!("Sumi {}", sumi_engine::VERSION));

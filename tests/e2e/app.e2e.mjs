@@ -276,8 +276,15 @@ try {
   check((await find('[data-testid="thumb"]')).length === 6, "the cancelled run saved nothing (6 images)");
   await screenshot("5-gallery");
 
-  // 8. Without SUMI_MODEL the built-in demo model loads by itself, with its progress shown,
-  // and makes a picture at its own defaults.
+  // 8. Without SUMI_MODEL the app opens the last model that loaded (the fixture)...
+  await restart({ SUMI_MODEL: "" });
+  await one('[data-testid="prompt"]', "the Generate view with the remembered model", 60000);
+  const reopened = await js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].value;");
+  check(reopened.endsWith("sd15"), `the last model used opens at restart (${reopened})`);
+
+  // ... and with nothing remembered the built-in demo model loads by itself, with its progress
+  // shown, and makes a picture at its own defaults.
+  fs.rmSync(path.join(home, "app-settings.json"));
   await restart({ SUMI_MODEL: "" });
   let sawLoading = null;
   for (const until = Date.now() + 60000; ; ) {
@@ -313,6 +320,7 @@ try {
   const broken = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-demo-"));
   fs.cpSync(path.join(root, "assets/demo-model"), broken, { recursive: true });
   fs.rmSync(path.join(broken, "unet/diffusion_pytorch_model.safetensors"));
+  fs.rmSync(path.join(home, "app-settings.json"));
   await restart({ SUMI_MODEL: "", SUMI_DEMO_MODEL: broken });
   await one('[data-testid="no-model"]', "the no-model screen");
   const why = await text(await one('[data-testid="model-error"]', "why the demo model failed"));
