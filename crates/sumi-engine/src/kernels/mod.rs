@@ -9,7 +9,7 @@ mod conv;
 mod norm;
 
 pub use attention::attention;
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_cached, WinogradCache, WINOGRAD_ENV};
 pub use norm::group_norm;
 
 use std::sync::OnceLock;
