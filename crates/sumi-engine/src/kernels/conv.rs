@@ -339,8 +339,17 @@ fn winograd(
     let total_rows = batch * th;
     let rows_per_band = (WINOGRAD_BAND_FLOATS / (16 * (cin + cout) * tw)).clamp(1, total_rows);
     let cap = rows_per_band * tw;
-    let mut v = vec![0f32; 16 * cin * cap];
-    let mut m = vec![0f32; 16 * cout * cap];
+    // The band buffers are kept per thread between calls: fresh ones would be faulted in anew
+    // by every convolution.
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut scratch = SCRATCH.take();
+    let need = 16 * (cin + cout) * cap;
+    if scratch.len() < need {
+        scratch = vec![0f32; need];
+    }
+    let (v, m) = scratch[..need].split_at_mut(16 * cin * cap);
     let threads = candle_core::utils::get_num_threads();
     let mut g0 = 0;
     while g0 < total_rows {
@@ -376,6 +385,7 @@ fn winograd(
         output_transform(m, bias, cout, h, w, th, tw, g0, rows, out);
         g0 += rows;
     }
+    SCRATCH.set(scratch);
 }
 
 /// Writes `V[xi][c][t] = (B^T d B)[xi]` for the tiles of global tile rows `g0..g0+rows`, with
