@@ -6,6 +6,9 @@
 //! band's columns of the `[Cout, H*W]` output, on top of the bias. Compared with candle 0.11's
 //! tiled im2col this avoids the NHWC transpose of the input, the per-pixel scattered patch
 //! writes and the strided copy of every result into the output.
+//!
+//! 3x3 stride-1 convolutions with many channels over large enough images go through Winograd
+//! F(2x2,3x3) instead: 16 multiplications per 2x2 output tile and channel pair instead of 36.
 
 use std::sync::OnceLock;
 
@@ -25,19 +28,6 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     stride: usize,
     pad: usize,
-) -> Result<Tensor> {
-    conv2d_cached(x, w, bias, stride, pad, None)
-}
-
-/// [`conv2d`] that keeps the Winograd transform of `w` in `cache` after the first call (the
-/// caller owns the cache alongside the weight, so it must always pass the same `w` with it).
-pub fn conv2d_cached(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    pad: usize,
-    cache: Option<&WinogradCache>,
 ) -> Result<Tensor> {
     let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
     let (cout, cin_w, kh, kw) = w.dims4()?;
@@ -77,16 +67,11 @@ pub fn conv2d_cached(
                 oh,
                 ow,
             };
-            if winograd_applies(cin, cout, kh, stride, pad) {
-                let fresh;
-                let u: &[f32] = match cache {
-                    Some(c) => c.0.get_or_init(|| winograd_weights(ws, cout, cin)),
-                    None => {
-                        fresh = winograd_weights(ws, cout, cin);
-                        &fresh
-                    }
-                };
-                winograd(xs, b, &geo, u, bias_vals.as_deref(), cout, &mut out);
+            if winograd_applies(b, &geo, cout) {
+                // Transformed per call, not kept: a cache would hold 16/9 of every 3x3 weight
+                // (3.8 GiB more for SD1.5) for a transform that costs ~1% of the convolution.
+                let u = winograd_weights(ws, cout, cin);
+                winograd(xs, b, &geo, &u, bias_vals.as_deref(), cout, &mut out);
                 return Ok(());
             }
             for (img, dst) in out.chunks_mut(cout * oh * ow).enumerate() {
@@ -255,30 +240,34 @@ fn gemm_into(
 }
 
 /// Set to `0` to run 3x3 stride-1 convolutions through im2col instead of Winograd (A/B switch).
-pub const WINOGRAD_ENV: &str = "SUMI_WINOGRAD";
+const WINOGRAD_ENV: &str = "SUMI_WINOGRAD";
 
 /// Fewest input and output channels for which Winograd is used: below this the transforms cost
 /// more than the multiplications they save.
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 
-/// Most floats in the transformed input and product matrices of one band of tiles (16 MiB).
-const WINOGRAD_BAND_FLOATS: usize = 4 << 20;
+/// Fewest 2x2 output tiles (over the batch) for which Winograd is used. On smaller outputs the
+/// per-call weight transform and the repacking of the 16 weight matrices for few columns cost
+/// what the saved multiplications gain (measured with `examples/conv_shapes.rs`: 30-45% faster
+/// at 512 tiles and more, no gain at 128).
+const WINOGRAD_MIN_TILES: usize = 256;
 
-/// The Winograd-domain weights of one 3x3 convolution, computed on first use.
-#[derive(Debug, Default)]
-pub struct WinogradCache(OnceLock<Vec<f32>>);
+/// Most floats in the transformed input and product matrices of one band of tiles (32 MiB).
+const WINOGRAD_BAND_FLOATS: usize = 8 << 20;
 
 fn winograd_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var(WINOGRAD_ENV).as_deref() != Ok("0"))
 }
 
-fn winograd_applies(cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> bool {
-    k == 3
-        && stride == 1
-        && pad == 1
-        && cin >= WINOGRAD_MIN_CHANNELS
+fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
+    let tiles = batch * g.h.div_ceil(2) * g.w.div_ceil(2);
+    g.k == 3
+        && g.stride == 1
+        && g.pad == 1
+        && g.cin >= WINOGRAD_MIN_CHANNELS
         && cout >= WINOGRAD_MIN_CHANNELS
+        && tiles >= WINOGRAD_MIN_TILES
         && winograd_enabled()
 }
 
@@ -611,7 +600,7 @@ mod tests {
             .unwrap()
             .to_scalar()
             .unwrap();
-        max_diff(got, want) / scale
+        crate::test_util::max_abs_diff(got, want) / scale
     }
 
     /// The im2col path on the same inputs (Winograd bypassed).
@@ -639,10 +628,33 @@ mod tests {
         Tensor::from_vec(out, (b, cout, h, wd), &Device::Cpu).unwrap()
     }
 
+    /// The Winograd path on the same inputs, whatever its size thresholds say.
+    fn winograd_direct(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let (b, cin, h, wd) = x.dims4().unwrap();
+        let cout = w.dim(0).unwrap();
+        let geo = Geometry {
+            cin,
+            h,
+            w: wd,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            oh: h,
+            ow: wd,
+        };
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bs = bias.map(|t| t.to_vec1::<f32>().unwrap());
+        let mut out = vec![0f32; b * cout * h * wd];
+        let u = winograd_weights(&ws, cout, cin);
+        winograd(&xs, b, &geo, &u, bs.as_deref(), cout, &mut out);
+        Tensor::from_vec(out, (b, cout, h, wd), &Device::Cpu).unwrap()
+    }
+
     #[test]
     fn winograd_matches_candle_and_im2col() {
         let dev = Device::Cpu;
-        // (batch, cin, cout, h, w, bias)
+        // (batch, cin, cout, h, w, bias): odd sizes, 1x1 and 2x3 images, unequal channels.
         let cases = [
             (2, 64, 64, 7, 9, true),
             (1, 64, 96, 8, 8, true),
@@ -653,7 +665,6 @@ mod tests {
             (2, 320, 320, 16, 16, true),
         ];
         for &(b, cin, cout, h, w, with_bias) in &cases {
-            assert!(winograd_applies(cin, cout, 3, 1, 1));
             let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(
                 0f32,
@@ -664,24 +675,41 @@ mod tests {
             .unwrap();
             let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
             let bias = with_bias.then_some(&bias);
-            let cache = WinogradCache::default();
-            for cached in [None, Some(&cache), Some(&cache)] {
-                let got = conv2d_cached(&x, &wt, bias, 1, 1, cached).unwrap();
-                let mut want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
-                if let Some(bias) = bias {
-                    want = want
-                        .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
-                        .unwrap();
-                }
-                let case = (b, cin, cout, h, w, with_bias);
-                assert_eq!(got.dims(), want.dims(), "case {case:?}");
-                let e = rel_err(&got, &want);
-                let e2 = rel_err(&got, &im2col(&x, &wt, bias));
-                eprintln!("winograd {case:?}: rel err vs candle {e:.2e}, vs im2col {e2:.2e}");
-                assert!(e < 1e-5 && e2 < 1e-5, "case {case:?}: rel err {e} / {e2}");
+            let got = winograd_direct(&x, &wt, bias);
+            let mut want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
+            if let Some(bias) = bias {
+                want = want
+                    .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                    .unwrap();
             }
-            assert!(cache.0.get().is_some());
+            let case = (b, cin, cout, h, w, with_bias);
+            assert_eq!(got.dims(), want.dims(), "case {case:?}");
+            let e = rel_err(&got, &want);
+            let e2 = rel_err(&got, &im2col(&x, &wt, bias));
+            eprintln!("winograd {case:?}: rel err vs candle {e:.2e}, vs im2col {e2:.2e}");
+            assert!(e < 1e-5 && e2 < 1e-5, "case {case:?}: rel err {e} / {e2}");
         }
+    }
+
+    #[test]
+    fn winograd_only_where_it_pays() {
+        let geo = |cin, h, w, k, stride, pad| Geometry {
+            cin,
+            h,
+            w,
+            k,
+            stride,
+            pad,
+            oh: h,
+            ow: w,
+        };
+        assert!(winograd_applies(2, &geo(320, 64, 64, 3, 1, 1), 320));
+        assert!(winograd_applies(1, &geo(64, 32, 32, 3, 1, 1), 64));
+        assert!(!winograd_applies(2, &geo(1280, 16, 16, 3, 1, 1), 1280));
+        assert!(!winograd_applies(2, &geo(1280, 8, 8, 3, 1, 1), 1280));
+        assert!(!winograd_applies(2, &geo(4, 64, 64, 3, 1, 1), 320));
+        assert!(!winograd_applies(2, &geo(320, 64, 64, 3, 2, 1), 320));
+        assert!(!winograd_applies(2, &geo(320, 64, 64, 1, 1, 0), 320));
     }
 
     #[test]

@@ -13,20 +13,11 @@ pub struct Conv2d {
     bias: Tensor,
     stride: usize,
     pad: usize,
-    /// The weight's Winograd transform, made on the first forward that uses it.
-    winograd: kernels::WinogradCache,
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        kernels::conv2d_cached(
-            xs,
-            &self.weight,
-            Some(&self.bias),
-            self.stride,
-            self.pad,
-            Some(&self.winograd),
-        )
+        kernels::conv2d(xs, &self.weight, Some(&self.bias), self.stride, self.pad)
     }
 }
 
@@ -44,7 +35,6 @@ pub fn conv2d(
         bias: vb.get(cout, "bias")?,
         stride,
         pad,
-        winograd: kernels::WinogradCache::default(),
     })
 }
 
