@@ -70,8 +70,9 @@ pub fn conv2d(
             if winograd_applies(b, &geo, cout) {
                 // Transformed per call, not kept: a cache would hold 16/9 of every 3x3 weight
                 // (3.8 GiB more for SD1.5) for a transform that costs ~1% of the convolution.
-                let u = winograd_weights(ws, cout, cin);
-                winograd(xs, b, &geo, &u, bias_vals.as_deref(), cout, &mut out);
+                with_winograd_weights(ws, cout, cin, |u| {
+                    winograd(xs, b, &geo, u, bias_vals.as_deref(), cout, &mut out)
+                });
                 return Ok(());
             }
             for (img, dst) in out.chunks_mut(cout * oh * ow).enumerate() {
@@ -246,11 +247,10 @@ const WINOGRAD_ENV: &str = "SUMI_WINOGRAD";
 /// more than the multiplications they save.
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 
-/// Fewest 2x2 output tiles (over the batch) for which Winograd is used. On smaller outputs the
-/// per-call weight transform and the repacking of the 16 weight matrices for few columns cost
-/// what the saved multiplications gain (measured with `examples/conv_shapes.rs`: 30-45% faster
-/// at 512 tiles and more, no gain at 128).
-const WINOGRAD_MIN_TILES: usize = 256;
+/// Fewest 2x2 output tiles (over the batch) for which Winograd is used: on fewer the gemms of
+/// few columns each repack all 16 weight matrices for little work (`examples/conv_shapes.rs`:
+/// 45% faster than im2col at 128 tiles, 1280 channels; 45% slower at 32).
+const WINOGRAD_MIN_TILES: usize = 64;
 
 /// Most floats in the transformed input and product matrices of one band of tiles (32 MiB).
 const WINOGRAD_BAND_FLOATS: usize = 8 << 20;
@@ -280,8 +280,7 @@ unsafe impl Sync for SharedMut {}
 
 /// Winograd F(2x2, 3x3) weights `U[xi][co][ci] = (G g G^T)[xi]` for `ws` `[Cout, Cin, 3, 3]`,
 /// with `G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]]`; `xi = 4 * row + col`.
-fn winograd_weights(ws: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut u = vec![0f32; 16 * cout * cin];
+fn winograd_weights(ws: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
     let plane = cout * cin;
     let ptr = SharedMut(u.as_mut_ptr());
     (0..cout).into_par_iter().for_each(|co| {
@@ -307,7 +306,24 @@ fn winograd_weights(ws: &[f32], cout: usize, cin: usize) -> Vec<f32> {
             }
         }
     });
-    u
+}
+
+/// Runs `f` on the Winograd transform of `ws`, made in a buffer kept per thread: a fresh one
+/// for every convolution would be faulted in and zeroed by the kernel each time, which on this
+/// kind of VM cost as much as the multiplications Winograd saves on small images.
+fn with_winograd_weights<R>(ws: &[f32], cout: usize, cin: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    thread_local! {
+        static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let need = 16 * cout * cin;
+    let mut u = WEIGHTS.take();
+    if u.len() < need {
+        u = vec![0f32; need];
+    }
+    winograd_weights(ws, cout, cin, &mut u[..need]);
+    let r = f(&u[..need]);
+    WEIGHTS.set(u);
+    r
 }
 
 /// Winograd F(2x2, 3x3) for stride 1, padding 1 over the whole batch: `xs` is `[B, Cin, H, W]`,
@@ -646,8 +662,9 @@ mod tests {
         let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bs = bias.map(|t| t.to_vec1::<f32>().unwrap());
         let mut out = vec![0f32; b * cout * h * wd];
-        let u = winograd_weights(&ws, cout, cin);
-        winograd(&xs, b, &geo, &u, bs.as_deref(), cout, &mut out);
+        with_winograd_weights(&ws, cout, cin, |u| {
+            winograd(&xs, b, &geo, u, bs.as_deref(), cout, &mut out)
+        });
         Tensor::from_vec(out, (b, cout, h, wd), &Device::Cpu).unwrap()
     }
 
@@ -704,8 +721,8 @@ mod tests {
             ow: w,
         };
         assert!(winograd_applies(2, &geo(320, 64, 64, 3, 1, 1), 320));
-        assert!(winograd_applies(1, &geo(64, 32, 32, 3, 1, 1), 64));
-        assert!(!winograd_applies(2, &geo(1280, 16, 16, 3, 1, 1), 1280));
+        assert!(winograd_applies(2, &geo(1280, 16, 16, 3, 1, 1), 1280));
+        assert!(winograd_applies(1, &geo(64, 16, 16, 3, 1, 1), 64));
         assert!(!winograd_applies(2, &geo(1280, 8, 8, 3, 1, 1), 1280));
         assert!(!winograd_applies(2, &geo(4, 64, 64, 3, 1, 1), 320));
         assert!(!winograd_applies(2, &geo(320, 64, 64, 3, 2, 1), 320));
