@@ -94,6 +94,7 @@ pub fn run() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
+    sumi_engine::alloc::keep_freed_memory();
     let home = home()?;
     let gallery = Gallery::open(&home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;

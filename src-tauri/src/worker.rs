@@ -403,6 +403,7 @@ fn run(shared: &Shared) {
                 }
                 shared.sink.event(WorkerEvent::ModelLoading { path: shown });
                 model = None; // free the old weights before reading new ones
+                sumi_engine::alloc::release_free();
                 let loaded = load(&path, shared);
                 let mut st = shared.state.lock().unwrap();
                 st.load = None;

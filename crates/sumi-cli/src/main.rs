@@ -45,6 +45,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("SUMI_LOG"))
         .with_writer(std::io::stderr)
         .init();
+    sumi_engine::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let home = match cli.home.map(Ok).unwrap_or_else(sumi_gallery::default_home) {
         Ok(h) => h,

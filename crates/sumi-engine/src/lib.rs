@@ -1,6 +1,7 @@
 //! Sumi's diffusion engine: loads Stable Diffusion models, samples images step by step and
 //! reports progress as events. It knows nothing of UI, files other than models, or databases.
 
+pub mod alloc;
 pub mod bench;
 pub mod denoiser;
 pub mod device;
