@@ -25,7 +25,10 @@ const COMMANDS: &[&str] = &[
 
 fn main() {
     // A build that embeds the UI needs it built; say how instead of failing deep inside Tauri.
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/dist/index.html");
+    // Read at run time: a build script compiled for another checkout sharing the target folder
+    // would carry that checkout's path.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dist = std::path::Path::new(&manifest).join("../ui/dist/index.html");
     if std::env::var_os("CARGO_FEATURE_CUSTOM_PROTOCOL").is_some() && !dist.exists() {
         panic!("the UI is not built: run `npm ci && npm run build` in ui/ first");
     }

@@ -278,13 +278,19 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole `SharedMut`, not its field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Winograd F(2x2, 3x3) weights `U[xi][co][ci] = (G g G^T)[xi]` for `ws` `[Cout, Cin, 3, 3]`,
 /// with `G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]]`; `xi = 4 * row + col`.
 fn winograd_weights(ws: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
     let plane = cout * cin;
     let ptr = SharedMut(u.as_mut_ptr());
     (0..cout).into_par_iter().for_each(|co| {
-        let ptr = ptr;
         for ci in 0..cin {
             let g = &ws[(co * cin + ci) * 9..(co * cin + ci + 1) * 9];
             // G g: 4 rows of 3.
@@ -301,7 +307,7 @@ fn winograd_weights(ws: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
                 let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
                 for (c, v) in vals.into_iter().enumerate() {
                     // SAFETY: element (xi, co, ci) is inside `u` and only task `co` writes it.
-                    unsafe { *ptr.0.add((r * 4 + c) * plane + co * cin + ci) = v };
+                    unsafe { *ptr.get().add((r * 4 + c) * plane + co * cin + ci) = v };
                 }
             }
         }
@@ -412,7 +418,6 @@ fn input_transform(
     let ptr = SharedMut(v.as_mut_ptr());
     let plane = cin * n;
     (0..cin).into_par_iter().for_each(|c| {
-        let ptr = ptr;
         let pw = 2 * tw + 2;
         let mut padded = vec![0f32; 4 * pw];
         let mut tmp = vec![0f32; 16 * tw];
@@ -455,7 +460,7 @@ fn input_transform(
                 // col0..col0+tw lie inside the band's n columns.
                 let dst = |i: usize| unsafe {
                     std::slice::from_raw_parts_mut(
-                        ptr.0.add((i * 4 + j) * plane + c * n + col0),
+                        ptr.get().add((i * 4 + j) * plane + c * n + col0),
                         tw,
                     )
                 };
@@ -490,7 +495,6 @@ fn output_transform(
     let plane = cout * n;
     let ptr = SharedMut(out.as_mut_ptr());
     (0..cout).into_par_iter().for_each(|co| {
-        let ptr = ptr;
         let b = bias.map_or(0.0, |b| b[co]);
         let mut y = vec![0f32; 4 * tw];
         for lr in 0..rows {
@@ -520,7 +524,10 @@ fn output_transform(
                 // SAFETY: plane (img, co) of `out` is written only by task co, and each band
                 // writes its own output rows.
                 let line = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.0.add(((img * cout + co) * h + oy) * w), w)
+                    std::slice::from_raw_parts_mut(
+                        ptr.get().add(((img * cout + co) * h + oy) * w),
+                        w,
+                    )
                 };
                 for (tx, pair) in line.chunks_mut(2).enumerate() {
                     pair[0] = ya[tx];
