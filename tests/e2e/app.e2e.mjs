@@ -279,8 +279,8 @@ try {
   // 8. Without SUMI_MODEL the app opens the last model that loaded (the fixture)...
   await restart({ SUMI_MODEL: "" });
   await one('[data-testid="prompt"]', "the Generate view with the remembered model", 60000);
-  const reopened = await js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].value;");
-  check(reopened.endsWith("sd15"), `the last model used opens at restart (${reopened})`);
+  const lastModel = await js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].value;");
+  check(lastModel.endsWith("sd15"), `the last model used opens at restart (${lastModel})`);
 
   // ... and with nothing remembered the built-in demo model loads by itself, with its progress
   // shown, and makes a picture at its own defaults.

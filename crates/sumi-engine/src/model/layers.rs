@@ -278,10 +278,7 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
         let proj = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
-        let halves = proj.chunk(2, D::Minus1)?;
-        let ff = self
-            .ff_out
-            .forward(&(&halves[0] * halves[1].gelu_erf()?)?)?;
+        let ff = self.ff_out.forward(&kernels::geglu(&proj)?)?;
         ff + xs
     }
 }
