@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{enabled, parallelism, with_f32};
+use super::{enabled, parallelism, winograd4, with_f32};
 
 /// Most floats in one unfolded band (16 MiB); a band always holds at least one output row.
 const BAND_FLOATS: usize = 4 << 20;
@@ -67,11 +67,11 @@ pub fn conv2d(
                 oh,
                 ow,
             };
-            if winograd_applies(b, &geo, cout) {
+            if let Some(tiling) = winograd_tiling(b, &geo, cout) {
                 // Transformed per call, not kept: a cache would hold 16/9 of every 3x3 weight
                 // (3.8 GiB more for SD1.5) for a transform that costs ~1% of the convolution.
-                with_winograd_weights(ws, cout, cin, |u| {
-                    winograd(xs, b, &geo, u, bias_vals.as_deref(), cout, &mut out)
+                with_winograd_weights(ws, cout, cin, tiling, |u| {
+                    winograd(xs, b, &geo, u, bias_vals.as_deref(), cout, &mut out, tiling)
                 });
                 return Ok(());
             }
@@ -240,8 +240,42 @@ fn gemm_into(
     }
 }
 
-/// Set to `0` to run 3x3 stride-1 convolutions through im2col instead of Winograd (A/B switch).
+/// Set to `0` to run 3x3 stride-1 convolutions through im2col instead of Winograd, `2` to use
+/// F(2x2, 3x3) only (A/B switches).
 const WINOGRAD_ENV: &str = "SUMI_WINOGRAD";
+
+/// Fewest 4x4 output tiles (over the batch) for which F(4x4, 3x3) is used instead of F(2x2).
+/// `examples/conv_shapes.rs` found it 10-30% faster on the VAE's 128x128 and larger layers
+/// (1,024+ tiles) and no faster on the UNet's at 512x512 (512 tiles or fewer), where its
+/// 36 weight matrices, 2.25 times F(2x2)'s, are transformed and repacked for fewer columns.
+const WINOGRAD4_MIN_TILES: usize = 1024;
+
+/// The Winograd variant of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tiling {
+    /// F(2x2, 3x3).
+    F2,
+    /// F(4x4, 3x3).
+    F4,
+}
+
+impl Tiling {
+    /// Output tile side.
+    fn m(self) -> usize {
+        match self {
+            Tiling::F2 => 2,
+            Tiling::F4 => winograd4::M,
+        }
+    }
+
+    /// Transformed elements per tile (the number of gemms).
+    fn xi(self) -> usize {
+        match self {
+            Tiling::F2 => 16,
+            Tiling::F4 => winograd4::XI,
+        }
+    }
+}
 
 /// Fewest input and output channels for which Winograd is used: below this the transforms cost
 /// more than the multiplications they save.
@@ -255,9 +289,27 @@ const WINOGRAD_MIN_TILES: usize = 64;
 /// Most floats in the transformed input and product matrices of one band of tiles (32 MiB).
 const WINOGRAD_BAND_FLOATS: usize = 8 << 20;
 
-fn winograd_enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var(WINOGRAD_ENV).as_deref() != Ok("0"))
+/// `SUMI_WINOGRAD`: 0 = off, 2 = F(2x2) only, 4 (or unset) = both.
+fn winograd_mode() -> u8 {
+    static MODE: OnceLock<u8> = OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var(WINOGRAD_ENV).as_deref() {
+        Ok("0") => 0,
+        Ok("2") => 2,
+        _ => 4,
+    })
+}
+
+/// Which Winograd variant (if any) runs this convolution.
+fn winograd_tiling(batch: usize, g: &Geometry, cout: usize) -> Option<Tiling> {
+    if !winograd_applies(batch, g, cout) {
+        return None;
+    }
+    let tiles4 = batch * g.h.div_ceil(4) * g.w.div_ceil(4);
+    Some(if winograd_mode() == 4 && tiles4 >= WINOGRAD4_MIN_TILES {
+        Tiling::F4
+    } else {
+        Tiling::F2
+    })
 }
 
 fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
@@ -268,19 +320,19 @@ fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
         && g.cin >= WINOGRAD_MIN_CHANNELS
         && cout >= WINOGRAD_MIN_CHANNELS
         && tiles >= WINOGRAD_MIN_TILES
-        && winograd_enabled()
+        && winograd_mode() != 0
 }
 
 /// A pointer that rayon tasks share to write disjoint elements of one buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(super) struct SharedMut(pub(super) *mut f32);
 // SAFETY: every user writes a set of elements no other task touches (documented at each use).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
     /// The pointer (a method, so closures capture the whole `SharedMut`, not its field).
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -317,25 +369,36 @@ fn winograd_weights(ws: &[f32], cout: usize, cin: usize, u: &mut [f32]) {
 /// Runs `f` on the Winograd transform of `ws`, made in a buffer kept per thread: a fresh one
 /// for every convolution would be faulted in and zeroed by the kernel each time, which on this
 /// kind of VM cost as much as the multiplications Winograd saves on small images.
-fn with_winograd_weights<R>(ws: &[f32], cout: usize, cin: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+fn with_winograd_weights<R>(
+    ws: &[f32],
+    cout: usize,
+    cin: usize,
+    tiling: Tiling,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
     thread_local! {
         static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let need = 16 * cout * cin;
+    let need = tiling.xi() * cout * cin;
     let mut u = WEIGHTS.take();
     if u.len() < need {
         u = vec![0f32; need];
     }
-    winograd_weights(ws, cout, cin, &mut u[..need]);
+    match tiling {
+        Tiling::F2 => winograd_weights(ws, cout, cin, &mut u[..need]),
+        Tiling::F4 => winograd4::weights(ws, cout, cin, &mut u[..need]),
+    }
     let r = f(&u[..need]);
     WEIGHTS.set(u);
     r
 }
 
-/// Winograd F(2x2, 3x3) for stride 1, padding 1 over the whole batch: `xs` is `[B, Cin, H, W]`,
-/// `u` the transformed weights, `out` `[B, Cout, H, W]`. The output is cut into 2x2 tiles;
-/// bands of tile rows (across images) are transformed into 16 matrices `V[xi]` `[Cin, tiles]`,
-/// multiplied as `M[xi] = U[xi] V[xi]` (`[Cout, tiles]`) and transformed back into the output.
+/// Winograd F(2x2, 3x3) or F(4x4, 3x3) for stride 1, padding 1 over the whole batch: `xs` is
+/// `[B, Cin, H, W]`, `u` the transformed weights, `out` `[B, Cout, H, W]`. The output is cut
+/// into 2x2 (4x4) tiles; bands of tile rows (across images) are transformed into 16 (36)
+/// matrices `V[xi]` `[Cin, tiles]`, multiplied as `M[xi] = U[xi] V[xi]` (`[Cout, tiles]`) and
+/// transformed back into the output.
+#[allow(clippy::too_many_arguments)]
 fn winograd(
     xs: &[f32],
     batch: usize,
@@ -344,11 +407,13 @@ fn winograd(
     bias: Option<&[f32]>,
     cout: usize,
     out: &mut [f32],
+    tiling: Tiling,
 ) {
     let (cin, h, w) = (g.cin, g.h, g.w);
-    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let (xin, tile) = (tiling.xi(), tiling.m());
+    let (th, tw) = (h.div_ceil(tile), w.div_ceil(tile));
     let total_rows = batch * th;
-    let rows_per_band = (WINOGRAD_BAND_FLOATS / (16 * (cin + cout) * tw)).clamp(1, total_rows);
+    let rows_per_band = (WINOGRAD_BAND_FLOATS / (xin * (cin + cout) * tw)).clamp(1, total_rows);
     let cap = rows_per_band * tw;
     // The band buffers are kept per thread between calls: fresh ones would be faulted in anew
     // by every convolution.
@@ -356,19 +421,22 @@ fn winograd(
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let mut scratch = SCRATCH.take();
-    let need = 16 * (cin + cout) * cap;
+    let need = xin * (cin + cout) * cap;
     if scratch.len() < need {
         scratch = vec![0f32; need];
     }
-    let (v, m) = scratch[..need].split_at_mut(16 * cin * cap);
+    let (v, m) = scratch[..need].split_at_mut(xin * cin * cap);
     let threads = candle_core::utils::get_num_threads();
     let mut g0 = 0;
     while g0 < total_rows {
         let rows = rows_per_band.min(total_rows - g0);
         let n = rows * tw;
-        let v = &mut v[..16 * cin * n];
-        let m = &mut m[..16 * cout * n];
-        input_transform(xs, cin, h, w, th, tw, g0, rows, v);
+        let v = &mut v[..xin * cin * n];
+        let m = &mut m[..xin * cout * n];
+        match tiling {
+            Tiling::F2 => input_transform(xs, cin, h, w, th, tw, g0, rows, v),
+            Tiling::F4 => winograd4::input_transform(xs, cin, h, w, th, tw, g0, rows, v),
+        }
         let gemm_one = |(xi, mx): (usize, &mut [f32]), par| {
             gemm_into(
                 mx,
@@ -393,7 +461,10 @@ fn winograd(
                 .enumerate()
                 .for_each(|c| gemm_one(c, gemm::Parallelism::None));
         }
-        output_transform(m, bias, cout, h, w, th, tw, g0, rows, out);
+        match tiling {
+            Tiling::F2 => output_transform(m, bias, cout, h, w, th, tw, g0, rows, out),
+            Tiling::F4 => winograd4::output_transform(m, bias, cout, h, w, th, tw, g0, rows, out),
+        }
         g0 += rows;
     }
     SCRATCH.set(scratch);
@@ -652,7 +723,7 @@ mod tests {
     }
 
     /// The Winograd path on the same inputs, whatever its size thresholds say.
-    fn winograd_direct(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    fn winograd_direct(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, tiling: Tiling) -> Tensor {
         let (b, cin, h, wd) = x.dims4().unwrap();
         let cout = w.dim(0).unwrap();
         let geo = Geometry {
@@ -669,8 +740,8 @@ mod tests {
         let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bs = bias.map(|t| t.to_vec1::<f32>().unwrap());
         let mut out = vec![0f32; b * cout * h * wd];
-        with_winograd_weights(&ws, cout, cin, |u| {
-            winograd(&xs, b, &geo, u, bs.as_deref(), cout, &mut out)
+        with_winograd_weights(&ws, cout, cin, tiling, |u| {
+            winograd(&xs, b, &geo, u, bs.as_deref(), cout, &mut out, tiling)
         });
         Tensor::from_vec(out, (b, cout, h, wd), &Device::Cpu).unwrap()
     }
@@ -687,8 +758,12 @@ mod tests {
             (2, 64, 128, 2, 3, true),
             (1, 96, 72, 13, 4, false),
             (2, 320, 320, 16, 16, true),
+            (1, 64, 64, 17, 23, true),
         ];
-        for &(b, cin, cout, h, w, with_bias) in &cases {
+        for (&(b, cin, cout, h, w, with_bias), tiling) in cases
+            .iter()
+            .flat_map(|c| [(c, Tiling::F2), (c, Tiling::F4)])
+        {
             let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
             let wt = Tensor::randn(
                 0f32,
@@ -699,19 +774,21 @@ mod tests {
             .unwrap();
             let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
             let bias = with_bias.then_some(&bias);
-            let got = winograd_direct(&x, &wt, bias);
+            let got = winograd_direct(&x, &wt, bias, tiling);
             let mut want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
             if let Some(bias) = bias {
                 want = want
                     .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
                     .unwrap();
             }
-            let case = (b, cin, cout, h, w, with_bias);
+            let case = (tiling, b, cin, cout, h, w, with_bias);
             assert_eq!(got.dims(), want.dims(), "case {case:?}");
             let e = rel_err(&got, &want);
             let e2 = rel_err(&got, &im2col(&x, &wt, bias));
             eprintln!("winograd {case:?}: rel err vs candle {e:.2e}, vs im2col {e2:.2e}");
-            assert!(e < 1e-5 && e2 < 1e-5, "case {case:?}: rel err {e} / {e2}");
+            // F(4x4) adds more and larger transform terms: about 10x F(2x2)'s rounding error.
+            let tol = if tiling == Tiling::F4 { 5e-5 } else { 1e-5 };
+            assert!(e < tol && e2 < tol, "case {case:?}: rel err {e} / {e2}");
         }
     }
 
@@ -734,23 +811,54 @@ mod tests {
         assert!(!winograd_applies(2, &geo(4, 64, 64, 3, 1, 1), 320));
         assert!(!winograd_applies(2, &geo(320, 64, 64, 3, 2, 1), 320));
         assert!(!winograd_applies(2, &geo(320, 64, 64, 1, 1, 0), 320));
+        let tiling = |b, cin, hw| winograd_tiling(b, &geo(cin, hw, hw, 3, 1, 1), cin);
+        assert_eq!(tiling(1, 512, 128), Some(Tiling::F4));
+        assert_eq!(tiling(2, 320, 64), Some(Tiling::F2));
+        assert_eq!(tiling(2, 640, 32), Some(Tiling::F2));
+        assert_eq!(tiling(2, 1280, 16), Some(Tiling::F2));
+        assert_eq!(tiling(2, 1280, 8), None);
     }
 
     #[test]
     fn winograd_many_bands() {
         let dev = Device::Cpu;
-        // 16 * (cin + cout) * tiles_per_row floats per tile row: several bands, some of which
-        // straddle the two images.
-        let (b, cin, cout, h, w) = (2usize, 256usize, 256usize, 37usize, 301usize);
-        let rows = WINOGRAD_BAND_FLOATS / (16 * (cin + cout) * w.div_ceil(2));
-        assert!(rows >= 2 && rows < h.div_ceil(2));
+        // xi * (cin + cout) * tiles_per_row floats per tile row: several bands, some of which
+        // straddle the two images, for both tilings.
+        let (b, cin, cout, h, w) = (2usize, 256usize, 256usize, 45usize, 301usize);
         let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
         let wt = Tensor::randn(0f32, 0.02, (cout, cin, 3, 3), &dev).unwrap();
         let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
-        let got = conv2d(&x, &wt, Some(&bias), 1, 1).unwrap();
         let want = im2col(&x, &wt, Some(&bias));
-        let e = rel_err(&got, &want);
-        eprintln!("winograd many bands: rel err vs im2col {e:.2e}");
-        assert!(e < 1e-5, "rel err {e}");
+        for tiling in [Tiling::F2, Tiling::F4] {
+            let th = h.div_ceil(tiling.m());
+            let rows = WINOGRAD_BAND_FLOATS / (tiling.xi() * (cin + cout) * w.div_ceil(tiling.m()));
+            assert!(
+                rows >= 2 && rows < th && th % rows != 0,
+                "{tiling:?}: {rows} rows of {th}"
+            );
+            let got = winograd_direct(&x, &wt, Some(&bias), tiling);
+            let e = rel_err(&got, &want);
+            eprintln!("winograd {tiling:?} many bands: rel err vs im2col {e:.2e}");
+            assert!(e < 5e-5, "{tiling:?}: rel err {e}");
+        }
+        assert_eq!(
+            winograd_tiling(b, &im2col_geometry(cin, h, w), cout),
+            Some(Tiling::F4)
+        );
+        let got = conv2d(&x, &wt, Some(&bias), 1, 1).unwrap();
+        assert!(rel_err(&got, &want) < 5e-5);
+    }
+
+    fn im2col_geometry(cin: usize, h: usize, w: usize) -> Geometry {
+        Geometry {
+            cin,
+            h,
+            w,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            oh: h,
+            ow: w,
+        }
     }
 }

@@ -9,6 +9,7 @@ mod attention;
 mod conv;
 mod geglu;
 mod norm;
+mod winograd4;
 
 pub use attention::attention;
 pub use conv::conv2d;
