@@ -1,9 +1,10 @@
 //! CPU kernels for the hot operations of the UNet and VAE where candle's generic CPU paths are
 //! slow: 2D convolution as im2col over row tiles plus one `gemm` call per tile that writes
-//! straight into the NCHW output, or as Winograd F(2x2,3x3) for the large 3x3 ones; group norm
-//! (optionally fused with SiLU) in two passes; attention over blocks of queries that never holds
-//! the whole score matrix; and the feed-forward's GEGLU in one pass. Each kernel falls back to
-//! candle off the CPU or for dtypes other than f32, and is tested against candle's own op.
+//! straight into the NCHW output, or as Winograd F(2x2,3x3) / F(4x4,3x3) for the large 3x3
+//! ones; group norm (optionally fused with SiLU) in two passes; attention over blocks of queries
+//! that never holds the whole score matrix; and the feed-forward's GEGLU in one pass. Each kernel
+//! falls back to candle off the CPU or for dtypes other than f32, and is tested against candle's
+//! own op.
 
 mod attention;
 mod conv;
