@@ -701,16 +701,7 @@ mod tests {
     fn im2col(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let (b, cin, h, wd) = x.dims4().unwrap();
         let cout = w.dim(0).unwrap();
-        let geo = Geometry {
-            cin,
-            h,
-            w: wd,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            oh: h,
-            ow: wd,
-        };
+        let geo = same_size_3x3(cin, h, wd);
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bs = bias.map(|t| t.to_vec1::<f32>().unwrap());
@@ -726,16 +717,7 @@ mod tests {
     fn winograd_direct(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, tiling: Tiling) -> Tensor {
         let (b, cin, h, wd) = x.dims4().unwrap();
         let cout = w.dim(0).unwrap();
-        let geo = Geometry {
-            cin,
-            h,
-            w: wd,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            oh: h,
-            ow: wd,
-        };
+        let geo = same_size_3x3(cin, h, wd);
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let bs = bias.map(|t| t.to_vec1::<f32>().unwrap());
@@ -842,14 +824,15 @@ mod tests {
             assert!(e < 5e-5, "{tiling:?}: rel err {e}");
         }
         assert_eq!(
-            winograd_tiling(b, &im2col_geometry(cin, h, w), cout),
+            winograd_tiling(b, &same_size_3x3(cin, h, w), cout),
             Some(Tiling::F4)
         );
         let got = conv2d(&x, &wt, Some(&bias), 1, 1).unwrap();
         assert!(rel_err(&got, &want) < 5e-5);
     }
 
-    fn im2col_geometry(cin: usize, h: usize, w: usize) -> Geometry {
+    /// A 3x3, stride-1, padding-1 convolution of `cin` channels over `h x w`.
+    fn same_size_3x3(cin: usize, h: usize, w: usize) -> Geometry {
         Geometry {
             cin,
             h,
