@@ -323,6 +323,18 @@ fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
         && winograd_mode() != 0
 }
 
+/// One band of Winograd tile rows: global tile rows `g0..g0 + rows` over the batch, each image
+/// `h x w` cut into `th x tw` tiles.
+#[derive(Clone, Copy)]
+pub(super) struct Band {
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) th: usize,
+    pub(super) tw: usize,
+    pub(super) g0: usize,
+    pub(super) rows: usize,
+}
+
 /// A pointer that rayon tasks share to write disjoint elements of one buffer.
 #[derive(Clone, Copy)]
 pub(super) struct SharedMut(pub(super) *mut f32);
@@ -431,11 +443,19 @@ fn winograd(
     while g0 < total_rows {
         let rows = rows_per_band.min(total_rows - g0);
         let n = rows * tw;
+        let band = Band {
+            h,
+            w,
+            th,
+            tw,
+            g0,
+            rows,
+        };
         let v = &mut v[..xin * cin * n];
         let m = &mut m[..xin * cout * n];
         match tiling {
-            Tiling::F2 => input_transform(xs, cin, h, w, th, tw, g0, rows, v),
-            Tiling::F4 => winograd4::input_transform(xs, cin, h, w, th, tw, g0, rows, v),
+            Tiling::F2 => input_transform(xs, cin, &band, v),
+            Tiling::F4 => winograd4::input_transform(xs, cin, &band, v),
         }
         let gemm_one = |(xi, mx): (usize, &mut [f32]), par| {
             gemm_into(
@@ -462,8 +482,8 @@ fn winograd(
                 .for_each(|c| gemm_one(c, gemm::Parallelism::None));
         }
         match tiling {
-            Tiling::F2 => output_transform(m, bias, cout, h, w, th, tw, g0, rows, out),
-            Tiling::F4 => winograd4::output_transform(m, bias, cout, h, w, th, tw, g0, rows, out),
+            Tiling::F2 => output_transform(m, bias, cout, &band, out),
+            Tiling::F4 => winograd4::output_transform(m, bias, cout, &band, out),
         }
         g0 += rows;
     }
@@ -473,18 +493,15 @@ fn winograd(
 /// Writes `V[xi][c][t] = (B^T d B)[xi]` for the tiles of global tile rows `g0..g0+rows`, with
 /// `d` the 4x4 input patch of tile `t` (zero outside the image) and
 /// `B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]`.
-#[allow(clippy::too_many_arguments)]
-fn input_transform(
-    xs: &[f32],
-    cin: usize,
-    h: usize,
-    w: usize,
-    th: usize,
-    tw: usize,
-    g0: usize,
-    rows: usize,
-    v: &mut [f32],
-) {
+fn input_transform(xs: &[f32], cin: usize, band: &Band, v: &mut [f32]) {
+    let Band {
+        h,
+        w,
+        th,
+        tw,
+        g0,
+        rows,
+    } = *band;
     let n = rows * tw;
     let ptr = SharedMut(v.as_mut_ptr());
     let plane = cin * n;
@@ -549,19 +566,15 @@ fn input_transform(
 
 /// Writes the output tiles `A^T M A + bias` of global tile rows `g0..g0+rows`, with
 /// `A^T = [[1,1,1,0],[0,1,-1,-1]]`, clipping the last row and column of odd sizes.
-#[allow(clippy::too_many_arguments)]
-fn output_transform(
-    m: &[f32],
-    bias: Option<&[f32]>,
-    cout: usize,
-    h: usize,
-    w: usize,
-    th: usize,
-    tw: usize,
-    g0: usize,
-    rows: usize,
-    out: &mut [f32],
-) {
+fn output_transform(m: &[f32], bias: Option<&[f32]>, cout: usize, band: &Band, out: &mut [f32]) {
+    let Band {
+        h,
+        w,
+        th,
+        tw,
+        g0,
+        rows,
+    } = *band;
     let n = rows * tw;
     let plane = cout * n;
     let ptr = SharedMut(out.as_mut_ptr());

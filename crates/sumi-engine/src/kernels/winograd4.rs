@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::SharedMut;
+use super::conv::{Band, SharedMut};
 
 /// Input tile side.
 const A: usize = 6;
@@ -120,18 +120,15 @@ fn split<const K: usize>(buf: &mut [f32], len: usize) -> [&mut [f32]; K] {
 
 /// Writes `V[xi][c][t] = (B^T d B)[xi]` for the tiles of global tile rows `g0..g0+rows`, `d`
 /// being the 6x6 input patch of tile `t` from row `4ty - 1`, column `4tx - 1` (zero outside).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn input_transform(
-    xs: &[f32],
-    cin: usize,
-    h: usize,
-    w: usize,
-    th: usize,
-    tw: usize,
-    g0: usize,
-    rows: usize,
-    v: &mut [f32],
-) {
+pub(super) fn input_transform(xs: &[f32], cin: usize, band: &Band, v: &mut [f32]) {
+    let Band {
+        h,
+        w,
+        th,
+        tw,
+        g0,
+        rows,
+    } = *band;
     let n = rows * tw;
     assert!(v.len() >= XI * cin * n);
     let ptr = SharedMut(v.as_mut_ptr());
@@ -186,19 +183,21 @@ pub(super) fn input_transform(
 
 /// Writes the output tiles `A^T M A + bias` of global tile rows `g0..g0+rows`, clipping tiles
 /// that run past the image's edge.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn output_transform(
     m: &[f32],
     bias: Option<&[f32]>,
     cout: usize,
-    h: usize,
-    w: usize,
-    th: usize,
-    tw: usize,
-    g0: usize,
-    rows: usize,
+    band: &Band,
     out: &mut [f32],
 ) {
+    let Band {
+        h,
+        w,
+        th,
+        tw,
+        g0,
+        rows,
+    } = *band;
     let n = rows * tw;
     let plane = cout * n;
     assert!(m.len() >= XI * plane);
