@@ -2,17 +2,22 @@
 //!
 //! candle's path materialises the scores of every head at once (`[B, heads, Lq, Lk]`: 1 GiB for
 //! an SD1.5 UNet at 512x512 with CFG), runs a separate softmax pass with scalar `exp`, and copies
-//! the heads in and out of `[B, heads, L, d]`. Here each (image, head, block of queries) reads its
-//! q/k/v columns in place from the `[B, L, C]` projections, keeps only a `[block, Lk]` score tile,
-//! applies a vectorised `exp`, and writes its output columns directly.
+//! the heads in and out of `[B, heads, L, d]`. Here keys and values are rearranged by head once;
+//! each (image, head, block of queries) then reads its query columns in place from the `[B, L, C]`
+//! projection, keeps only a `[block, Lk]` score tile, applies a vectorised `exp`, and writes its
+//! output columns directly.
 
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::{enabled, with_f32};
 
-/// Queries per tile: the score tile is `QUERY_BLOCK x Lk` floats.
-const QUERY_BLOCK: usize = 64;
+/// Queries per task.
+const QUERY_BLOCK: usize = 128;
+
+/// Keys per step of the online softmax: the score tile is `QUERY_BLOCK x KEY_BLOCK` floats
+/// (256 KiB), small enough to stay in a core's L2 cache between the two products.
+const KEY_BLOCK: usize = 512;
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; `fallback` (candle's
 /// ops) runs for other devices and dtypes.
@@ -43,50 +48,109 @@ pub fn attention(
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let mut out = vec![0f32; b * lq * c];
     with_f32(&q, |qs| {
-        with_f32(&k, |ks| {
-            with_f32(&v, |vs| {
-                // One task per (image, block of queries); heads run inside it, so each task
-                // owns whole rows of the output.
-                out.par_chunks_mut(lq * c)
+        // Keys as `[B, heads, Lk, d]` and values as `[B, heads, d, Lk]`: the layouts in which
+        // gemm reads them without packing them again for every block of queries.
+        let kh = with_f32(&k, |ks| Ok(heads_rows(ks, b, lk, heads, d)))?;
+        let vh = with_f32(&v, |vs| Ok(heads_columns(vs, b, lk, heads, d)))?;
+        // One task per (image, block of queries); heads run inside it, so each task owns
+        // whole rows of the output.
+        out.par_chunks_mut(lq * c)
+            .enumerate()
+            .for_each(|(img, image_out)| {
+                image_out
+                    .par_chunks_mut(QUERY_BLOCK * c)
                     .enumerate()
-                    .for_each(|(img, image_out)| {
-                        image_out
-                            .par_chunks_mut(QUERY_BLOCK * c)
-                            .enumerate()
-                            .for_each(|(blk, dst)| {
-                                let rows = dst.len() / c;
-                                let q0 = (img * lq + blk * QUERY_BLOCK) * c;
-                                let kv0 = img * lk * c;
-                                let mut scores = vec![0f32; rows * lk];
-                                let mut sums = vec![0f32; rows];
-                                for h in 0..heads {
-                                    let tile = Tile {
-                                        rows,
-                                        lk,
-                                        c,
-                                        d,
-                                        h,
-                                        scale,
-                                    };
-                                    tile.run(
-                                        &qs[q0..],
-                                        &ks[kv0..],
-                                        &vs[kv0..],
-                                        &mut scores,
-                                        &mut sums,
-                                        dst,
-                                    );
-                                }
-                            });
+                    .for_each(|(blk, dst)| {
+                        let rows = dst.len() / c;
+                        let q0 = (img * lq + blk * QUERY_BLOCK) * c;
+                        let mut buf = Buffers::new(rows, d);
+                        for h in 0..heads {
+                            let kv0 = (img * heads + h) * lk * d;
+                            let tile = Tile {
+                                rows,
+                                lk,
+                                c,
+                                d,
+                                h,
+                                scale,
+                            };
+                            tile.run(
+                                &qs[q0..],
+                                &kh[kv0..kv0 + lk * d],
+                                &vh[kv0..kv0 + lk * d],
+                                &mut buf,
+                                dst,
+                            );
+                        }
                     });
-                Ok(())
-            })
-        })
+            });
+        Ok(())
     })?;
     Tensor::from_vec(out, (b, lq, c), q.device())
 }
 
-/// One head of one block of queries.
+/// `[B, L, heads * d]` rearranged as `[B, heads, L, d]`.
+fn heads_rows(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f32> {
+    let c = heads * d;
+    let mut out = vec![0f32; b * l * c];
+    for (img, dst) in out.chunks_mut(l * c).enumerate() {
+        let src = &x[img * l * c..(img + 1) * l * c];
+        for h in 0..heads {
+            for (r, row) in dst[h * l * d..(h + 1) * l * d].chunks_mut(d).enumerate() {
+                row.copy_from_slice(&src[r * c + h * d..r * c + h * d + d]);
+            }
+        }
+    }
+    out
+}
+
+/// `[B, L, heads * d]` rearranged as `[B, heads, d, L]`.
+fn heads_columns(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f32> {
+    let c = heads * d;
+    let mut out = vec![0f32; b * l * c];
+    for (img, dst) in out.chunks_mut(l * c).enumerate() {
+        let src = &x[img * l * c..(img + 1) * l * c];
+        for (r, row) in src.chunks(c).enumerate() {
+            for (hi, &x) in row.iter().enumerate() {
+                dst[hi * l + r] = x;
+            }
+        }
+    }
+    out
+}
+
+/// Scratch space of one task, reused across heads.
+struct Buffers {
+    /// Scores, then probabilities, of one block of keys, key-major: `[KEY_BLOCK, rows]`.
+    scores: Vec<f32>,
+    /// Running maximum score of each query.
+    max: Vec<f32>,
+    /// Running sum of each query's `exp(score - max)`.
+    sum: Vec<f32>,
+    /// How much each query's earlier terms shrink when its maximum rises.
+    rescale: Vec<f32>,
+    /// The head's unnormalised output, column-major `[rows, d]`.
+    out: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(rows: usize, d: usize) -> Self {
+        Self {
+            scores: vec![0f32; rows * KEY_BLOCK],
+            max: vec![0f32; rows],
+            sum: vec![0f32; rows],
+            rescale: vec![0f32; rows],
+            out: vec![0f32; rows * d],
+        }
+    }
+}
+
+/// One head of one block of queries, over blocks of keys with a running (online) softmax, so
+/// the score tile stays in the core's own cache.
+///
+/// Both products are laid out the way gemm's microkernel wants them (column-major output with
+/// unit row stride), so neither the scores nor the keys and values are packed again; the
+/// softmax runs across queries, eight at a time, for every key.
 struct Tile {
     rows: usize,
     lk: usize,
@@ -97,121 +161,159 @@ struct Tile {
 }
 
 impl Tile {
-    fn run(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        scores: &mut [f32],
-        sums: &mut [f32],
-        dst: &mut [f32],
-    ) {
+    fn run(&self, q: &[f32], k: &[f32], v: &[f32], buf: &mut Buffers, dst: &mut [f32]) {
         let (rows, lk, c, d, col) = (self.rows, self.lk, self.c, self.d, self.h * self.d);
-        assert!(q.len() >= (rows - 1) * c + col + d && k.len() >= (lk - 1) * c + col + d);
-        assert!(v.len() >= (lk - 1) * c + col + d && dst.len() >= (rows - 1) * c + col + d);
-        assert!(scores.len() >= rows * lk && sums.len() >= rows);
-        // SAFETY: the asserts bound every access: q/dst rows are `c` apart with `d` columns
-        // from `col`, k/v likewise for `lk` rows, scores is `rows x lk` row-major.
-        unsafe {
-            // scores = q_h [rows, d] x k_h^T [d, lk]
-            gemm::gemm(
-                rows,
-                lk,
-                d,
-                scores.as_mut_ptr(),
-                1,
-                lk as isize,
-                false,
-                q.as_ptr().add(col),
-                1,
-                c as isize,
-                k.as_ptr().add(col),
-                c as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+        assert!(q.len() >= (rows - 1) * c + col + d && k.len() >= lk * d && v.len() >= lk * d);
+        assert!(dst.len() >= (rows - 1) * c + col + d);
+        assert!(buf.scores.len() >= rows * KEY_BLOCK.min(lk) && buf.out.len() >= rows * d);
+        assert!(buf.max.len() >= rows && buf.sum.len() >= rows && buf.rescale.len() >= rows);
+        let (max, sum) = (&mut buf.max[..rows], &mut buf.sum[..rows]);
+        let rescale = &mut buf.rescale[..rows];
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
+        for k0 in (0..lk).step_by(KEY_BLOCK) {
+            let keys = KEY_BLOCK.min(lk - k0);
+            // SAFETY: the asserts bound every access: q/dst rows are `c` apart with `d` columns
+            // from `col`; k is `lk x d` row-major and this block reads its rows k0..k0+keys; v is
+            // `d x lk` row-major and this block reads its columns k0..k0+keys; scores holds the
+            // column-major `rows x keys` product.
+            unsafe {
+                // scores [rows, keys] = q_h [rows, d] x k_h^T [d, keys]
+                gemm::gemm(
+                    rows,
+                    keys,
+                    d,
+                    buf.scores.as_mut_ptr(),
+                    rows as isize,
+                    1,
+                    false,
+                    q.as_ptr().add(col),
+                    1,
+                    c as isize,
+                    k.as_ptr().add(k0 * d),
+                    d as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let scores = &mut buf.scores[..rows * keys];
+            softmax_block(scores, max, sum, rescale, self.scale);
+            if k0 > 0 {
+                for column in buf.out.chunks_exact_mut(rows) {
+                    for (o, &r) in column.iter_mut().zip(rescale.iter()) {
+                        *o *= r;
+                    }
+                }
+            }
+            // SAFETY: as above.
+            unsafe {
+                // out_h [rows, d] (+)= p [rows, keys] x v_h [keys, d], all column-major
+                gemm::gemm(
+                    rows,
+                    d,
+                    keys,
+                    buf.out.as_mut_ptr(),
+                    rows as isize,
+                    1,
+                    k0 > 0,
+                    scores.as_ptr(),
+                    rows as isize,
+                    1,
+                    v.as_ptr().add(k0),
+                    lk as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
         }
-        for (row, sum) in scores[..rows * lk].chunks_mut(lk).zip(sums.iter_mut()) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            *sum = exp_shifted(row, max, self.scale);
-        }
-        // SAFETY: as above; dst is borrowed mutably so it aliases nothing.
-        unsafe {
-            // out_h [rows, d] = p [rows, lk] x v_h [lk, d]
-            gemm::gemm(
-                rows,
-                d,
-                lk,
-                dst.as_mut_ptr().add(col),
-                1,
-                c as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                lk as isize,
-                v.as_ptr().add(col),
-                1,
-                c as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for (r, &sum) in sums[..rows].iter().enumerate() {
-            let inv = 1.0 / sum;
-            for o in &mut dst[r * c + col..r * c + col + d] {
-                *o *= inv;
+        for (r, &s) in sum.iter().enumerate() {
+            let inv = 1.0 / s;
+            let row = &mut dst[r * c + col..r * c + col + d];
+            for (i, o) in row.iter_mut().enumerate() {
+                *o = buf.out[i * rows + r] * inv;
             }
         }
     }
 }
 
-/// Replaces each `x` by `exp((x - max) * scale)` and returns their sum.
-fn exp_shifted(row: &mut [f32], max: f32, scale: f32) -> f32 {
+/// One block of keys of an online softmax. `scores` is `[keys, rows]` row-major (one column per
+/// query). Each query's running `max` rises to cover the block; `rescale` gets
+/// `exp((old max - new max) * scale)`, by which `sum` and the earlier output shrink; each score
+/// becomes `exp((x - max) * scale)`, and `sum` adds the block's.
+fn softmax_block(
+    scores: &mut [f32],
+    max: &mut [f32],
+    sum: &mut [f32],
+    rescale: &mut [f32],
+    scale: f32,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { exp_shifted_avx2(row, max, scale) };
+        return unsafe { softmax_block_avx2(scores, max, sum, rescale, scale) };
     }
-    exp_shifted_generic(row, max, scale)
+    softmax_block_generic(scores, max, sum, rescale, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_avx2(row: &mut [f32], max: f32, scale: f32) -> f32 {
-    exp_shifted_generic(row, max, scale)
+unsafe fn softmax_block_avx2(
+    scores: &mut [f32],
+    max: &mut [f32],
+    sum: &mut [f32],
+    rescale: &mut [f32],
+    scale: f32,
+) {
+    softmax_block_generic(scores, max, sum, rescale, scale)
 }
 
-/// Written so that the compiler vectorises it (no branches, no calls into libm).
+/// Written so that the compiler vectorises it across queries (no branches, no libm calls).
 #[inline(always)]
-fn exp_shifted_generic(row: &mut [f32], max: f32, scale: f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        for (x, a) in chunk.iter_mut().zip(acc.iter_mut()) {
-            let e = fast_exp((*x - max) * scale);
-            *x = e;
-            *a += e;
+fn softmax_block_generic(
+    scores: &mut [f32],
+    max: &mut [f32],
+    sum: &mut [f32],
+    rescale: &mut [f32],
+    scale: f32,
+) {
+    let rows = max.len();
+    rescale.copy_from_slice(max);
+    for key in scores.chunks_exact(rows) {
+        for (m, &x) in max.iter_mut().zip(key) {
+            // not `if x > *m { *m = x }`: that becomes masked stores, which are slow on AMD
+            *m = m.max(x);
         }
     }
-    let mut tail = 0.0;
-    for x in chunks.into_remainder() {
-        *x = fast_exp((*x - max) * scale);
-        tail += *x;
+    for ((r, s), &m) in rescale.iter_mut().zip(sum.iter_mut()).zip(max.iter()) {
+        // the first block: old max -inf, sum 0 (and no earlier output)
+        *r = if *r == f32::NEG_INFINITY {
+            0.0
+        } else {
+            fast_exp((*r - m) * scale)
+        };
+        *s *= *r;
     }
-    acc.iter().sum::<f32>() + tail
+    for key in scores.chunks_exact_mut(rows) {
+        for ((x, &m), s) in key.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+            let e = fast_exp((*x - m) * scale);
+            *x = e;
+            *s += e;
+        }
+    }
 }
 
 /// `e^x` for `x <= 0` to about 2 ulp (inputs below -87 give about 0): 2^(x log2 e) split into
-/// an integer power set in the exponent bits and a degree-6 polynomial on [-1/2, 1/2].
+/// an integer power set in the exponent bits and a degree-6 polynomial in `f = x - n ln 2`.
 #[inline(always)]
 pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.max(-87.0);
@@ -223,13 +325,14 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let ni = (r.to_bits() as i32).wrapping_sub(0x4B40_0000);
     // x - n ln2 with ln2 split in two parts (Cody-Waite) so large |x| keep their precision.
     let f = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
-    // Taylor series of e^f for |f| <= ln2/2, Horner form.
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    // Taylor series of e^f for |f| <= ln2/2 to degree 6 (truncation error 1.2e-7), Horner form
+    // with fused multiply-adds (the callers are compiled with FMA where the CPU has it).
+    let p = f.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    let p = f.mul_add(p, 1.0 / 24.0);
+    let p = f.mul_add(p, 1.0 / 6.0);
+    let p = f.mul_add(p, 0.5);
+    let p = f.mul_add(p, 1.0);
+    let p = f.mul_add(p, 1.0);
     let bits = (ni.wrapping_add(127) as u32) << 23;
     p * f32::from_bits(bits)
 }
@@ -270,8 +373,11 @@ mod tests {
             (2, 64, 77, 80, 2),
             (1, 7, 3, 12, 3),
             (1, 200, 200, 32, 1),
+            (1, 300, 260, 160, 2),
+            // several key blocks, the last one ragged: the online softmax's rescaling
+            (2, 150, 1100, 64, 2),
         ] {
-            let q = Tensor::randn(0f32, 1.0, (b, lq, c), &dev).unwrap();
+            let q = Tensor::randn(0f32, 3.0, (b, lq, c), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let got = attention(&q, &k, &v, heads, || unreachable!()).unwrap();
