@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p sumi-engine --example eval_demo -- [--model DIR] [--seeds N]
-//!     [--cases N] [--samplers default|all|NAME,NAME] [--grid OUT.png] [--json OUT.json]
+//!     [--cases N] [--cases-file CASES.json] [--cfg SCALE]
+//!     [--samplers default|all|NAME,NAME] [--grid OUT.png] [--json OUT.json]
 //! cargo run --release -p sumi-engine --example eval_demo -- detect IMAGE.png ...
 //! ```
 
@@ -28,10 +29,8 @@ struct Case {
     position: String,
 }
 
-fn load_cases(n: usize) -> Res<Vec<Case>> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/demo_model/eval_cases.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+fn load_cases(path: &std::path::Path, n: usize) -> Res<Vec<Case>> {
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let s = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or_default().to_string();
     Ok(json["cases"]
         .as_array()
@@ -75,6 +74,9 @@ fn main() -> Res<()> {
     let (mut seeds, mut ncases) = (3u64, 30usize);
     let mut samplers = "default".to_string();
     let (mut grid_out, mut json_out) = (None, None);
+    let mut cfg = None;
+    let mut cases_file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/demo_model/eval_cases.json");
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut v = || it.next().ok_or(format!("{a} needs a value"));
@@ -82,6 +84,8 @@ fn main() -> Res<()> {
             "--model" => dir = PathBuf::from(v()?),
             "--seeds" => seeds = v()?.parse()?,
             "--cases" => ncases = v()?.parse()?,
+            "--cases-file" => cases_file = PathBuf::from(v()?),
+            "--cfg" => cfg = Some(v()?.parse::<f64>()?),
             "--samplers" => samplers = v()?,
             "--grid" => grid_out = Some(PathBuf::from(v()?)),
             "--json" => json_out = Some(PathBuf::from(v()?)),
@@ -89,8 +93,11 @@ fn main() -> Res<()> {
         }
     }
     let model = Model::load(&dir, &Device::Cpu, DType::F32)?;
-    let cases = load_cases(ncases)?;
-    let defaults = model.info.defaults();
+    let cases = load_cases(&cases_file, ncases)?;
+    let mut defaults = model.info.defaults();
+    if let Some(cfg) = cfg {
+        defaults.cfg = cfg;
+    }
     let names: Vec<String> = match samplers.as_str() {
         "default" => vec![defaults.sampler.to_string()],
         "all" => sampling::SAMPLERS
@@ -131,6 +138,7 @@ fn main() -> Res<()> {
                 let mut req = Request::with_defaults(&model, &case.caption, 1000 + seed);
                 req.sampler = entry.name.to_string();
                 req.schedule = schedule.clone();
+                req.cfg = defaults.cfg;
                 let img = generate(&model, &req, &cancel, &mut |_| {})?;
                 let d = demo_detect::detect(&img);
                 let (o, b, p) = (
