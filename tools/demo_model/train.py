@@ -158,6 +158,30 @@ def load_models(folder, vocab):
     return te, vae, unet
 
 
+def isolate_tokens(te):
+    """Zeroes and freezes the text encoder's attention (value and output projections), so each
+    output embedding depends only on its own word and its position: "red" means the same wherever
+    it stands, and the UNet's cross-attention tells object from background colour by position.
+
+    Resuming the shipped model this way for 6,549 steps took its held-out position accuracy from
+    84% to 100% and object colour from 68% to 72% (assets/demo-model/README.md). The weights stay a
+    plain CLIPTextModel.
+    """
+    for layer in getattr(te, "text_model", te).encoder.layers:
+        attn = layer.self_attn
+        with torch.no_grad():
+            for proj in (attn.v_proj, attn.out_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+        for p in attn.parameters():
+            p.requires_grad_(False)
+
+
+def tokens_isolated(te):
+    return all(float(layer.self_attn.out_proj.weight.abs().max()) == 0.0
+               for layer in getattr(te, "text_model", te).encoder.layers)
+
+
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -224,10 +248,11 @@ def train_diffusion(te, unet, lat_mean, lat_std, scale, ids, empty_ids, args, ge
     betas = torch.linspace(SD_BETAS["beta_start"] ** 0.5, SD_BETAS["beta_end"] ** 0.5, 1000,
                            dtype=torch.float64) ** 2
     abar = torch.cumprod(1 - betas, 0).float().to(dev)
-    params = list(unet.parameters()) + list(te.parameters())
+    trainable = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
+    params = trainable(unet) + trainable(te)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, **({"fused": True} if cuda else {}))
     ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
-    ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
+    ema_params = trainable(ema_unet) + trainable(ema_te)
     amp = (torch.autocast(dev.type, dtype=torch.bfloat16) if args.amp == "bf16"
            else contextlib.nullcontext())
     unet.train()
@@ -343,8 +368,10 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("assets/demo-model"))
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--vae-steps", type=int, default=800)
+    ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--vae-only", action="store_true",
+                    help="stop after the VAE stage and write it to OUT/vae")
     ap.add_argument("--unet-steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -366,6 +393,9 @@ def main():
     ap.add_argument("--tar", type=Path, help="also write --out as this .tar (at every checkpoint)")
     ap.add_argument("--no-samples", action="store_true", help="skip the sample picture at the end")
     ap.add_argument("--resume", type=Path, help="continue from this demo-model folder (keeps its VAE)")
+    ap.add_argument("--token-mixing", action="store_true",
+                    help="let the text encoder's attention mix tokens (off by default, also when "
+                         "resuming a model that had it on: see isolate_tokens)")
     args = ap.parse_args()
 
     start = time.time()
@@ -414,11 +444,18 @@ def main():
     else:
         vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log,
                                     dev)
+        if args.vae_only:
+            vae.to("cpu").save_pretrained(args.out / "vae")
+            log(f"--vae-only: wrote {args.out / 'vae'}")
+            return
         lat_mean, lat_std = encode_all(vae, imgs, dev)
         sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen).to(dev)
         scale = float(1.0 / sampled.std())
         vae.register_to_config(scaling_factor=scale)
         log(f"latents: mean {sampled.mean():.4f} std {sampled.std():.4f} -> scaling_factor {scale:.5f}")
+    if not args.token_mixing:
+        isolate_tokens(te)
+    log(f"text encoder attention: {'mixes tokens' if not tokens_isolated(te) else 'isolated tokens'}")
     te.to(dev)
     unet.to(dev)
 
