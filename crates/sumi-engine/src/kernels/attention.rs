@@ -4,8 +4,8 @@
 //! an SD1.5 UNet at 512x512 with CFG), runs a separate softmax pass with scalar `exp`, and copies
 //! the heads in and out of `[B, heads, L, d]`. Here keys and values are rearranged by head once;
 //! each (image, head, block of queries) then reads its query columns in place from the `[B, L, C]`
-//! projection, keeps only a `[block, Lk]` score tile, applies a vectorised `exp`, and writes its
-//! output columns directly.
+//! projection, walks the keys in blocks with an online softmax (a `[block, keys]` score tile that
+//! fits in L2, a vectorised `exp`), and writes its output columns directly.
 
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
