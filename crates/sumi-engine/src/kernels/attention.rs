@@ -149,8 +149,8 @@ impl Buffers {
 /// the score tile stays in the core's own cache.
 ///
 /// Both products are laid out the way gemm's microkernel wants them (column-major output with
-/// unit row stride), so neither the scores nor the keys and values are packed again; the
-/// softmax runs across queries, eight at a time, for every key.
+/// unit row stride), so the keys and values are not packed again (the score tile is, by gemm's
+/// own rule, only when `d` > 48); the softmax runs across queries, eight at a time, for every key.
 struct Tile {
     rows: usize,
     lk: usize,
