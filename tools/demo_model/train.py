@@ -393,6 +393,9 @@ def main():
     ap.add_argument("--tar", type=Path, help="also write --out as this .tar (at every checkpoint)")
     ap.add_argument("--no-samples", action="store_true", help="skip the sample picture at the end")
     ap.add_argument("--resume", type=Path, help="continue from this demo-model folder (keeps its VAE)")
+    ap.add_argument("--vae-from", type=Path,
+                    help="skip the VAE stage: use the VAE in this folder (a --vae-only run's --out, "
+                         "or a demo-model folder) and train the text encoder and UNet afresh on it")
     ap.add_argument("--token-mixing", action="store_true",
                     help="let the text encoder's attention mix tokens (off by default, also when "
                          "resuming a model that had it on: see isolate_tokens)")
@@ -442,8 +445,14 @@ def main():
         scale = vae.config.scaling_factor
         log(f"resumed from {args.resume}: VAE kept, scaling_factor {scale:.5f}")
     else:
-        vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log,
-                                    dev)
+        if args.vae_from:
+            vae = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32)
+            vae.to(dev).eval()
+            vae_mse = vae_kl = None
+            log(f"VAE from {args.vae_from / 'vae'} (not trained in this run)")
+        else:
+            vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen,
+                                        log, dev)
         if args.vae_only:
             vae.to("cpu").save_pretrained(args.out / "vae")
             log(f"--vae-only: wrote {args.out / 'vae'}")
