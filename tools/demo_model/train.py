@@ -395,7 +395,7 @@ def main():
     ap.add_argument("--resume", type=Path, help="continue from this demo-model folder (keeps its VAE)")
     ap.add_argument("--vae-from", type=Path,
                     help="skip the VAE stage: use the VAE in this folder (a --vae-only run's --out, "
-                         "or a demo-model folder) and train the text encoder and UNet afresh on it")
+                         "or a demo-model folder); with --resume, in place of the resumed one")
     ap.add_argument("--token-mixing", action="store_true",
                     help="let the text encoder's attention mix tokens (off by default, also when "
                          "resuming a model that had it on: see isolate_tokens)")
@@ -437,27 +437,25 @@ def main():
 
     if dev.type == "cuda":
         log(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
+    vae_mse = vae_kl = None
     if args.resume:
         te, vae, unet = load_models(args.resume, vocab)
-        vae.to(dev)
-        vae_mse = vae_kl = None
-        lat_mean, lat_std = encode_all(vae, imgs, dev)
+    if args.vae_from:
+        vae = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32).eval()
+        log(f"VAE from {args.vae_from / 'vae'} (not trained in this run)")
+    elif not args.resume:
+        vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen, log,
+                                    dev)
+    if args.vae_only:
+        vae.to("cpu").save_pretrained(args.out / "vae")
+        log(f"--vae-only: wrote {args.out / 'vae'}")
+        return
+    vae.to(dev)
+    lat_mean, lat_std = encode_all(vae, imgs, dev)
+    if args.resume and not args.vae_from:
         scale = vae.config.scaling_factor
         log(f"resumed from {args.resume}: VAE kept, scaling_factor {scale:.5f}")
     else:
-        if args.vae_from:
-            vae = AutoencoderKL.from_pretrained(args.vae_from / "vae", torch_dtype=torch.float32)
-            vae.to(dev).eval()
-            vae_mse = vae_kl = None
-            log(f"VAE from {args.vae_from / 'vae'} (not trained in this run)")
-        else:
-            vae_mse, vae_kl = train_vae(vae, imgs, args.vae_steps, args.vae_batch, 2e-3, 1e-4, gen,
-                                        log, dev)
-        if args.vae_only:
-            vae.to("cpu").save_pretrained(args.out / "vae")
-            log(f"--vae-only: wrote {args.out / 'vae'}")
-            return
-        lat_mean, lat_std = encode_all(vae, imgs, dev)
         sampled = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen).to(dev)
         scale = float(1.0 / sampled.std())
         vae.register_to_config(scaling_factor=scale)
