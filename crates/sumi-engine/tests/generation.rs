@@ -397,6 +397,37 @@ fn family_prediction_and_defaults_come_from_configs() {
 }
 
 #[test]
+fn a_model_folders_recommended_settings_become_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("recommends");
+    copy_dir(&fixtures().join("sd15"), &copy);
+    let file = copy.join("sumi.json");
+    std::fs::write(&file, r#"{"defaults": {"cfg": 3.5, "sampler": "euler a"}}"#).unwrap();
+    let model = Model::load(&copy, &Device::Cpu, DType::F32).unwrap();
+    let req = Request::with_defaults(&model, "a cat", 3);
+    // Given fields replace the family's; the others stay the family's.
+    assert_eq!(
+        (
+            req.cfg,
+            req.sampler.as_str(),
+            req.schedule.as_str(),
+            req.steps
+        ),
+        (3.5, "Euler a", "Karras", 20)
+    );
+
+    std::fs::write(&file, r#"{"defaults": {"sampler": "Euler z"}}"#).unwrap();
+    let err = Model::load(&copy, &Device::Cpu, DType::F32)
+        .err()
+        .expect("a bad sumi.json is refused")
+        .to_string();
+    assert!(
+        err.contains("sumi.json") && err.contains("Euler z"),
+        "{err}"
+    );
+}
+
+#[test]
 fn legacy_combined_sampler_names_pick_the_schedule() {
     let model = load("sd15");
     let mut a = small_request(&model);

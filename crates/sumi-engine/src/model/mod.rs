@@ -6,6 +6,7 @@ pub mod discover;
 pub mod download;
 pub mod hub;
 pub mod layers;
+pub mod recommended;
 pub mod single_file;
 pub mod unet;
 pub mod vae;
@@ -21,6 +22,7 @@ use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::{ClipTextConfig, ClipTextModel, ClipTokenizer, TextEncoder, TextStyle};
 use crate::{Error, Result};
 pub use demo::{builtin_demo_model, DEMO_MODEL_ENV};
+pub use recommended::Recommended;
 use unet::{UNet, UNetConfig};
 use vae::{VaeConfig, VaeDecoder};
 use weights::{find_weights, read_json, var_builder};
@@ -79,6 +81,8 @@ pub struct ModelInfo {
     pub scaling_factor: f64,
     /// A1111's short hash of a single-file checkpoint, when the caller computed it.
     pub hash: Option<String>,
+    /// The settings the model folder recommends for itself (`sumi.json`), over its family's.
+    pub recommended: Option<Recommended>,
 }
 
 /// Defaults a family implies for a new request.
@@ -97,9 +101,9 @@ pub struct Defaults {
 }
 
 impl ModelInfo {
-    /// Request defaults for this model.
+    /// Request defaults for this model: its family's, then what the model recommends.
     pub fn defaults(&self) -> Defaults {
-        if self.turbo {
+        let mut d = if self.turbo {
             Defaults {
                 steps: 1,
                 cfg: 1.0,
@@ -119,7 +123,14 @@ impl ModelInfo {
                 schedule: "Karras",
                 size: self.native_size,
             }
+        };
+        if let Some(r) = &self.recommended {
+            d.steps = r.steps.unwrap_or(d.steps);
+            d.cfg = r.cfg.unwrap_or(d.cfg);
+            d.sampler = r.sampler.unwrap_or(d.sampler);
+            d.schedule = r.schedule.unwrap_or(d.schedule);
         }
+        d
     }
 }
 
@@ -307,6 +318,7 @@ impl Model {
             downscale,
             scaling_factor: vae_cfg.scaling_factor,
             hash: None,
+            recommended: recommended::read(dir)?,
         };
         tracing::info!(name = %info.name, family = ?family, ?prediction, "loading model");
 
@@ -453,6 +465,7 @@ impl Model {
             downscale,
             scaling_factor: vae_cfg.scaling_factor,
             hash: None,
+            recommended: None,
         };
         tracing::info!(name = %info.name, ?family, prediction = ?info.prediction, "loaded single-file checkpoint");
         Ok(Self {
