@@ -315,8 +315,8 @@ def cpu_copy(m):
 
 
 def save_pipeline(out, tok, vocab, merges, te, vae, unet, card_from=None, tar=None):
-    """Writes the diffusers folder `out` (f16 safetensors); keeps its README.md, else copies
-    `card_from`/README.md; then, with `tar`, the folder as one tar file (members `out.name/...`)."""
+    """Writes the diffusers folder `out` (f16 safetensors); keeps its README.md and sumi.json, else
+    copies `card_from`'s; then, with `tar`, the folder as one tar file (members `out.name/...`)."""
     sched = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False,
                           prediction_type="epsilon")
     pipe = StableDiffusionPipeline(vae=cpu_copy(vae), text_encoder=cpu_copy(te),
@@ -333,15 +333,17 @@ def save_pipeline(out, tok, vocab, merges, te, vae, unet, card_from=None, tar=No
         d = json.loads(cfg.read_text())
         if d.pop("_name_or_path", None) is not None:
             cfg.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
-    keep = out / "README.md"
-    if not keep.exists() and card_from is not None:
-        keep = card_from / "README.md"
-    card = keep.read_text() if keep.exists() else None
+    kept = {}  # the model card and the recommended settings (sumi.json) are written by hand
+    for name in ("README.md", "sumi.json"):
+        for src in (out / name, card_from / name if card_from is not None else None):
+            if src is not None and src.exists():
+                kept[name] = src.read_text()
+                break
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    if card is not None:
-        (out / "README.md").write_text(card)
+    for name, text in kept.items():
+        (out / name).write_text(text)
     if tar is not None:
         part = tar.with_name(tar.name + ".part")
         with tarfile.open(part, "w") as tf:
