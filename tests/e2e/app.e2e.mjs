@@ -309,6 +309,9 @@ try {
   }
   check(selected.startsWith("Demo model (built in)"), `model picker shows the demo model (${selected})`);
   check((await js("return document.querySelector('[data-testid=width]').value")) === "32", "form takes the demo model's 32 px size");
+  const demoCfg = JSON.parse(fs.readFileSync(path.join(root, "assets/demo-model/sumi.json"), "utf8")).defaults.cfg;
+  const formCfg = Number(await js("return document.querySelector('[data-testid=cfg]').value"));
+  check(formCfg === demoCfg, `form takes the CFG the demo model recommends (${formCfg}, sumi.json says ${demoCfg})`);
   await type(await one('[data-testid="prompt"]', "prompt"), "a yellow star on a purple background");
   await setField('[data-testid="seed"]', 3);
   await click(await one('[data-testid="generate"]', "generate button"));

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Trains the built-in demo model afresh (VAE, then UNet and text encoder) on one CUDA GPU for a fixed
-# wall time. Afresh, not resumed: the shipped VAE (800 steps) is what limits object colour (see
-# assets/demo-model/README.md), and a new VAE means new latents for the UNet.
+# wall time, with the VAE recipe of the shipped model (3000 steps; see assets/demo-model/README.md).
 #
 #   tools/demo_model/gpu_run.sh OUTDIR SECONDS      (from the repository root)
 #
