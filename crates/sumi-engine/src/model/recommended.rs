@@ -5,7 +5,7 @@
 //! { "defaults": { "cfg": 4, "steps": 20, "sampler": "DPM++ 2M", "schedule": "Karras" } }
 //! ```
 //!
-//! Every field is optional; the ones given replace what the model's family implies.
+//! Every field of `defaults` is optional; the ones given replace what the model's family implies.
 
 use std::path::Path;
 
