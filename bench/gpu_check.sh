@@ -5,7 +5,9 @@
 #    pixel, for the demo model and the tiny SD1.5/SDXL fixtures;
 # 2. `sumi bench` against diffusers fp16 on the same GPU (bench/compare_diffusers.py): SD1.5 at
 #    512x512 (every component and a 20-step Euler run) and SDXL at 1024x1024 (load, UNet, VAE),
-#    with GPU memory sampled by nvidia-smi throughout.
+#    with GPU memory sampled by nvidia-smi throughout;
+# 3. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
+#    stage to lose if time runs out.
 # Needs python3 with torch and diffusers. Writes logs and JSON into OUTDIR.
 set -uo pipefail
 sumi=$(realpath "$1")
@@ -59,4 +61,6 @@ stamp bench sdxl
 python3 bench/compare_diffusers.py --sumi "$sumi" --device cuda --dtype f16 --model sdxl \
     --rounds 1 --repeats 3 --components load,unet,vae \
     --json "$out/bench_sdxl.json" 2>&1
+stamp profile
+bench/gpu_profile.sh "$sumi" "$out" sd15 2>&1
 stamp done

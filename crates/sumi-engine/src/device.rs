@@ -83,6 +83,29 @@ pub fn pick_dtype(name: &str, device: &Device) -> Result<candle_core::DType> {
     }
 }
 
+/// Bytes `device` can still allocate: a CUDA device's free memory, or the memory Linux could
+/// still give this process (`MemAvailable`) for the CPU; `None` where that is unknown.
+pub fn free_memory(device: &Device) -> Option<usize> {
+    match device {
+        Device::Cpu => available_system_memory(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _)| free),
+        _ => None,
+    }
+}
+
+fn available_system_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// A short name for a device as recorded with images: `cpu`, `cuda:N` or `metal`.
 pub fn name(device: &Device) -> String {
     match device.location() {

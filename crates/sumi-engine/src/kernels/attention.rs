@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{enabled, with_f32};
+use super::{bounded, enabled, with_f32};
 
 /// Queries per task.
 const QUERY_BLOCK: usize = 128;
@@ -19,19 +19,13 @@ const QUERY_BLOCK: usize = 128;
 /// (256 KiB), small enough to stay in a core's L2 cache between the two products.
 const KEY_BLOCK: usize = 512;
 
-/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; `fallback` (candle's
-/// ops) runs for other devices and dtypes.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    fallback: impl FnOnce() -> Result<Tensor>,
-) -> Result<Tensor> {
+/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; candle's ops in
+/// memory-bounded slices ([`bounded::attention`]) for other devices and dtypes.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let cpu_f32 =
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
-        return fallback();
+        return bounded::attention(q, k, v, heads, bounded::budget(q.device()));
     }
     let (b, lq, c) = q.dims3()?;
     let (bk, lk, ck) = k.dims3()?;
@@ -380,7 +374,7 @@ mod tests {
             let q = Tensor::randn(0f32, 3.0, (b, lq, c), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
-            let got = attention(&q, &k, &v, heads, || unreachable!()).unwrap();
+            let got = attention(&q, &k, &v, heads).unwrap();
             let want = reference(&q, &k, &v, heads);
             let d = crate::test_util::max_abs_diff(&got, &want);
             assert!(d < 1e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));

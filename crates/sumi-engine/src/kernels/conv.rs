@@ -15,13 +15,13 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{enabled, parallelism, winograd4, with_f32};
+use super::{bounded, enabled, parallelism, winograd4, with_f32};
 
 /// Most floats in one unfolded band (16 MiB); a band always holds at least one output row.
 const BAND_FLOATS: usize = 4 << 20;
 
-/// `conv2d(x, w) + bias` with the given stride and zero padding; candle's op when the inputs are
-/// not f32 on the CPU.
+/// `conv2d(x, w) + bias` with the given stride and zero padding; candle's op in memory-bounded
+/// bands ([`bounded::conv2d`]) when the inputs are not f32 on the CPU.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -32,11 +32,7 @@ pub fn conv2d(
     let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
     let (cout, cin_w, kh, kw) = w.dims4()?;
     if !enabled() || !cpu_f32 || w.dtype() != DType::F32 || kh != kw || stride == 0 {
-        let y = x.conv2d(w, pad, stride, 1, 1)?;
-        return match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1))?),
-            None => Ok(y),
-        };
+        return bounded::conv2d(x, w, bias, stride, pad, bounded::budget(x.device()));
     }
     let (b, cin, h, wd) = x.dims4()?;
     if cin != cin_w {

@@ -3,10 +3,11 @@
 //! straight into the NCHW output, or as Winograd F(2x2,3x3) / F(4x4,3x3) for the large 3x3
 //! ones; group norm (optionally fused with SiLU) in two passes; attention over blocks of queries
 //! that never holds the whole score matrix; and the feed-forward's GEGLU in one pass. Each kernel
-//! falls back to candle off the CPU or for dtypes other than f32, and is tested against candle's
-//! own op.
+//! falls back to candle off the CPU or for dtypes other than f32 (attention and convolution in
+//! memory-bounded slices, `bounded`), and is tested against candle's own op.
 
 mod attention;
+mod bounded;
 mod conv;
 mod geglu;
 mod norm;

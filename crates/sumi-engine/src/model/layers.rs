@@ -184,20 +184,7 @@ impl ResnetBlock {
 
 /// Multi-head scaled dot-product attention over `[B, L, C]` inputs already projected.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    kernels::attention(q, k, v, heads, || attention_candle(q, k, v, heads))
-}
-
-/// [`attention`] with candle's ops (other devices and dtypes).
-fn attention_candle(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, lq, c) = q.dims3()?;
-    let lk = k.dim(1)?;
-    let d = c / heads;
-    let split = |x: &Tensor, l: usize| x.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous();
-    let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-    let scores = (q.matmul(&k.t()?)? * (d as f64).powf(-0.5))?;
-    let probs =
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
-    probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, c))
+    kernels::attention(q, k, v, heads)
 }
 
 /// diffusers' `Attention` with `to_q`/`to_k`/`to_v` (no bias unless asked) and `to_out.0`.

@@ -5,6 +5,7 @@ use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::layers::{attention, conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock, Upsample};
+use crate::device::free_memory;
 
 /// The fields of diffusers' `vae/config.json` that Sumi uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,14 +148,6 @@ fn tile_starts(n: usize, t: Tiling) -> Vec<usize> {
     starts
 }
 
-/// Memory the system can still give this process (Linux `MemAvailable`), in bytes.
-fn available_memory() -> Option<usize> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// A loaded VAE decoder: latents (unscaled) to images in about [-1, 1].
 #[derive(Debug)]
 pub struct VaeDecoder {
@@ -231,11 +224,11 @@ impl VaeDecoder {
     }
 
     /// Decodes latents `[B, C, h, w]` (already divided by the scaling factor) to images; tiles
-    /// the decode on the CPU when the untiled one would need more than half the free memory.
+    /// the decode when the untiled one would need more than half the device's free memory.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = latents.dims4()?;
         let need = self.decode_bytes(b, h, w, latents.dtype().size_in_bytes());
-        let short = latents.device().is_cpu() && available_memory().is_some_and(|m| need > m / 2);
+        let short = free_memory(latents.device()).is_some_and(|m| need > m / 2);
         if short {
             tracing::info!(need, "memory is short: decoding in tiles");
             self.decode_tiled(latents, Tiling::default())
