@@ -272,7 +272,7 @@ impl SafetensorsFiles {
         debug_assert_eq!(e.len as usize, n * std::mem::size_of::<T>());
         let mut v = vec![T::zeroed(); n];
         let (path, file) = &self.files[e.file];
-        self.read_at(file, bytemuck::cast_slice_mut(&mut v), e.start)
+        self.read_parallel(file, bytemuck::cast_slice_mut(&mut v), e.start)
             .map_err(|err| {
                 candle_core::Error::Msg(format!(
                     "reading tensor {name} from {} failed: {err}; the file may have been changed \
@@ -288,6 +288,24 @@ impl SafetensorsFiles {
             }
         }
         Ok(v)
+    }
+
+    /// Fills `buf` from `offset`, large buffers in chunks on all compute threads: most of a
+    /// load is the kernel faulting in and zeroing fresh pages, which then runs on every core.
+    fn read_parallel(
+        &self,
+        file: &std::fs::File,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 4 << 20;
+        if buf.len() <= CHUNK {
+            return self.read_at(file, buf, offset);
+        }
+        buf.par_chunks_mut(CHUNK)
+            .enumerate()
+            .try_for_each(|(i, chunk)| self.read_at(file, chunk, offset + (i * CHUNK) as u64))
     }
 
     #[cfg(unix)]
@@ -698,5 +716,36 @@ mod tests {
             e.contains("w.safetensors") && e.contains("reading tensor w"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn large_tensors_read_in_parallel_chunks_keep_their_values() {
+        // 1.5M floats (6 MiB, two read chunks, the last one partial) as f32 and as f16 (3 MiB,
+        // one read), next to a small tensor so the large one starts at an unaligned offset.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let big = sample((1000, 1500), 0.5);
+        let half = sample((1500, 1000), 1.5).to_dtype(DType::F16).unwrap();
+        save(
+            &path,
+            &[
+                ("a", sample((1, 3), 0.0)),
+                ("big", big.clone()),
+                ("half", half.clone()),
+            ],
+        );
+        let st = SafetensorsFiles::open(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(
+            values(&st.load("big", DType::F32, &Device::Cpu).unwrap()),
+            values(&big)
+        );
+        let got = st.load("half", DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(values(&got), values(&half.to_dtype(DType::F32).unwrap()));
+
+        // A file cut inside the second chunk is still a named error.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = err_text(st.load("big", DType::F32, &Device::Cpu));
+        assert!(e.contains("reading tensor big"), "{e}");
     }
 }
