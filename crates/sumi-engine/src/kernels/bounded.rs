@@ -15,10 +15,28 @@ use crate::device::free_memory;
 /// Upper bound of one slice's temporary buffer, even when far more memory is free.
 const CAP: usize = 1 << 30;
 
-/// Bytes one slice's temporary buffer may take on `device`: a quarter of what is free, at most
-/// [`CAP`] (all of [`CAP`] where free memory is unknown).
-pub fn budget(device: &Device) -> usize {
-    free_memory(device).map_or(CAP, |free| (free / 4).min(CAP))
+/// Temporary buffers up to this size never ask the device how much memory is free.
+const SMALL: usize = 64 << 20;
+
+/// How much memory one slice's temporary buffer may take.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// A quarter of the device's free memory, at most [`CAP`] (all of [`CAP`] where free memory
+    /// is unknown).
+    Auto,
+    /// This many bytes.
+    Bytes(usize),
+}
+
+impl Budget {
+    /// The budget in bytes for an op whose unsliced buffer would take `whole` bytes.
+    fn bytes(self, device: &Device, whole: usize) -> usize {
+        match self {
+            Budget::Bytes(b) => b,
+            Budget::Auto if whole <= SMALL => whole,
+            Budget::Auto => free_memory(device).map_or(CAP, |free| (free / 4).min(CAP)),
+        }
+    }
 }
 
 /// How many of `n` items fit in `budget` bytes at `bytes_each`; at least one.
@@ -27,13 +45,13 @@ fn per_slice(n: usize, bytes_each: usize, budget: usize) -> usize {
 }
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs, in slices of queries
-/// whose scores fit in `budget` bytes.
+/// whose scores fit in the budget.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     heads: usize,
-    budget: usize,
+    budget: Budget,
 ) -> Result<Tensor> {
     let (b, lq, c) = q.dims3()?;
     let lk = k.dim(1)?;
@@ -45,7 +63,8 @@ pub fn attention(
     // CUDA's softmax accumulates half floats in f32 itself; elsewhere the scores go through f32.
     let native = q.device().is_cuda() || q.dtype() == DType::F32;
     let per_score = 2 * q.dtype().size_in_bytes() + if native { 0 } else { 8 };
-    let rows = per_slice(lq, b * heads * lk * per_score, budget);
+    let row_bytes = b * heads * lk * per_score;
+    let rows = per_slice(lq, row_bytes, budget.bytes(q.device(), lq * row_bytes));
     let slice = |q: &Tensor| -> Result<Tensor> {
         let scores = q.matmul(&kt)?;
         let probs = if native {
@@ -68,21 +87,21 @@ pub fn attention(
 }
 
 /// `conv2d(x, w) + bias` with zero padding, in bands of output rows whose unfolded input fits in
-/// `budget` bytes.
+/// the budget.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     pad: usize,
-    budget: usize,
+    budget: Budget,
 ) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;
     let (cout, _, k, _) = w.dims4()?;
     let oh = (h + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let ow = (wd + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let row_bytes = b * ow * cin * k * k * x.dtype().size_in_bytes();
-    let rows = per_slice(oh, row_bytes, budget);
+    let rows = per_slice(oh, row_bytes, budget.bytes(x.device(), oh * row_bytes));
     // A 1x1 convolution unfolds to a copy of its input: nothing to save.
     let y = if k == 1 || rows >= oh {
         x.conv2d(w, pad, stride, 1, 1)?
@@ -129,10 +148,10 @@ mod tests {
                         .unwrap()
                 };
                 let (q, k, v) = (rand(lq, 3.0), rand(lk, 1.0), rand(lk, 1.0));
-                let whole = attention(&q, &k, &v, heads, usize::MAX).unwrap();
+                let whole = attention(&q, &k, &v, heads, Budget::Bytes(usize::MAX)).unwrap();
                 // Budgets of one query row, of a few rows (ragged last slice), of everything.
                 for budget in [1, b * heads * lk * 40 * 3, usize::MAX] {
-                    let got = attention(&q, &k, &v, heads, budget).unwrap();
+                    let got = attention(&q, &k, &v, heads, Budget::Bytes(budget)).unwrap();
                     assert_eq!(got.dims(), &[b, lq, c]);
                     let d = max_diff(&got, &whole);
                     let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
@@ -176,7 +195,7 @@ mod tests {
                 .unwrap();
             let row = b * w * cin * k * k * 4;
             for budget in [1, 2 * row + 1, usize::MAX] {
-                let got = conv2d(&x, &wt, Some(&bias), stride, pad, budget).unwrap();
+                let got = conv2d(&x, &wt, Some(&bias), stride, pad, Budget::Bytes(budget)).unwrap();
                 assert_eq!(got.dims(), want.dims(), "{:?}", (h, w, k, stride, pad));
                 let d = max_diff(&got, &want);
                 assert!(
@@ -194,6 +213,9 @@ mod tests {
         assert_eq!(per_slice(100, 10, 250), 25);
         assert_eq!(per_slice(100, 10, 5), 1);
         assert_eq!(per_slice(0, 10, 5), 1);
-        assert!(budget(&Device::Cpu) <= CAP);
+        let cpu = &Device::Cpu;
+        assert_eq!(Budget::Auto.bytes(cpu, 1000), 1000);
+        assert!(Budget::Auto.bytes(cpu, SMALL + 1) <= CAP);
+        assert_eq!(Budget::Bytes(5).bytes(cpu, SMALL + 1), 5);
     }
 }
