@@ -25,7 +25,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     let cpu_f32 =
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
-        return bounded::attention(q, k, v, heads, bounded::Budget::Auto);
+        return bounded::attention(q, k, v, heads);
     }
     let (b, lq, c) = q.dims3()?;
     let (bk, lk, ck) = k.dims3()?;

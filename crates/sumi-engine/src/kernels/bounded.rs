@@ -5,8 +5,8 @@
 //! for an SD1.5 UNet at 1024x1024 with CFG) and its convolution unfolds the whole input first
 //! (`k*k*Cin` values per output pixel: 4.5 GiB in f16 for the VAE's last 3x3 convolution at
 //! 1024x1024). Here attention runs over slices of queries and 3x3 convolutions over bands of
-//! output rows, each sized so that its temporary buffer fits [`budget`]. Below the budget both are
-//! one candle call, as before.
+//! output rows, each sized so that its temporary buffer fits a quarter of the device's free memory
+//! and 1 GiB. Below that both are one candle call, as before.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -18,25 +18,14 @@ const CAP: usize = 1 << 30;
 /// Temporary buffers up to this size never ask the device how much memory is free.
 const SMALL: usize = 64 << 20;
 
-/// How much memory one slice's temporary buffer may take.
-#[derive(Debug, Clone, Copy)]
-pub enum Budget {
-    /// A quarter of the device's free memory, at most [`CAP`] (all of [`CAP`] where free memory
-    /// is unknown).
-    Auto,
-    /// This many bytes.
-    Bytes(usize),
-}
-
-impl Budget {
-    /// The budget in bytes for an op whose unsliced buffer would take `whole` bytes.
-    fn bytes(self, device: &Device, whole: usize) -> usize {
-        match self {
-            Budget::Bytes(b) => b,
-            Budget::Auto if whole <= SMALL => whole,
-            Budget::Auto => free_memory(device).map_or(CAP, |free| (free / 4).min(CAP)),
-        }
+/// Bytes one slice's temporary buffer may take on `device` for an op whose unsliced buffer would
+/// take `whole` bytes: a quarter of the free memory, at most [`CAP`] (all of [`CAP`] where free
+/// memory is unknown).
+fn auto_budget(device: &Device, whole: usize) -> usize {
+    if whole <= SMALL {
+        return whole;
     }
+    free_memory(device).map_or(CAP, |free| (free / 4).min(CAP))
 }
 
 /// How many of `n` items fit in `budget` bytes at `bytes_each`; at least one.
@@ -45,13 +34,18 @@ fn per_slice(n: usize, bytes_each: usize, budget: usize) -> usize {
 }
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs, in slices of queries
-/// whose scores fit in the budget.
-pub fn attention(
+/// whose scores fit in the memory budget.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    attention_within(q, k, v, heads, |whole| auto_budget(q.device(), whole))
+}
+
+/// [`attention`] with the budget in bytes given by `budget(bytes of the unsliced scores)`.
+fn attention_within(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     heads: usize,
-    budget: Budget,
+    budget: impl FnOnce(usize) -> usize,
 ) -> Result<Tensor> {
     let (b, lq, c) = q.dims3()?;
     let lk = k.dim(1)?;
@@ -64,7 +58,7 @@ pub fn attention(
     let native = q.device().is_cuda() || q.dtype() == DType::F32;
     let per_score = 2 * q.dtype().size_in_bytes() + if native { 0 } else { 8 };
     let row_bytes = b * heads * lk * per_score;
-    let rows = per_slice(lq, row_bytes, budget.bytes(q.device(), lq * row_bytes));
+    let rows = per_slice(lq, row_bytes, budget(lq * row_bytes));
     let slice = |q: &Tensor| -> Result<Tensor> {
         let scores = q.matmul(&kt)?;
         let probs = if native {
@@ -87,21 +81,34 @@ pub fn attention(
 }
 
 /// `conv2d(x, w) + bias` with zero padding, in bands of output rows whose unfolded input fits in
-/// the budget.
+/// the memory budget.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     pad: usize,
-    budget: Budget,
+) -> Result<Tensor> {
+    conv2d_within(x, w, bias, stride, pad, |whole| {
+        auto_budget(x.device(), whole)
+    })
+}
+
+/// [`conv2d`] with the budget in bytes given by `budget(bytes of the whole unfolded input)`.
+fn conv2d_within(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    budget: impl FnOnce(usize) -> usize,
 ) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;
     let (cout, _, k, _) = w.dims4()?;
     let oh = (h + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let ow = (wd + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let row_bytes = b * ow * cin * k * k * x.dtype().size_in_bytes();
-    let rows = per_slice(oh, row_bytes, budget.bytes(x.device(), oh * row_bytes));
+    let rows = per_slice(oh, row_bytes, budget(oh * row_bytes));
     // A 1x1 convolution unfolds to a copy of its input: nothing to save.
     let y = if k == 1 || rows >= oh {
         x.conv2d(w, pad, stride, 1, 1)?
@@ -148,10 +155,10 @@ mod tests {
                         .unwrap()
                 };
                 let (q, k, v) = (rand(lq, 3.0), rand(lk, 1.0), rand(lk, 1.0));
-                let whole = attention(&q, &k, &v, heads, Budget::Bytes(usize::MAX)).unwrap();
+                let whole = attention_within(&q, &k, &v, heads, |_| usize::MAX).unwrap();
                 // Budgets of one query row, of a few rows (ragged last slice), of everything.
                 for budget in [1, b * heads * lk * 40 * 3, usize::MAX] {
-                    let got = attention(&q, &k, &v, heads, Budget::Bytes(budget)).unwrap();
+                    let got = attention_within(&q, &k, &v, heads, |_| budget).unwrap();
                     assert_eq!(got.dims(), &[b, lq, c]);
                     let d = max_diff(&got, &whole);
                     let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
@@ -195,7 +202,7 @@ mod tests {
                 .unwrap();
             let row = b * w * cin * k * k * 4;
             for budget in [1, 2 * row + 1, usize::MAX] {
-                let got = conv2d(&x, &wt, Some(&bias), stride, pad, Budget::Bytes(budget)).unwrap();
+                let got = conv2d_within(&x, &wt, Some(&bias), stride, pad, |_| budget).unwrap();
                 assert_eq!(got.dims(), want.dims(), "{:?}", (h, w, k, stride, pad));
                 let d = max_diff(&got, &want);
                 assert!(
@@ -214,8 +221,7 @@ mod tests {
         assert_eq!(per_slice(100, 10, 5), 1);
         assert_eq!(per_slice(0, 10, 5), 1);
         let cpu = &Device::Cpu;
-        assert_eq!(Budget::Auto.bytes(cpu, 1000), 1000);
-        assert!(Budget::Auto.bytes(cpu, SMALL + 1) <= CAP);
-        assert_eq!(Budget::Bytes(5).bytes(cpu, SMALL + 1), 5);
+        assert_eq!(auto_budget(cpu, 1000), 1000);
+        assert!(auto_budget(cpu, SMALL + 1) <= CAP);
     }
 }
