@@ -144,7 +144,8 @@ def diffusers_worker(folder, threads, size, repeats, steps, components, device, 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"timings": timings, "peak_rss_bytes": peak, "threads": torch.get_num_threads(),
                       "torch": torch.__version__,
-                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None}))
+                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None,
+                      "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if gpu else None}))
 
 
 def main():
@@ -224,8 +225,11 @@ def main():
     print(f"{'peak_rss':<10} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
     gpu_peaks = [d["peak_gpu_bytes"] for d in diff_runs if d.get("peak_gpu_bytes")]
     if gpu_peaks:
-        print(f"diffusers peak GPU memory (torch.cuda.max_memory_allocated): "
-              f"{max(gpu_peaks) / 2**30:.2f}G")
+        reserved = max(d.get("peak_gpu_reserved_bytes") or 0 for d in diff_runs)
+        ours = max(s.get("peak_gpu_bytes") or 0 for s in sumi_runs)
+        print(f"peak GPU memory: sumi {ours / 2**30:.2f}G (free memory before loading minus its "
+              f"lowest point), diffusers {max(gpu_peaks) / 2**30:.2f}G allocated / "
+              f"{reserved / 2**30:.2f}G reserved by torch's caching allocator")
     unet, prev = sumi_best("unet")[0], sumi_best("preview")[0]
     if unet and prev:
         print(f"preview cost per step: {100 * prev / unet:.3f}% of a UNet step")

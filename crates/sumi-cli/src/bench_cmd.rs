@@ -112,4 +112,11 @@ fn print_table(r: &BenchReport) {
             b as f64 / (1u64 << 30) as f64
         );
     }
+    if let Some(b) = r.peak_gpu_bytes {
+        println!(
+            "{:<10} {:>10.2}  GiB peak GPU memory taken (free memory sampled every 2 ms)",
+            "peak_gpu",
+            b as f64 / (1u64 << 30) as f64
+        );
+    }
 }

@@ -34,6 +34,12 @@ fn quick_bench_prints_json_report() {
         assert!(t["seconds"].as_f64().unwrap() >= 0.0);
     }
     assert!(report["configs"]["unet"]["block_out_channels"].is_array());
+    // GPU memory is only watched on a GPU.
+    assert!(
+        report["peak_gpu_bytes"].is_null(),
+        "{}",
+        report["peak_gpu_bytes"]
+    );
     assert!(model
         .join("unet/diffusion_pytorch_model.safetensors")
         .is_file());

@@ -121,6 +121,9 @@ pub struct BenchReport {
     pub timings: Vec<Timing>,
     /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
+    /// On a GPU, the most device memory the run took at once: free memory before the model loads
+    /// minus the lowest free memory seen, sampled every 2 ms (so a shorter peak can be missed).
+    pub peak_gpu_bytes: Option<u64>,
     /// Parameter counts per component.
     pub params: BTreeMap<String, usize>,
     /// The configs the model was built from (for other implementations to build the same shapes).
@@ -479,6 +482,42 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Watches a GPU's free memory from a thread of its own while a benchmark runs.
+struct GpuMemoryWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl GpuMemoryWatch {
+    /// Starts watching `device`; `None` on the CPU or where free memory is unknown.
+    fn start(device: &Device) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        if device.is_cpu() {
+            return None;
+        }
+        let before = crate::device::free_memory(device)?;
+        let (device, stop) = (device.clone(), Arc::new(AtomicBool::new(false)));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut lowest = before;
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(free) = crate::device::free_memory(&device) {
+                    lowest = lowest.min(free);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            before - lowest
+        });
+        Some(Self { stop, thread })
+    }
+
+    /// Stops watching; the most memory taken at once, in bytes.
+    fn finish(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().map(|b| b as u64)
+    }
+}
+
 /// Compute threads candle uses on the CPU.
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
@@ -543,9 +582,11 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         ));
     }
     let written = write_random_model(&dir, opts.preset, opts.seed, !reuse);
+    let watch = GpuMemoryWatch::start(&opts.device);
     let result = written.and_then(|(params, configs)| {
         measure(opts, &dir, &want, progress).map(|timings| (params, configs, timings))
     });
+    let peak_gpu_bytes = watch.and_then(GpuMemoryWatch::finish);
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -565,6 +606,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         .into(),
         timings,
         peak_rss_bytes: peak_rss_bytes(),
+        peak_gpu_bytes,
         params,
         configs,
     })
