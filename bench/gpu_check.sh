@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# GPU check for a CUDA build of Sumi, run on an NVIDIA machine from the repository root:
-#   bench/gpu_check.sh SUMI_BINARY OUTDIR
+# GPU check for CUDA builds of Sumi, run on an NVIDIA machine from the repository root:
+#   bench/gpu_check.sh SUMI_BINARY OUTDIR [OTHER_BINARY...]
 # 1. parity: the same generations on the CPU (f32) and the GPU (f16 and f32), compared pixel by
-#    pixel, for the demo model and the tiny SD1.5/SDXL fixtures;
+#    pixel, for the demo model and the tiny SD1.5/SDXL fixtures (each other binary in f16 too);
 # 2. `sumi bench` against diffusers fp16 on the same GPU (bench/compare_diffusers.py): SD1.5 at
 #    512x512 (every component and a 20-step Euler run) and SDXL at 1024x1024 (load, UNet, VAE),
 #    with GPU memory sampled by nvidia-smi throughout;
-# 3. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
+# 3. A/B on one random SD1.5 model: the UNet and VAE with the default kernels, with
+#    SUMI_KERNELS=candle (candle's attention in slices instead of FlashAttention), and with each
+#    other binary (say, one built with cuDNN convolutions);
+# 4. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
 #    stage to lose if time runs out.
 # Needs python3 with torch and diffusers. Writes logs and JSON into OUTDIR.
 set -uo pipefail
 sumi=$(realpath "$1")
 out=$(realpath "$2")
+shift 2
+others=()
+for other in "$@"; do others+=("$(realpath "$other")"); done
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 RUST_BACKTRACE=0 SUMI_HOME=$(mktemp -d)
 stamp() { echo "== $(date +%s.%N | cut -c1-14) $*"; }
@@ -26,26 +32,28 @@ stamp parity
 prompt="a red circle on a blue background"
 parity() { # name model sampler
     local name=$1 model=$2 sampler=$3
-    for run in "cpu f32" "cuda f16" "cuda f32"; do
+    local runs=("$sumi cpu f32 ref" "$sumi cuda f16 f16" "$sumi cuda f32 f32") i=0
+    for other in "${others[@]}"; do runs+=("$other cuda f16 other$((i++))"); done
+    for run in "${runs[@]}"; do
         set -- $run
-        "$sumi" generate --model "$model" --prompt "$prompt" --seed 7 --steps 12 \
-            --sampler "$sampler" --device "$1" --dtype "$2" --no-save \
-            -o "/tmp/parity-$name-$1-$2.png" 2>&1 | grep -E 'error|Error|done in' | sed "s/^/$name $1 $2: /"
+        "$1" generate --model "$model" --prompt "$prompt" --seed 7 --steps 12 \
+            --sampler "$sampler" --device "$2" --dtype "$3" --no-save \
+            -o "/tmp/parity-$name-$4.png" 2>&1 | grep -E 'error|Error|done in' | sed "s/^/$name $4 ($(basename "$1") $2 $3): /"
     done
-    python3 - "$name" <<'EOF'
+    python3 - "$name" "${#others[@]}" <<'EOF'
 import sys
 import numpy as np
 from PIL import Image
 name = sys.argv[1]
-load = lambda d, t: np.asarray(Image.open(f"/tmp/parity-{name}-{d}-{t}.png"), dtype=np.float64)
-try:
-    ref = load("cpu", "f32")
-    for t in ("f16", "f32"):
-        d = np.abs(load("cuda", t) - ref)
-        print(f"parity {name}: cuda {t} vs cpu f32: mean |diff| {d.mean():.3f}/255, max {d.max():.0f}/255,"
+load = lambda run: np.asarray(Image.open(f"/tmp/parity-{name}-{run}.png"), dtype=np.float64)
+runs = ["f16", "f32"] + [f"other{i}" for i in range(int(sys.argv[2]))]
+for run in runs:
+    try:
+        d = np.abs(load(run) - load("ref"))
+        print(f"parity {name}: cuda {run} vs cpu f32: mean |diff| {d.mean():.3f}/255, max {d.max():.0f}/255,"
               f" pixels off by >8: {100 * (d.max(axis=-1) > 8).mean():.2f}%")
-except Exception as e:
-    print(f"parity {name}: FAILED ({e})")
+    except Exception as e:
+        print(f"parity {name}: cuda {run}: FAILED ({e})")
 EOF
 }
 parity demo assets/demo-model "Euler a"
@@ -57,6 +65,18 @@ stamp bench sd15
 python3 bench/compare_diffusers.py --sumi "$sumi" --device cuda --dtype f16 --model sd15 \
     --rounds 1 --repeats 3 --components load,text,unet,vae,preview,generate \
     --json "$out/bench_sd15.json" 2>&1
+stamp a/b
+# One random SD1.5 model: the default kernels (FlashAttention where the build has the flash-attn
+# feature), candle's ops in bounded slices (SUMI_KERNELS=candle), and the other binaries.
+ab() { # label binary [env...]
+    local label=$1 bin=$2
+    shift 2
+    env "$@" "$bin" bench --model sd15 --device cuda --dtype f16 --repeats 3 \
+        --components unet,vae --keep-dir /tmp/sumi-ab-sd15 2>&1 | sed "s/^/$label: /"
+}
+ab default "$sumi"
+ab kernels=candle "$sumi" SUMI_KERNELS=candle
+for other in "${others[@]}"; do ab "$(basename "$other")" "$other"; done
 stamp bench sdxl
 python3 bench/compare_diffusers.py --sumi "$sumi" --device cuda --dtype f16 --model sdxl \
     --rounds 1 --repeats 3 --components load,unet,vae \

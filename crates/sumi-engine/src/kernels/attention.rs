@@ -19,12 +19,19 @@ const QUERY_BLOCK: usize = 128;
 /// (256 KiB), small enough to stay in a core's L2 cache between the two products.
 const KEY_BLOCK: usize = 512;
 
-/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; candle's ops in
-/// memory-bounded slices ([`bounded::attention`]) for other devices and dtypes.
+/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; for other devices and
+/// dtypes FlashAttention on CUDA where built in (the `flash-attn` feature), else candle's ops in
+/// memory-bounded slices ([`bounded::attention`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let cpu_f32 =
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
+        #[cfg(feature = "flash-attn")]
+        if enabled() {
+            if let Some(out) = super::flash::attention(q, k, v, heads)? {
+                return Ok(out);
+            }
+        }
         return bounded::attention(q, k, v, heads);
     }
     let (b, lq, c) = q.dims3()?;

@@ -81,7 +81,8 @@ fn attention_within(
 }
 
 /// `conv2d(x, w) + bias` with zero padding, in bands of output rows whose unfolded input fits in
-/// the memory budget.
+/// the memory budget; by cuDNN on CUDA where built in (the `cudnn` feature), which unfolds
+/// nothing.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -89,6 +90,10 @@ pub fn conv2d(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cudnn")]
+    if x.device().is_cuda() {
+        return super::cudnn::conv2d(x, w, bias, stride, pad);
+    }
     conv2d_within(x, w, bias, stride, pad, |whole| {
         auto_budget(x.device(), whole)
     })

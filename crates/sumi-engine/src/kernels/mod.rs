@@ -9,6 +9,10 @@
 mod attention;
 mod bounded;
 mod conv;
+#[cfg(feature = "cudnn")]
+mod cudnn;
+#[cfg(feature = "flash-attn")]
+mod flash;
 mod geglu;
 mod norm;
 mod winograd4;
