@@ -7,8 +7,8 @@
 #    512x512 (every component and a 20-step Euler run) and SDXL at 1024x1024 (load, UNet, VAE),
 #    with GPU memory sampled by nvidia-smi throughout;
 # 3. A/B on one random SD1.5 model: the UNet and VAE with the default kernels, with
-#    SUMI_KERNELS=candle (candle's attention in slices instead of FlashAttention), and with each
-#    other binary (say, one built with cuDNN convolutions);
+#    SUMI_KERNELS=candle (candle's attention in slices and its unfolding convolution instead of
+#    FlashAttention and cuDNN, where built in), and with each other binary;
 # 4. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
 #    stage to lose if time runs out.
 # Needs python3 with torch and diffusers. Writes logs and JSON into OUTDIR.
@@ -66,8 +66,8 @@ python3 bench/compare_diffusers.py --sumi "$sumi" --device cuda --dtype f16 --mo
     --rounds 1 --repeats 3 --components load,text,unet,vae,preview,generate \
     --json "$out/bench_sd15.json" 2>&1
 stamp a/b
-# One random SD1.5 model: the default kernels (FlashAttention where the build has the flash-attn
-# feature), candle's ops in bounded slices (SUMI_KERNELS=candle), and the other binaries.
+# One random SD1.5 model: the default kernels (FlashAttention and cuDNN where built in), candle's
+# ops in bounded slices (SUMI_KERNELS=candle), and the other binaries.
 ab() { # label binary [env...]
     local label=$1 bin=$2
     shift 2

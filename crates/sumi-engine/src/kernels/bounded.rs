@@ -81,8 +81,8 @@ fn attention_within(
 }
 
 /// `conv2d(x, w) + bias` with zero padding, in bands of output rows whose unfolded input fits in
-/// the memory budget; by cuDNN on CUDA where built in (the `cudnn` feature), which unfolds
-/// nothing.
+/// the memory budget; by cuDNN on CUDA where built in (the `cudnn` feature, which unfolds
+/// nothing) unless `SUMI_KERNELS=candle`.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -91,7 +91,7 @@ pub fn conv2d(
     pad: usize,
 ) -> Result<Tensor> {
     #[cfg(feature = "cudnn")]
-    if x.device().is_cuda() {
+    if x.device().is_cuda() && super::enabled() {
         return super::cudnn::conv2d(x, w, bias, stride, pad);
     }
     conv2d_within(x, w, bias, stride, pad, |whole| {
