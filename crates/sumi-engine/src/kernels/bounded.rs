@@ -109,7 +109,7 @@ fn conv2d_within(
     budget: impl FnOnce(usize) -> usize,
 ) -> Result<Tensor> {
     let (b, cin, h, wd) = x.dims4()?;
-    let (cout, _, k, _) = w.dims4()?;
+    let k = w.dim(2)?;
     let oh = (h + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let ow = (wd + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
     let row_bytes = b * ow * cin * k * k * x.dtype().size_in_bytes();
@@ -129,10 +129,7 @@ fn conv2d_within(
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&bands, 2)?
     };
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?),
-        None => Ok(y),
-    }
+    super::add_channel_bias(y, bias)
 }
 
 #[cfg(test)]

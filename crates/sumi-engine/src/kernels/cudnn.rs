@@ -233,10 +233,7 @@ pub fn conv2d(
     let y = x
         .contiguous()?
         .apply_op2_no_bwd(&w.contiguous()?, &Conv2d { stride, pad })?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, w.dim(0)?, 1, 1))?),
-        None => Ok(y),
-    }
+    super::add_channel_bias(y, bias)
 }
 
 #[cfg(test)]

@@ -35,6 +35,14 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var(KERNELS_ENV).as_deref() != Ok("candle"))
 }
 
+/// `y + bias` for an NCHW `y` and a per-channel `bias`.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, bias.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
 /// Runs `f` on the f32 contents of a contiguous CPU tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
