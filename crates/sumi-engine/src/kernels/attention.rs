@@ -384,7 +384,8 @@ mod tests {
             let got = attention(&q, &k, &v, heads).unwrap();
             let want = reference(&q, &k, &v, heads);
             let d = crate::test_util::max_abs_diff(&got, &want);
-            assert!(d < 1e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));
+            // Random inputs: sums over 1100 keys in another order reach 1e-5 now and then.
+            assert!(d < 3e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));
         }
     }
 

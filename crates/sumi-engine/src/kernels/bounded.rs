@@ -163,7 +163,9 @@ mod tests {
                     let got = attention_within(&q, &k, &v, heads, |_| budget).unwrap();
                     assert_eq!(got.dims(), &[b, lq, c]);
                     let d = max_diff(&got, &whole);
-                    let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+                    // f16 products of a slice are blocked differently from the whole's: outputs
+                    // up to ~4 differ by a few f16 steps (0.004 each) on some random draws.
+                    let tol = if dtype == DType::F32 { 1e-5 } else { 3e-2 };
                     assert!(
                         d <= tol,
                         "{dtype:?} {:?} budget {budget}: {d}",
