@@ -53,6 +53,9 @@ fn named_algo() -> Option<Algo> {
     })
 }
 
+/// The most scratch memory one convolution of cuDNN's choosing may take (as `bounded`'s cap).
+const MAX_WORKSPACE: usize = 1 << 30;
+
 /// Everything cuDNN's choice of algorithm depends on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct ShapeKey {
@@ -157,7 +160,12 @@ impl Conv2d {
             None => match CHOSEN.with(|c| c.borrow().get(&key).copied()) {
                 Some(algo) => algo,
                 None => {
-                    let algo = op.pick_algorithm().map_err(Error::wrap)?;
+                    // cuDNN ranks by speed alone; an algorithm whose workspace would pass the
+                    // cap (FFT at large sizes) gives way to implicit GEMM, which needs none.
+                    let mut algo = op.pick_algorithm().map_err(Error::wrap)?;
+                    if op.get_workspace_size(algo).map_err(Error::wrap)? > MAX_WORKSPACE {
+                        algo = Algo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+                    }
                     CHOSEN.with(|c| c.borrow_mut().insert(key, algo));
                     algo
                 }
