@@ -9,8 +9,10 @@
 #
 # flash-attn adds FlashAttention-2 (candle-flash-attn). Its build wants CUTLASS 3.5.0 from GitHub;
 # PyPI's nvidia-cutlass 3.5.0.0 carries the same include/ tree, which is put where the build
-# looks for its checkout. Its ~50 kernel files take hours on two cores; scripts/nvcc-cached keeps
-# every object, so a build cut off part way goes on where it stopped.
+# looks for its checkout. Its 53 kernel files take 10-30 CPU minutes each, so by default only the
+# three that SD-family models use are built (SUMI_FLASH_KERNELS, below; the rest are stand-ins that
+# sumi never calls), and scripts/nvcc-cached keeps every object, so a build cut off part way goes
+# on where it stopped.
 # cudnn runs convolutions through cuDNN (and links libcudnn, also taken from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,8 +98,12 @@ EOF
         git -C "$cutlass" init --quiet
         echo 7d49e6c7e2f8896c47f586706e67e1fb215529dc >"$cutlass/.git/HEAD"
     fi
-    mkdir -p "$build/flash"
-    export CANDLE_FLASH_ATTN_BUILD_DIR=$build/flash CUDAFORGE_THREADS=$(nproc)
+    # Only the kernels for the head sizes of SD-family models (40, 80 and 160 round up to 64, 96
+    # and 160; SD2 and SDXL use 64) in f16 are built; SUMI_FLASH_KERNELS=all builds every one.
+    export SUMI_FLASH_KERNELS=${SUMI_FLASH_KERNELS:-hdim64_fp16 hdim96_fp16 hdim160_fp16}
+    flash=$build/flash-${SUMI_FLASH_KERNELS// /+}
+    mkdir -p "$flash"
+    export CANDLE_FLASH_ATTN_BUILD_DIR=$flash CUDAFORGE_THREADS=$(nproc)
 fi
 
 # CUDARC_CUDA_VERSION picks cudarc's CUDA 13 bindings; cudarc reads CUDNN_LIB as one more

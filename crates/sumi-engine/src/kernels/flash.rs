@@ -9,6 +9,26 @@ fn head_fits(d: usize) -> bool {
     d.is_multiple_of(8) && d <= 256
 }
 
+/// Whether `kernels` (the `SUMI_FLASH_KERNELS` this was built with, e.g. "hdim64_fp16
+/// hdim96_fp16"; unset or "all" for every one) has the kernel for heads of size `d`: the rest are
+/// stand-ins that stop the program (see scripts/nvcc-cached).
+fn kernel_built(kernels: Option<&str>, d: usize, dtype: DType) -> bool {
+    let Some(kernels) = kernels.filter(|k| *k != "all") else {
+        return true;
+    };
+    let Some(size) = [32, 64, 96, 128, 160, 192, 224, 256]
+        .into_iter()
+        .find(|&s| d <= s)
+    else {
+        return false;
+    };
+    let name = format!(
+        "hdim{size}_{}",
+        if dtype == DType::BF16 { "bf16" } else { "fp16" }
+    );
+    kernels.split_whitespace().any(|k| k == name)
+}
+
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs, or `None` where the
 /// kernels do not apply (not CUDA, not f16/bf16, a head size they do not cover).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
@@ -19,7 +39,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Opt
         return Ok(None);
     }
     let d = c / heads;
-    if !head_fits(d) {
+    if !head_fits(d) || !kernel_built(option_env!("SUMI_FLASH_KERNELS"), d, q.dtype()) {
         return Ok(None);
     }
     // `[B, L, C]` is already the kernels' `[B, L, heads, d]` layout: no transposes.
@@ -44,5 +64,17 @@ mod tests {
         // SD1.5: 40, 80, 160; SDXL and SD2: 64.
         assert!([40, 64, 80, 160].into_iter().all(head_fits));
         assert!(!head_fits(36) && !head_fits(264));
+    }
+
+    #[test]
+    fn only_the_kernels_built_are_used() {
+        let sd = Some("hdim64_fp16 hdim96_fp16 hdim160_fp16");
+        for d in [40, 64, 80, 160] {
+            assert!(kernel_built(sd, d, DType::F16), "{d}");
+            assert!(!kernel_built(sd, d, DType::BF16), "{d}");
+            assert!(kernel_built(None, d, DType::BF16) && kernel_built(Some("all"), d, DType::F16));
+        }
+        assert!(!kernel_built(sd, 32, DType::F16) && !kernel_built(sd, 128, DType::F16));
+        assert!(!kernel_built(sd, 512, DType::F16));
     }
 }
