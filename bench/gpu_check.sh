@@ -6,8 +6,8 @@
 # 2. `sumi bench` against diffusers fp16 on the same GPU (bench/compare_diffusers.py): SD1.5 at
 #    512x512 (every component and a 20-step Euler run) and SDXL at 1024x1024 (load, UNet, VAE),
 #    with GPU memory sampled by nvidia-smi throughout;
-# 3. A/B on one random SD1.5 model: the UNet and VAE with the default kernels, with
-#    SUMI_KERNELS=candle (candle's attention in slices and its unfolding convolution instead of
+# 3. A/B on one random SD1.5 model: the UNet and VAE with the default kernels, without
+#    FlashAttention, without cuDNN, with SUMI_KERNELS=candle (candle's attention in slices and its unfolding convolution instead of
 #    FlashAttention and cuDNN, where built in), and with each other binary;
 # 4. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
 #    stage to lose if time runs out.
@@ -75,6 +75,8 @@ ab() { # label binary [env...]
         --components unet,vae --keep-dir /tmp/sumi-ab-sd15 2>&1 | sed "s/^/$label: /"
 }
 ab default "$sumi"
+ab no-flash "$sumi" SUMI_KERNELS=no-flash
+ab no-cudnn "$sumi" SUMI_KERNELS=no-cudnn
 ab kernels=candle "$sumi" SUMI_KERNELS=candle
 for other in "${others[@]}"; do ab "$(basename "$other")" "$other"; done
 stamp bench sdxl

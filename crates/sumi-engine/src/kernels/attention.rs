@@ -27,7 +27,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
         #[cfg(feature = "flash-attn")]
-        if enabled() {
+        if super::flash_enabled() {
             if let Some(out) = super::flash::attention(q, k, v, heads)? {
                 return Ok(out);
             }

@@ -91,7 +91,7 @@ pub fn conv2d(
     pad: usize,
 ) -> Result<Tensor> {
     #[cfg(feature = "cudnn")]
-    if x.device().is_cuda() && super::enabled() {
+    if x.device().is_cuda() && super::cudnn_enabled() {
         return super::cudnn::conv2d(x, w, bias, stride, pad);
     }
     conv2d_within(x, w, bias, stride, pad, |whole| {

@@ -26,13 +26,28 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Tensor};
 
-/// Set to `candle` to run candle's own ops instead of these kernels (for A/B timing).
+/// Set to `candle` to run candle's own ops instead of these kernels, or to `no-flash` or
+/// `no-cudnn` to leave out FlashAttention or the cuDNN convolutions only (for A/B timing).
 pub const KERNELS_ENV: &str = "SUMI_KERNELS";
+
+fn kernels_setting() -> &'static str {
+    static SETTING: OnceLock<String> = OnceLock::new();
+    SETTING.get_or_init(|| std::env::var(KERNELS_ENV).unwrap_or_default())
+}
 
 /// Whether the kernels are on (the default) or `SUMI_KERNELS=candle` turned them off.
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var(KERNELS_ENV).as_deref() != Ok("candle"))
+    kernels_setting() != "candle"
+}
+
+#[cfg(feature = "flash-attn")]
+fn flash_enabled() -> bool {
+    enabled() && kernels_setting() != "no-flash"
+}
+
+#[cfg(feature = "cudnn")]
+fn cudnn_enabled() -> bool {
+    enabled() && kernels_setting() != "no-cudnn"
 }
 
 /// `y + bias` for an NCHW `y` and a per-channel `bias`.
