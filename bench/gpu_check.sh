@@ -12,15 +12,31 @@
 # 4. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
 #    stage to lose if time runs out.
 # Needs python3 with torch and diffusers. Writes logs and JSON into OUTDIR.
+# The first binary that makes an image on the GPU is the one benchmarked (a build that cannot start
+# there, e.g. one missing a library, gives way to the next); the rest are compared with it.
 set -uo pipefail
-sumi=$(realpath "$1")
 out=$(realpath "$2")
-shift 2
-others=()
-for other in "$@"; do others+=("$(realpath "$other")"); done
+binaries=("$1" "${@:3}")
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 RUST_BACKTRACE=0 SUMI_HOME=$(mktemp -d)
 stamp() { echo "== $(date +%s.%N | cut -c1-14) $*"; }
+
+sumi='' others=()
+for bin in "${binaries[@]}"; do
+    bin=$(realpath "$bin")
+    if [ -z "$sumi" ]; then
+        if "$bin" generate --model assets/demo-model --prompt smoke --steps 2 --device cuda \
+            --no-save -o /tmp/gpu-smoke.png >"$out/smoke-$(basename "$bin").log" 2>&1; then
+            sumi=$bin
+        else
+            echo "gpu_check: $(basename "$bin") does not run on this GPU:" && tail -5 "$out/smoke-$(basename "$bin").log"
+        fi
+    else
+        others+=("$bin")
+    fi
+done
+[ -n "$sumi" ] || { echo "gpu_check: no binary runs on this GPU" && exit 1; }
+echo "gpu_check: benchmarking $(basename "$sumi"); comparing ${others[*]##*/}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 100 \
