@@ -54,7 +54,7 @@ parity() { # name model sampler
         set -- $run
         "$1" generate --model "$model" --prompt "$prompt" --seed 7 --steps 12 \
             --sampler "$sampler" --device "$2" --dtype "$3" --no-save \
-            -o "/tmp/parity-$name-$4.png" 2>&1 | grep -E 'error|Error|done in' | sed "s/^/$name $4 ($(basename "$1") $2 $3): /"
+            -o "/tmp/parity-$name-$4.png" 2>&1 | grep -E 'error|Error|WARN|done in' | sed "s/^/$name $4 ($(basename "$1") $2 $3): /"
     done
     python3 - "$name" "${#others[@]}" <<'EOF'
 import sys

@@ -41,8 +41,11 @@ enum Command {
 }
 
 fn main() {
+    // Warnings (a repaired gallery, a retried download, a GPU kernel giving way) show by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUMI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SUMI_LOG"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     sumi_engine::alloc::keep_freed_memory();

@@ -28,7 +28,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     if !enabled() || !cpu_f32 {
         #[cfg(feature = "flash-attn")]
         if super::flash_enabled() {
-            if let Some(out) = super::flash::attention(q, k, v, heads)? {
+            if let Some(out) = super::FLASH.try_run(|| super::flash::attention(q, k, v, heads)) {
                 return Ok(out);
             }
         }

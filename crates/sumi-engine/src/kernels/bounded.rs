@@ -92,7 +92,10 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     #[cfg(feature = "cudnn")]
     if x.device().is_cuda() && super::cudnn_enabled() {
-        return super::cudnn::conv2d(x, w, bias, stride, pad);
+        let cudnn = || super::cudnn::conv2d(x, w, bias, stride, pad).map(Some);
+        if let Some(y) = super::CUDNN.try_run(cudnn) {
+            return Ok(y);
+        }
     }
     conv2d_within(x, w, bias, stride, pad, |whole| {
         auto_budget(x.device(), whole)

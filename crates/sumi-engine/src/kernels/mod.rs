@@ -41,6 +41,12 @@ pub fn enabled() -> bool {
 }
 
 #[cfg(feature = "flash-attn")]
+static FLASH: GpuKernel = GpuKernel::new("FlashAttention");
+
+#[cfg(feature = "cudnn")]
+static CUDNN: GpuKernel = GpuKernel::new("cuDNN convolution");
+
+#[cfg(feature = "flash-attn")]
 fn flash_enabled() -> bool {
     enabled() && kernels_setting() != "no-flash"
 }
@@ -48,6 +54,42 @@ fn flash_enabled() -> bool {
 #[cfg(feature = "cudnn")]
 fn cudnn_enabled() -> bool {
     enabled() && kernels_setting() != "no-cudnn"
+}
+
+/// An optional GPU kernel family (FlashAttention, cuDNN) that turns itself off for the rest of the
+/// run after its first error, which it logs: a driver or library that refuses it costs speed, not
+/// the image.
+#[cfg(any(feature = "flash-attn", feature = "cudnn"))]
+struct GpuKernel {
+    name: &'static str,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(feature = "flash-attn", feature = "cudnn"))]
+impl GpuKernel {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// `run`'s result, or `None` (fall back to candle's ops) where it declined or failed.
+    fn try_run(&self, run: impl FnOnce() -> Result<Option<Tensor>>) -> Option<Tensor> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.failed.load(Relaxed) {
+            return None;
+        }
+        run().unwrap_or_else(|e| {
+            if !self.failed.swap(true, Relaxed) {
+                tracing::warn!(
+                    "{} failed ({e}); using candle's ops instead from now on",
+                    self.name
+                );
+            }
+            None
+        })
+    }
 }
 
 /// `y + bias` for an NCHW `y` and a per-channel `bias`.
@@ -76,5 +118,23 @@ fn parallelism() -> gemm::Parallelism {
     match candle_core::utils::get_num_threads() {
         0 | 1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+#[cfg(all(test, any(feature = "flash-attn", feature = "cudnn")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_gpu_kernel_gives_way_for_the_rest_of_the_run() {
+        let kernel = GpuKernel::new("test");
+        let t = Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        assert!(kernel.try_run(|| Ok(None)).is_none());
+        assert!(kernel.try_run(|| Ok(Some(t.clone()))).is_some());
+        assert!(kernel.try_run(|| candle_core::bail!("refused")).is_none());
+        assert!(
+            kernel.try_run(|| Ok(Some(t.clone()))).is_none(),
+            "off after its first error"
+        );
     }
 }
