@@ -43,10 +43,10 @@ pub struct CompareArgs {
     /// CFG scales, comma-separated, e.g. 5,7.5 (default: the model's).
     #[arg(long, value_delimiter = ',')]
     cfg: Vec<f64>,
-    /// Image width (multiple of 8).
+    /// Image width: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     width: Option<u32>,
-    /// Image height (multiple of 8).
+    /// Image height: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     height: Option<u32>,
     /// Where to write the labelled grid PNG.
@@ -133,6 +133,7 @@ fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
 
 /// Runs `sumi compare`.
 pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
+    crate::save::check_output(&args.output)?;
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
         Some(spec) => model::resolve(spec)?,
@@ -199,7 +200,14 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     }
     bar.finish_and_clear();
     let img = grid::compose(&cells, grid::columns(&refs), &grid::header(&refs));
-    grid::write_png(&img, &params[0], &args.output)?;
+    let written = grid::write_png(&img, &params[0], &args.output);
+    if let (Err(e), Some(group)) = (&written, group) {
+        bail!(
+            "{e:#}; the images are in the gallery as comparison group {group}: \
+             `sumi gallery export-grid {group} --output FILE` writes the grid"
+        );
+    }
+    written?;
     if let Some(group) = group {
         eprintln!(
             "saved {} images to the gallery as comparison group {group}",

@@ -52,10 +52,10 @@ pub struct GenerateArgs {
     /// Schedule name, e.g. "Normal" or "Karras".
     #[arg(long)]
     schedule: Option<String>,
-    /// Image width (multiple of 8).
+    /// Image width: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     width: Option<u32>,
-    /// Image height (multiple of 8).
+    /// Image height: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     height: Option<u32>,
     /// Also write the image to this PNG file.
@@ -104,6 +104,9 @@ fn random_seed() -> u64 {
 /// Runs `sumi generate`.
 pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let seed_arg = parse_seed(args.seed.as_deref())?;
+    if let Some(out) = &args.output {
+        crate::save::check_output(out)?;
+    }
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
         Some(spec) => model::resolve(spec)?,
@@ -215,17 +218,31 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         eprintln!("warning: could not write previews: {e}");
     }
 
-    if let Some(out) = &args.output {
-        crate::save::to_file(out, &image, &request, &model, elapsed)?;
-        eprintln!("wrote {}", out.display());
-    }
-    if !args.no_save {
+    // The gallery first: a file that cannot be written then loses nothing.
+    let saved = if args.no_save {
+        None
+    } else {
         let saved = crate::save::to_gallery(home, &image, &request, &model, elapsed)?;
         eprintln!("saved to gallery as #{} ({})", saved.0, saved.1.display());
-    } else if args.output.is_none() {
-        let out = PathBuf::from(format!("sumi-{seed}.png"));
-        crate::save::to_file(&out, &image, &request, &model, elapsed)?;
-        eprintln!("wrote {}", out.display());
+        Some(saved)
+    };
+    let fallback = PathBuf::from(format!("sumi-{seed}.png"));
+    match &args.output {
+        Some(out) => {
+            if let Err(e) = crate::save::to_file(out, &image, &request, &model, elapsed) {
+                if saved.is_some() {
+                    return Err(e.context("the image is in the gallery all the same"));
+                }
+                crate::save::to_file(&fallback, &image, &request, &model, elapsed)?;
+                return Err(e.context(format!("the image went to {} instead", fallback.display())));
+            }
+            eprintln!("wrote {}", out.display());
+        }
+        None if saved.is_none() => {
+            crate::save::to_file(&fallback, &image, &request, &model, elapsed)?;
+            eprintln!("wrote {}", fallback.display());
+        }
+        None => {}
     }
     eprintln!("done in {:.1}s", elapsed.as_secs_f64());
     Ok(())

@@ -3,10 +3,34 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use sumi_engine::{Model, Request};
 use sumi_gallery::{Gallery, GenerationMeta, GenerationParams};
+
+/// Fails before any work is done when `out` cannot be a PNG written later: it names a folder, or
+/// its folder does not exist.
+pub fn check_output(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        bail!(
+            "{} is a folder: give a file name, e.g. {}",
+            out.display(),
+            out.join("image.png").display()
+        );
+    }
+    let folder = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!(
+            "cannot write {}: the folder {} does not exist (create it first)",
+            out.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
 
 /// The gallery's view of a request.
 pub fn params(request: &Request, model: &Model) -> GenerationParams {

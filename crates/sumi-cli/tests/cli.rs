@@ -158,6 +158,42 @@ fn bad_input_fails_with_a_message() {
 }
 
 #[test]
+fn an_output_file_that_cannot_be_written_loses_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let model = fixtures().join("sd15");
+    let gen = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(&["--prompt", "x", "--steps", "2", "--seed", "9"]);
+        args.extend_from_slice(&["--output", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        sumi(&home, &args)
+    };
+    // A missing folder or a folder for a file name: refused before the model loads.
+    for (out, expected) in [
+        (dir.path().join("missing/x.png"), "does not exist"),
+        (dir.path().to_path_buf(), "is a folder"),
+    ] {
+        let o = gen(&out, &["--no-save"]);
+        assert!(!o.status.success());
+        let err = text(&o.stderr);
+        assert!(err.contains(expected) && !err.contains("loaded"), "{err}");
+    }
+    // A write that fails after the image is made: it is in the gallery all the same.
+    if cfg!(target_os = "linux") {
+        let o = gen(Path::new("/proc/sumi-test.png"), &[]);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains("in the gallery all the same"));
+        let list = sumi(&home, &["gallery", "list"]);
+        assert!(
+            text(&list.stdout).contains("seed 9"),
+            "{}",
+            text(&list.stdout)
+        );
+    }
+}
+
+#[test]
 fn samplers_lists_names_and_costs() {
     let dir = tempfile::tempdir().unwrap();
     let o = sumi(dir.path(), &["samplers"]);
