@@ -107,6 +107,12 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(out) = &args.output {
         crate::save::check_output(out)?;
     }
+    if let Some(dir) = args.previews.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        bail!(
+            "--previews {}: that is a file; give a folder",
+            dir.display()
+        );
+    }
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
         Some(spec) => model::resolve(spec)?,

@@ -169,12 +169,18 @@ fn an_output_file_that_cannot_be_written_loses_no_image() {
         args.extend_from_slice(extra);
         sumi(&home, &args)
     };
-    // A missing folder or a folder for a file name: refused before the model loads.
-    for (out, expected) in [
-        (dir.path().join("missing/x.png"), "does not exist"),
-        (dir.path().to_path_buf(), "is a folder"),
+    // A missing folder, a folder for a file name, a file for the previews folder: refused
+    // before the model loads.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = dir.path().join("out.png");
+    for (out, extra, expected) in [
+        (dir.path().join("missing/x.png"), "", "does not exist"),
+        (dir.path().to_path_buf(), "", "is a folder"),
+        (out, file.to_str().unwrap(), "that is a file; give a folder"),
     ] {
-        let o = gen(&out, &["--no-save"]);
+        let previews = ["--previews", extra];
+        let o = gen(&out, if extra.is_empty() { &[] } else { &previews });
         assert!(!o.status.success());
         let err = text(&o.stderr);
         assert!(err.contains(expected) && !err.contains("loaded"), "{err}");
