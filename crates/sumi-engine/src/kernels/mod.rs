@@ -92,6 +92,20 @@ impl GpuKernel {
     }
 }
 
+/// `lin` over the last dimension of `x` as one matrix product over all its rows: candle's `Linear`
+/// runs a `[B, T, D]` input as B products, each packing the whole weight matrix again.
+pub fn linear(lin: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
+    use candle_core::Module;
+    let mut dims = x.dims().to_vec();
+    let d = dims.pop().unwrap_or(1);
+    if dims.len() < 2 {
+        return lin.forward(x);
+    }
+    let y = lin.forward(&x.reshape((x.elem_count() / d.max(1), d))?)?;
+    dims.push(y.dim(1)?);
+    y.reshape(dims)
+}
+
 /// `y + bias` for an NCHW `y` and a per-channel `bias`.
 fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
@@ -136,5 +150,34 @@ mod tests {
             kernel.try_run(|| Ok(Some(t.clone()))).is_none(),
             "off after its first error"
         );
+    }
+}
+
+#[cfg(test)]
+mod linear_tests {
+    use candle_core::{Device, Module, Tensor};
+
+    #[test]
+    fn linear_over_all_rows_matches_candles_batched_one() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let lin = candle_nn::Linear::new(w, Some(b));
+        for dims in [vec![3, 4], vec![2, 3, 4], vec![2, 2, 3, 4]] {
+            let x = Tensor::randn(0f32, 1.0, dims.as_slice(), &dev).unwrap();
+            let ours = super::linear(&lin, &x).unwrap();
+            let theirs = lin.forward(&x).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = (ours - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap();
+            assert!(
+                diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-5,
+                "{dims:?}"
+            );
+        }
     }
 }

@@ -225,10 +225,10 @@ impl Attention {
     /// Self-attention when `context` is `None`, cross-attention otherwise.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let ctx = context.unwrap_or(xs);
-        let q = self.to_q.forward(xs)?;
-        let k = self.to_k.forward(ctx)?;
-        let v = self.to_v.forward(ctx)?;
-        self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
+        let q = kernels::linear(&self.to_q, xs)?;
+        let k = kernels::linear(&self.to_k, ctx)?;
+        let v = kernels::linear(&self.to_v, ctx)?;
+        kernels::linear(&self.to_out, &attention(&q, &k, &v, self.heads)?)
     }
 }
 
@@ -264,8 +264,8 @@ impl TransformerBlock {
             .attn2
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
-        let proj = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
-        let ff = self.ff_out.forward(&kernels::geglu(&proj)?)?;
+        let proj = kernels::linear(&self.ff_in, &self.norm3.forward(&xs)?)?;
+        let ff = kernels::linear(&self.ff_out, &kernels::geglu(&proj)?)?;
         ff + xs
     }
 }
@@ -338,7 +338,7 @@ impl SpatialTransformer {
         let to_seq = |t: Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
         let mut hs = match &self.proj_in {
             Projection::Conv(conv) => to_seq(conv.forward(&normed)?)?,
-            Projection::Linear(lin) => lin.forward(&to_seq(normed)?)?,
+            Projection::Linear(lin) => kernels::linear(lin, &to_seq(normed)?)?,
         };
         for block in &self.blocks {
             hs = block.forward(&hs, context)?;
@@ -346,7 +346,7 @@ impl SpatialTransformer {
         let to_img = |t: Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous();
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_img(hs)?)?,
-            Projection::Linear(lin) => to_img(lin.forward(&hs)?)?,
+            Projection::Linear(lin) => to_img(kernels::linear(lin, &hs)?)?,
         };
         out + xs
     }

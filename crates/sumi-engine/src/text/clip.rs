@@ -9,7 +9,7 @@ use candle_nn::{
 };
 use serde::Deserialize;
 
-use crate::{Error, Result};
+use crate::{kernels, Error, Result};
 
 /// The activation inside each encoder layer's MLP, as named by `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,13 +178,13 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split((self.q.forward(x)? * self.scale)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
+        let q = split((kernels::linear(&self.q, x)? * self.scale)?)?;
+        let k = split(kernels::linear(&self.k, x)?)?;
+        let v = split(kernels::linear(&self.v, x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.out.forward(&y)
+        kernels::linear(&self.out, &y)
     }
 }
 
@@ -212,8 +212,10 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let h = self.act.apply(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
-        x + self.fc2.forward(&h)?
+        let h = self
+            .act
+            .apply(&kernels::linear(&self.fc1, &self.ln2.forward(&x)?)?)?;
+        x + kernels::linear(&self.fc2, &h)?
     }
 }
 
