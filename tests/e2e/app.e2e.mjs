@@ -157,19 +157,25 @@ try {
   await setField('[data-testid="seed"]', 1234);
   await click(await one('[data-testid="generate"]', "generate button"));
   const seen = new Set();
+  let arrived = 0;
   const until = Date.now() + 120000;
   for (;;) {
-    const p = await find('[data-testid="preview"]');
-    if (p.length) {
-      const src = await attr(p[0], "src").catch(() => null);
-      if (src) seen.add(src);
+    // One round trip per look, so that fast generations still show a few of their previews.
+    const shown = await js(
+      'const p = document.querySelector("[data-testid=preview]"); return p ? [p.src, p.dataset.count] : null',
+    );
+    if (shown) {
+      if (shown[0]) seen.add(shown[0]);
+      arrived = Math.max(arrived, Number(shown[1]) || 0);
     }
     if ((await find('[data-testid="result"]')).length) break;
     if ((await find('[data-testid="failed"]')).length) throw new Error(await text((await find('[data-testid="failed"]'))[0]));
     if (Date.now() > until) throw new Error("generation did not finish");
     await sleep(15);
   }
-  check(seen.size >= 3, `preview changed at least twice (${seen.size} distinct previews seen)`);
+  // The page counts the previews it received; polling sees only some of them on a fast machine.
+  check(arrived >= 3, `at least three previews arrived (${arrived} counted by the page)`);
+  check(seen.size >= 2, `preview changed on screen (${seen.size} distinct previews seen)`);
   check((await text(await one('[data-testid="used-seed"]', "used seed"))) === "1234", "used seed shown");
   check((await js("return document.title")) !== "1", "prompt markup was not executed");
   await screenshot("1-generate");
