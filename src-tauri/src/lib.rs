@@ -91,9 +91,11 @@ fn demo_model<R: tauri::Runtime>(app: &tauri::App<R>) -> Option<PathBuf> {
 
 /// Starts the app.
 pub fn run() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    // As the CLI: warnings by default, SUMI_LOG (or RUST_LOG) for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUMI_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     sumi_engine::alloc::keep_freed_memory();
     let home = home()?;
     let gallery = Gallery::open(&home)
