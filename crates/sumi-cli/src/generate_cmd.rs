@@ -107,11 +107,15 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(out) = &args.output {
         crate::save::check_output(out)?;
     }
-    if let Some(dir) = args.previews.as_ref().filter(|d| d.exists() && !d.is_dir()) {
-        bail!(
-            "--previews {}: that is a file; give a folder",
-            dir.display()
-        );
+    if let Some(dir) = &args.previews {
+        if dir.exists() && !dir.is_dir() {
+            bail!(
+                "--previews {}: that is a file; give a folder",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
     }
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
@@ -183,10 +187,6 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         request.height = v;
     }
     request.validate(model.info.downscale)?;
-    if let Some(dir) = &args.previews {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
-    }
 
     let bar = ProgressBar::new(request.steps as u64);
     bar.set_style(

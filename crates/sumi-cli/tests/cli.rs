@@ -169,16 +169,20 @@ fn an_output_file_that_cannot_be_written_loses_no_image() {
         args.extend_from_slice(extra);
         sumi(&home, &args)
     };
-    // A missing folder, a folder for a file name, a file for the previews folder: refused
-    // before the model loads.
+    // A missing folder, a folder for a file name, a file for the previews folder, a previews
+    // folder that cannot be made: refused before the model loads.
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let out = dir.path().join("out.png");
-    for (out, extra, expected) in [
+    let mut cases = vec![
         (dir.path().join("missing/x.png"), "", "does not exist"),
         (dir.path().to_path_buf(), "", "is a folder"),
-        (out, file.to_str().unwrap(), "that is a file; give a folder"),
-    ] {
+        (out.clone(), file.to_str().unwrap(), "that is a file"),
+    ];
+    if cfg!(target_os = "linux") {
+        cases.push((out, "/proc/sumi-previews", "cannot create preview folder"));
+    }
+    for (out, extra, expected) in cases {
         let previews = ["--previews", extra];
         let o = gen(&out, if extra.is_empty() { &[] } else { &previews });
         assert!(!o.status.success());
