@@ -9,6 +9,7 @@
 # 3. A/B on one random SD1.5 model: the UNet and VAE with the default kernels, without
 #    FlashAttention, without cuDNN, with SUMI_KERNELS=candle (candle's attention in slices and its unfolding convolution instead of
 #    FlashAttention and cuDNN, where built in), and with each other binary;
+#    then the time per kind of operation (SUMI_PROFILE=1: convolution, attention, linear, ...);
 # 4. a per-kernel profile of one SD1.5 UNet step (bench/gpu_profile.sh), last because it is the
 #    stage to lose if time runs out.
 # Needs python3 with torch and diffusers. Writes logs and JSON into OUTDIR.
@@ -95,6 +96,8 @@ ab no-flash "$sumi" SUMI_KERNELS=no-flash
 ab no-cudnn "$sumi" SUMI_KERNELS=no-cudnn
 ab kernels=candle "$sumi" SUMI_KERNELS=candle
 for other in "${others[@]}"; do ab "$(basename "$other")" "$other"; done
+stamp profile by operation
+ab profiled "$sumi" SUMI_PROFILE=1
 stamp bench sdxl
 python3 bench/compare_diffusers.py --sumi "$sumi" --device cuda --dtype f16 --model sdxl \
     --rounds 1 --repeats 3 --components load,unet,vae \

@@ -105,6 +105,28 @@ fn print_table(r: &BenchReport) {
             t.component, t.seconds, cpu, t.what
         );
     }
+    for t in r.timings.iter().filter(|t| !t.profile.is_empty()) {
+        let mean = t.runs.iter().sum::<f64>() / t.runs.len().max(1) as f64;
+        println!("{} per run, by operation (SUMI_PROFILE):", t.component);
+        let mut listed = 0.0;
+        for op in &t.profile {
+            listed += op.seconds;
+            println!(
+                "  {:<12} {:>10.4} s {:>5.1}% {:>6} calls",
+                op.op,
+                op.seconds,
+                100.0 * op.seconds / mean,
+                op.calls
+            );
+        }
+        let rest = mean - listed;
+        println!(
+            "  {:<12} {:>10.4} s {:>5.1}%",
+            "the rest",
+            rest,
+            100.0 * rest / mean
+        );
+    }
     if let Some(b) = r.peak_rss_bytes {
         println!(
             "{:<10} {:>10.2}  GiB peak resident memory (VmHWM)",

@@ -44,3 +44,31 @@ fn quick_bench_prints_json_report() {
         .join("unet/diffusion_pytorch_model.safetensors")
         .is_file());
 }
+
+#[test]
+fn profiled_bench_reports_time_per_kind_of_operation() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .args(["bench", "--quick", "--json", "--threads", "1"])
+        .args(["--components", "unet,vae"])
+        .env("SUMI_PROFILE", "1")
+        .output()
+        .expect("sumi runs");
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for t in report["timings"].as_array().unwrap() {
+        let ops: Vec<&str> = t["profile"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no profile for {}", t["component"]))
+            .iter()
+            .map(|o| o["op"].as_str().unwrap())
+            .collect();
+        assert!(ops.contains(&"convolution"), "{ops:?}");
+        assert!(ops.contains(&"group norm"), "{ops:?}");
+        if t["component"] == "unet" {
+            assert!(
+                ops.contains(&"attention") && ops.contains(&"linear"),
+                "{ops:?}"
+            );
+        }
+    }
+}

@@ -98,6 +98,9 @@ pub struct Timing {
     pub cpu_seconds: Option<f64>,
     /// What exactly was timed.
     pub what: String,
+    /// With `SUMI_PROFILE=1`, the time per run in each kind of operation ([`crate::profile`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<crate::profile::OpTime>,
 }
 
 /// The result of a benchmark run.
@@ -533,12 +536,13 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// Wall and CPU seconds of each run of `f`.
-type Runs = (Vec<f64>, Vec<Option<f64>>);
+/// Wall and CPU seconds of each run of `f`, and its operations' times per run when profiling.
+type Runs = (Vec<f64>, Vec<Option<f64>>, Vec<crate::profile::OpTime>);
 
 /// Times `f` `repeats` times; on a GPU each run ends when the device has finished its queued work.
 fn time_runs(device: &Device, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Runs> {
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    crate::profile::take(1);
     for _ in 0..repeats.max(1) {
         device.synchronize()?;
         let c = cpu_seconds();
@@ -548,7 +552,8 @@ fn time_runs(device: &Device, repeats: usize, mut f: impl FnMut() -> Result<()>)
         wall.push(t.elapsed().as_secs_f64());
         cpu.push(c.zip(cpu_seconds()).map(|(a, b)| b - a));
     }
-    Ok((wall, cpu))
+    let profile = crate::profile::take(wall.len());
+    Ok((wall, cpu, profile))
 }
 
 /// Runs the benchmark; `progress` hears a line before each component starts.
@@ -620,7 +625,7 @@ fn measure(
 ) -> Result<Vec<Timing>> {
     let (device, dtype) = (&opts.device, opts.dtype);
     let mut timings = Vec::new();
-    let mut push = |component: &str, (runs, cpu): Runs, what: String| {
+    let mut push = |component: &str, (runs, cpu, profile): Runs, what: String| {
         let best = (0..runs.len())
             .min_by(|&a, &b| runs[a].total_cmp(&runs[b]))
             .unwrap_or(0);
@@ -630,6 +635,7 @@ fn measure(
             cpu_seconds: cpu.get(best).copied().flatten(),
             runs,
             what,
+            profile,
         })
     };
 

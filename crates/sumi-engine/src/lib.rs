@@ -11,6 +11,7 @@ pub mod model;
 pub mod noise;
 pub mod pipeline;
 pub mod preview;
+pub mod profile;
 pub mod sampling;
 #[cfg(test)]
 mod test_util;

@@ -17,10 +17,7 @@ mod geglu;
 mod norm;
 mod winograd4;
 
-pub use attention::attention;
-pub use conv::conv2d;
-pub use geglu::geglu;
-pub use norm::group_norm;
+use crate::profile;
 
 use std::sync::OnceLock;
 
@@ -92,18 +89,59 @@ impl GpuKernel {
     }
 }
 
+/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs ([`attention::attention`]).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    profile::time("attention", q.device(), || {
+        attention::attention(q, k, v, heads)
+    })
+}
+
+/// `conv2d(x, w) + bias` with zero padding ([`conv::conv2d`]).
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    profile::time("convolution", x.device(), || {
+        conv::conv2d(x, w, bias, stride, pad)
+    })
+}
+
+/// The feed-forward's GEGLU ([`geglu::geglu`]).
+pub fn geglu(proj: &Tensor) -> Result<Tensor> {
+    profile::time("GEGLU", proj.device(), || geglu::geglu(proj))
+}
+
+/// `GroupNorm`, then SiLU when `silu` ([`norm::group_norm`]).
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    eps: f64,
+    weight: &Tensor,
+    bias: &Tensor,
+    silu: bool,
+) -> Result<Tensor> {
+    profile::time("group norm", x.device(), || {
+        norm::group_norm(x, groups, eps, weight, bias, silu)
+    })
+}
+
 /// `lin` over the last dimension of `x` as one matrix product over all its rows: candle's `Linear`
 /// runs a `[B, T, D]` input as B products, each packing the whole weight matrix again.
 pub fn linear(lin: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
     use candle_core::Module;
-    let mut dims = x.dims().to_vec();
-    let d = dims.pop().unwrap_or(1);
-    if dims.len() < 2 {
-        return lin.forward(x);
-    }
-    let y = lin.forward(&x.reshape((x.elem_count() / d.max(1), d))?)?;
-    dims.push(y.dim(1)?);
-    y.reshape(dims)
+    profile::time("linear", x.device(), || {
+        let mut dims = x.dims().to_vec();
+        let d = dims.pop().unwrap_or(1);
+        if dims.len() < 2 {
+            return lin.forward(x);
+        }
+        let y = lin.forward(&x.reshape((x.elem_count() / d.max(1), d))?)?;
+        dims.push(y.dim(1)?);
+        y.reshape(dims)
+    })
 }
 
 /// `y + bias` for an NCHW `y` and a per-channel `bias`.
