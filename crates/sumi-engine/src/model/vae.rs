@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::layers::{attention, conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock, Upsample};
 use crate::device::free_memory;
+use crate::kernels;
 
 /// The fields of diffusers' `vae/config.json` that Sumi uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -110,10 +111,10 @@ impl Module for SpatialSelfAttention {
             .reshape((b, c, h * w))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = self.to_q.forward(&seq)?;
-        let k = self.to_k.forward(&seq)?;
-        let v = self.to_v.forward(&seq)?;
-        let out = self.to_out.forward(&attention(&q, &k, &v, 1)?)?;
+        let q = kernels::linear(&self.to_q, &seq)?;
+        let k = kernels::linear(&self.to_k, &seq)?;
+        let v = kernels::linear(&self.to_v, &seq)?;
+        let out = kernels::linear(&self.to_out, &attention(&q, &k, &v, 1)?)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         out + xs
     }
