@@ -4,7 +4,9 @@
 //! ones; group norm (optionally fused with SiLU) in two passes; attention over blocks of queries
 //! that never holds the whole score matrix; and the feed-forward's GEGLU in one pass. Each kernel
 //! falls back to candle off the CPU or for dtypes other than f32 (attention and convolution in
-//! memory-bounded slices, `bounded`), and is tested against candle's own op.
+//! memory-bounded slices, `bounded`), and is tested against candle's own op. On CUDA, optional
+//! features add FlashAttention (`flash`) and cuDNN convolutions (`cudnn`). Every entry point is
+//! timed by [`crate::profile`] when `SUMI_PROFILE=1`.
 
 mod attention;
 mod bounded;
@@ -17,11 +19,11 @@ mod geglu;
 mod norm;
 mod winograd4;
 
-use crate::profile;
-
 use std::sync::OnceLock;
 
 use candle_core::{Result, Tensor};
+
+use crate::profile;
 
 /// Set to `candle` to run candle's own ops instead of these kernels, or to `no-flash` or
 /// `no-cudnn` to leave out FlashAttention or the cuDNN convolutions only (for A/B timing).
@@ -89,14 +91,14 @@ impl GpuKernel {
     }
 }
 
-/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs ([`attention::attention`]).
+/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     profile::time("attention", q.device(), || {
         attention::attention(q, k, v, heads)
     })
 }
 
-/// `conv2d(x, w) + bias` with zero padding ([`conv::conv2d`]).
+/// `conv2d(x, w) + bias` with zero padding.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -109,12 +111,12 @@ pub fn conv2d(
     })
 }
 
-/// The feed-forward's GEGLU ([`geglu::geglu`]).
+/// The feed-forward's GEGLU.
 pub fn geglu(proj: &Tensor) -> Result<Tensor> {
     profile::time("GEGLU", proj.device(), || geglu::geglu(proj))
 }
 
-/// `GroupNorm`, then SiLU when `silu` ([`norm::group_norm`]).
+/// `GroupNorm(groups, eps)` with per-channel `weight` and `bias`, then SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,
     groups: usize,
