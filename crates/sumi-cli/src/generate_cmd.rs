@@ -224,31 +224,30 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         eprintln!("warning: could not write previews: {e}");
     }
 
-    // The gallery first: a file that cannot be written then loses nothing.
-    let saved = if args.no_save {
-        None
-    } else {
-        let saved = crate::save::to_gallery(home, &image, &request, &model, elapsed)?;
-        eprintln!("saved to gallery as #{} ({})", saved.0, saved.1.display());
-        Some(saved)
-    };
-    let fallback = PathBuf::from(format!("sumi-{seed}.png"));
-    match &args.output {
-        Some(out) => {
-            if let Err(e) = crate::save::to_file(out, &image, &request, &model, elapsed) {
-                if saved.is_some() {
-                    return Err(e.context("the image is in the gallery all the same"));
-                }
-                crate::save::to_file(&fallback, &image, &request, &model, elapsed)?;
-                return Err(e.context(format!("the image went to {} instead", fallback.display())));
-            }
+    // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
+    let gallery =
+        (!args.no_save).then(|| crate::save::to_gallery(home, &image, &request, &model, elapsed));
+    if let Some(Ok((id, file))) = &gallery {
+        eprintln!("saved to gallery as #{id} ({})", file.display());
+    }
+    let write = |path: &Path| crate::save::to_file(path, &image, &request, &model, elapsed);
+    let output = args.output.as_ref().map(|out| (out, write(out)));
+    let kept = match &output {
+        Some((out, Ok(()))) => {
             eprintln!("wrote {}", out.display());
+            format!("the image is in {}", out.display())
         }
-        None if saved.is_none() => {
-            crate::save::to_file(&fallback, &image, &request, &model, elapsed)?;
+        _ if matches!(gallery, Some(Ok(_))) => "the image is in the gallery all the same".into(),
+        _ => {
+            let fallback = PathBuf::from(format!("sumi-{seed}.png"));
+            write(&fallback)?;
             eprintln!("wrote {}", fallback.display());
+            format!("the image went to {} instead", fallback.display())
         }
-        None => {}
+    };
+    match (gallery, output) {
+        (Some(Err(e)), _) | (_, Some((_, Err(e)))) => return Err(e.context(kept)),
+        _ => {}
     }
     eprintln!("done in {:.1}s", elapsed.as_secs_f64());
     Ok(())

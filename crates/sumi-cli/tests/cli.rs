@@ -189,6 +189,29 @@ fn an_output_file_that_cannot_be_written_loses_no_image() {
         let err = text(&o.stderr);
         assert!(err.contains(expected) && !err.contains("loaded"), "{err}");
     }
+    // A gallery that cannot be opened (its folder is a file): the image is in the --output file.
+    let kept = dir.path().join("kept.png");
+    let o = sumi(
+        &file,
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--output",
+            kept.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("the image is in"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(image::open(&kept).is_ok());
     // A write that fails after the image is made: it is in the gallery all the same.
     if cfg!(target_os = "linux") {
         let o = gen(Path::new("/proc/sumi-test.png"), &[]);
