@@ -119,6 +119,8 @@ pub struct LoadingView {
 pub struct ModelView {
     /// Display name.
     pub name: String,
+    /// A1111's short hash, for a single-file checkpoint.
+    pub hash: Option<String>,
     /// Folder.
     pub path: String,
     /// `sd1`, `sd2` or `sdxl`.
@@ -150,6 +152,7 @@ impl ModelView {
             .unwrap_or_default();
         Self {
             name: m.info.name.clone(),
+            hash: m.info.hash.clone(),
             path: m.info.path.display().to_string(),
             family,
             family_name: m.info.family.display_name().to_string(),
@@ -459,8 +462,16 @@ fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
             percent,
         })
     };
-    Model::load_with_progress(path, &Default::default(), &device, dtype, &mut progress)
-        .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
+    let mut model =
+        Model::load_with_progress(path, &Default::default(), &device, dtype, &mut progress)
+            .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))?;
+    // The images then carry A1111's "Model hash", as the CLI's do.
+    let home = shared.gallery.lock().unwrap().home().to_path_buf();
+    match model::discover::model_hash(path, &home) {
+        Ok(hash) => model.info.hash = hash,
+        Err(e) => tracing::warn!("cannot hash {}: {e}", path.display()),
+    }
+    Ok(model)
 }
 
 /// Encodes an RGB image as PNG bytes.

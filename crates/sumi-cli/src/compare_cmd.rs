@@ -140,7 +140,8 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
         None => model::builtin_demo_model()?,
     };
     eprintln!("loading {} ...", path.display());
-    let model = Model::load(&path, &device, model::default_dtype(&device))?;
+    let mut model = Model::load(&path, &device, model::default_dtype(&device))?;
+    model.info.hash = model::discover::model_hash(&path, home)?;
     let requests = requests(&args, &model)?;
     let params: Vec<GenerationParams> = requests
         .iter()

@@ -48,11 +48,6 @@ pub struct PullArgs {
     tokenizers_only: bool,
 }
 
-/// Where the hash cache lives under the Sumi home.
-pub fn hash_cache_path(home: &Path) -> PathBuf {
-    home.join("model-hashes.json")
-}
-
 fn human(bytes: u64) -> String {
     let gb = bytes as f64 / 1e9;
     if gb >= 1.0 {
@@ -185,7 +180,7 @@ pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
     let mut found = discover::discover(&dirs, hub.as_deref());
     if !args.no_hash {
         // Diffusers folders have no single file to hash: their hash stays empty.
-        let mut cache = HashCache::open(&hash_cache_path(home));
+        let mut cache = HashCache::open(&discover::hash_cache_file(home));
         for m in found.iter_mut().filter(|m| m.format != Format::Diffusers) {
             match cache.short_hash(&m.path) {
                 Ok(h) => m.hash = Some(h),

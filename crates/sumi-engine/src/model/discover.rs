@@ -325,6 +325,25 @@ impl HashCache {
     }
 }
 
+/// The hash cache kept in Sumi's data folder `home`, shared by the CLI and the app.
+pub fn hash_cache_file(home: &Path) -> PathBuf {
+    home.join("model-hashes.json")
+}
+
+/// A1111's short hash of the model loaded from `path` when it is one file (a diffusers folder
+/// has no single file to hash), computed once per file version and cached in `home`.
+pub fn model_hash(path: &Path, home: &Path) -> Result<Option<String>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let mut cache = HashCache::open(&hash_cache_file(home));
+    let hash = cache.short_hash(path)?;
+    if let Err(e) = cache.save() {
+        tracing::warn!("cannot save the model hash cache: {e}");
+    }
+    Ok(Some(hash))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,5 +475,20 @@ mod tests {
             &sha256_file(&f).unwrap()[..10]
         );
         assert_eq!(&sha256_file(&f).unwrap()[..10], "88d4266fd4");
+    }
+
+    #[test]
+    fn a_single_file_model_has_a_cached_hash_and_a_folder_none() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        let f = t.path().join("m.safetensors");
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(
+            model_hash(&f, &home).unwrap().as_deref(),
+            Some("ba7816bf8f")
+        );
+        let cached = std::fs::read_to_string(hash_cache_file(&home)).unwrap();
+        assert!(cached.contains("ba7816bf8f01cfea"), "{cached}");
+        assert_eq!(model_hash(t.path(), &home).unwrap(), None);
     }
 }
