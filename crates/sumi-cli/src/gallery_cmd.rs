@@ -36,10 +36,24 @@ pub enum GalleryCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print the exact request of a generation as JSON, to run it again.
+    /// Make a generation again with its exact settings and model, save it, and say whether the
+    /// pixels are the same.
     Rerun {
         /// The generation's id.
         id: i64,
+        /// Only print the request as JSON (to edit, or to read).
+        #[arg(long)]
+        json: bool,
+        /// Use this model instead of the one that made the image (a folder, .safetensors file or
+        /// cached repo id).
+        #[arg(long)]
+        model: Option<String>,
+        /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+        #[arg(long, default_value = "auto")]
+        dtype: String,
     },
     /// Delete generations: their rows, images and thumbnails.
     Delete {
@@ -149,7 +163,20 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
             print_page(&result, page.json)
         }
         GalleryCommand::Show { id, json } => show(&gallery, id, json),
-        GalleryCommand::Rerun { id } => emit(&serde_json::to_string_pretty(&gallery.rerun(id)?)?),
+        GalleryCommand::Rerun { id, json: true, .. } => {
+            emit(&serde_json::to_string_pretty(&gallery.rerun(id)?)?)
+        }
+        GalleryCommand::Rerun {
+            id,
+            model,
+            device,
+            dtype,
+            ..
+        } => {
+            drop(gallery);
+            let args = crate::generate_cmd::GenerateArgs::rerun(id, model, device, dtype);
+            crate::generate_cmd::run(args, home)
+        }
         GalleryCommand::Delete { ids } => {
             for id in ids {
                 gallery.delete(id)?;

@@ -6,17 +6,25 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use sumi_engine::model::discover::HashCache;
+use sumi_engine::model::discover;
 use sumi_engine::model::{self, Model};
 use sumi_engine::{sampling, Event, Request};
 use sumi_engine::{LoadOptions, Prediction};
 
+use crate::reproduce::{self, PixelCheck};
+
 /// Options of `sumi generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// Start from gallery image ID: its prompt, seed, steps, CFG, sampler, schedule, size and
+    /// model; the options given here change them.
+    #[arg(long, value_name = "ID")]
+    from: Option<i64>,
     /// Diffusers model folder, single-file .safetensors checkpoint, or a Hugging Face repo id
-    /// already in the local cache (default: the built-in demo model, or $SUMI_DEMO_MODEL).
+    /// already in the local cache (default: the model of --from, else the built-in demo model or
+    /// $SUMI_DEMO_MODEL).
     #[arg(long)]
     model: Option<String>,
     /// A separate VAE: a .safetensors file or a diffusers (vae) folder.
@@ -32,11 +40,11 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "eps|v")]
     prediction: Option<String>,
     /// What to draw.
-    #[arg(long, short)]
-    prompt: String,
-    /// What to avoid.
-    #[arg(long, short = 'n', default_value = "")]
-    negative_prompt: String,
+    #[arg(long, short, required_unless_present = "from")]
+    prompt: Option<String>,
+    /// What to avoid (default: nothing).
+    #[arg(long, short = 'n')]
+    negative_prompt: Option<String>,
     /// Seed (0 to 18446744073709551615); random when omitted or -1.
     #[arg(long, allow_hyphen_values = true)]
     seed: Option<String>,
@@ -75,6 +83,34 @@ pub struct GenerateArgs {
     dtype: String,
 }
 
+impl GenerateArgs {
+    /// `sumi gallery rerun`: generation `id` again, as it was, with these choices of how to run it.
+    pub fn rerun(id: i64, model: Option<String>, device: String, dtype: String) -> Self {
+        Self {
+            from: Some(id),
+            model,
+            vae: None,
+            tokenizers: Vec::new(),
+            config_dir: None,
+            prediction: None,
+            prompt: None,
+            negative_prompt: None,
+            seed: None,
+            steps: None,
+            cfg: None,
+            sampler: None,
+            schedule: None,
+            width: None,
+            height: None,
+            output: None,
+            previews: None,
+            no_save: false,
+            device,
+            dtype,
+        }
+    }
+}
+
 fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
     match text.map(str::trim) {
         None | Some("-1") | Some("") => Ok(None),
@@ -101,9 +137,28 @@ fn random_seed() -> u64 {
     h.finish() & 0xFFFF_FFFF
 }
 
+/// Refuses what no model accepts before the model loads, which can take a while; what depends on
+/// the model (sizes it can make, a sampler's schedules) is checked after.
+fn check_before_load(args: &GenerateArgs) -> Result<()> {
+    use sumi_engine::pipeline::{check_cfg, check_size, check_steps};
+    for (name, v) in [("width", args.width), ("height", args.height)] {
+        v.map(|v| check_size(name, v, 1)).transpose()?;
+    }
+    args.steps.map(check_steps).transpose()?;
+    args.cfg.map(check_cfg).transpose()?;
+    if let Some(name) = &args.sampler {
+        sampling::parse_sampler(name)?;
+    }
+    if let Some(name) = &args.schedule {
+        sampling::schedule(name)?;
+    }
+    Ok(())
+}
+
 /// Runs `sumi generate`.
 pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let seed_arg = parse_seed(args.seed.as_deref())?;
+    check_before_load(&args)?;
     if let Some(out) = &args.output {
         crate::save::check_output(out)?;
     }
@@ -117,10 +172,13 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
     }
+    let recorded = args.from.map(|id| reproduce::read(home, id)).transpose()?;
     let device = sumi_engine::device::pick(&args.device)?;
-    let path = match &args.model {
-        Some(spec) => model::resolve(spec)?,
-        None => model::builtin_demo_model()?,
+    let path = match (&args.model, &recorded) {
+        (Some(spec), _) => model::resolve(spec)?,
+        (None, Some(r)) => reproduce::find_model(&r.generation.params, home)
+            .with_context(|| format!("cannot make #{} again", r.generation.id))?,
+        (None, None) => model::builtin_demo_model()?,
     };
     let dtype = sumi_engine::device::pick_dtype(&args.dtype, &device)?;
     let t0 = Instant::now();
@@ -139,13 +197,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     };
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);
     let mut model = Model::load_with(&path, &options, &device, dtype)?;
-    if path.is_file() {
-        let mut cache = HashCache::open(&crate::models_cmd::hash_cache_path(home));
-        model.info.hash = Some(cache.short_hash(&path)?);
-        if let Err(e) = cache.save() {
-            tracing::warn!("cannot save the model hash cache: {e}");
-        }
-    }
+    model.info.hash = discover::model_hash(&path, home)?;
     eprintln!(
         "loaded {} ({}{}) in {:.1}s",
         model.info.name,
@@ -154,16 +206,27 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
 
-    let seed = match seed_arg {
-        Some(s) => s,
-        None => {
-            let s = random_seed();
-            eprintln!("seed: {s}");
-            s
-        }
+    let mut request = match &recorded {
+        Some(r) => reproduce::request(&r.generation.params),
+        None => Request::with_defaults(&model, "", 0),
     };
-    let mut request = Request::with_defaults(&model, &args.prompt, seed);
-    request.negative_prompt = args.negative_prompt.clone();
+    // An image made again keeps its seed unless one is given; -1 asks for a random one.
+    if recorded.is_none() || args.seed.is_some() {
+        request.seed = match seed_arg {
+            Some(s) => s,
+            None => {
+                let s = random_seed();
+                eprintln!("seed: {s}");
+                s
+            }
+        };
+    }
+    if let Some(v) = &args.prompt {
+        request.prompt = v.clone();
+    }
+    if let Some(v) = &args.negative_prompt {
+        request.negative_prompt = v.clone();
+    }
     if let Some(v) = args.steps {
         request.steps = v;
     }
@@ -223,6 +286,9 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(e) = preview_error {
         eprintln!("warning: could not write previews: {e}");
     }
+    if let Some(r) = &recorded {
+        report_against(r, &request, &model, &image);
+    }
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
     let gallery =
@@ -239,7 +305,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         }
         _ if matches!(gallery, Some(Ok(_))) => "the image is in the gallery all the same".into(),
         _ => {
-            let fallback = PathBuf::from(format!("sumi-{seed}.png"));
+            let fallback = PathBuf::from(format!("sumi-{}.png", request.seed));
             write(&fallback)?;
             eprintln!("wrote {}", fallback.display());
             format!("the image went to {} instead", fallback.display())
@@ -251,6 +317,67 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
     eprintln!("done in {:.1}s", elapsed.as_secs_f64());
     Ok(())
+}
+
+/// Says whether a run from a gallery image gave that image's pixels, and if not, what differed.
+fn report_against(r: &reproduce::Recorded, request: &Request, model: &Model, image: &RgbImage) {
+    let g = &r.generation;
+    if *request != reproduce::request(&g.params) {
+        eprintln!("made from #{} with other settings", g.id);
+        return;
+    }
+    let check = match reproduce::compare_pixels(&r.image, image) {
+        Ok(check) => check,
+        Err(e) => {
+            eprintln!("warning: cannot compare with #{}: {e:#}", g.id);
+            return;
+        }
+    };
+    let (pixels, total, max) = match check {
+        PixelCheck::Identical => {
+            eprintln!("identical pixels to #{}", g.id);
+            return;
+        }
+        PixelCheck::Differ { pixels, total, max } => (pixels, total, max),
+        PixelCheck::OtherSize { recorded: (w, h) } => {
+            eprintln!("#{} is {w}x{h}, not the size it records", g.id);
+            return;
+        }
+    };
+    let mut why = Vec::new();
+    if !g
+        .params
+        .made_with(&model.info.name, model.info.hash.as_deref())
+    {
+        why.push(format!(
+            "#{} was made with {}, this run used {}",
+            g.id,
+            g.params.model_label(),
+            model.info.name
+        ));
+    }
+    let now = crate::save::meta(model, Default::default());
+    if (&g.meta.device, &g.meta.dtype) != (&now.device, &now.dtype) {
+        why.push(format!(
+            "#{} ran on {} in {}, this run on {} in {}",
+            g.id, g.meta.device, g.meta.dtype, now.device, now.dtype
+        ));
+    }
+    if g.meta.engine_version != now.engine_version {
+        why.push(format!(
+            "#{} was made by Sumi {}, this is {}",
+            g.id, g.meta.engine_version, now.engine_version
+        ));
+    }
+    eprintln!(
+        "pixels differ from #{}: {pixels} of {total}, by at most {max}/255{}",
+        g.id,
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join("; "))
+        }
+    );
 }
 
 /// Prints the sampler and schedule tables.

@@ -5,6 +5,7 @@ mod compare_cmd;
 mod gallery_cmd;
 mod generate_cmd;
 mod models_cmd;
+mod reproduce;
 mod save;
 
 use std::path::PathBuf;

@@ -328,3 +328,161 @@ fn compare_saves_one_group_and_writes_a_labelled_grid() {
         text(&o.stderr)
     );
 }
+
+/// Runs `sumi` with models found only in `model_dirs` (and the built-in demo model), tokenizers
+/// for single files from the sd15 fixture, and an empty Hugging Face cache.
+fn sumi_finding(home: &Path, model_dirs: &str, args: &[&str]) -> Output {
+    let hub = home.join("empty-hub");
+    Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("SUMI_MODEL_DIRS", model_dirs)
+        .env("SUMI_TOKENIZERS", fixtures().join("sd15"))
+        .env("HF_HUB_CACHE", &hub)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_HOME")
+        .output()
+        .expect("sumi runs")
+}
+
+#[test]
+fn gallery_rerun_makes_the_image_again_with_the_model_that_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let sd15 = fixtures().join("sd15");
+    let o = sumi_finding(
+        &home,
+        "",
+        &[
+            "generate",
+            "--model",
+            sd15.to_str().unwrap(),
+            "-p",
+            "a red circle",
+            "--seed",
+            "9",
+            "--steps",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // The model is not where Sumi looks: the error names it and the way out.
+    let o = sumi_finding(&home, "", &["gallery", "rerun", "1"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("cannot make #1 again") && err.contains("sd15") && err.contains("--model"),
+        "{err}"
+    );
+
+    // Found among the model folders by name: the same pixels, saved as a new image.
+    let fixtures = fixtures();
+    let dirs = fixtures.to_str().unwrap();
+    let o = sumi_finding(&home, dirs, &["gallery", "rerun", "1"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("identical pixels to #1"), "{err}");
+    assert!(err.contains("saved to gallery as #2"), "{err}");
+
+    // Another model: other pixels, and the reason.
+    let o = sumi_finding(
+        &home,
+        dirs,
+        &[
+            "gallery",
+            "rerun",
+            "1",
+            "--model",
+            &fixtures.join("sd2v").display().to_string(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("pixels differ from #1") && err.contains("made with sd15, this run used sd2v"),
+        "{err}"
+    );
+
+    // From an image with changes: the rest of its settings are kept.
+    let o = sumi_finding(&home, dirs, &["generate", "--from", "1", "--steps", "4"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("made from #1 with other settings"), "{err}");
+    let shown = sumi_finding(&home, dirs, &["gallery", "show", "4", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let p = &json["params"];
+    assert_eq!(
+        (
+            p["prompt"].as_str(),
+            p["seed"].as_u64(),
+            p["steps"].as_u64()
+        ),
+        (Some("a red circle"), Some(9), Some(4)),
+        "{json}"
+    );
+    assert_eq!(p["model_name"], "sd15");
+
+    // --json only prints the request.
+    let o = sumi_finding(&home, dirs, &["gallery", "rerun", "1", "--json"]);
+    let request: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (request["seed"].as_u64(), request["steps"].as_u64()),
+        (Some(9), Some(3))
+    );
+}
+
+#[test]
+fn a_renamed_single_file_is_found_by_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let original = models.join("dreamy.safetensors");
+    std::fs::copy(fixtures().join("single/sd15.safetensors"), &original).unwrap();
+    let dirs = models.to_str().unwrap();
+    // The fixture's tiny shapes cannot be inferred from the file: its configs come from --config.
+    let config = fixtures().join("sd15");
+    let o = sumi_finding(
+        &home,
+        dirs,
+        &[
+            "generate",
+            "--model",
+            original.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "-p",
+            "a cat",
+            "--seed",
+            "2",
+            "--steps",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let shown = sumi_finding(&home, dirs, &["gallery", "show", "1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let hash = json["params"]["model_hash"].as_str().unwrap().to_string();
+    assert_eq!(hash.len(), 10, "{json}");
+
+    std::fs::rename(&original, models.join("renamed.safetensors")).unwrap();
+    let o = sumi_finding(
+        &home,
+        dirs,
+        &[
+            "generate",
+            "--from",
+            "1",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("renamed.safetensors") && err.contains("identical pixels to #1"),
+        "{err}"
+    );
+}

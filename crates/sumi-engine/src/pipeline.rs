@@ -68,30 +68,48 @@ impl Request {
 
     /// Checks every field; the error says which one is wrong and what is allowed.
     pub fn validate(&self, downscale: u32) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidRequest(m));
-        for (name, v) in [("width", self.width), ("height", self.height)] {
-            if v == 0 || v % downscale != 0 || v > MAX_SIZE {
-                return bad(format!(
-                    "{name} {v} must be a positive multiple of {downscale} no larger than {MAX_SIZE}"
-                ));
-            }
-        }
-        if self.steps == 0 || self.steps > MAX_STEPS {
-            return bad(format!(
-                "steps {} must be between 1 and {MAX_STEPS}",
-                self.steps
-            ));
-        }
-        if !self.cfg.is_finite() || self.cfg < 0.0 {
-            return bad(format!(
-                "CFG scale {} must be a finite number >= 0",
-                self.cfg
-            ));
-        }
+        check_size("width", self.width, downscale)?;
+        check_size("height", self.height, downscale)?;
+        check_steps(self.steps)?;
+        check_cfg(self.cfg)?;
         let (sampler, _) = sampling::parse_sampler(&self.sampler)?;
         sampling::schedule_for(sampler, &self.schedule)?;
         Ok(())
     }
+}
+
+/// A width or height the model can make: a positive multiple of `downscale` up to [`MAX_SIZE`].
+pub fn check_size(name: &str, v: u32, downscale: u32) -> Result<()> {
+    if v == 0 || !v.is_multiple_of(downscale.max(1)) || v > MAX_SIZE {
+        return Err(Error::InvalidRequest(if downscale > 1 {
+            format!(
+                "{name} {v} must be a positive multiple of {downscale} no larger than {MAX_SIZE}"
+            )
+        } else {
+            format!("{name} {v} must be between 1 and {MAX_SIZE}")
+        }));
+    }
+    Ok(())
+}
+
+/// A step count from 1 to [`MAX_STEPS`].
+pub fn check_steps(steps: u32) -> Result<()> {
+    if steps == 0 || steps > MAX_STEPS {
+        return Err(Error::InvalidRequest(format!(
+            "steps {steps} must be between 1 and {MAX_STEPS}"
+        )));
+    }
+    Ok(())
+}
+
+/// A finite, non-negative guidance scale.
+pub fn check_cfg(cfg: f64) -> Result<()> {
+    if !cfg.is_finite() || cfg < 0.0 {
+        return Err(Error::InvalidRequest(format!(
+            "CFG scale {cfg} must be a finite number >= 0"
+        )));
+    }
+    Ok(())
 }
 
 /// A small RGB picture of the current x0 estimate.

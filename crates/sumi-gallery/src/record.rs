@@ -31,6 +31,25 @@ pub struct GenerationParams {
     pub noise_source: String,
 }
 
+impl GenerationParams {
+    /// Whether the model called `name`, with A1111 short hash `hash`, is the one that made this
+    /// image: by hash when both are known (a renamed file is still the same model), else by name.
+    pub fn made_with(&self, name: &str, hash: Option<&str>) -> bool {
+        match (self.model_hash.as_deref(), hash) {
+            (Some(recorded), Some(hash)) => recorded.eq_ignore_ascii_case(hash),
+            _ => self.model_name == name,
+        }
+    }
+
+    /// The model as a person would name it: `name [hash]`.
+    pub fn model_label(&self) -> String {
+        match &self.model_hash {
+            Some(hash) => format!("{} [{hash}]", self.model_name),
+            None => self.model_name.clone(),
+        }
+    }
+}
+
 /// Facts about how a generation ran, beside the request itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationMeta {
@@ -89,3 +108,39 @@ pub struct EmbeddedRecord {
 
 /// Current version of [`EmbeddedRecord`]'s JSON.
 pub const EMBEDDED_FORMAT: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made_by(name: &str, hash: Option<&str>) -> GenerationParams {
+        GenerationParams {
+            prompt: "p".into(),
+            negative_prompt: String::new(),
+            seed: 1,
+            steps: 2,
+            cfg: 7.0,
+            sampler: "Euler".into(),
+            schedule: "Normal".into(),
+            width: 64,
+            height: 64,
+            model_name: name.into(),
+            model_hash: hash.map(str::to_string),
+            noise_source: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn the_model_is_known_by_hash_first_then_by_name() {
+        let p = made_by("dreamy", Some("ab12cd34ef"));
+        assert!(p.made_with("renamed", Some("AB12CD34EF")));
+        assert!(!p.made_with("dreamy", Some("0000000000")));
+        assert!(p.made_with("dreamy", None));
+        assert!(!p.made_with("other", None));
+        let folder = made_by("sd15", None);
+        assert!(folder.made_with("sd15", Some("ab12cd34ef")));
+        assert!(!folder.made_with("sd15-copy", None));
+        assert_eq!(p.model_label(), "dreamy [ab12cd34ef]");
+        assert_eq!(folder.model_label(), "sd15");
+    }
+}

@@ -453,10 +453,7 @@ impl Model {
             NoiseLevels::from_config(&scheduler).map_err(|e| Error::model(path, e.to_string()))?;
         let downscale = vae_cfg.downscale() as u32;
         let info = ModelInfo {
-            name: path
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into()),
+            name: model_name(path),
             path: path.to_path_buf(),
             family,
             prediction: inferred.prediction,
@@ -713,15 +710,23 @@ fn detect_family(unet: &UNetConfig, class_name: Option<&str>, dir: &Path) -> Fam
     }
 }
 
-fn model_name(dir: &Path) -> String {
+/// The name the gallery records for the model at `path`: a single file's stem, a folder's name,
+/// or the repo id of a Hugging Face cache snapshot.
+pub fn model_name(path: &Path) -> String {
+    if path.is_file() {
+        return path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+    }
     // A hub snapshot folder is named by its commit hash; show the repo instead.
-    if let Some(repo) = hub::repo_of_snapshot(dir) {
+    if let Some(repo) = hub::repo_of_snapshot(path) {
         return repo;
     }
-    dir.canonicalize()
+    path.canonicalize()
         .ok()
         .as_deref()
-        .unwrap_or(dir)
+        .unwrap_or(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into())
