@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sumi_engine::{model, sampling, Request};
-use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, Page};
+use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, GenerationParams, Page};
 use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::State;
 
@@ -237,6 +237,9 @@ fn one() -> u32 {
 pub struct Queued {
     job: u64,
     seed: u64,
+    /// Why a re-run will not give the same pixels, when that is known beforehand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 /// A random seed in the range every tool accepts.
@@ -300,7 +303,11 @@ pub fn generate(state: State<'_, AppState>, form: Form) -> Res<Vec<Queued>> {
                 request: r,
                 comparison: None,
             });
-            Queued { job, seed }
+            Queued {
+                job,
+                seed,
+                note: None,
+            }
         })
         .collect())
 }
@@ -366,7 +373,11 @@ pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -
                     position: i as i64,
                 }),
             });
-            Queued { job, seed }
+            Queued {
+                job,
+                seed,
+                note: None,
+            }
         })
         .collect();
     Ok(Comparison { group, jobs })
@@ -518,13 +529,30 @@ pub fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
         ));
     }
     let params = gallery(&state).rerun(id)?;
+    let note = state
+        .worker
+        .model()
+        .and_then(|m| other_model_note(&params, &m.name, m.hash.as_deref()));
     let r = convert::request(&params);
     let seed = r.seed;
     let job = state.worker.enqueue(Job {
         request: r,
         comparison: None,
     });
-    Ok(Queued { job, seed })
+    Ok(Queued { job, seed, note })
+}
+
+/// Says so when the loaded model is not the one that made an image, since a re-run then gives
+/// other pixels.
+fn other_model_note(params: &GenerationParams, name: &str, hash: Option<&str>) -> Option<String> {
+    (!params.made_with(name, hash)).then(|| {
+        format!(
+            "Made with {}; this re-run uses {name}, the loaded model, so its pixels will differ. \
+             Load {} to make the image exactly.",
+            params.model_label(),
+            params.model_name
+        )
+    })
 }
 
 /// Whether two gallery images have exactly the same pixels.
@@ -581,5 +609,40 @@ mod tests {
         assert_eq!(mine.len(), 1, "the demo is not listed twice");
         assert_eq!(mine[0].name, "sd15");
         assert!(mine[0].unusable.is_none());
+    }
+
+    #[test]
+    fn a_rerun_with_another_model_says_so() {
+        let mut params = GenerationParams {
+            prompt: "a fox".into(),
+            negative_prompt: String::new(),
+            seed: 1,
+            steps: 4,
+            cfg: 7.0,
+            sampler: "Euler".into(),
+            schedule: "Normal".into(),
+            width: 64,
+            height: 64,
+            model_name: "sd15".into(),
+            model_hash: None,
+            noise_source: "cpu".into(),
+        };
+        assert_eq!(other_model_note(&params, "sd15", None), None);
+        let note = other_model_note(&params, "demo-model", None).unwrap();
+        assert!(
+            note.starts_with("Made with sd15; this re-run uses demo-model"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with("Load sd15 to make the image exactly."),
+            "{note}"
+        );
+        params.model_hash = Some("ab12cd34ef".into());
+        assert_eq!(
+            other_model_note(&params, "renamed", Some("ab12cd34ef")),
+            None
+        );
+        let note = other_model_note(&params, "sd15", Some("0000000000")).unwrap();
+        assert!(note.starts_with("Made with sd15 [ab12cd34ef]"), "{note}");
     }
 }

@@ -330,6 +330,26 @@ try {
   await sleep(300);
   await screenshot("6-demo-model");
 
+  // A re-run of an image that another model made says why its pixels will differ.
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await type(await one('[data-testid="search"]', "search box"), "fox");
+  let foxes = [];
+  for (const until = Date.now() + 10000; foxes.length !== 2; await sleep(50)) {
+    if (Date.now() > until) throw new Error(`search 'fox' shows ${foxes.length} images, not 2`);
+    foxes = await find('[data-testid="thumb"]');
+  }
+  await click(foxes[0]);
+  check((await text(await one('[data-testid="detail-prompt"]', "detail prompt"))) === PROMPT, "a fox image is open");
+  await click(await one('[data-testid="rerun"]', "re-run button"));
+  const otherModel = await text(await one('[data-testid="rerun-note"]', "the other-model note"));
+  check(
+    otherModel.startsWith("Made with sd15; this re-run uses demo-model"),
+    `a re-run with another model loaded says so (${otherModel})`,
+  );
+  await one('[data-testid="different"]', "the re-run's pixel check", 120000);
+  check(true, "and its pixels differ");
+  await screenshot("7-rerun-other-model");
+
   // 9. When nothing is usable (here a demo model without its UNet weights) the app opens on the
   // "no usable model" screen with the reason; adding a folder loads it.
   const broken = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-demo-"));

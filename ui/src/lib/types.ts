@@ -3,6 +3,8 @@
 /** A loaded model and its defaults. */
 export interface ModelView {
   name: string;
+  /** A1111's short hash, for a single-file checkpoint. */
+  hash?: string | null;
   path: string;
   family: string;
   familyName: string;
