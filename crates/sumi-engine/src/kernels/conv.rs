@@ -278,9 +278,19 @@ impl Tiling {
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// Fewest 2x2 output tiles (over the batch) for which Winograd is used: on fewer the gemms of
-/// few columns each repack all 16 weight matrices for little work (`examples/conv_shapes.rs`:
-/// 45% faster than im2col at 128 tiles, 1280 channels; 45% slower at 32).
-const WINOGRAD_MIN_TILES: usize = 64;
+/// few columns each repack all 16 weight matrices for little work. Where gemm has AVX-512
+/// kernels its products are twice as fast and the transforms, bound by memory, are not, so
+/// Winograd needs more tiles to pay (`examples/conv_shapes.rs`, one thread: on a 2-core AMD
+/// EPYC with AVX2, 45% faster than im2col at 128 tiles and 1280 channels, 45% slower at 32; on
+/// an AVX-512 Xeon, 60% slower at 128 tiles (the UNet's 16x16 layers with CFG), even at 256-288,
+/// 25-30% faster at 512 and more).
+fn winograd_min_tiles() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 512;
+    }
+    64
+}
 
 /// Most floats in the transformed input and product matrices of one band of tiles (32 MiB).
 const WINOGRAD_BAND_FLOATS: usize = 8 << 20;
@@ -315,7 +325,7 @@ fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
         && g.pad == 1
         && g.cin >= WINOGRAD_MIN_CHANNELS
         && cout >= WINOGRAD_MIN_CHANNELS
-        && tiles >= WINOGRAD_MIN_TILES
+        && tiles >= winograd_min_tiles()
         && winograd_mode() != 0
 }
 
@@ -795,9 +805,14 @@ mod tests {
             oh: h,
             ow: w,
         };
+        let wide = winograd_min_tiles() > 128;
         assert!(winograd_applies(2, &geo(320, 64, 64, 3, 1, 1), 320));
-        assert!(winograd_applies(2, &geo(1280, 16, 16, 3, 1, 1), 1280));
-        assert!(winograd_applies(1, &geo(64, 16, 16, 3, 1, 1), 64));
+        assert_eq!(
+            winograd_applies(2, &geo(1280, 16, 16, 3, 1, 1), 1280),
+            !wide
+        );
+        assert_eq!(winograd_applies(1, &geo(64, 16, 16, 3, 1, 1), 64), !wide);
+        assert!(winograd_applies(1, &geo(64, 48, 48, 3, 1, 1), 64));
         assert!(!winograd_applies(2, &geo(1280, 8, 8, 3, 1, 1), 1280));
         assert!(!winograd_applies(2, &geo(4, 64, 64, 3, 1, 1), 320));
         assert!(!winograd_applies(2, &geo(320, 64, 64, 3, 2, 1), 320));
@@ -806,7 +821,7 @@ mod tests {
         assert_eq!(tiling(1, 512, 128), Some(Tiling::F4));
         assert_eq!(tiling(2, 320, 64), Some(Tiling::F2));
         assert_eq!(tiling(2, 640, 32), Some(Tiling::F2));
-        assert_eq!(tiling(2, 1280, 16), Some(Tiling::F2));
+        assert_eq!(tiling(2, 1280, 16), (!wide).then_some(Tiling::F2));
         assert_eq!(tiling(2, 1280, 8), None);
     }
 

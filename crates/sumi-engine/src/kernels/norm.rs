@@ -271,9 +271,14 @@ mod tests {
             let d = crate::test_util::max_abs_diff(&got, &want);
             assert!(d < 1e-3, "scale {scale} offset {offset}: max diff {d}");
         }
-        for x in [-200f32, -90.0, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 90.0, 200.0] {
+        for x in [
+            -200f32, -90.0, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 90.0, 200.0,
+        ] {
             let want = x / (1.0 + (-x).exp());
-            assert!((silu_of(x) - want).abs() <= 1e-6 * want.abs().max(1.0), "silu({x})");
+            assert!(
+                (silu_of(x) - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "silu({x})"
+            );
         }
     }
 
