@@ -259,10 +259,27 @@ fn softmax_block(
     scale: f32,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { softmax_block_avx512(scores, max, sum, rescale, scale) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { softmax_block_avx2(scores, max, sum, rescale, scale) };
     }
+    softmax_block_generic(scores, max, sum, rescale, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn softmax_block_avx512(
+    scores: &mut [f32],
+    max: &mut [f32],
+    sum: &mut [f32],
+    rescale: &mut [f32],
+    scale: f32,
+) {
     softmax_block_generic(scores, max, sum, rescale, scale)
 }
 

@@ -44,10 +44,21 @@ pub fn geglu(proj: &Tensor) -> Result<Tensor> {
 
 fn geglu_row(a: &[f32], b: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above), and so AVX2 and FMA.
+        return unsafe { geglu_row_avx512(a, b, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { geglu_row_avx2(a, b, out) };
     }
+    geglu_row_generic(a, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn geglu_row_avx512(a: &[f32], b: &[f32], out: &mut [f32]) {
     geglu_row_generic(a, b, out)
 }
 

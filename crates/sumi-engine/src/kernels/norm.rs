@@ -74,10 +74,29 @@ fn normalize(
     silu: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above), and so AVX2 and FMA.
+        return unsafe { normalize_avx512(src, dst, spatial, w, b, eps, silu) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { normalize_avx2(src, dst, spatial, w, b, eps, silu) };
     }
+    normalize_generic(src, dst, spatial, w, b, eps, silu)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn normalize_avx512(
+    src: &[f32],
+    dst: &mut [f32],
+    spatial: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f64,
+    silu: bool,
+) {
     normalize_generic(src, dst, spatial, w, b, eps, silu)
 }
 
