@@ -76,10 +76,20 @@ pub fn find_model(p: &GenerationParams, home: &Path) -> Result<PathBuf> {
     let mut chosen = same_name
         .into_iter()
         .find(|(name, path)| p.made_with(name, hash_of(path).as_deref()));
-    if chosen.is_none() && p.model_hash.is_some() {
-        chosen = others
+    if let (None, Some(hash)) = (&chosen, &p.model_hash) {
+        let files: Vec<_> = others
             .into_iter()
             .filter(|(_, path)| path.is_file())
+            .collect();
+        if !files.is_empty() {
+            // Hashing reads each file once (seconds per GB); later runs take it from the cache.
+            eprintln!(
+                "looking for the model with hash {hash} among {} other checkpoint(s) ...",
+                files.len()
+            );
+        }
+        chosen = files
+            .into_iter()
             .find(|(name, path)| hash_of(path).is_some_and(|h| p.made_with(name, Some(&h))));
     }
     if let Err(e) = cache.save() {

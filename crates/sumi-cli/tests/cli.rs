@@ -485,4 +485,8 @@ fn a_renamed_single_file_is_found_by_its_hash() {
         err.contains("renamed.safetensors") && err.contains("identical pixels to #1"),
         "{err}"
     );
+    assert!(
+        err.contains(&format!("looking for the model with hash {hash}")),
+        "{err}"
+    );
 }
