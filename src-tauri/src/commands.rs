@@ -3,14 +3,18 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-use sumi_engine::{model, sampling, Request};
-use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, GenerationParams, Page};
+use serde::Serialize;
+use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, Page};
+use sumi_runtime::compare::{cells, Variant};
+use sumi_runtime::form::GenerateForm;
+use sumi_runtime::limits::Tables;
+use sumi_runtime::rerun::{find_model, other_model_note};
+use sumi_runtime::worker::{Job, LoadingView, ModelView, QueueItem, WorkerEvent};
 use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::State;
+use ts_rs::TS;
 
-use crate::worker::{Job, LoadingView, ModelView, QueueItem, WorkerEvent};
-use crate::{convert, AppState};
+use crate::AppState;
 
 /// An error as the page shows it: one readable sentence.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,12 @@ pub enum CommandError {
     /// The gallery failed.
     #[error(transparent)]
     Gallery(#[from] sumi_gallery::GalleryError),
+    /// The layer the app and the CLI share refused something.
+    #[error(transparent)]
+    Runtime(#[from] sumi_runtime::RuntimeError),
+    /// Finding a model failed.
+    #[error(transparent)]
+    Hub(#[from] sumi_hub::HubError),
 }
 
 impl Serialize for CommandError {
@@ -44,41 +54,14 @@ pub fn subscribe(
     *state.channels.lock().unwrap() = Some((events, previews));
 }
 
-/// A sampler as the page lists it.
-#[derive(Serialize)]
-pub struct SamplerView {
-    name: &'static str,
-    id: &'static str,
-    evals: usize,
-    stochastic: bool,
-}
-
-/// Sampler and schedule names, in the engine's order.
-#[derive(Serialize)]
-pub struct Tables {
-    samplers: Vec<SamplerView>,
-    schedules: Vec<&'static str>,
-}
-
-/// The engine's sampler and schedule tables.
+/// The engine's sampler and schedule tables and the limits every request keeps.
 #[tauri::command]
 pub fn tables() -> Tables {
-    Tables {
-        samplers: sampling::SAMPLERS
-            .iter()
-            .map(|s| SamplerView {
-                name: s.name,
-                id: s.id,
-                evals: s.evals_per_step,
-                stochastic: s.stochastic,
-            })
-            .collect(),
-        schedules: sampling::SCHEDULES.iter().map(|s| s.name).collect(),
-    }
+    sumi_runtime::limits::tables()
 }
 
 /// A model the picker offers.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelEntry {
     /// Display name.
@@ -88,6 +71,7 @@ pub struct ModelEntry {
     /// Family in words, when known.
     pub family: Option<String>,
     /// Bytes on disk.
+    #[ts(type = "number")]
     pub size: u64,
     /// Where it came from: built-in, folder, a1111, comfyui, hf-cache or added.
     pub source: String,
@@ -96,7 +80,7 @@ pub struct ModelEntry {
 }
 
 /// What the model picker shows.
-#[derive(Serialize)]
+#[derive(Serialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelsView {
     current: Option<ModelView>,
@@ -125,9 +109,10 @@ fn size_on_disk(path: &std::path::Path, depth: u32) -> u64 {
 /// The models the picker lists: the built-in demo model, the ones found in `SUMI_MODEL_DIRS`
 /// and the Hugging Face cache, then the ones added by hand.
 pub fn available_models(demo: Option<&std::path::Path>, added: &[String]) -> Vec<ModelEntry> {
-    use model::discover::{self, Format};
-    let family_of =
-        |p: &std::path::Path| model::folder_family(p).map(|f| f.display_name().to_string());
+    use sumi_hub::discover::{self, Format};
+    let family_of = |p: &std::path::Path| {
+        sumi_engine::model::folder_family(p).map(|f| f.display_name().to_string())
+    };
     let mut out: Vec<ModelEntry> = Vec::new();
     if let Some(dir) = demo {
         out.push(ModelEntry {
@@ -196,7 +181,7 @@ pub fn load_model(state: State<'_, AppState>, path: String) -> Res<()> {
             "Type the path of a model folder or .safetensors file first.".into(),
         ));
     }
-    let dir = model::resolve(spec)?;
+    let dir = sumi_hub::resolve(spec)?;
     {
         let mut known = state.known_models.lock().unwrap();
         let shown = dir.display().to_string();
@@ -209,92 +194,31 @@ pub fn load_model(state: State<'_, AppState>, path: String) -> Res<()> {
     Ok(())
 }
 
-/// The generation form as the page sends it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Form {
-    prompt: String,
-    #[serde(default)]
-    negative_prompt: String,
-    /// None: a random seed.
-    seed: Option<u64>,
-    steps: u32,
-    cfg: f64,
-    sampler: String,
-    schedule: String,
-    width: u32,
-    height: u32,
-    #[serde(default = "one")]
-    batch: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 /// A queued job and the seed it will use.
-#[derive(Serialize)]
+#[derive(Serialize, TS)]
 pub struct Queued {
+    #[ts(type = "number")]
     job: u64,
+    #[ts(type = "number")]
     seed: u64,
-    /// Why a re-run will not give the same pixels, when that is known beforehand.
+    /// What the page should know about the job before it runs: the model a re-run loads, or
+    /// why its pixels will differ.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     note: Option<String>,
 }
 
-/// A random seed in the range every tool accepts.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() & 0xFFFF_FFFF
-}
-
-fn request(state: &AppState, form: &Form, seed: u64) -> Res<Request> {
-    let model = state.worker.model().ok_or_else(|| {
+/// The loaded model's size multiple, or the reason nothing can be generated yet.
+fn downscale(state: &AppState) -> Res<u32> {
+    state.worker.model().map(|m| m.downscale).ok_or_else(|| {
         CommandError::Invalid("No model is loaded: choose or add a model first.".into())
-    })?;
-    if form.prompt.trim().is_empty() {
-        return Err(CommandError::Invalid("Write a prompt first.".into()));
-    }
-    let (sampler, legacy_schedule) = sampling::parse_sampler(&form.sampler)?;
-    let schedule = match legacy_schedule {
-        Some(s) => s.name.to_string(),
-        None => sampling::schedule(&form.schedule)?.name.to_string(),
-    };
-    let r = Request {
-        prompt: form.prompt.clone(),
-        negative_prompt: form.negative_prompt.clone(),
-        seed,
-        steps: form.steps,
-        cfg: form.cfg,
-        sampler: sampler.name.to_string(),
-        schedule,
-        width: form.width,
-        height: form.height,
-        noise: Default::default(),
-    };
-    r.validate(model.downscale)?;
-    Ok(r)
+    })
 }
 
-/// Queues `batch` images (seeds counting up from the form's, or a random one).
+/// Queues `form.batch` images (seeds counting up from the form's, or a random one).
 #[tauri::command]
-pub fn generate(state: State<'_, AppState>, form: Form) -> Res<Vec<Queued>> {
-    if form.batch == 0 || form.batch > 100 {
-        return Err(CommandError::Invalid(
-            "Batch count must be between 1 and 100.".into(),
-        ));
-    }
-    let seed = form.seed.unwrap_or_else(random_seed);
-    let requests = (0..form.batch)
-        .map(|i| request(&state, &form, seed.wrapping_add(i as u64)))
-        .collect::<Res<Vec<_>>>()?;
+pub fn generate(state: State<'_, AppState>, form: GenerateForm) -> Res<Vec<Queued>> {
+    let requests = form.batch(downscale(&state)?)?;
     Ok(requests
         .into_iter()
         .map(|r| {
@@ -302,6 +226,7 @@ pub fn generate(state: State<'_, AppState>, form: Form) -> Res<Vec<Queued>> {
             let job = state.worker.enqueue(Job {
                 request: r,
                 comparison: None,
+                model: None,
             });
             Queued {
                 job,
@@ -312,55 +237,27 @@ pub fn generate(state: State<'_, AppState>, form: Form) -> Res<Vec<Queued>> {
         .collect())
 }
 
-/// Most cells one comparison may have.
-pub const MAX_CELLS: usize = 16;
-
-/// One cell of a comparison: a sampler and schedule, and optionally other steps or CFG.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Variant {
-    sampler: String,
-    schedule: String,
-    #[serde(default)]
-    steps: Option<u32>,
-    #[serde(default)]
-    cfg: Option<f64>,
-}
-
 /// A started comparison: its gallery group and jobs in grid order.
-#[derive(Serialize)]
+#[derive(Serialize, TS)]
 pub struct Comparison {
+    #[ts(type = "number")]
     group: i64,
     jobs: Vec<Queued>,
 }
 
 /// Runs one prompt and seed with several settings (the cells), saved as one group.
 #[tauri::command]
-pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -> Res<Comparison> {
-    if variants.len() < 2 {
-        return Err(CommandError::Invalid(
-            "Pick at least two values to compare (two samplers, schedules, step counts or CFG values).".into(),
-        ));
+pub fn compare(
+    state: State<'_, AppState>,
+    form: GenerateForm,
+    variants: Vec<Variant>,
+) -> Res<Comparison> {
+    let down = downscale(&state)?;
+    let base = form.request(down)?;
+    let requests = cells(&base, &variants)?;
+    for r in &requests {
+        r.validate(down)?;
     }
-    if variants.len() > MAX_CELLS {
-        return Err(CommandError::Invalid(format!(
-            "That makes {} images; a comparison holds at most {MAX_CELLS}. Pick fewer values.",
-            variants.len()
-        )));
-    }
-    let seed = form.seed.unwrap_or_else(random_seed);
-    let requests = variants
-        .iter()
-        .map(|v| {
-            let f = Form {
-                sampler: v.sampler.clone(),
-                schedule: v.schedule.clone(),
-                steps: v.steps.unwrap_or(form.steps),
-                cfg: v.cfg.unwrap_or(form.cfg),
-                ..form.clone()
-            };
-            request(&state, &f, seed)
-        })
-        .collect::<Res<Vec<_>>>()?;
     let group = state.gallery.lock().unwrap().new_comparison_group()?;
     let jobs = requests
         .into_iter()
@@ -372,10 +269,11 @@ pub fn compare(state: State<'_, AppState>, form: Form, variants: Vec<Variant>) -
                     group,
                     position: i as i64,
                 }),
+                model: None,
             });
             Queued {
                 job,
-                seed,
+                seed: base.seed,
                 note: None,
             }
         })
@@ -520,39 +418,63 @@ pub fn delete_image(state: State<'_, AppState>, id: i64) -> Res<()> {
     Ok(gallery(&state).delete(id)?)
 }
 
-/// Queues the exact settings of a gallery image again.
+/// Queues the exact settings of a gallery image again, on the model that made it when Sumi
+/// finds it (loading it first, and saying so), else on the loaded model with a note that the
+/// pixels will differ.
 #[tauri::command]
-pub fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
-    if state.worker.model().is_none() {
-        return Err(CommandError::Invalid(
-            "No model is loaded: choose or add a model first.".into(),
-        ));
-    }
-    let params = gallery(&state).rerun(id)?;
-    let note = state
-        .worker
-        .model()
-        .and_then(|m| other_model_note(&params, &m.name, m.hash.as_deref()));
-    let r = convert::request(&params);
+pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
+    let g = gallery(&state).get(id)?;
+    let known: Vec<PathBuf> = state
+        .known_models
+        .lock()
+        .unwrap()
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let home = gallery(&state).home().to_path_buf();
+    let params = g.params.clone();
+    // Looking by hash may read whole checkpoints the first time: not on the page's thread.
+    let found = tauri::async_runtime::spawn_blocking(move || {
+        find_model(&params, &known, &home, &mut |line| tracing::info!("{line}"))
+    })
+    .await
+    .map_err(|e| CommandError::Invalid(format!("The search for the model failed: {e}")))?;
+    let loaded = state.worker.model();
+    let (model, note) = match found {
+        Ok(path) => {
+            let is_loaded = loaded
+                .as_ref()
+                .is_some_and(|m| g.params.made_with(&m.name, m.hash.as_deref()));
+            let note = (!is_loaded).then(|| {
+                format!(
+                    "Loading {}, the model that made #{id}, for this re-run.",
+                    g.params.model_label()
+                )
+            });
+            (Some(path), note)
+        }
+        Err(_) => {
+            let Some(m) = loaded else {
+                return Err(CommandError::Invalid(format!(
+                    "No model is loaded, and {}, the model that made #{id}, is not among the \
+                     models Sumi finds: add it in the model menu.",
+                    g.params.model_label()
+                )));
+            };
+            (
+                None,
+                other_model_note(&g.params, &m.name, m.hash.as_deref()),
+            )
+        }
+    };
+    let r = sumi_runtime::record::request(&g.params);
     let seed = r.seed;
     let job = state.worker.enqueue(Job {
         request: r,
         comparison: None,
+        model,
     });
     Ok(Queued { job, seed, note })
-}
-
-/// Says so when the loaded model is not the one that made an image, since a re-run then gives
-/// other pixels.
-fn other_model_note(params: &GenerationParams, name: &str, hash: Option<&str>) -> Option<String> {
-    (!params.made_with(name, hash)).then(|| {
-        format!(
-            "Made with {}; this re-run uses {name}, the loaded model, so its pixels will differ. \
-             Load {} to make the image exactly.",
-            params.model_label(),
-            params.model_name
-        )
-    })
 }
 
 /// Whether two gallery images have exactly the same pixels.
@@ -597,7 +519,7 @@ mod tests {
 
     #[test]
     fn available_models_lists_the_demo_and_added_models() {
-        let demo = model::builtin_demo_model().unwrap();
+        let demo = sumi_hub::builtin_demo_model().unwrap();
         let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd15");
         let added = vec![fixture.display().to_string(), demo.display().to_string()];
         let list = available_models(Some(&demo), &added);
@@ -609,40 +531,5 @@ mod tests {
         assert_eq!(mine.len(), 1, "the demo is not listed twice");
         assert_eq!(mine[0].name, "sd15");
         assert!(mine[0].unusable.is_none());
-    }
-
-    #[test]
-    fn a_rerun_with_another_model_says_so() {
-        let mut params = GenerationParams {
-            prompt: "a fox".into(),
-            negative_prompt: String::new(),
-            seed: 1,
-            steps: 4,
-            cfg: 7.0,
-            sampler: "Euler".into(),
-            schedule: "Normal".into(),
-            width: 64,
-            height: 64,
-            model_name: "sd15".into(),
-            model_hash: None,
-            noise_source: "cpu".into(),
-        };
-        assert_eq!(other_model_note(&params, "sd15", None), None);
-        let note = other_model_note(&params, "demo-model", None).unwrap();
-        assert!(
-            note.starts_with("Made with sd15; this re-run uses demo-model"),
-            "{note}"
-        );
-        assert!(
-            note.ends_with("Load sd15 to make the image exactly."),
-            "{note}"
-        );
-        params.model_hash = Some("ab12cd34ef".into());
-        assert_eq!(
-            other_model_note(&params, "renamed", Some("ab12cd34ef")),
-            None
-        );
-        let note = other_model_note(&params, "sd15", Some("0000000000")).unwrap();
-        assert!(note.starts_with("Made with sd15 [ab12cd34ef]"), "{note}");
     }
 }

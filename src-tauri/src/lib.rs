@@ -1,10 +1,10 @@
 //! Sumi's desktop shell: Tauri commands over one generation worker and the gallery.
 
+#[cfg(test)]
+mod bindings;
 pub mod commands;
-pub mod convert;
 pub mod protocol;
 pub mod settings;
-pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use tauri::ipc::{Channel, InvokeResponseBody};
 use tauri::Manager;
 
 use settings::{SettingsFile, StartupModel};
-use worker::{Sink, Worker, WorkerEvent};
+use sumi_runtime::worker::{Sink, Worker, WorkerEvent};
 
 /// The page's two channels, once it has subscribed.
 type Channels = Option<(Channel<WorkerEvent>, Channel<InvokeResponseBody>)>;
@@ -68,10 +68,10 @@ fn home() -> anyhow::Result<PathBuf> {
 }
 
 /// The built-in demo model's folder: the one `SUMI_DEMO_MODEL` names when it is set, else the
-/// copy among the bundle's resources, else the engine's search (next to the binary, the source
+/// copy among the bundle's resources, else the hub's search (next to the binary, the source
 /// tree), which is what a build from source finds.
 fn demo_model<R: tauri::Runtime>(app: &tauri::App<R>) -> Option<PathBuf> {
-    use sumi_engine::model::{builtin_demo_model, DEMO_MODEL_ENV};
+    use sumi_hub::{builtin_demo_model, DEMO_MODEL_ENV};
     let overridden = std::env::var_os(DEMO_MODEL_ENV).is_some_and(|v| !v.is_empty());
     let bundled = if overridden {
         None
@@ -142,7 +142,7 @@ pub fn run() -> anyhow::Result<()> {
             let remembered = settings.lock().unwrap().get().last_model.clone();
             match settings::startup_model(named.as_deref(), remembered.as_deref(), demo.as_deref())
             {
-                Some(StartupModel::Named(spec)) => match sumi_engine::model::resolve(&spec) {
+                Some(StartupModel::Named(spec)) => match sumi_hub::resolve(&spec) {
                     Ok(dir) => {
                         let shown = dir.display().to_string();
                         let mut known = state.known_models.lock().unwrap();

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use sumi_engine::bench::{self, BenchOptions, BenchReport, Preset};
+use sumi_bench::{self as bench, BenchOptions, BenchReport, Preset};
 
 /// Options of `sumi bench`.
 #[derive(Args)]

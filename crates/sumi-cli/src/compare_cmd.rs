@@ -8,12 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sumi_engine::model::{self, Model};
-use sumi_engine::{sampling, Event, Request};
+use sumi_engine::{Event, Model, Request};
 use sumi_gallery::{grid, ComparisonSlot, Gallery, GenerationParams};
-
-/// Most images one comparison may make.
-pub const MAX_CELLS: usize = 16;
+use sumi_runtime::compare::{cells, Variant};
+use sumi_runtime::load::load_model;
+use sumi_runtime::record::{meta, params};
 
 /// Options of `sumi compare`.
 #[derive(Args)]
@@ -69,64 +68,63 @@ fn trimmed(list: &[String]) -> Vec<&str> {
 
 /// The requests of every combination, samplers outermost and CFG innermost.
 fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
-    let base = Request::with_defaults(model, &args.prompt, args.seed);
-    let mut samplers = Vec::new();
-    for name in trimmed(&args.samplers) {
-        let (s, legacy) = sampling::parse_sampler(name)?;
-        samplers.push((s.name.to_string(), legacy.map(|l| l.name.to_string())));
+    let mut base = Request::with_defaults(&model.info, &args.prompt, args.seed);
+    base.negative_prompt = args.negative_prompt.clone();
+    if let Some(w) = args.width {
+        base.width = w;
     }
-    if samplers.is_empty() {
-        samplers.push((base.sampler.clone(), None));
+    if let Some(h) = args.height {
+        base.height = h;
     }
-    let mut schedules = Vec::new();
-    for name in trimmed(&args.schedules) {
-        schedules.push(sampling::schedule(name)?.name.to_string());
-    }
-    let steps = if args.steps.is_empty() {
-        vec![base.steps]
+    let samplers = trimmed(&args.samplers);
+    let samplers = if samplers.is_empty() {
+        vec![base.sampler.as_str()]
     } else {
-        args.steps.clone()
+        samplers
     };
-    let cfgs = if args.cfg.is_empty() {
-        vec![base.cfg]
+    // No --schedules: each sampler keeps the schedule of its legacy name, else the default's.
+    let schedules = trimmed(&args.schedules);
+    let schedules = if schedules.is_empty() {
+        vec![""]
     } else {
-        args.cfg.clone()
+        schedules
     };
-    let mut out = Vec::new();
-    for (sampler, legacy) in &samplers {
-        // A legacy name such as "DPM++ 2M Karras" brings its schedule unless --schedules is given.
-        let own = [legacy.clone().unwrap_or_else(|| base.schedule.clone())];
-        let scheds: &[String] = if schedules.is_empty() {
-            &own
-        } else {
-            &schedules
-        };
-        for schedule in scheds {
-            for &s in &steps {
-                for &c in &cfgs {
-                    let mut r = base.clone();
-                    r.negative_prompt = args.negative_prompt.clone();
-                    r.sampler = sampler.clone();
-                    r.schedule = schedule.clone();
-                    r.steps = s;
-                    r.cfg = c;
-                    if let Some(w) = args.width {
-                        r.width = w;
-                    }
-                    if let Some(h) = args.height {
-                        r.height = h;
-                    }
-                    r.validate(model.info.downscale)?;
-                    out.push(r);
+    let steps: Vec<Option<u32>> = match args.steps.as_slice() {
+        [] => vec![None],
+        s => s.iter().copied().map(Some).collect(),
+    };
+    let cfgs: Vec<Option<f64>> = match args.cfg.as_slice() {
+        [] => vec![None],
+        c => c.iter().copied().map(Some).collect(),
+    };
+    let mut variants = Vec::new();
+    for sampler in &samplers {
+        for schedule in &schedules {
+            for &steps in &steps {
+                for &cfg in &cfgs {
+                    variants.push(Variant {
+                        sampler: sampler.to_string(),
+                        schedule: schedule.to_string(),
+                        steps,
+                        cfg,
+                    });
                 }
             }
         }
     }
-    if out.len() > MAX_CELLS {
-        bail!(
-            "that makes {} images; a comparison holds at most {MAX_CELLS}: give fewer values",
-            out.len()
-        );
+    // One combination is a comparison of one image: allowed from the CLI.
+    let out = if variants.len() == 1 {
+        let mut r = base.clone();
+        let v = &variants[0];
+        sumi_runtime::compare::set_sampler(&mut r, &v.sampler, Some(&v.schedule))?;
+        r.steps = v.steps.unwrap_or(r.steps);
+        r.cfg = v.cfg.unwrap_or(r.cfg);
+        vec![r]
+    } else {
+        cells(&base, &variants)?
+    };
+    for r in &out {
+        r.validate(model.info.downscale)?;
     }
     Ok(out)
 }
@@ -136,17 +134,14 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     crate::save::check_output(&args.output)?;
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
-        Some(spec) => model::resolve(spec)?,
-        None => model::builtin_demo_model()?,
+        Some(spec) => sumi_hub::resolve(spec)?,
+        None => sumi_hub::builtin_demo_model()?,
     };
     eprintln!("loading {} ...", path.display());
-    let mut model = Model::load(&path, &device, model::default_dtype(&device))?;
-    model.info.hash = model::discover::model_hash(&path, home)?;
+    let dtype = sumi_engine::device::default_dtype(&device);
+    let model = load_model(&path, Default::default(), &device, dtype, home, &mut |_| {})?;
     let requests = requests(&args, &model)?;
-    let params: Vec<GenerationParams> = requests
-        .iter()
-        .map(|r| crate::save::params(r, &model))
-        .collect();
+    let params: Vec<GenerationParams> = requests.iter().map(|r| params(r, &model)).collect();
     let refs: Vec<&GenerationParams> = params.iter().collect();
     let labels = grid::labels(&refs);
 
@@ -187,11 +182,11 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
         bar.set_position(done);
         bar.suspend(|| eprintln!("{label}: {:.2}s", elapsed.as_secs_f64()));
         if let (Some(g), Some(group)) = (&gallery, group) {
-            let mut meta = crate::save::meta(&model, elapsed);
-            meta.comparison = Some(ComparisonSlot {
+            let slot = ComparisonSlot {
                 group,
                 position: i as i64,
-            });
+            };
+            let meta = meta(&model, elapsed, Some(slot));
             g.add(&params[i], &meta, &image)?;
         }
         cells.push(grid::Cell {

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use sumi_engine::model::discover;
-use sumi_engine::model::{self, Model};
-use sumi_engine::{sampling, Event, Request};
-use sumi_engine::{LoadOptions, Prediction};
+use sumi_engine::model::LoadOptions;
+use sumi_engine::sampling::table::{parse_sampler, schedule};
+use sumi_engine::{sampling, Event, Parametrization, Request};
+use sumi_runtime::compare::set_sampler;
+use sumi_runtime::seed::{parse_seed, random_seed};
 
-use crate::reproduce::{self, PixelCheck};
+use crate::reproduce;
 
 /// Options of `sumi generate`.
 #[derive(Args)]
@@ -111,32 +111,6 @@ impl GenerateArgs {
     }
 }
 
-fn parse_seed(text: Option<&str>) -> Result<Option<u64>> {
-    match text.map(str::trim) {
-        None | Some("-1") | Some("") => Ok(None),
-        Some(t) => match t.parse::<u64>() {
-            Ok(s) => Ok(Some(s)),
-            Err(_) => bail!(
-                "seed {t:?} is out of range: use a whole number from 0 to {} (or -1 for random)",
-                u64::MAX
-            ),
-        },
-    }
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    // Keep random seeds in the range every other tool accepts.
-    h.finish() & 0xFFFF_FFFF
-}
-
 /// Refuses what no model accepts before the model loads, which can take a while; what depends on
 /// the model (sizes it can make, a sampler's schedules) is checked after.
 fn check_before_load(args: &GenerateArgs) -> Result<()> {
@@ -147,17 +121,17 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     args.steps.map(check_steps).transpose()?;
     args.cfg.map(check_cfg).transpose()?;
     if let Some(name) = &args.sampler {
-        sampling::parse_sampler(name)?;
+        parse_sampler(name)?;
     }
     if let Some(name) = &args.schedule {
-        sampling::schedule(name)?;
+        schedule(name)?;
     }
     Ok(())
 }
 
 /// Runs `sumi generate`.
 pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
-    let seed_arg = parse_seed(args.seed.as_deref())?;
+    let seed_arg = parse_seed(args.seed.as_deref().unwrap_or(""))?;
     check_before_load(&args)?;
     if let Some(out) = &args.output {
         crate::save::check_output(out)?;
@@ -175,18 +149,21 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let recorded = args.from.map(|id| reproduce::read(home, id)).transpose()?;
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match (&args.model, &recorded) {
-        (Some(spec), _) => model::resolve(spec)?,
-        (None, Some(r)) => reproduce::find_model(&r.generation.params, home)
-            .with_context(|| format!("cannot make #{} again", r.generation.id))?,
-        (None, None) => model::builtin_demo_model()?,
+        (Some(spec), _) => sumi_hub::resolve(spec)?,
+        (None, Some(r)) => {
+            let note = &mut |line: &str| eprintln!("{line}");
+            sumi_runtime::rerun::find_model(&r.generation.params, &[], home, note)
+                .with_context(|| format!("cannot make #{} again", r.generation.id))?
+        }
+        (None, None) => sumi_hub::builtin_demo_model()?,
     };
     let dtype = sumi_engine::device::pick_dtype(&args.dtype, &device)?;
     let t0 = Instant::now();
     eprintln!("loading {} ...", path.display());
     let prediction = match args.prediction.as_deref() {
         None => None,
-        Some("eps" | "epsilon") => Some(Prediction::Epsilon),
-        Some("v" | "v_prediction") => Some(Prediction::V),
+        Some("eps" | "epsilon") => Some(Parametrization::Epsilon),
+        Some("v" | "v_prediction") => Some(Parametrization::V),
         Some(other) => bail!("--prediction {other:?}: use eps or v"),
     };
     let options = LoadOptions {
@@ -194,10 +171,10 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         config_dir: args.config_dir.clone(),
         tokenizer_dirs: args.tokenizers.clone(),
         vae: args.vae.clone(),
+        ..Default::default()
     };
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);
-    let mut model = Model::load_with(&path, &options, &device, dtype)?;
-    model.info.hash = discover::model_hash(&path, home)?;
+    let model = sumi_runtime::load::load_model(&path, options, &device, dtype, home, &mut |_| {})?;
     eprintln!(
         "loaded {} ({}{}) in {:.1}s",
         model.info.name,
@@ -207,8 +184,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     );
 
     let mut request = match &recorded {
-        Some(r) => reproduce::request(&r.generation.params),
-        None => Request::with_defaults(&model, "", 0),
+        Some(r) => sumi_runtime::record::request(&r.generation.params),
+        None => Request::with_defaults(&model.info, "", 0),
     };
     // An image made again keeps its seed unless one is given; -1 asks for a random one.
     if recorded.is_none() || args.seed.is_some() {
@@ -234,14 +211,9 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         request.cfg = v;
     }
     if let Some(name) = &args.sampler {
-        let (sampler, schedule) = sampling::parse_sampler(name)?;
-        request.sampler = sampler.name.to_string();
-        if let Some(s) = schedule {
-            request.schedule = s.name.to_string();
-        }
-    }
-    if let Some(v) = &args.schedule {
-        request.schedule = sampling::schedule(v)?.name.to_string();
+        set_sampler(&mut request, name, args.schedule.as_deref())?;
+    } else if let Some(v) = &args.schedule {
+        request.schedule = schedule(v)?.name.to_string();
     }
     if let Some(v) = args.width {
         request.width = v;
@@ -287,7 +259,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         eprintln!("warning: could not write previews: {e}");
     }
     if let Some(r) = &recorded {
-        report_against(r, &request, &model, &image);
+        reproduce::report_against(r, &request, &model, &image);
     }
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
@@ -317,67 +289,6 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
     eprintln!("done in {:.1}s", elapsed.as_secs_f64());
     Ok(())
-}
-
-/// Says whether a run from a gallery image gave that image's pixels, and if not, what differed.
-fn report_against(r: &reproduce::Recorded, request: &Request, model: &Model, image: &RgbImage) {
-    let g = &r.generation;
-    if *request != reproduce::request(&g.params) {
-        eprintln!("made from #{} with other settings", g.id);
-        return;
-    }
-    let check = match reproduce::compare_pixels(&r.image, image) {
-        Ok(check) => check,
-        Err(e) => {
-            eprintln!("warning: cannot compare with #{}: {e:#}", g.id);
-            return;
-        }
-    };
-    let (pixels, total, max) = match check {
-        PixelCheck::Identical => {
-            eprintln!("identical pixels to #{}", g.id);
-            return;
-        }
-        PixelCheck::Differ { pixels, total, max } => (pixels, total, max),
-        PixelCheck::OtherSize { recorded: (w, h) } => {
-            eprintln!("#{} is {w}x{h}, not the size it records", g.id);
-            return;
-        }
-    };
-    let mut why = Vec::new();
-    if !g
-        .params
-        .made_with(&model.info.name, model.info.hash.as_deref())
-    {
-        why.push(format!(
-            "#{} was made with {}, this run used {}",
-            g.id,
-            g.params.model_label(),
-            model.info.name
-        ));
-    }
-    let now = crate::save::meta(model, Default::default());
-    if (&g.meta.device, &g.meta.dtype) != (&now.device, &now.dtype) {
-        why.push(format!(
-            "#{} ran on {} in {}, this run on {} in {}",
-            g.id, g.meta.device, g.meta.dtype, now.device, now.dtype
-        ));
-    }
-    if g.meta.engine_version != now.engine_version {
-        why.push(format!(
-            "#{} was made by Sumi {}, this is {}",
-            g.id, g.meta.engine_version, now.engine_version
-        ));
-    }
-    eprintln!(
-        "pixels differ from #{}: {pixels} of {total}, by at most {max}/255{}",
-        g.id,
-        if why.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", why.join("; "))
-        }
-    );
 }
 
 /// Prints the sampler and schedule tables.

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use sumi_engine::model::discover::{self, Format, HashCache};
-use sumi_engine::model::download::{self, HubClient, PullEvent};
-use sumi_engine::{model, LoadOptions};
+use sumi_engine::LoadOptions;
+use sumi_hub::discover::{self, Format};
+use sumi_hub::download::{self, HubClient, PullEvent};
+use sumi_hub::hashes::{hash_cache_file, HashCache};
+use sumi_hub::tokenizers;
 
 /// Options of `sumi models`.
 #[derive(Args)]
@@ -133,7 +135,7 @@ fn pull(args: PullArgs) -> Result<()> {
 /// progress bar, unless HF_HUB_OFFLINE is set. Failures are only reported: loading then says
 /// what to do.
 pub fn fetch_missing_tokenizers(path: &Path, options: &LoadOptions) {
-    let missing = match model::missing_tokenizers(path, options) {
+    let missing = match tokenizers::missing(path, options) {
         Ok(m) => m,
         Err(_) => return,
     };
@@ -154,7 +156,7 @@ pub fn fetch_missing_tokenizers(path: &Path, options: &LoadOptions) {
         }
     };
     for (family, index) in missing {
-        let (repo, folder) = model::tokenizer_download(family, index);
+        let (repo, folder) = tokenizers::download_source(family, index);
         eprintln!(
             "single-file checkpoints carry no tokenizer: fetching the {} one from {repo} (once) ...",
             family.display_name()
@@ -180,7 +182,7 @@ pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
     let mut found = discover::discover(&dirs, hub.as_deref());
     if !args.no_hash {
         // Diffusers folders have no single file to hash: their hash stays empty.
-        let mut cache = HashCache::open(&discover::hash_cache_file(home));
+        let mut cache = HashCache::open(&hash_cache_file(home));
         for m in found.iter_mut().filter(|m| m.format != Format::Diffusers) {
             match cache.short_hash(&m.path) {
                 Ok(h) => m.hash = Some(h),

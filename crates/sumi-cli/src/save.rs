@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use sumi_engine::{Model, Request};
-use sumi_gallery::{Gallery, GenerationMeta, GenerationParams};
+use sumi_gallery::Gallery;
+use sumi_runtime::record::{meta, params};
 
 /// Fails before any work is done when `out` cannot be a PNG written later: it names a folder, or
 /// its folder does not exist.
@@ -32,35 +33,6 @@ pub fn check_output(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The gallery's view of a request.
-pub fn params(request: &Request, model: &Model) -> GenerationParams {
-    GenerationParams {
-        prompt: request.prompt.clone(),
-        negative_prompt: request.negative_prompt.clone(),
-        seed: request.seed,
-        steps: request.steps,
-        cfg: request.cfg,
-        sampler: request.sampler.clone(),
-        schedule: request.schedule.clone(),
-        width: request.width,
-        height: request.height,
-        model_name: model.info.name.clone(),
-        model_hash: model.info.hash.clone(),
-        noise_source: request.noise.name().to_string(),
-    }
-}
-
-/// How the generation ran.
-pub fn meta(model: &Model, elapsed: Duration) -> GenerationMeta {
-    GenerationMeta {
-        engine_version: sumi_engine::VERSION.to_string(),
-        device: sumi_engine::device::name(&model.device),
-        dtype: format!("{:?}", model.dtype).to_lowercase(),
-        duration_ms: elapsed.as_millis() as u64,
-        comparison: None,
-    }
-}
-
 /// Adds the image to the gallery in `home`; returns its id and file.
 pub fn to_gallery(
     home: &Path,
@@ -71,7 +43,7 @@ pub fn to_gallery(
 ) -> Result<(i64, PathBuf)> {
     let gallery = Gallery::open(home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
-    let g = gallery.add(&params(request, model), &meta(model, elapsed), image)?;
+    let g = gallery.add(&params(request, model), &meta(model, elapsed, None), image)?;
     Ok((g.id, gallery.image_path(&g)))
 }
 
@@ -83,7 +55,10 @@ pub fn to_file(
     model: &Model,
     elapsed: Duration,
 ) -> Result<()> {
-    let png =
-        sumi_gallery::encode_generation_png(&params(request, model), &meta(model, elapsed), image)?;
+    let png = sumi_gallery::encode_generation_png(
+        &params(request, model),
+        &meta(model, elapsed, None),
+        image,
+    )?;
     std::fs::write(out, png).with_context(|| format!("cannot write {}", out.display()))
 }

@@ -131,10 +131,10 @@ fn bad_input_fails_with_a_message() {
         ),
         (
             &["--cfg", "-2"],
-            "CFG scale -2 must be a finite number >= 0",
+            "CFG scale -2 must be a number from 0 to 100",
         ),
         (&["--sampler", "nope"], "unknown sampler 'nope'"),
-        (&["--seed", "18446744073709551616"], "out of range"),
+        (&["--seed", "18446744073709551616"], "is too large"),
         (&["--schedule", "zigzag"], "unknown schedule 'zigzag'"),
     ];
     for (extra, expected) in cases {

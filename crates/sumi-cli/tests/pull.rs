@@ -1,7 +1,7 @@
 //! `sumi models pull` and the tokenizer download of `sumi generate`, against a local server with
 //! the Hugging Face hub's URL layout on 127.0.0.1 (HF_ENDPOINT) and a temporary HF_HUB_CACHE.
 
-#[path = "../../sumi-engine/tests/support/hub_server.rs"]
+#[path = "../../sumi-hub/tests/support/hub_server.rs"]
 mod hub_server;
 
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use image::RgbImage;
-use sumi_engine::{generate, model, sampling, Model, Request};
+use sumi_engine::{generate, sampling, Model, Request};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -70,7 +70,7 @@ fn main() -> Res<()> {
         }
         return Ok(());
     }
-    let mut dir = model::builtin_demo_model()?;
+    let mut dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/demo-model");
     let (mut seeds, mut ncases) = (3u64, 30usize);
     let mut samplers = "default".to_string();
     let (mut grid_out, mut json_out) = (None, None);
@@ -135,7 +135,7 @@ fn main() -> Res<()> {
         let t0 = Instant::now();
         for case in &cases {
             for seed in 0..seeds {
-                let mut req = Request::with_defaults(&model, &case.caption, 1000 + seed);
+                let mut req = Request::with_defaults(&model.info, &case.caption, 1000 + seed);
                 req.sampler = entry.name.to_string();
                 req.schedule = schedule.clone();
                 req.cfg = defaults.cfg;

@@ -1,65 +1,78 @@
-//! The model as k-diffusion sees it: `(x, sigma) -> x0`, with classifier-free guidance and
-//! eps/v prediction hidden inside.
+//! The model as k-diffusion sees it: `(x, sigma) -> x0`, with classifier-free guidance, the
+//! timestep mapping and the parametrization (eps, v, flow) hidden inside.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Tensor};
 
-use crate::model::unet::{AddedCond, UNet};
-use crate::model::Prediction;
+use crate::arch::network::{DenoisingNetwork, NetCond};
+use crate::parametrization::Parametrization;
 use crate::sampling::schedules::NoiseLevels;
-use crate::sampling::Denoiser;
+use crate::sampling::types::Denoiser;
 use crate::{Error, Result};
 
-/// A UNet wrapped as a denoiser for one request's conditioning.
+/// The guidance of one request: the conditioning, and the unconditional one with its scale.
+pub struct Guidance {
+    /// The prompt's conditioning (one row).
+    pub cond: NetCond,
+    /// The negative prompt's conditioning and the CFG scale; `None` runs without guidance.
+    pub uncond: Option<(NetCond, f64)>,
+}
+
+/// A denoising network wrapped as a denoiser for one request's conditioning.
 pub struct ModelDenoiser<'a> {
-    unet: &'a UNet,
+    network: &'a dyn DenoisingNetwork,
     levels: &'a NoiseLevels,
-    prediction: Prediction,
-    /// `[2, L, D]` rows `[uncond, cond]` when guiding, else `[1, L, D]`.
-    context: Tensor,
-    added: Option<AddedCond>,
-    cfg: f64,
+    parametrization: Parametrization,
+    cond: NetCond,
+    /// Uncond and cond joined into one batch `[uncond, cond]`, when they can be.
+    joined: Option<NetCond>,
+    uncond: Option<(NetCond, f64)>,
     dtype: DType,
     cancel: &'a AtomicBool,
     evals: Cell<usize>,
 }
 
 impl<'a> ModelDenoiser<'a> {
-    /// Wraps `unet`; `context` (and `added`) must hold `[uncond, cond]` rows when `cfg != 1`.
-    #[allow(clippy::too_many_arguments)]
+    /// Wraps `network` for `guidance`, computing in `dtype`; `cancel` stops it before a call.
     pub fn new(
-        unet: &'a UNet,
+        network: &'a dyn DenoisingNetwork,
         levels: &'a NoiseLevels,
-        prediction: Prediction,
-        context: Tensor,
-        added: Option<AddedCond>,
-        cfg: f64,
+        parametrization: Parametrization,
+        guidance: Guidance,
         dtype: DType,
         cancel: &'a AtomicBool,
-    ) -> Self {
-        Self {
-            unet,
+    ) -> Result<Self> {
+        let joined = match &guidance.uncond {
+            Some((uncond, _)) => NetCond::join(&[uncond, &guidance.cond])?,
+            None => None,
+        };
+        Ok(Self {
+            network,
             levels,
-            prediction,
-            context,
-            added,
-            cfg,
+            parametrization,
+            cond: guidance.cond,
+            joined,
+            uncond: guidance.uncond,
             dtype,
             cancel,
             evals: Cell::new(0),
-        }
+        })
     }
 
-    /// Whether the UNet runs on an [uncond, cond] batch (CFG != 1).
-    pub fn guided(&self) -> bool {
-        self.cfg != 1.0
-    }
-
-    /// UNet evaluations so far.
+    /// Model evaluations so far.
     pub fn evals(&self) -> usize {
         self.evals.get()
+    }
+
+    /// The network's output for `x_in` at timestep `t` under `cond`, in f32.
+    fn run(&self, x_in: &Tensor, t: f64, cond: &NetCond) -> Result<Tensor> {
+        let ts = Tensor::full(t as f32, x_in.dim(0)?, x_in.device())?;
+        Ok(self
+            .network
+            .forward(x_in, &ts, cond)?
+            .to_dtype(DType::F32)?)
     }
 }
 
@@ -68,34 +81,25 @@ impl Denoiser for ModelDenoiser<'_> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
         let t = self.levels.sigma_to_t(sigma);
-        let x_in = (x * c_in)?.to_dtype(self.dtype)?;
-        let b = x.dim(0)?;
-        let out = if self.guided() {
-            let batch = Tensor::cat(&[&x_in, &x_in], 0)?;
-            let ts = Tensor::full(t as f32, 2 * b, x.device())?;
-            let out = self
-                .unet
-                .forward(&batch, &ts, &self.context, self.added.as_ref())?
-                .to_dtype(DType::F32)?;
-            let uncond = out.narrow(0, 0, b)?;
-            let cond = out.narrow(0, b, b)?;
-            (&uncond + ((cond - &uncond)? * self.cfg)?)?
-        } else {
-            let ts = Tensor::full(t as f32, b, x.device())?;
-            self.unet
-                .forward(&x_in, &ts, &self.context, self.added.as_ref())?
-                .to_dtype(DType::F32)?
-        };
-        self.evals.set(self.evals.get() + 1);
-        let x0 = match self.prediction {
-            Prediction::Epsilon => (x - (out * sigma)?)?,
-            Prediction::V => {
-                let s2 = sigma * sigma + 1.0;
-                ((x * (1.0 / s2))? + (out * (-sigma / s2.sqrt()))?)?
+        let x_in = (x * self.parametrization.input_scale(sigma))?.to_dtype(self.dtype)?;
+        let out = match (&self.uncond, &self.joined) {
+            (None, _) => self.run(&x_in, t, &self.cond)?,
+            (Some((_, scale)), Some(joined)) => {
+                let b = x.dim(0)?;
+                let out = self.run(&Tensor::cat(&[&x_in, &x_in], 0)?, t, joined)?;
+                let uncond = out.narrow(0, 0, b)?;
+                let cond = out.narrow(0, b, b)?;
+                (&uncond + ((cond - &uncond)? * *scale)?)?
+            }
+            // Prompts of different lengths are run one after the other, never padded.
+            (Some((uncond, scale)), None) => {
+                let u = self.run(&x_in, t, uncond)?;
+                let c = self.run(&x_in, t, &self.cond)?;
+                (&u + ((c - &u)? * *scale)?)?
             }
         };
-        Ok(x0)
+        self.evals.set(self.evals.get() + 1);
+        Ok(self.parametrization.to_x0(x, &out, sigma)?)
     }
 }

@@ -65,11 +65,20 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
+/// Which compute dtype to use on `device`: f32 on CPU, f16 on GPUs.
+pub fn default_dtype(device: &Device) -> candle_core::DType {
+    if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        candle_core::DType::F16
+    }
+}
+
 /// `auto` (f32 on the CPU, f16 on a GPU), `f32`, `f16` or `bf16`.
 pub fn pick_dtype(name: &str, device: &Device) -> Result<candle_core::DType> {
     use candle_core::DType;
     match name.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(crate::model::default_dtype(device)),
+        "auto" => Ok(default_dtype(device)),
         "f32" | "fp32" | "float32" => Ok(DType::F32),
         "f16" | "fp16" | "float16" => Ok(DType::F16),
         "bf16" | "bfloat16" if device.is_cpu() => Err(Error::InvalidRequest(

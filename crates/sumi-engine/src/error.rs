@@ -18,18 +18,26 @@ pub enum Error {
     /// A model file or folder is missing, unreadable or malformed.
     #[error("model file {path}: {reason}")]
     Model { path: PathBuf, reason: String },
-    /// Fetching from the Hugging Face hub failed; the reason says why and what to do.
-    #[error("{what}: {reason}")]
-    Download { what: String, reason: String },
-    /// A downloaded file's content does not match the checksum the hub gave for it.
+    /// A single-file checkpoint's tokenizer is on none of the places searched.
     #[error(
-        "{file} is corrupt: its sha256 is {actual}, the hub says {expected}. \
-         The bad partial download was deleted; run the same command again to download it fresh"
+        "model file {}: single-file checkpoints carry no tokenizer, and none was found for the {} \
+         text encoder{}. Pass --tokenizers DIR (or set SUMI_TOKENIZERS) with a folder holding \
+         {} (vocab.json, merges.txt, tokenizer_config.json), e.g. {}",
+        checkpoint.display(),
+        family.display_name(),
+        if family.text_encoders() > 1 { format!(" {}", index + 1) } else { String::new() },
+        example.file_name().map(|n| n.to_string_lossy().into_owned() + "/").unwrap_or_default(),
+        example.display()
     )]
-    Checksum {
-        file: String,
-        expected: String,
-        actual: String,
+    MissingTokenizer {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// Its family.
+        family: crate::family::Family,
+        /// Which text encoder (0 or 1).
+        index: usize,
+        /// A place the tokenizer could be put.
+        example: PathBuf,
     },
     /// The run was cancelled by the user.
     #[error("cancelled")]
@@ -47,16 +55,6 @@ impl Error {
     pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Model {
             path: path.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl Error {
-    /// A download error: `what` was being fetched, `reason` says why it failed and what to do.
-    pub fn download(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Download {
-            what: what.into(),
             reason: reason.into(),
         }
     }

@@ -4,86 +4,69 @@
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use crate::model::vae::VaeDecoder;
-use crate::model::Family;
-use crate::noise::TorchCpuRng;
+use crate::arch::vae::Vae;
+use crate::family::Family;
+use crate::noise::torch_cpu::TorchCpuRng;
 use crate::Result;
 
 /// A linear latent -> RGB map: `rgb = latent · weights + bias`, in [-1, 1] colour units.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PreviewMap {
-    /// Rows: latent channels 0..3; columns: R, G, B.
-    pub weights: [[f32; 3]; 4],
+    /// One row per latent channel; columns: R, G, B.
+    pub weights: Vec<[f32; 3]>,
     /// Added to R, G, B.
     pub bias: [f32; 3],
 }
 
 impl PreviewMap {
-    /// The published fit for a family's standard VAE (ComfyUI's fits, see FACTS.md).
+    /// The published fit for a family's standard VAE (see FACTS.md).
     pub fn for_family(family: Family) -> Self {
-        match family {
-            Family::Sd1 | Family::Sd2 => Self {
-                weights: [
-                    [0.3512, 0.2297, 0.3227],
-                    [0.3250, 0.4974, 0.2350],
-                    [-0.2829, 0.1762, 0.2721],
-                    [-0.2120, -0.2616, -0.7177],
-                ],
-                bias: [0.0, 0.0, 0.0],
-            },
-            Family::Sdxl => Self {
-                weights: [
-                    [0.3651, 0.4232, 0.4341],
-                    [-0.2533, -0.0042, 0.1068],
-                    [0.1076, 0.1111, -0.0362],
-                    [-0.3165, -0.2492, -0.2188],
-                ],
-                bias: [0.1084, -0.0175, -0.0011],
-            },
+        let p = family.spec().preview;
+        Self {
+            weights: p.weights.to_vec(),
+            bias: p.bias,
         }
     }
 
-    /// The map for `vae`: the family's published fit when the VAE has the standard SD/SDXL
+    /// The map for `vae`: the family's published fit when the VAE has the family's standard
     /// shape, else a least-squares fit made by decoding a few random latents (cheap for the
     /// small VAEs that are not standard, such as the demo model's).
-    pub fn for_vae(
-        vae: &VaeDecoder,
-        family: Family,
-        scaling_factor: f64,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self> {
+    pub fn for_vae(vae: &Vae, family: Family, device: &Device, dtype: DType) -> Result<Self> {
         let c = vae.config();
-        if c.block_out_channels == [128, 256, 512, 512] && c.latent_channels == 4 {
-            return Ok(Self::for_family(family));
+        let standard = Self::for_family(family);
+        if c.block_out_channels == [128, 256, 512, 512]
+            && c.latent_channels == standard.weights.len()
+        {
+            return Ok(standard);
         }
-        Self::fit(vae, scaling_factor, device, dtype)
+        Self::fit(vae, device, dtype)
     }
 
     /// Fits a map to `vae` by least squares over decoded random latents: smooth random fields
     /// (like the flat areas of real pictures) plus some fine noise, each latent pixel against the
     /// mean colour of the image patch it decodes to.
-    pub fn fit(vae: &VaeDecoder, scaling_factor: f64, dev: &Device, dtype: DType) -> Result<Self> {
+    pub fn fit(vae: &Vae, dev: &Device, dtype: DType) -> Result<Self> {
         const BATCH: usize = 8;
         const SIDE: usize = 16;
+        let ch = vae.latent_channels();
         let mut rng = TorchCpuRng::new(20240521);
-        let coarse = Tensor::from_vec(rng.randn(BATCH * 4 * 4 * 4), (BATCH, 4, 4, 4), dev)?
+        let coarse = Tensor::from_vec(rng.randn(BATCH * ch * 4 * 4), (BATCH, ch, 4, 4), dev)?
             .upsample_nearest2d(SIDE, SIDE)?;
         let fine = Tensor::from_vec(
-            rng.randn(BATCH * 4 * SIDE * SIDE),
-            (BATCH, 4, SIDE, SIDE),
+            rng.randn(BATCH * ch * SIDE * SIDE),
+            (BATCH, ch, SIDE, SIDE),
             dev,
         )?;
         let latents = (coarse + (fine * 0.3)?)?;
         let image = vae
-            .decode(&(&latents / scaling_factor)?.to_dtype(dtype)?)?
+            .decode(&latents.to_dtype(dtype)?)?
             .to_dtype(DType::F32)?;
         let (_, _, h, _) = image.dims4()?;
         let down = h / SIDE;
         let rgb = image.avg_pool2d(down)?; // [B, 3, SIDE, SIDE]
         let x = latents
             .permute((0, 2, 3, 1))?
-            .reshape((BATCH * SIDE * SIDE, 4))?;
+            .reshape((BATCH * SIDE * SIDE, ch))?;
         let y = rgb
             .permute((0, 2, 3, 1))?
             .reshape((BATCH * SIDE * SIDE, 3))?;
@@ -93,27 +76,29 @@ impl PreviewMap {
     }
 }
 
-/// Solves `y ≈ [x, 1] · W` for a 4-in, 3-out map with bias (normal equations, a little ridge).
+/// Solves `y ≈ [x, 1] · W` for a C-in, 3-out map with bias (normal equations, a little ridge).
 fn least_squares(x: &[Vec<f32>], y: &[Vec<f32>]) -> PreviewMap {
-    let mut a = [[0f64; 5]; 5];
-    let mut b = [[0f64; 3]; 5];
+    let c = x.first().map_or(0, Vec::len);
+    let n = c + 1;
+    let mut a = vec![vec![0f64; n]; n];
+    let mut b = vec![[0f64; 3]; n];
     for (xi, yi) in x.iter().zip(y) {
-        let v = [xi[0], xi[1], xi[2], xi[3], 1.0].map(f64::from);
-        for r in 0..5 {
-            for c in 0..5 {
-                a[r][c] += v[r] * v[c];
+        let v: Vec<f64> = xi.iter().map(|&v| f64::from(v)).chain([1.0]).collect();
+        for r in 0..n {
+            for col in 0..n {
+                a[r][col] += v[r] * v[col];
             }
             for k in 0..3 {
                 b[r][k] += v[r] * f64::from(yi[k]);
             }
         }
     }
-    for (r, row) in a.iter_mut().enumerate().take(4) {
+    for (r, row) in a.iter_mut().enumerate().take(c) {
         row[r] += 1e-6 * x.len() as f64;
     }
     // Gauss-Jordan elimination with partial pivoting.
-    for col in 0..5 {
-        let pivot = (col..5)
+    for col in 0..n {
+        let pivot = (col..n)
             .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
             .unwrap_or(col);
         a.swap(col, pivot);
@@ -122,11 +107,11 @@ fn least_squares(x: &[Vec<f32>], y: &[Vec<f32>]) -> PreviewMap {
         if p.abs() < 1e-12 {
             continue;
         }
-        let (pa, pb) = (a[col], b[col]);
+        let (pa, pb) = (a[col].clone(), b[col]);
         for (r, (ra, rb)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
             if r != col {
                 let f = ra[col] / p;
-                for (x, y) in ra.iter_mut().zip(pa) {
+                for (x, y) in ra.iter_mut().zip(&pa) {
                     *x -= f * y;
                 }
                 for (x, y) in rb.iter_mut().zip(pb) {
@@ -143,21 +128,25 @@ fn least_squares(x: &[Vec<f32>], y: &[Vec<f32>]) -> PreviewMap {
         }
     };
     PreviewMap {
-        weights: std::array::from_fn(|r| std::array::from_fn(|k| solve(r, k))),
-        bias: std::array::from_fn(|k| solve(4, k)),
+        weights: (0..c)
+            .map(|r| std::array::from_fn(|k| solve(r, k)))
+            .collect(),
+        bias: std::array::from_fn(|k| solve(c, k)),
     }
 }
 
-/// An RGB picture of the latent `x0` (`[1, 4, h, w]`, scaled latent space) at latent resolution.
+/// An RGB picture of the latent `x0` (`[1, C, h, w]`, scaled latent space) at latent resolution;
+/// `None` when the map is for another number of channels.
 pub fn latent_preview(x0: &Tensor, map: &PreviewMap) -> Result<Option<RgbImage>> {
     let (_, c, h, w) = x0.dims4()?;
-    if c != 4 {
+    if c != map.weights.len() {
         return Ok(None);
     }
     let dev = x0.device();
-    let m = Tensor::new(&map.weights, dev)?;
+    let flat: Vec<f32> = map.weights.iter().flatten().copied().collect();
+    let m = Tensor::from_vec(flat, (c, 3), dev)?;
     let b = Tensor::new(&map.bias, dev)?;
-    let pixels = x0.get(0)?.to_dtype(DType::F32)?.reshape((4, h * w))?.t()?;
+    let pixels = x0.get(0)?.to_dtype(DType::F32)?.reshape((c, h * w))?.t()?;
     let rgb = pixels.matmul(&m)?.broadcast_add(&b)?;
     let bytes = ((((rgb + 1.0)? * 127.5)?.clamp(0.0, 255.0)?.round()?).to_dtype(DType::U8)?)
         .flatten_all()?
@@ -186,7 +175,7 @@ mod tests {
 
     /// The last step's preview and the finished image scaled down to the preview's size.
     fn last_preview_and_image(model: &Model, prompt: &str) -> (RgbImage, RgbImage) {
-        let req = Request::with_defaults(model, prompt, 11);
+        let req = Request::with_defaults(&model.info, prompt, 11);
         let mut last = None;
         let img = crate::generate(model, &req, &AtomicBool::new(false), &mut |e| {
             if let Event::Step {
@@ -220,7 +209,7 @@ mod tests {
     #[test]
     fn least_squares_recovers_a_known_map() {
         let truth = PreviewMap {
-            weights: [
+            weights: vec![
                 [0.5, -0.2, 0.1],
                 [0.0, 0.3, -0.4],
                 [0.2, 0.2, 0.2],
@@ -257,9 +246,9 @@ mod tests {
 
     #[test]
     fn demo_model_previews_match_the_decoded_colours() {
-        let dir = crate::model::builtin_demo_model().unwrap();
+        let dir = crate::test_util::demo_model();
         let mut model = Model::load(&dir, &Device::Cpu, DType::F32).unwrap();
-        let fitted = model.preview;
+        let fitted = model.preview.clone();
         assert_ne!(fitted, PreviewMap::for_family(model.info.family));
         // Measured: fitted 29.6-30.9, SD 1.x coefficients ~82 mean abs error (of 255).
         let prompt = "a yellow star on a purple background";

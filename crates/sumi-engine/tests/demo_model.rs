@@ -8,10 +8,10 @@ mod demo_detect;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device};
-use sumi_engine::{generate, model, Event, Model, Request};
+use sumi_engine::{generate, Event, Model, Request};
 
 fn demo() -> Model {
-    let dir = model::builtin_demo_model().expect("assets/demo-model is there");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/demo-model");
     Model::load(&dir, &Device::Cpu, DType::F32).expect("demo model loads")
 }
 
@@ -41,7 +41,7 @@ fn demo_model_draws_the_colours_it_is_asked_for() {
         ("DDIM", "Automatic"),
     ] {
         for &(prompt, object, background) in PROMPTS {
-            let mut req = Request::with_defaults(&model, prompt, 7);
+            let mut req = Request::with_defaults(&model.info, prompt, 7);
             req.sampler = sampler.into();
             req.schedule = schedule.into();
             req.steps = 20;

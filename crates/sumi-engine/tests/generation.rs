@@ -119,7 +119,7 @@ fn initial_noise_matches_torch_exactly() {
 }
 
 fn small_request(model: &Model) -> Request {
-    let mut r = Request::with_defaults(model, "a red circle", 7);
+    let mut r = Request::with_defaults(&model.info, "a red circle", 7);
     r.steps = 4;
     r.sampler = "Euler a".into();
     r.schedule = "Karras".into();
@@ -226,9 +226,9 @@ fn invalid_requests_are_rejected_with_clear_messages() {
         ),
         (
             Box::new(|r| r.cfg = f64::NAN),
-            "must be a finite number >= 0",
+            "must be a number from 0 to 100",
         ),
-        (Box::new(|r| r.cfg = -1.0), "must be a finite number >= 0"),
+        (Box::new(|r| r.cfg = -1.0), "must be a number from 0 to 100"),
         (
             Box::new(|r| r.sampler = "Eulr".into()),
             "unknown sampler 'Eulr'; valid names:",
@@ -290,7 +290,7 @@ fn broken_model_folders_name_the_file() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("no diffusion_pytorch_model.safetensors"),
+        err.contains("neither diffusion_pytorch_model.safetensors nor"),
         "{err}"
     );
 
@@ -357,7 +357,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[test]
 fn family_prediction_and_defaults_come_from_configs() {
-    use sumi_engine::{Family, Prediction};
+    use sumi_engine::{Family, Parametrization as Prediction};
     let sd15 = load("sd15");
     assert_eq!(
         (sd15.info.family, sd15.info.prediction, sd15.info.turbo),
@@ -391,7 +391,7 @@ fn family_prediction_and_defaults_come_from_configs() {
     assert!(turbo.info.turbo);
     let d = turbo.info.defaults();
     assert_eq!((d.steps, d.cfg, d.sampler), (1, 1.0, "Euler a"));
-    let req = Request::with_defaults(&turbo, "a cat", 3);
+    let req = Request::with_defaults(&turbo.info, "a cat", 3);
     let img = generate(&turbo, &req, &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_eq!(img.dimensions(), (64, 64));
 }
@@ -404,7 +404,7 @@ fn a_model_folders_recommended_settings_become_its_defaults() {
     let file = copy.join("sumi.json");
     std::fs::write(&file, r#"{"defaults": {"cfg": 3.5, "sampler": "euler a"}}"#).unwrap();
     let model = Model::load(&copy, &Device::Cpu, DType::F32).unwrap();
-    let req = Request::with_defaults(&model, "a cat", 3);
+    let req = Request::with_defaults(&model.info, "a cat", 3);
     // Given fields replace the family's; the others stay the family's.
     assert_eq!(
         (

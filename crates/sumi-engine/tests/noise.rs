@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};
-use sumi_engine::noise::{NoiseSource, TorchCpuRng};
+use sumi_engine::noise::torch_cpu::TorchCpuRng;
+use sumi_engine::noise::NoiseSource;
 use sumi_engine::sampling::StepNoise;
 
 /// One reference tensor: seed, shape, index within a run of draws (if any) and the values.

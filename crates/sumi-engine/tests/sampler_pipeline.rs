@@ -40,7 +40,7 @@ proptest! {
     ) {
         let model = model();
         let entry = &SAMPLERS[which];
-        let mut req = Request::with_defaults(&model, "a red circle", seed as u64);
+        let mut req = Request::with_defaults(&model.info, "a red circle", seed as u64);
         req.sampler = entry.name.into();
         req.schedule = SCHEDULES[sched].name.into();
         req.steps = steps;

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
-use sumi_engine::denoiser::ModelDenoiser;
+use sumi_engine::arch::network::NetCond;
+use sumi_engine::denoiser::{Guidance, ModelDenoiser};
 use sumi_engine::sampling::{sampler, schedule, Flow, SampleCtx, StepInfo, StepNoise, SAMPLERS};
 use sumi_engine::Model;
 
@@ -93,16 +94,31 @@ fn unet_trajectories_match_reference() {
             }
             None => want_sigmas,
         };
+        let context = &t[&format!("{key}.context")];
+        let row = |i: usize| NetCond::CrossAttention {
+            context: context.narrow(0, i, 1).unwrap(),
+            added: None,
+        };
+        let guidance = if cfg != 1.0 {
+            Guidance {
+                cond: row(1),
+                uncond: Some((row(0), cfg)),
+            }
+        } else {
+            Guidance {
+                cond: row(0),
+                uncond: None,
+            }
+        };
         let denoiser = ModelDenoiser::new(
-            &model.unet,
+            model.network.as_ref(),
             &model.levels,
             model.info.prediction,
-            t[&format!("{key}.context")].clone(),
-            None,
-            cfg,
+            guidance,
             DType::F32,
             &cancel,
-        );
+        )
+        .unwrap();
         let x = (&t[&format!("{key}.unit")] * entry.init_noise.scale(sigmas[0])).unwrap();
         let mut noise = Replay {
             pool: &t[&format!("{key}.noise")],

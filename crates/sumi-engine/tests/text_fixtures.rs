@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use sumi_engine::text::{ClipTokenizer, TextEncoder};
+use sumi_engine::text::tokenizer::ClipTokenizer;
+use sumi_engine::text::TextEncoder;
 use sumi_engine::Error;
 
 const TOL: f32 = 1e-4;
@@ -104,7 +105,7 @@ fn check_ids(tok: &ClipTokenizer, r: &Ref, ids_key: &str) {
 
 fn check_model(model: &str) {
     let r = Ref::load(model);
-    let enc = TextEncoder::load(&fixtures().join(model), &Device::Cpu, DType::F32).unwrap();
+    let enc = load_text(&fixtures().join(model), DType::F32).unwrap();
     let toks: Vec<&ClipTokenizer> = enc.tokenizers().collect();
     check_ids(toks[0], &r, "ids");
     if toks.len() > 1 {
@@ -210,7 +211,7 @@ fn sd15_copy() -> tempfile::TempDir {
 }
 
 fn expect_model_error(dir: &Path, file: &Path, reason_has: &str) {
-    match TextEncoder::load(dir, &Device::Cpu, DType::F32) {
+    match load_text(dir, DType::F32) {
         Err(Error::Model { path, reason }) => {
             assert_eq!(path, file, "error names the wrong file ({reason})");
             assert!(
@@ -318,7 +319,7 @@ fn vocab_and_merges_tokenize_like_tokenizer_json() {
 #[test]
 fn sdxl_text_runs_in_f16() {
     let r = Ref::load("sdxl");
-    let enc = TextEncoder::load(&fixtures().join("sdxl"), &Device::Cpu, DType::F16).unwrap();
+    let enc = load_text(&fixtures().join("sdxl"), DType::F16).unwrap();
     let c = enc
         .encode(&r.text("prompt"), &r.text("negative_prompt"), true)
         .unwrap();
@@ -333,7 +334,7 @@ fn sdxl_text_runs_in_f16() {
 #[test]
 fn batched_chunks_equal_single_chunks() {
     let r = Ref::load("sd15");
-    let enc = TextEncoder::load(&fixtures().join("sd15"), &Device::Cpu, DType::F32).unwrap();
+    let enc = load_text(&fixtures().join("sd15"), DType::F32).unwrap();
     let long = enc.encode(&r.text("long_prompt"), "", true).unwrap();
     let short = enc.encode("", "", false).unwrap();
     // The uncond side of the long encoding is two chunks of empty text.
@@ -374,11 +375,20 @@ fn sharded_weights_load_like_one_file() {
     std::fs::remove_file(&single).unwrap();
 
     let r = Ref::load("sd15");
-    let enc = TextEncoder::load(tmp.path(), &Device::Cpu, DType::F32).unwrap();
+    let enc = load_text(tmp.path(), DType::F32).unwrap();
     let c = enc.encode(&r.text("prompt"), "", true).unwrap();
     assert_close(
         "sharded sd15 text.context",
         &c.context,
         r.tensor("text.context"),
     );
+}
+
+/// The text encoders of a fixture folder, with the layers its family uses.
+fn load_text(dir: &Path, dtype: DType) -> sumi_engine::Result<TextEncoder> {
+    let style = sumi_engine::model::folder_family(dir)
+        .unwrap_or(sumi_engine::Family::Sd1)
+        .spec()
+        .text_style;
+    TextEncoder::load(dir, style, &Device::Cpu, dtype)
 }

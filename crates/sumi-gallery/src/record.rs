@@ -1,15 +1,17 @@
 //! The generation record: the request that made an image and what the gallery stores about it.
 
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 /// Everything needed to make the same image again; this is what re-run returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct GenerationParams {
     /// The positive prompt.
     pub prompt: String,
     /// The negative prompt (empty when none).
     pub negative_prompt: String,
     /// The noise seed.
+    #[ts(type = "number")]
     pub seed: u64,
     /// Number of sampling steps.
     pub steps: u32,
@@ -51,7 +53,7 @@ impl GenerationParams {
 }
 
 /// Facts about how a generation ran, beside the request itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, TS)]
 pub struct GenerationMeta {
     /// Version of the engine that made the image.
     pub engine_version: String,
@@ -60,30 +62,35 @@ pub struct GenerationMeta {
     /// Tensor data type it ran in (e.g. "f32").
     pub dtype: String,
     /// Wall time of the generation in milliseconds.
+    #[ts(type = "number")]
     pub duration_ms: u64,
     /// Side-by-side comparison this image belongs to, if any.
     pub comparison: Option<ComparisonSlot>,
 }
 
 /// A place in a comparison group (e.g. one sampler of a sampler sweep).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct ComparisonSlot {
     /// The group id (from `Gallery::new_comparison_group` or chosen by the caller).
+    #[ts(type = "number")]
     pub group: i64,
     /// Position within the group, ascending.
+    #[ts(type = "number")]
     pub position: i64,
 }
 
 /// A stored generation: the request, how it ran, and where its files are.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct Generation {
     /// Row id, unique within this gallery.
+    #[ts(type = "number")]
     pub id: i64,
     /// The request that made the image.
     pub params: GenerationParams,
     /// How it ran.
     pub meta: GenerationMeta,
     /// When it was made, in milliseconds since the Unix epoch.
+    #[ts(type = "number")]
     pub created_at: i64,
     /// Whether the user marked it as a favourite.
     pub favourite: bool,

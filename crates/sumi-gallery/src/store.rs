@@ -2,6 +2,7 @@
 
 use rusqlite::{params_from_iter, types::Value, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::record::{ComparisonSlot, Generation, GenerationMeta, GenerationParams};
 
@@ -29,16 +30,18 @@ pub struct Filter {
 }
 
 /// Where a page ends; pass it back to get the next page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct Cursor {
     /// `created_at` of the last item of the previous page.
+    #[ts(type = "number")]
     pub created_at: i64,
     /// `id` of the last item of the previous page.
+    #[ts(type = "number")]
     pub id: i64,
 }
 
 /// One page of generations and the cursor for the next one (`None` at the end).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct Page {
     /// The generations, newest first.
     pub items: Vec<Generation>,

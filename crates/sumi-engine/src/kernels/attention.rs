@@ -10,7 +10,9 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{bounded, enabled, with_f32};
+use super::bounded;
+use super::common::{enabled, with_f32};
+use super::math::fast_exp;
 
 /// Queries per task.
 const QUERY_BLOCK: usize = 128;
@@ -27,8 +29,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
         #[cfg(feature = "flash-attn")]
-        if super::flash_enabled() {
-            if let Some(out) = super::FLASH.try_run(|| super::flash::attention(q, k, v, heads)) {
+        if super::common::flash_enabled() {
+            if let Some(out) =
+                super::common::FLASH.try_run(|| super::flash::attention(q, k, v, heads))
+            {
                 return Ok(out);
             }
         }
@@ -330,31 +334,6 @@ fn softmax_block_generic(
     }
 }
 
-/// `e^x` for `x <= 0` to about 2 ulp (inputs below -87 give about 0): 2^(x log2 e) split into
-/// an integer power set in the exponent bits and a degree-6 polynomial in `f = x - n ln 2`.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    let t = x * std::f32::consts::LOG2_E;
-    // Round to nearest with the 1.5 * 2^23 trick (vectorises, unlike f32::round); the integer
-    // then sits in the low mantissa bits of `r`, so no float-to-int conversion is needed.
-    let r = t + 12_582_912.0;
-    let n = r - 12_582_912.0;
-    let ni = (r.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    // x - n ln2 with ln2 split in two parts (Cody-Waite) so large |x| keep their precision.
-    let f = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
-    // Taylor series of e^f for |f| <= ln2/2 to degree 6 (truncation error 1.2e-7), Horner form
-    // with fused multiply-adds (the callers are compiled with FMA where the CPU has it).
-    let p = f.mul_add(1.0 / 720.0, 1.0 / 120.0);
-    let p = f.mul_add(p, 1.0 / 24.0);
-    let p = f.mul_add(p, 1.0 / 6.0);
-    let p = f.mul_add(p, 0.5);
-    let p = f.mul_add(p, 1.0);
-    let p = f.mul_add(p, 1.0);
-    let bits = (ni.wrapping_add(127) as u32) << 23;
-    p * f32::from_bits(bits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,17 +383,5 @@ mod tests {
             // Random inputs: sums over 1100 keys in another order reach 1e-5 now and then.
             assert!(d < 3e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));
         }
-    }
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f32;
-        for i in 0..=20000 {
-            let x = -87.0 * i as f32 / 20000.0;
-            let (got, want) = (fast_exp(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 1e-6, "worst relative error {worst}");
-        assert!(fast_exp(-200.0) < 1e-37);
     }
 }

@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{bounded, enabled, parallelism, winograd4, with_f32};
+use super::common::{enabled, parallelism, with_f32};
+use super::tiles::{Band, SharedMut};
+use super::{bounded, winograd4};
 
 /// Most floats in one unfolded band (16 MiB); a band always holds at least one output row.
 const BAND_FLOATS: usize = 4 << 20;
@@ -327,32 +329,6 @@ fn winograd_applies(batch: usize, g: &Geometry, cout: usize) -> bool {
         && cout >= WINOGRAD_MIN_CHANNELS
         && tiles >= winograd_min_tiles()
         && winograd_mode() != 0
-}
-
-/// One band of Winograd tile rows: global tile rows `g0..g0 + rows` over the batch, each image
-/// `h x w` cut into `th x tw` tiles.
-#[derive(Clone, Copy)]
-pub(super) struct Band {
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) th: usize,
-    pub(super) tw: usize,
-    pub(super) g0: usize,
-    pub(super) rows: usize,
-}
-
-/// A pointer that rayon tasks share to write disjoint elements of one buffer.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
-// SAFETY: every user writes a set of elements no other task touches (documented at each use).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the whole `SharedMut`, not its field).
-    pub(super) fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Winograd F(2x2, 3x3) weights `U[xi][co][ci] = (G g G^T)[xi]` for `ws` `[Cout, Cin, 3, 3]`,

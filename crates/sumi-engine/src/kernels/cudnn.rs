@@ -241,7 +241,7 @@ pub fn conv2d(
     let y = x
         .contiguous()?
         .apply_op2_no_bwd(&w.contiguous()?, &Conv2d { stride, pad })?;
-    super::add_channel_bias(y, bias)
+    super::common::add_channel_bias(y, bias)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use rayon::prelude::*;
 
-use super::attention::fast_exp;
-use super::{enabled, with_f32};
+use super::common::{enabled, with_f32};
+use super::math::fast_exp;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 64;

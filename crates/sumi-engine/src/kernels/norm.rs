@@ -7,8 +7,8 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::attention::fast_exp;
-use super::{enabled, with_f32};
+use super::common::{enabled, with_f32};
+use super::math::fast_exp;
 
 /// `GroupNorm(groups, eps)` with per-channel `weight` and `bias`, then SiLU when `silu`; candle's
 /// ops when the inputs are not f32 on the CPU.

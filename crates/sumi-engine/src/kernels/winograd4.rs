@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{Band, SharedMut};
+use super::tiles::{Band, SharedMut};
 
 /// Input tile side.
 const A: usize = 6;

@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::StepNoise;
+use super::types::StepNoise;
 use crate::Result;
 
 /// splitmix64: the state update and output mix used to derive independent streams.

@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::{Denoiser, Flow, SampleCtx, StepInfo};
+use super::types::{Denoiser, Flow, SampleCtx, StepInfo};
 use crate::{Error, Result};
 
 /// `a * x + b * y`.

@@ -3,7 +3,8 @@
 
 use super::samplers as s;
 use super::schedules as sch;
-use super::{SamplerFn, ScheduleFn};
+use super::schedules::ScheduleFn;
+use super::types::SamplerFn;
 use crate::{Error, Result};
 
 /// How a sampler's starting latent is made from unit Gaussian noise.

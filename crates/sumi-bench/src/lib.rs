@@ -1,0 +1,334 @@
+//! Benchmarks on real model shapes with random weights: writes an SD1.5- or SDXL-shaped diffusers
+//! folder (configs from the published models, weights from a seeded generator) to a temporary
+//! folder, loads it like any model and times each component. Used by `sumi bench`.
+
+mod measure;
+mod random_model;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+use serde_json::Value;
+use sumi_engine::arch::network::NetCond;
+use sumi_engine::denoiser::{Guidance, ModelDenoiser};
+use sumi_engine::sampling::Denoiser;
+use sumi_engine::{Model, Request, Result};
+
+pub use measure::{cpu_seconds, peak_rss_bytes, threads};
+use measure::{time_runs, GpuMemoryWatch, Runs};
+use random_model::invalid;
+pub use random_model::write_random_model;
+
+/// The model shapes a benchmark can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5 configs).
+    Sd15,
+    /// Stable Diffusion XL base 1.0.
+    Sdxl,
+    /// A few-channel model with the SD1.5 layout, for smoke tests of the benchmark itself.
+    Tiny,
+}
+
+impl Preset {
+    /// Parses `sd15`, `sdxl` or `tiny`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "sd15" | "sd1.5" => Some(Self::Sd15),
+            "sdxl" => Some(Self::Sdxl),
+            "tiny" => Some(Self::Tiny),
+            _ => None,
+        }
+    }
+
+    /// The image size the model was trained at.
+    pub fn native_size(self) -> usize {
+        match self {
+            Self::Sd15 => 512,
+            Self::Sdxl => 1024,
+            Self::Tiny => 64,
+        }
+    }
+}
+
+/// The components a benchmark can time.
+pub const COMPONENTS: &[&str] = &["load", "text", "unet", "vae", "preview", "generate"];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Model shapes.
+    pub preset: Preset,
+    /// Image width and height in pixels.
+    pub size: usize,
+    /// Steps of the whole-generation run.
+    pub steps: u32,
+    /// Timed repeats of each per-component measurement (the minimum is reported).
+    pub repeats: usize,
+    /// Which of [`COMPONENTS`] to time.
+    pub components: Vec<String>,
+    /// Folder for the random model (a new folder under the system temp dir when `None`); it is
+    /// removed afterwards unless `keep` is set.
+    pub dir: Option<PathBuf>,
+    /// Keep the written model folder, and reuse it when it already holds a model.
+    pub keep: bool,
+    /// Seed of the weight generator.
+    pub seed: u64,
+    /// Where to run.
+    pub device: Device,
+    /// Compute dtype (the weights are written as f32 and converted on load, as for any model).
+    pub dtype: DType,
+}
+
+/// One timed component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// Component name (one of [`COMPONENTS`]).
+    pub component: String,
+    /// Fastest repeat in seconds.
+    pub seconds: f64,
+    /// Every repeat in seconds.
+    pub runs: Vec<f64>,
+    /// CPU time (all threads, user + system) of the fastest repeat, when known: steadier than
+    /// wall time on a shared machine.
+    pub cpu_seconds: Option<f64>,
+    /// What exactly was timed.
+    pub what: String,
+    /// With `SUMI_PROFILE=1`, the time per run in each kind of operation ([`crate::profile`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<sumi_engine::profile::OpTime>,
+}
+
+/// The result of a benchmark run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Model shapes.
+    pub preset: Preset,
+    /// Image size.
+    pub size: usize,
+    /// Steps of the whole-generation run.
+    pub steps: u32,
+    /// Compute threads (`RAYON_NUM_THREADS` or all cores).
+    pub threads: usize,
+    /// Compute device (`cpu`, `cuda:N`, `metal:N`).
+    pub device: String,
+    /// Compute dtype.
+    pub dtype: String,
+    /// `sumi` (our CPU kernels) or `candle` (`SUMI_KERNELS=candle`: candle's own ops).
+    pub kernels: String,
+    /// Timed components.
+    pub timings: Vec<Timing>,
+    /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
+    pub peak_rss_bytes: Option<u64>,
+    /// On a GPU, the most device memory the run took at once: free memory before the model loads
+    /// minus the lowest free memory seen, sampled every 2 ms (so a shorter peak can be missed).
+    pub peak_gpu_bytes: Option<u64>,
+    /// Parameter counts per component.
+    pub params: BTreeMap<String, usize>,
+    /// The configs the model was built from (for other implementations to build the same shapes).
+    pub configs: BTreeMap<String, Value>,
+}
+
+/// Runs the benchmark; `progress` hears a line before each component starts.
+pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    let want = |c: &str| opts.components.iter().any(|x| x == c);
+    if let Some(bad) = opts
+        .components
+        .iter()
+        .find(|c| !COMPONENTS.contains(&c.as_str()))
+    {
+        return Err(invalid(format!(
+            "unknown component {bad:?} (choose from {})",
+            COMPONENTS.join(", ")
+        )));
+    }
+    if !opts.size.is_multiple_of(8) || opts.size == 0 {
+        return Err(invalid("size must be a positive multiple of 8"));
+    }
+    let dir = opts
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("sumi-bench-{}", std::process::id())));
+    let reuse = opts.keep && dir.join("model_index.json").is_file();
+    if reuse {
+        progress(&format!("reusing the random model in {}", dir.display()));
+    } else {
+        progress(&format!(
+            "writing random {:?} weights to {}",
+            opts.preset,
+            dir.display()
+        ));
+    }
+    let written = write_random_model(&dir, opts.preset, opts.seed, !reuse);
+    let watch = GpuMemoryWatch::start(&opts.device);
+    let result = written.and_then(|(params, configs)| {
+        measure(opts, &dir, &want, progress).map(|timings| (params, configs, timings))
+    });
+    let peak_gpu_bytes = watch.and_then(GpuMemoryWatch::finish);
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (params, configs, timings) = result?;
+    Ok(BenchReport {
+        preset: opts.preset,
+        size: opts.size,
+        steps: opts.steps,
+        threads: threads(),
+        device: sumi_engine::device::name(&opts.device),
+        dtype: format!("{:?}", opts.dtype).to_lowercase(),
+        kernels: if sumi_engine::kernels::enabled() {
+            "sumi"
+        } else {
+            "candle"
+        }
+        .into(),
+        timings,
+        peak_rss_bytes: peak_rss_bytes(),
+        peak_gpu_bytes,
+        params,
+        configs,
+    })
+}
+
+fn measure(
+    opts: &BenchOptions,
+    dir: &Path,
+    want: &dyn Fn(&str) -> bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Timing>> {
+    let (device, dtype) = (&opts.device, opts.dtype);
+    let mut timings = Vec::new();
+    let mut push = |component: &str, (runs, cpu, profile): Runs, what: String| {
+        let best = (0..runs.len())
+            .min_by(|&a, &b| runs[a].total_cmp(&runs[b]))
+            .unwrap_or(0);
+        timings.push(Timing {
+            component: component.into(),
+            seconds: runs.get(best).copied().unwrap_or(f64::NAN),
+            cpu_seconds: cpu.get(best).copied().flatten(),
+            runs,
+            what,
+            profile,
+        })
+    };
+
+    progress("load");
+    let mut loaded = None;
+    let load = time_runs(device, 1, || {
+        loaded = Some(Model::load(dir, device, dtype)?);
+        Ok(())
+    })?;
+    let model = loaded.ok_or_else(|| invalid("model not loaded"))?;
+    if want("load") {
+        push(
+            "load",
+            load,
+            "Model::load of the diffusers folder (text encoders, UNet, VAE)".into(),
+        );
+    }
+
+    let prompt = "a photograph of an astronaut riding a horse";
+    let latent_hw = opts.size / model.info.downscale as usize;
+    let channels = model.vae.latent_channels();
+    let mut cond = None;
+    if want("text") || want("unet") {
+        progress("text");
+        let r = time_runs(device, opts.repeats, || {
+            cond = Some(model.text.encode(prompt, "", true)?);
+            Ok(())
+        })?;
+        if want("text") {
+            push(
+                "text",
+                r,
+                "encode prompt and empty negative (batch 2, 77 tokens)".into(),
+            );
+        }
+    }
+    if want("unet") {
+        progress("unet");
+        let cond = cond.clone().ok_or_else(|| invalid("no conditioning"))?;
+        let family = model.info.family;
+        let s = opts.size as u32;
+        let row = |i: usize| -> Result<NetCond> {
+            let pooled = cond
+                .pooled
+                .as_ref()
+                .map(|p| p.narrow(0, i, 1))
+                .transpose()?;
+            family.conditioning(cond.context.narrow(0, i, 1)?, pooled.as_ref(), s, s)
+        };
+        let guidance = Guidance {
+            cond: row(1)?,
+            uncond: Some((row(0)?, 7.0)),
+        };
+        let cancel = AtomicBool::new(false);
+        let den = ModelDenoiser::new(
+            model.network.as_ref(),
+            &model.levels,
+            model.info.prediction,
+            guidance,
+            dtype,
+            &cancel,
+        )?;
+        let x = Tensor::randn(0f32, 1f32, (1, channels, latent_hw, latent_hw), device)?;
+        let r = time_runs(device, opts.repeats, || {
+            den.denoise(&x, 10.0)?;
+            Ok(())
+        })?;
+        push(
+            "unet",
+            r,
+            format!(
+                "one denoiser call with CFG (UNet batch 2) at {0}x{0}",
+                opts.size
+            ),
+        );
+    }
+    if want("vae") {
+        progress("vae");
+        let z = Tensor::randn(0f32, 1f32, (1, channels, latent_hw, latent_hw), device)?
+            .to_dtype(dtype)?;
+        let r = time_runs(device, opts.repeats, || {
+            model.vae.decoder.decode(&z)?;
+            Ok(())
+        })?;
+        push("vae", r, format!("VAE decode to {0}x{0}", opts.size));
+    }
+    if want("preview") {
+        progress("preview");
+        let z = Tensor::randn(0f32, 1f32, (1, channels, latent_hw, latent_hw), device)?;
+        let r = time_runs(device, opts.repeats.max(5), || {
+            sumi_engine::preview::latent_preview(&z, &model.preview)?;
+            Ok(())
+        })?;
+        push("preview", r, "latent preview of one step's x0".into());
+    }
+    if want("generate") {
+        progress("generate");
+        let mut req = Request::with_defaults(&model.info, prompt, 1);
+        req.steps = opts.steps;
+        req.sampler = "Euler".into();
+        req.schedule = "Normal".into();
+        req.width = opts.size as u32;
+        req.height = opts.size as u32;
+        let cancel = AtomicBool::new(false);
+        let r = time_runs(device, 1, || {
+            sumi_engine::pipeline::generate(&model, &req, &cancel, &mut |_| {})?;
+            Ok(())
+        })?;
+        push(
+            "generate",
+            r,
+            format!(
+                "whole {}-step Euler run with CFG 7 and decode, with previews",
+                opts.steps
+            ),
+        );
+    }
+    Ok(timings)
+}

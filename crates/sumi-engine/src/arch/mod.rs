@@ -1,0 +1,7 @@
+//! Network architectures, one per file, built from their configs: the denoising UNet, the VAE
+//! and the CLIP text encoder, and the interface every denoising network offers.
+
+pub mod clip;
+pub mod network;
+pub mod unet;
+pub mod vae;

@@ -1,0 +1,56 @@
+//! Multi-head attention with diffusers' projection names.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::kernels;
+
+/// Multi-head scaled dot-product attention over `[B, L, C]` inputs already projected.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    kernels::attention(q, k, v, heads)
+}
+
+/// diffusers' `Attention` with `to_q`/`to_k`/`to_v` (no bias unless asked) and `to_out.0`.
+#[derive(Debug)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// Loads an attention layer of width `dim` whose keys/values come from width `kv_dim`.
+    pub fn new(
+        dim: usize,
+        kv_dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let lin = |i, o, name: &str| {
+            if qkv_bias {
+                candle_nn::linear(i, o, vb.pp(name))
+            } else {
+                candle_nn::linear_no_bias(i, o, vb.pp(name))
+            }
+        };
+        Ok(Self {
+            to_q: lin(dim, dim, "to_q")?,
+            to_k: lin(kv_dim, dim, "to_k")?,
+            to_v: lin(kv_dim, dim, "to_v")?,
+            to_out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            heads,
+        })
+    }
+
+    /// Self-attention when `context` is `None`, cross-attention otherwise.
+    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let ctx = context.unwrap_or(xs);
+        let q = kernels::linear(&self.to_q, xs)?;
+        let k = kernels::linear(&self.to_k, ctx)?;
+        let v = kernels::linear(&self.to_v, ctx)?;
+        kernels::linear(&self.to_out, &attention(&q, &k, &v, self.heads)?)
+    }
+}

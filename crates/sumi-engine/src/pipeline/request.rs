@@ -1,0 +1,108 @@
+//! What a generation asks for, and the limits every field is checked against.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::model::ModelInfo;
+use crate::noise::NoiseSource;
+use crate::sampling::table::{parse_sampler, schedule_for};
+use crate::{Error, Result};
+
+/// Largest step count a request may ask for.
+pub const MAX_STEPS: u32 = 500;
+/// Largest width or height in pixels.
+pub const MAX_SIZE: u32 = 8192;
+/// Largest classifier-free guidance scale (A1111's slider stops at 30; larger only burns the image).
+pub const MAX_CFG: f64 = 100.0;
+
+/// Everything that decides the picture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Request {
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from (empty: none).
+    #[serde(default)]
+    pub negative_prompt: String,
+    /// Seed of the noise source.
+    #[ts(type = "number")]
+    pub seed: u64,
+    /// Sampler steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale (1 disables guidance).
+    pub cfg: f64,
+    /// Sampler name (A1111 display name or ComfyUI id).
+    pub sampler: String,
+    /// Schedule name.
+    pub schedule: String,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Where the noise comes from.
+    #[serde(default)]
+    pub noise: NoiseSource,
+}
+
+impl Request {
+    /// A request with the model's defaults for `prompt` and `seed`.
+    pub fn with_defaults(model: &ModelInfo, prompt: &str, seed: u64) -> Self {
+        let d = model.defaults();
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            seed,
+            steps: d.steps,
+            cfg: d.cfg,
+            sampler: d.sampler.into(),
+            schedule: d.schedule.into(),
+            width: d.size,
+            height: d.size,
+            noise: NoiseSource::default(),
+        }
+    }
+
+    /// Checks every field; the error says which one is wrong and what is allowed.
+    pub fn validate(&self, downscale: u32) -> Result<()> {
+        check_size("width", self.width, downscale)?;
+        check_size("height", self.height, downscale)?;
+        check_steps(self.steps)?;
+        check_cfg(self.cfg)?;
+        let (sampler, _) = parse_sampler(&self.sampler)?;
+        schedule_for(sampler, &self.schedule)?;
+        Ok(())
+    }
+}
+
+/// A width or height the model can make: a positive multiple of `downscale` up to [`MAX_SIZE`].
+pub fn check_size(name: &str, v: u32, downscale: u32) -> Result<()> {
+    if v == 0 || !v.is_multiple_of(downscale.max(1)) || v > MAX_SIZE {
+        return Err(Error::InvalidRequest(if downscale > 1 {
+            format!(
+                "{name} {v} must be a positive multiple of {downscale} no larger than {MAX_SIZE}"
+            )
+        } else {
+            format!("{name} {v} must be between 1 and {MAX_SIZE}")
+        }));
+    }
+    Ok(())
+}
+
+/// A step count from 1 to [`MAX_STEPS`].
+pub fn check_steps(steps: u32) -> Result<()> {
+    if steps == 0 || steps > MAX_STEPS {
+        return Err(Error::InvalidRequest(format!(
+            "steps {steps} must be between 1 and {MAX_STEPS}"
+        )));
+    }
+    Ok(())
+}
+
+/// A guidance scale from 0 to [`MAX_CFG`].
+pub fn check_cfg(cfg: f64) -> Result<()> {
+    if !cfg.is_finite() || !(0.0..=MAX_CFG).contains(&cfg) {
+        return Err(Error::InvalidRequest(format!(
+            "CFG scale {cfg} must be a number from 0 to {MAX_CFG}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Weight formats and where weights live: safetensors files read tensor by tensor, the files of
+//! a diffusers component folder, JSON configs, and single-file checkpoints in the original (LDM)
+//! layout with their name map.
+
+pub mod find;
+pub mod json;
+pub mod ldm;
+pub mod safetensors;
+
+pub use find::find_weights;
+pub use json::read_json;
+pub use safetensors::{var_builder, SafetensorsFiles};

@@ -1,0 +1,691 @@
+//! Reading safetensors weights tensor by tensor, with errors that name the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::{Error, Result};
+
+/// A `VarBuilder` over `files` that yields tensors in `dtype` on `device`.
+///
+/// Each tensor is read from its file with positioned reads into a buffer of its stored type and
+/// converted once; nothing is memory-mapped, so the file's pages do not stay resident next to the
+/// loaded weights.
+pub fn var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    let st = SafetensorsFiles::open(files)?;
+    Ok(VarBuilder::from_backend(
+        Box::new(st),
+        dtype,
+        device.clone(),
+    ))
+}
+
+/// Element types a safetensors header can name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StoredType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    U32,
+    U8,
+    /// A type Sumi cannot load (reading a tensor of this type is an error).
+    Other(String),
+}
+
+impl StoredType {
+    fn parse(s: &str) -> Self {
+        match s {
+            "F64" => Self::F64,
+            "F32" => Self::F32,
+            "F16" => Self::F16,
+            "BF16" => Self::BF16,
+            "I64" => Self::I64,
+            "U32" => Self::U32,
+            "U8" => Self::U8,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The candle type of the same values, when there is one.
+    fn dtype(&self) -> Option<DType> {
+        Some(match self {
+            Self::F64 => DType::F64,
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::BF16 => DType::BF16,
+            Self::I64 => DType::I64,
+            Self::U32 => DType::U32,
+            Self::U8 => DType::U8,
+            Self::Other(_) => return None,
+        })
+    }
+
+    /// Bytes per element, when known.
+    fn size(&self) -> Option<u64> {
+        Some(match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::U32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::U8 => 1,
+            Self::Other(_) => return None,
+        })
+    }
+}
+
+/// Where one tensor lives.
+#[derive(Clone, Debug)]
+struct Entry {
+    file: usize,
+    dtype: StoredType,
+    shape: Vec<usize>,
+    /// Absolute offset of the first byte in the file.
+    start: u64,
+    /// Length in bytes.
+    len: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// One or more safetensors files (e.g. the shards of one component), read tensor by tensor.
+///
+/// Headers are parsed and every tensor's offsets are checked against the file length when the
+/// files are opened, so a truncated file or a header that lies about sizes fails early with an
+/// error naming the file, and no allocation is larger than the data the file really holds.
+pub struct SafetensorsFiles {
+    files: Vec<(PathBuf, std::fs::File)>,
+    entries: HashMap<String, Entry>,
+    /// Serialises seek+read pairs where positioned reads are not available.
+    #[cfg(not(unix))]
+    seek_lock: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SafetensorsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFiles")
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            )
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl SafetensorsFiles {
+    /// Opens `paths` and parses their headers. A tensor name found in several files is taken
+    /// from the first one.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = HashMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            let (file, found) = read_header(path)?;
+            for (name, mut entry) in found {
+                entry.file = index;
+                entries.entry(name).or_insert(entry);
+            }
+            files.push((path.clone(), file));
+        }
+        Ok(Self {
+            files,
+            entries,
+            #[cfg(not(unix))]
+            seek_lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Names and stored shapes of all tensors.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.entries
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.shape.as_slice()))
+    }
+
+    /// The stored shape of `name`, if some file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Reads tensor `name` converted to `dtype` on `device`. On the CPU the tensor is read
+    /// straight into its final buffer (plus one buffer of the stored type when converting); a GPU
+    /// gets the stored values and converts them itself, which is far quicker than candle's
+    /// one-thread conversion on the CPU.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() }.bt())?;
+        match (device, entry.dtype.dtype()) {
+            (Device::Cpu, _) | (_, None) => self.load_cpu(name, entry, dtype)?.to_device(device),
+            (_, Some(stored)) => self
+                .load_cpu(name, entry, stored)?
+                .to_device(device)?
+                .to_dtype(dtype),
+        }
+    }
+
+    fn load_cpu(&self, name: &str, e: &Entry, dtype: DType) -> candle_core::Result<Tensor> {
+        use half::slice::HalfFloatSliceExt;
+        let shape = e.shape.as_slice();
+        let cpu = &Device::Cpu;
+        let t = match (&e.dtype, dtype) {
+            (StoredType::F16, DType::F32) => {
+                let h: Vec<half::f16> = self.read_vec(name, e)?;
+                let mut out = vec![0f32; h.len()];
+                h.convert_to_f32_slice(&mut out);
+                drop(h);
+                return Tensor::from_vec(out, shape, cpu);
+            }
+            (StoredType::BF16, DType::F32) => {
+                let h: Vec<half::bf16> = self.read_vec(name, e)?;
+                let mut out = vec![0f32; h.len()];
+                h.convert_to_f32_slice(&mut out);
+                drop(h);
+                return Tensor::from_vec(out, shape, cpu);
+            }
+            (StoredType::F32, _) => Tensor::from_vec(self.read_vec::<f32>(name, e)?, shape, cpu)?,
+            (StoredType::F16, _) => {
+                Tensor::from_vec(self.read_vec::<half::f16>(name, e)?, shape, cpu)?
+            }
+            (StoredType::BF16, _) => {
+                Tensor::from_vec(self.read_vec::<half::bf16>(name, e)?, shape, cpu)?
+            }
+            (StoredType::F64, _) => Tensor::from_vec(self.read_vec::<f64>(name, e)?, shape, cpu)?,
+            (StoredType::I64, _) => Tensor::from_vec(self.read_vec::<i64>(name, e)?, shape, cpu)?,
+            (StoredType::U32, _) => Tensor::from_vec(self.read_vec::<u32>(name, e)?, shape, cpu)?,
+            (StoredType::U8, _) => Tensor::from_vec(self.read_vec::<u8>(name, e)?, shape, cpu)?,
+            (StoredType::Other(t), _) => candle_core::bail!(
+                "tensor {name} in {} has element type {t}, which Sumi cannot load; \
+                 convert the file to F32, F16 or BF16 weights",
+                self.files[e.file].0.display()
+            ),
+        };
+        t.to_dtype(dtype)
+    }
+
+    /// Reads the bytes of `e` into a vector of its element type.
+    fn read_vec<T: bytemuck::Pod>(&self, name: &str, e: &Entry) -> candle_core::Result<Vec<T>> {
+        let n: usize = e.shape.iter().product();
+        // The header check guarantees len == n * size_of::<T>() and that the bytes are in the file.
+        debug_assert_eq!(e.len as usize, n * std::mem::size_of::<T>());
+        let mut v = vec![T::zeroed(); n];
+        let (path, file) = &self.files[e.file];
+        self.read_parallel(file, bytemuck::cast_slice_mut(&mut v), e.start)
+            .map_err(|err| {
+                candle_core::Error::Msg(format!(
+                    "reading tensor {name} from {} failed: {err}; the file may have been changed \
+                     or truncated while loading, check it and load the model again",
+                    path.display()
+                ))
+            })?;
+        if cfg!(target_endian = "big") {
+            // safetensors stores little-endian values.
+            let size = std::mem::size_of::<T>();
+            for c in bytemuck::cast_slice_mut::<T, u8>(&mut v).chunks_exact_mut(size) {
+                c.reverse();
+            }
+        }
+        Ok(v)
+    }
+
+    /// Fills `buf` from `offset`, large buffers in chunks on all compute threads: most of a
+    /// load is the kernel faulting in and zeroing fresh pages, which then runs on every core.
+    fn read_parallel(
+        &self,
+        file: &std::fs::File,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 4 << 20;
+        if buf.len() <= CHUNK {
+            return self.read_at(file, buf, offset);
+        }
+        buf.par_chunks_mut(CHUNK)
+            .enumerate()
+            .try_for_each(|(i, chunk)| self.read_at(file, chunk, offset + (i * CHUNK) as u64))
+    }
+
+    #[cfg(unix)]
+    fn read_at(&self, file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+
+    #[cfg(not(unix))]
+    fn read_at(&self, file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let _guard = self
+            .seek_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
+}
+
+impl SimpleBackend for SafetensorsFiles {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Some(stored) = self.shape(name) {
+            if stored != s.dims() {
+                return Err(candle_core::Error::UnexpectedShape {
+                    msg: format!("shape mismatch for {name}"),
+                    expected: s,
+                    got: stored.into(),
+                }
+                .bt());
+            }
+        }
+        self.load(name, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.load(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+}
+
+/// Opens `path`, checks and parses its header and checks every tensor's offsets and size.
+fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
+    use std::io::Read;
+    let header_len = check_header(path)?;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::model(path, e.to_string()))?;
+    let size = file.metadata()?.len();
+    // check_header bounded header_len by 100 MiB and by the file size.
+    let mut header = vec![0u8; header_len as usize];
+    {
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(8))?;
+    }
+    file.read_exact(&mut header)
+        .map_err(|e| Error::model(path, format!("cannot read the safetensors header: {e}")))?;
+    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| {
+            Error::model(
+                path,
+                format!("not a valid safetensors file (header is not a JSON object: {e})"),
+            )
+        })?;
+    let data_start = 8 + header_len;
+    let data_len = size - data_start;
+    let mut out = Vec::with_capacity(json.len());
+    for (name, value) in json {
+        if name == "__metadata__" {
+            continue;
+        }
+        let h: HeaderEntry = serde_json::from_value(value).map_err(|e| {
+            Error::model(
+                path,
+                format!("not a valid safetensors file (entry for tensor {name}: {e})"),
+            )
+        })?;
+        let [begin, end] = h.data_offsets;
+        if begin > end || end > data_len {
+            return Err(Error::model(
+                path,
+                format!(
+                    "truncated or corrupt safetensors file: tensor {name} has data offsets \
+                     [{begin}, {end}] but the file holds {data_len} bytes of tensor data; \
+                     download it again"
+                ),
+            ));
+        }
+        let dtype = StoredType::parse(&h.dtype);
+        if let Some(size) = dtype.size() {
+            let want = h
+                .shape
+                .iter()
+                .try_fold(size, |acc, &d| acc.checked_mul(d as u64));
+            if want != Some(end - begin) {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "corrupt safetensors header: tensor {name} has shape {:?} of {} but {} \
+                         bytes of data; download the file again",
+                        h.shape,
+                        h.dtype,
+                        end - begin
+                    ),
+                ));
+            }
+        }
+        out.push((
+            name,
+            Entry {
+                file: 0,
+                dtype,
+                shape: h.shape,
+                start: data_start + begin,
+                len: end - begin,
+            },
+        ));
+    }
+    Ok((file, out))
+}
+
+/// Cheap sanity check of a safetensors header, for clear messages on junk files; returns the
+/// header length.
+pub(crate) fn check_header(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::model(path, e.to_string()))?;
+    let size = f.metadata()?.len();
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return Err(Error::model(
+            path,
+            "file is too short to be safetensors (truncated or empty?)",
+        ));
+    }
+    let header_len = u64::from_le_bytes(len);
+    if header_len == 0 || header_len > 100 << 20 || header_len + 8 > size {
+        return Err(Error::model(
+            path,
+            "not a safetensors file (bad header length); the file may be truncated or in another format",
+        ));
+    }
+    let mut first = [0u8; 1];
+    f.read_exact(&mut first)?;
+    if first[0] != b'{' {
+        return Err(Error::model(
+            path,
+            "not a safetensors file (header is not JSON)",
+        ));
+    }
+    Ok(header_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(path: &Path, tensors: &[(&str, Tensor)]) {
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path).unwrap();
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn err_text(r: candle_core::Result<Tensor>) -> String {
+        match r {
+            Ok(t) => panic!("expected an error, got a tensor of shape {:?}", t.shape()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Values that are not exactly representable in f16/bf16, so conversions matter.
+    fn sample(shape: (usize, usize), seed: f32) -> Tensor {
+        let n = shape.0 * shape.1;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as f32 + seed) * 0.731).sin() * 3.7 + 1e-3 * i as f32)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn f32_f16_bf16_shards_load_to_candles_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = sample((3, 5), 0.0);
+        let b = sample((4, 7), 1.0).to_dtype(DType::F16).unwrap();
+        let c = sample((2, 9), 2.0).to_dtype(DType::BF16).unwrap();
+        let d = sample((1, 6), 3.0).to_dtype(DType::F16).unwrap();
+        let first = dir.path().join("one.safetensors");
+        let second = dir.path().join("two.safetensors");
+        save(&first, &[("a", a), ("b", b)]);
+        save(&second, &[("c", c), ("nested.d", d)]);
+        let files = vec![first.clone(), second.clone()];
+        let mut reference = candle_core::safetensors::load(&first, &Device::Cpu).unwrap();
+        reference.extend(candle_core::safetensors::load(&second, &Device::Cpu).unwrap());
+
+        let vb = var_builder(&files, DType::F32, &Device::Cpu).unwrap();
+        for (name, shape) in [
+            ("a", (3, 5)),
+            ("b", (4, 7)),
+            ("c", (2, 9)),
+            ("nested.d", (1, 6)),
+        ] {
+            let got = vb.get(shape, name).unwrap();
+            assert_eq!(got.dtype(), DType::F32, "{name}");
+            assert_eq!(got.dims(), &[shape.0, shape.1], "{name}");
+            let want = reference[name].to_dtype(DType::F32).unwrap();
+            assert_eq!(values(&got), values(&want), "{name}");
+        }
+        assert_eq!(values(&vb.pp("nested").get((1, 6), "d").unwrap()), {
+            values(&reference["nested.d"].to_dtype(DType::F32).unwrap())
+        });
+
+        // Other target types go through candle's conversion from the stored type.
+        let vb16 = var_builder(&files, DType::F16, &Device::Cpu).unwrap();
+        for (name, shape) in [("a", (3, 5)), ("b", (4, 7)), ("c", (2, 9))] {
+            let got = vb16.get(shape, name).unwrap();
+            assert_eq!(got.dtype(), DType::F16);
+            let want = reference[name].to_dtype(DType::F16).unwrap();
+            assert_eq!(
+                values(&got.to_dtype(DType::F32).unwrap()),
+                values(&want.to_dtype(DType::F32).unwrap()),
+                "{name}"
+            );
+        }
+        let bf = SafetensorsFiles::open(&files).unwrap();
+        let got = bf.load("b", DType::BF16, &Device::Cpu).unwrap();
+        let want = reference["b"].to_dtype(DType::BF16).unwrap();
+        assert_eq!(
+            values(&got.to_dtype(DType::F32).unwrap()),
+            values(&want.to_dtype(DType::F32).unwrap())
+        );
+    }
+
+    #[test]
+    fn same_values_as_candles_mmap_builder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let w = sample((8, 3), 5.0).to_dtype(DType::F16).unwrap();
+        let v = sample((2, 2), 6.0);
+        save(&path, &[("w", w), ("v", v)]);
+        let files = vec![path];
+        let ours = var_builder(&files, DType::F32, &Device::Cpu).unwrap();
+        // SAFETY: the temp file is not modified while mapped.
+        let theirs =
+            unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
+                .unwrap();
+        for (name, shape) in [("w", (8, 3)), ("v", (2, 2))] {
+            assert_eq!(
+                values(&ours.get(shape, name).unwrap()),
+                values(&theirs.get(shape, name).unwrap()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_tensor_and_wrong_shape_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        save(&path, &[("w", sample((4, 6), 0.0))]);
+        let vb = var_builder(&[path], DType::F32, &Device::Cpu).unwrap();
+        assert!(vb.contains_tensor("w"));
+        assert!(!vb.contains_tensor("absent.weight"));
+        let e = err_text(vb.get((4, 6), "absent.weight"));
+        assert!(e.contains("absent.weight"), "{e}");
+        let e = err_text(vb.get((6, 4), "w"));
+        assert!(e.contains("shape mismatch for w"), "{e}");
+        assert!(e.contains("[6, 4]") && e.contains("[4, 6]"), "{e}");
+        let e = err_text(vb.get(24, "w"));
+        assert!(e.contains("shape mismatch for w"), "{e}");
+        // The right shape still loads after the errors.
+        assert_eq!(vb.get((4, 6), "w").unwrap().dims(), &[4, 6]);
+    }
+
+    fn open_err(path: &Path) -> String {
+        match SafetensorsFiles::open(&[path.to_path_buf()]) {
+            Ok(f) => panic!("expected an error for {}, got {f:?}", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn raw_file(path: &Path, header: &str, data: &[u8]) {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(data);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn truncated_and_lying_files_are_named_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.safetensors");
+        save(
+            &full,
+            &[("a", sample((16, 16), 0.0)), ("b", sample((16, 16), 1.0))],
+        );
+        let bytes = std::fs::read(&full).unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+        let e = open_err(&cut);
+        assert!(
+            e.contains("cut.safetensors") && e.contains("truncated"),
+            "{e}"
+        );
+        // Cut inside the header.
+        let stub = dir.path().join("stub.safetensors");
+        std::fs::write(&stub, &bytes[..20]).unwrap();
+        let e = open_err(&stub);
+        assert!(
+            e.contains("stub.safetensors") && e.contains("header"),
+            "{e}"
+        );
+        // Too short for the length prefix.
+        let tiny = dir.path().join("tiny.safetensors");
+        std::fs::write(&tiny, [1u8, 2, 3]).unwrap();
+        let e = open_err(&tiny);
+        assert!(e.contains("too short"), "{e}");
+
+        // Offsets far past the end: refused before any allocation of that size.
+        let lies = dir.path().join("lies.safetensors");
+        raw_file(
+            &lies,
+            r#"{"x":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}}"#,
+            &[0u8; 16],
+        );
+        let e = open_err(&lies);
+        assert!(e.contains("lies.safetensors") && e.contains("x"), "{e}");
+        // Offsets in range but the shape needs more bytes than the entry has.
+        let shape = dir.path().join("shape.safetensors");
+        raw_file(
+            &shape,
+            r#"{"y":{"dtype":"F32","shape":[4,4],"data_offsets":[0,8]}}"#,
+            &[0u8; 8],
+        );
+        let e = open_err(&shape);
+        assert!(e.contains("shape.safetensors") && e.contains("y"), "{e}");
+        // A shape whose byte size overflows u64.
+        let overflow = dir.path().join("overflow.safetensors");
+        raw_file(
+            &overflow,
+            r#"{"z":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}}"#,
+            &[0u8; 8],
+        );
+        let e = open_err(&overflow);
+        assert!(e.contains("overflow.safetensors") && e.contains("z"), "{e}");
+        // Reversed offsets.
+        let reversed = dir.path().join("reversed.safetensors");
+        raw_file(
+            &reversed,
+            r#"{"r":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}}"#,
+            &[0u8; 8],
+        );
+        let e = open_err(&reversed);
+        assert!(e.contains("reversed.safetensors"), "{e}");
+        // Header that is not a tensor table.
+        let junk = dir.path().join("junk.safetensors");
+        raw_file(&junk, r#"{"q":{"dtype":"F32"}}"#, &[]);
+        let e = open_err(&junk);
+        assert!(e.contains("junk.safetensors") && e.contains("q"), "{e}");
+        // Metadata is allowed; an unsupported element type only fails when that tensor is read.
+        let meta = dir.path().join("meta.safetensors");
+        raw_file(
+            &meta,
+            r#"{"__metadata__":{"format":"pt"},"k":{"dtype":"F8_E5M2","shape":[2],"data_offsets":[0,2]},"f":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
+            &[0, 0, 0, 0, 0x80, 0x3f],
+        );
+        let st = SafetensorsFiles::open(&[meta]).unwrap();
+        let f = st.load("f", DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(values(&f), vec![1.0]);
+        let e = err_text(st.load("k", DType::F32, &Device::Cpu));
+        assert!(e.contains("F8_E5M2") && e.contains("k"), "{e}");
+    }
+
+    #[test]
+    fn file_shrinking_after_open_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        save(&path, &[("w", sample((64, 64), 0.0))]);
+        let st = SafetensorsFiles::open(std::slice::from_ref(&path)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = err_text(st.load("w", DType::F32, &Device::Cpu));
+        assert!(
+            e.contains("w.safetensors") && e.contains("reading tensor w"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn large_tensors_read_in_parallel_chunks_keep_their_values() {
+        // 1.5M floats (6 MiB, two read chunks, the last one partial) as f32 and as f16 (3 MiB,
+        // one read), next to a small tensor so the large one starts at an unaligned offset.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let big = sample((1000, 1500), 0.5);
+        let half = sample((1500, 1000), 1.5).to_dtype(DType::F16).unwrap();
+        save(
+            &path,
+            &[
+                ("a", sample((1, 3), 0.0)),
+                ("big", big.clone()),
+                ("half", half.clone()),
+            ],
+        );
+        let st = SafetensorsFiles::open(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(
+            values(&st.load("big", DType::F32, &Device::Cpu).unwrap()),
+            values(&big)
+        );
+        let got = st.load("half", DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(values(&got), values(&half.to_dtype(DType::F32).unwrap()));
+
+        // A file cut inside the second chunk is still a named error.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = err_text(st.load("big", DType::F32, &Device::Cpu));
+        assert!(e.contains("reading tensor big"), "{e}");
+    }
+}

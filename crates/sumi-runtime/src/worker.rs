@@ -1,0 +1,590 @@
+//! The generation worker: one thread that owns the loaded model and runs a queue of tasks.
+//!
+//! Commands only validate and enqueue; everything slow (loading a model, sampling, saving)
+//! happens here, and progress goes out through a [`Sink`].
+
+use std::collections::VecDeque;
+use std::io::Cursor as IoCursor;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+use sumi_engine::{Event, Model, Request};
+use sumi_gallery::{ComparisonSlot, Gallery};
+use ts_rs::TS;
+
+use crate::record;
+
+/// What the worker reports; sent to the page as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum WorkerEvent {
+    /// The pending list or the running task changed.
+    Queue {
+        /// Running task first (if any), then the pending ones in order.
+        items: Vec<QueueItem>,
+    },
+    /// A model started loading.
+    ModelLoading {
+        /// Its folder.
+        path: String,
+    },
+    /// Loading reached a new stage.
+    ModelProgress {
+        /// "config", "text encoder", "UNet" or "VAE".
+        stage: String,
+        /// Share of the weights read so far, 0 to 100.
+        percent: u32,
+    },
+    /// A model is ready.
+    ModelLoaded {
+        /// What it is and its defaults.
+        model: ModelView,
+    },
+    /// Loading failed; the previous model (if any) is gone.
+    ModelFailed {
+        /// Why, in words.
+        message: String,
+    },
+    /// A job started sampling.
+    Started {
+        /// The job.
+        #[ts(type = "number")]
+        job: u64,
+        /// Seed in use.
+        #[ts(type = "number")]
+        seed: u64,
+        /// Steps it will take.
+        #[ts(type = "number")]
+        total: usize,
+    },
+    /// A step finished; its preview follows as raw bytes.
+    Step {
+        /// The job.
+        #[ts(type = "number")]
+        job: u64,
+        /// Zero-based step.
+        #[ts(type = "number")]
+        index: usize,
+        /// Steps in the run.
+        #[ts(type = "number")]
+        total: usize,
+        /// Steps per second so far.
+        it_per_sec: f64,
+        /// Estimated seconds left.
+        eta_secs: f64,
+    },
+    /// The image is saved in the gallery.
+    Finished {
+        /// The job.
+        #[ts(type = "number")]
+        job: u64,
+        /// Gallery id of the new image.
+        #[ts(type = "number")]
+        id: i64,
+        /// Seed used.
+        #[ts(type = "number")]
+        seed: u64,
+        /// Wall time in milliseconds.
+        #[ts(type = "number")]
+        elapsed_ms: u64,
+        /// Comparison group, when the job was part of one.
+        #[ts(type = "number | null")]
+        group: Option<i64>,
+    },
+    /// The job was cancelled.
+    Cancelled {
+        /// The job.
+        #[ts(type = "number")]
+        job: u64,
+    },
+    /// The job failed.
+    Failed {
+        /// The job.
+        #[ts(type = "number")]
+        job: u64,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+/// A model load that is waiting or running, as the page sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadingView {
+    /// The folder or file being loaded.
+    pub path: String,
+    /// The stage it reached ("config", "text encoder", "UNet", "VAE"); none before it starts.
+    pub stage: Option<String>,
+    /// Share of the weights read so far, 0 to 100.
+    pub percent: u32,
+}
+
+/// A model as the page sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelView {
+    /// Display name.
+    pub name: String,
+    /// A1111's short hash, for a single-file checkpoint.
+    pub hash: Option<String>,
+    /// Folder.
+    pub path: String,
+    /// `sd1`, `sd2` or `sdxl`.
+    pub family: String,
+    /// Human-readable family.
+    pub family_name: String,
+    /// Few-step distilled model.
+    pub turbo: bool,
+    /// Sizes must be multiples of this.
+    pub downscale: u32,
+    /// Default steps.
+    pub steps: u32,
+    /// Default CFG.
+    pub cfg: f64,
+    /// Default sampler.
+    pub sampler: String,
+    /// Default schedule.
+    pub schedule: String,
+    /// Default width and height.
+    pub size: u32,
+}
+
+impl ModelView {
+    fn of(m: &Model) -> Self {
+        let d = m.info.defaults();
+        let family = serde_json::to_value(m.info.family)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Self {
+            name: m.info.name.clone(),
+            hash: m.info.hash.clone(),
+            path: m.info.path.display().to_string(),
+            family,
+            family_name: m.info.family.display_name().to_string(),
+            turbo: m.info.turbo,
+            downscale: m.info.downscale,
+            steps: d.steps,
+            cfg: d.cfg,
+            sampler: d.sampler.to_string(),
+            schedule: d.schedule.to_string(),
+            size: d.size,
+        }
+    }
+}
+
+/// One entry of the visible queue.
+#[derive(Debug, Clone, Serialize, PartialEq, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueItem {
+    /// Job id.
+    #[ts(type = "number")]
+    pub job: u64,
+    /// Prompt (or the model path for a load).
+    pub prompt: String,
+    /// Seed.
+    #[ts(type = "number")]
+    pub seed: u64,
+    /// Sampler.
+    pub sampler: String,
+    /// Schedule.
+    pub schedule: String,
+    /// Steps.
+    pub steps: u32,
+    /// Comparison group, if any.
+    #[ts(type = "number | null")]
+    pub group: Option<i64>,
+    /// Whether it is running now.
+    pub running: bool,
+}
+
+/// Where the worker's reports go (the Tauri channels in the app, a recorder in tests).
+pub trait Sink: Send + Sync + 'static {
+    /// A progress event.
+    fn event(&self, event: WorkerEvent);
+    /// A step's preview as PNG bytes.
+    fn preview(&self, job: u64, step: usize, png: Vec<u8>);
+}
+
+/// A generation to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// What to generate.
+    pub request: Request,
+    /// Slot in a comparison group.
+    pub comparison: Option<ComparisonSlot>,
+    /// The model to run it on, loaded first when another one is loaded (a re-run on the model
+    /// that made an image); `None` runs on the loaded model.
+    pub model: Option<PathBuf>,
+}
+
+enum Task {
+    Load(PathBuf),
+    Generate(u64, Job),
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Task>,
+    running: Option<QueueItem>,
+    model: Option<ModelView>,
+    /// The load the worker is running now.
+    load: Option<LoadingView>,
+    /// Why the last load failed, until another one starts.
+    load_error: Option<String>,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    cancel: AtomicBool,
+    gallery: Arc<Mutex<Gallery>>,
+    sink: Arc<dyn Sink>,
+}
+
+/// Handle to the worker thread.
+pub struct Worker {
+    shared: Arc<Shared>,
+    next_job: AtomicU64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn item(job: u64, j: &Job, running: bool) -> QueueItem {
+    QueueItem {
+        job,
+        prompt: j.request.prompt.clone(),
+        seed: j.request.seed,
+        sampler: j.request.sampler.clone(),
+        schedule: j.request.schedule.clone(),
+        steps: j.request.steps,
+        group: j.comparison.map(|c| c.group),
+        running,
+    }
+}
+
+impl Worker {
+    /// Starts the worker thread; it saves finished images into `gallery`.
+    pub fn start(gallery: Arc<Mutex<Gallery>>, sink: Arc<dyn Sink>) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            cancel: AtomicBool::new(false),
+            gallery,
+            sink,
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sumi-worker".into())
+            .spawn(move || run(&s))
+            .expect("spawning the worker thread");
+        Self {
+            shared,
+            next_job: AtomicU64::new(1),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a model load ahead of pending generations.
+    pub fn load(&self, path: PathBuf) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.pending.push_front(Task::Load(path));
+        self.shared.wake.notify_all();
+    }
+
+    /// Queues a generation; returns its job id.
+    pub fn enqueue(&self, job: Job) -> u64 {
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            st.pending.push_back(Task::Generate(id, job));
+            self.shared.wake.notify_all();
+        }
+        self.publish_queue();
+        id
+    }
+
+    /// Asks the running job to stop at its next step.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops every pending generation (not the running one); returns how many.
+    pub fn clear(&self) -> usize {
+        let removed = {
+            let mut st = self.shared.state.lock().unwrap();
+            let before = st.pending.len();
+            st.pending.retain(|t| matches!(t, Task::Load(_)));
+            before - st.pending.len()
+        };
+        self.publish_queue();
+        removed
+    }
+
+    /// The running job and the pending ones.
+    pub fn queue(&self) -> Vec<QueueItem> {
+        queue_items(&self.shared.state.lock().unwrap())
+    }
+
+    /// The loaded model, if any.
+    pub fn model(&self) -> Option<ModelView> {
+        self.shared.state.lock().unwrap().model.clone()
+    }
+
+    /// The model load that is running (with its stage) or waiting next, if any.
+    pub fn loading(&self) -> Option<LoadingView> {
+        let st = self.shared.state.lock().unwrap();
+        st.load.clone().or_else(|| {
+            st.pending.iter().find_map(|t| match t {
+                Task::Load(p) => Some(LoadingView {
+                    path: p.display().to_string(),
+                    stage: None,
+                    percent: 0,
+                }),
+                Task::Generate(..) => None,
+            })
+        })
+    }
+
+    /// Why the last model load failed, if it did and no other load started since.
+    pub fn load_error(&self) -> Option<String> {
+        self.shared.state.lock().unwrap().load_error.clone()
+    }
+
+    /// Records a load that failed before it reached the worker (a name that is no model), so
+    /// the page shows why nothing is loaded.
+    pub fn fail_load(&self, message: String) {
+        self.shared.state.lock().unwrap().load_error = Some(message.clone());
+        self.shared.sink.event(WorkerEvent::ModelFailed { message });
+    }
+
+    fn publish_queue(&self) {
+        let items = self.queue();
+        self.shared.sink.event(WorkerEvent::Queue { items });
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().stop = true;
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn queue_items(st: &State) -> Vec<QueueItem> {
+    st.running
+        .iter()
+        .cloned()
+        .chain(st.pending.iter().filter_map(|t| match t {
+            Task::Generate(id, j) => Some(item(*id, j, false)),
+            Task::Load(_) => None,
+        }))
+        .collect()
+}
+
+fn run(shared: &Shared) {
+    let mut model: Option<Model> = None;
+    loop {
+        let task = {
+            let mut st = shared.state.lock().unwrap();
+            loop {
+                if st.stop {
+                    return;
+                }
+                if let Some(t) = st.pending.pop_front() {
+                    if let Task::Generate(id, j) = &t {
+                        st.running = Some(item(*id, j, true));
+                    }
+                    break t;
+                }
+                st = shared.wake.wait(st).unwrap();
+            }
+        };
+        match task {
+            Task::Load(path) => load_task(shared, &mut model, &path),
+            Task::Generate(id, job) => {
+                let items = queue_items(&shared.state.lock().unwrap());
+                shared.sink.event(WorkerEvent::Queue { items });
+                if let Some(path) = &job.model {
+                    if !model
+                        .as_ref()
+                        .is_some_and(|m| same_path(&m.info.path, path))
+                    {
+                        load_task(shared, &mut model, path);
+                    }
+                }
+                let event = match &model {
+                    Some(m) => generate(shared, m, id, &job),
+                    None => WorkerEvent::Failed {
+                        job: id,
+                        message: "No model is loaded: choose a model first.".into(),
+                    },
+                };
+                shared.sink.event(event);
+                let items = {
+                    let mut st = shared.state.lock().unwrap();
+                    st.running = None;
+                    queue_items(&st)
+                };
+                shared.sink.event(WorkerEvent::Queue { items });
+            }
+        }
+    }
+}
+
+/// Whether two paths name the same file or folder.
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Replaces the loaded model with the one at `path`, reporting the load as it goes.
+fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path) {
+    let shown = path.display().to_string();
+    {
+        let mut st = shared.state.lock().unwrap();
+        st.load = Some(LoadingView {
+            path: shown.clone(),
+            stage: None,
+            percent: 0,
+        });
+        st.load_error = None;
+    }
+    shared.sink.event(WorkerEvent::ModelLoading { path: shown });
+    *model = None; // free the old weights before reading new ones
+    sumi_engine::alloc::release_free();
+    let loaded = load(path, shared);
+    let mut st = shared.state.lock().unwrap();
+    st.load = None;
+    match loaded {
+        Ok(m) => {
+            let view = ModelView::of(&m);
+            st.model = Some(view.clone());
+            *model = Some(m);
+            drop(st);
+            shared.sink.event(WorkerEvent::ModelLoaded { model: view });
+        }
+        Err(message) => {
+            st.model = None;
+            st.load_error = Some(message.clone());
+            drop(st);
+            shared.sink.event(WorkerEvent::ModelFailed { message });
+        }
+    }
+}
+
+fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
+    let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
+    let dtype = sumi_engine::device::default_dtype(&device);
+    let mut progress = |stage: sumi_engine::model::LoadStage| {
+        let percent = (stage.fraction * 100.0).round().clamp(0.0, 100.0) as u32;
+        if let Some(l) = shared.state.lock().unwrap().load.as_mut() {
+            l.stage = Some(stage.name.to_string());
+            l.percent = percent;
+        }
+        shared.sink.event(WorkerEvent::ModelProgress {
+            stage: stage.name.to_string(),
+            percent,
+        })
+    };
+    let home = shared.gallery.lock().unwrap().home().to_path_buf();
+    crate::load::load_model(
+        path,
+        Default::default(),
+        &device,
+        dtype,
+        &home,
+        &mut progress,
+    )
+    .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
+}
+
+/// Encodes an RGB image as PNG bytes.
+pub fn png_bytes(img: &RgbImage) -> Vec<u8> {
+    let mut out = IoCursor::new(Vec::new());
+    // Writing PNG into memory cannot fail for a valid RGB buffer.
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding into memory");
+    out.into_inner()
+}
+
+fn generate(shared: &Shared, model: &Model, job: u64, spec: &Job) -> WorkerEvent {
+    shared.cancel.store(false, Ordering::SeqCst);
+    let req = &spec.request;
+    if let Err(e) = req.validate(model.info.downscale) {
+        return WorkerEvent::Failed {
+            job,
+            message: e.to_string(),
+        };
+    }
+    let started = Instant::now();
+    let sink = &shared.sink;
+    let result = sumi_engine::generate(model, req, &shared.cancel, &mut |event| match event {
+        Event::Started { total, seed } => sink.event(WorkerEvent::Started { job, seed, total }),
+        Event::Step {
+            index,
+            total,
+            elapsed,
+            preview,
+            ..
+        } => {
+            let secs = elapsed.as_secs_f64().max(1e-6);
+            let it_per_sec = (index + 1) as f64 / secs;
+            let eta_secs = (total - index - 1) as f64 / it_per_sec;
+            sink.event(WorkerEvent::Step {
+                job,
+                index,
+                total,
+                it_per_sec,
+                eta_secs,
+            });
+            if let Some(p) = preview {
+                sink.preview(job, index, png_bytes(&p));
+            }
+        }
+        _ => {}
+    });
+    match result {
+        Ok(image) => {
+            let elapsed = started.elapsed();
+            let params = record::params(req, model);
+            let meta = record::meta(model, elapsed, spec.comparison);
+            let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
+            match saved {
+                Ok(g) => WorkerEvent::Finished {
+                    job,
+                    id: g.id,
+                    seed: req.seed,
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    group: spec.comparison.map(|c| c.group),
+                },
+                Err(e) => WorkerEvent::Failed {
+                    job,
+                    message: format!("The image was made but could not be saved: {e}"),
+                },
+            }
+        }
+        Err(sumi_engine::Error::Cancelled) => WorkerEvent::Cancelled { job },
+        Err(e) => WorkerEvent::Failed {
+            job,
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

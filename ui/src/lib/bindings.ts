@@ -1,0 +1,493 @@
+// Generated from the Rust types by ts-rs: do not edit. To regenerate:
+// SUMI_BLESS=1 cargo test -p sumi-app bindings
+
+export type Request = { 
+/**
+ * What to draw.
+ */
+prompt: string, 
+/**
+ * What to steer away from (empty: none).
+ */
+negative_prompt: string, 
+/**
+ * Seed of the noise source.
+ */
+seed: number, 
+/**
+ * Sampler steps.
+ */
+steps: number, 
+/**
+ * Classifier-free guidance scale (1 disables guidance).
+ */
+cfg: number, 
+/**
+ * Sampler name (A1111 display name or ComfyUI id).
+ */
+sampler: string, 
+/**
+ * Schedule name.
+ */
+schedule: string, 
+/**
+ * Image width in pixels.
+ */
+width: number, 
+/**
+ * Image height in pixels.
+ */
+height: number, 
+/**
+ * Where the noise comes from.
+ */
+noise: NoiseSource, };
+
+export type NoiseSource = "cpu";
+
+export type GenerateForm = { 
+/**
+ * The request; its seed counts only when `random_seed` is false.
+ */
+request: Request, 
+/**
+ * Draw a random seed instead of the request's.
+ */
+randomSeed: boolean, 
+/**
+ * How many images; their seeds count up from the first.
+ */
+batch: number, };
+
+export type Variant = { 
+/**
+ * Sampler name.
+ */
+sampler: string, 
+/**
+ * Schedule name.
+ */
+schedule: string, 
+/**
+ * Steps, when this cell changes them.
+ */
+steps: number | null, 
+/**
+ * CFG scale, when this cell changes it.
+ */
+cfg: number | null, };
+
+export type Queued = { job: number, seed: number, 
+/**
+ * What the page should know about the job before it runs: the model a re-run loads, or
+ * why its pixels will differ.
+ */
+note?: string, };
+
+export type Comparison = { group: number, jobs: Array<Queued>, };
+
+export type Tables = { 
+/**
+ * Samplers in the engine's order.
+ */
+samplers: Array<SamplerView>, 
+/**
+ * Schedule names in the engine's order.
+ */
+schedules: Array<string>, 
+/**
+ * The limits every request keeps.
+ */
+limits: Limits, };
+
+export type SamplerView = { 
+/**
+ * A1111's display name.
+ */
+name: string, 
+/**
+ * ComfyUI's id.
+ */
+id: string, 
+/**
+ * Model calls per step.
+ */
+evals: number, 
+/**
+ * Whether it draws fresh noise at each step.
+ */
+stochastic: boolean, };
+
+export type Limits = { 
+/**
+ * Largest step count.
+ */
+maxSteps: number, 
+/**
+ * Largest width or height in pixels.
+ */
+maxSize: number, 
+/**
+ * Largest CFG scale.
+ */
+maxCfg: number, 
+/**
+ * Most images in one comparison.
+ */
+maxCompareCells: number, 
+/**
+ * Most images one press of Generate queues.
+ */
+maxBatch: number, };
+
+export type WorkerEvent = { "kind": "queue", 
+/**
+ * Running task first (if any), then the pending ones in order.
+ */
+items: Array<QueueItem>, } | { "kind": "modelLoading", 
+/**
+ * Its folder.
+ */
+path: string, } | { "kind": "modelProgress", 
+/**
+ * "config", "text encoder", "UNet" or "VAE".
+ */
+stage: string, 
+/**
+ * Share of the weights read so far, 0 to 100.
+ */
+percent: number, } | { "kind": "modelLoaded", 
+/**
+ * What it is and its defaults.
+ */
+model: ModelView, } | { "kind": "modelFailed", 
+/**
+ * Why, in words.
+ */
+message: string, } | { "kind": "started", 
+/**
+ * The job.
+ */
+job: number, 
+/**
+ * Seed in use.
+ */
+seed: number, 
+/**
+ * Steps it will take.
+ */
+total: number, } | { "kind": "step", 
+/**
+ * The job.
+ */
+job: number, 
+/**
+ * Zero-based step.
+ */
+index: number, 
+/**
+ * Steps in the run.
+ */
+total: number, 
+/**
+ * Steps per second so far.
+ */
+itPerSec: number, 
+/**
+ * Estimated seconds left.
+ */
+etaSecs: number, } | { "kind": "finished", 
+/**
+ * The job.
+ */
+job: number, 
+/**
+ * Gallery id of the new image.
+ */
+id: number, 
+/**
+ * Seed used.
+ */
+seed: number, 
+/**
+ * Wall time in milliseconds.
+ */
+elapsedMs: number, 
+/**
+ * Comparison group, when the job was part of one.
+ */
+group: number | null, } | { "kind": "cancelled", 
+/**
+ * The job.
+ */
+job: number, } | { "kind": "failed", 
+/**
+ * The job.
+ */
+job: number, 
+/**
+ * Why, in words.
+ */
+message: string, };
+
+export type QueueItem = { 
+/**
+ * Job id.
+ */
+job: number, 
+/**
+ * Prompt (or the model path for a load).
+ */
+prompt: string, 
+/**
+ * Seed.
+ */
+seed: number, 
+/**
+ * Sampler.
+ */
+sampler: string, 
+/**
+ * Schedule.
+ */
+schedule: string, 
+/**
+ * Steps.
+ */
+steps: number, 
+/**
+ * Comparison group, if any.
+ */
+group: number | null, 
+/**
+ * Whether it is running now.
+ */
+running: boolean, };
+
+export type ModelView = { 
+/**
+ * Display name.
+ */
+name: string, 
+/**
+ * A1111's short hash, for a single-file checkpoint.
+ */
+hash: string | null, 
+/**
+ * Folder.
+ */
+path: string, 
+/**
+ * `sd1`, `sd2` or `sdxl`.
+ */
+family: string, 
+/**
+ * Human-readable family.
+ */
+familyName: string, 
+/**
+ * Few-step distilled model.
+ */
+turbo: boolean, 
+/**
+ * Sizes must be multiples of this.
+ */
+downscale: number, 
+/**
+ * Default steps.
+ */
+steps: number, 
+/**
+ * Default CFG.
+ */
+cfg: number, 
+/**
+ * Default sampler.
+ */
+sampler: string, 
+/**
+ * Default schedule.
+ */
+schedule: string, 
+/**
+ * Default width and height.
+ */
+size: number, };
+
+export type LoadingView = { 
+/**
+ * The folder or file being loaded.
+ */
+path: string, 
+/**
+ * The stage it reached ("config", "text encoder", "UNet", "VAE"); none before it starts.
+ */
+stage: string | null, 
+/**
+ * Share of the weights read so far, 0 to 100.
+ */
+percent: number, };
+
+export type ModelEntry = { 
+/**
+ * Display name.
+ */
+name: string, 
+/**
+ * File or folder to load.
+ */
+path: string, 
+/**
+ * Family in words, when known.
+ */
+family: string | null, 
+/**
+ * Bytes on disk.
+ */
+size: number, 
+/**
+ * Where it came from: built-in, folder, a1111, comfyui, hf-cache or added.
+ */
+source: string, 
+/**
+ * Why it cannot be loaded, if it cannot.
+ */
+unusable: string | null, };
+
+export type ModelsView = { current: ModelView | null, loading: LoadingView | null, 
+/**
+ * Why the last load failed, if it did.
+ */
+error: string | null, known: Array<string>, available: Array<ModelEntry>, };
+
+export type Generation = { 
+/**
+ * Row id, unique within this gallery.
+ */
+id: number, 
+/**
+ * The request that made the image.
+ */
+params: GenerationParams, 
+/**
+ * How it ran.
+ */
+meta: GenerationMeta, 
+/**
+ * When it was made, in milliseconds since the Unix epoch.
+ */
+created_at: number, 
+/**
+ * Whether the user marked it as a favourite.
+ */
+favourite: boolean, 
+/**
+ * File name of the PNG inside the gallery's `images/` folder.
+ */
+image_file: string, 
+/**
+ * File name of the thumbnail inside the gallery's `thumbs/` folder.
+ */
+thumb_file: string, };
+
+export type GenerationParams = { 
+/**
+ * The positive prompt.
+ */
+prompt: string, 
+/**
+ * The negative prompt (empty when none).
+ */
+negative_prompt: string, 
+/**
+ * The noise seed.
+ */
+seed: number, 
+/**
+ * Number of sampling steps.
+ */
+steps: number, 
+/**
+ * Classifier-free guidance scale.
+ */
+cfg: number, 
+/**
+ * Sampler, by its A1111 display name (e.g. "DPM++ 2M").
+ */
+sampler: string, 
+/**
+ * Schedule type, by its A1111 display name (e.g. "Karras").
+ */
+schedule: string, 
+/**
+ * Image width in pixels.
+ */
+width: number, 
+/**
+ * Image height in pixels.
+ */
+height: number, 
+/**
+ * Model name as shown to the user.
+ */
+model_name: string, 
+/**
+ * A1111 short model hash: the first 10 hex digits of the checkpoint's SHA-256.
+ */
+model_hash: string | null, 
+/**
+ * Which noise source made the initial noise (e.g. "cpu").
+ */
+noise_source: string, };
+
+export type GenerationMeta = { 
+/**
+ * Version of the engine that made the image.
+ */
+engine_version: string, 
+/**
+ * Device it ran on (e.g. "cpu", "cuda:0").
+ */
+device: string, 
+/**
+ * Tensor data type it ran in (e.g. "f32").
+ */
+dtype: string, 
+/**
+ * Wall time of the generation in milliseconds.
+ */
+duration_ms: number, 
+/**
+ * Side-by-side comparison this image belongs to, if any.
+ */
+comparison: ComparisonSlot | null, };
+
+export type ComparisonSlot = { 
+/**
+ * The group id (from `Gallery::new_comparison_group` or chosen by the caller).
+ */
+group: number, 
+/**
+ * Position within the group, ascending.
+ */
+position: number, };
+
+export type Cursor = { 
+/**
+ * `created_at` of the last item of the previous page.
+ */
+created_at: number, 
+/**
+ * `id` of the last item of the previous page.
+ */
+id: number, };
+
+export type Page = { 
+/**
+ * The generations, newest first.
+ */
+items: Array<Generation>, 
+/**
+ * Cursor for the following page, if there may be one.
+ */
+next: Cursor | null, };
