@@ -374,7 +374,10 @@ impl Pass<'_> {
             to = dir.join(format!("{n}-{name}"));
             n += 1;
         }
-        fs::rename(from, &to).map_err(io_err("cannot move aside", from))?;
+        match fs::rename(from, &to) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            moved => moved.map_err(io_err("cannot move aside", from))?,
+        }
         tracing::warn!(file = %name, moved_to = %to.display(), "image without gallery entry moved aside");
         self.report.moved_aside.push(to);
         Ok(true)
