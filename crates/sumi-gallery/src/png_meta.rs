@@ -66,8 +66,8 @@ pub fn read_text_chunks<R: Read + Seek>(mut r: R) -> Result<Vec<TextChunk>, PngM
     let end = r.seek(SeekFrom::End(0))?;
     r.seek(SeekFrom::Start(start))?;
     let mut sig = [0u8; 8];
-    read_exact(&mut r, &mut sig)?;
-    if sig != SIGNATURE {
+    // A file shorter than the signature (e.g. empty) is no PNG, rather than a truncated one.
+    if matches!(read_exact(&mut r, &mut sig), Err(PngMetaError::Truncated)) || sig != SIGNATURE {
         return Err(PngMetaError::NotPng);
     }
     let mut out = Vec::new();
