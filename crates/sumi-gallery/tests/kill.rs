@@ -4,8 +4,9 @@
 //! the repair must have finished everything the child left: no temp file, no journal entry, no
 //! image without row, and nothing moved to `unreadable/` (a killed write leaves either a temp
 //! file or a complete image, never a broken one). In every other round the parent also opens
-//! the gallery while the child is still writing, which must neither disturb the child (it
-//! would exit with an error instead of being killed) nor touch its files.
+//! the gallery while the child is frozen (SIGSTOP) at a random point, perhaps mid-write; that
+//! open must neither touch the child's files nor disturb it once it goes on (it would exit with
+//! an error instead of being killed).
 //!
 //! This binary plays both parts: with `SUMI_KILL_CHILD=<home>` set it is the child.
 
@@ -57,6 +58,18 @@ fn child(home: &std::path::Path) -> ! {
     unreachable!("the loop above never ends")
 }
 
+/// Stops (SIGSTOP) or resumes (SIGCONT) a child process.
+#[cfg(unix)]
+fn pause(child: &std::process::Child, stop: bool) {
+    let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: signalling our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+/// Pausing needs Unix signals; elsewhere the open runs beside the running child.
+#[cfg(not(unix))]
+fn pause(_: &std::process::Child, _: bool) {}
+
 /// A small xorshift generator seeded from the clock: kill moments differ run to run.
 struct Rng(u64);
 
@@ -92,6 +105,10 @@ fn parent() {
         let life = rng.below(MAX_LIFE_MS);
         if round % 2 == 1 {
             std::thread::sleep(Duration::from_millis(life / 2));
+            // Freeze the child wherever it is (perhaps mid-write, holding the lock), open the
+            // gallery beside it, then let it go on: had the open touched its files, its next
+            // step would fail and it would exit on its own.
+            pause(&child, true);
             let g = Gallery::open(home.path())
                 .unwrap_or_else(|e| panic!("round {round}: open beside a live writer failed: {e}"));
             assert!(
@@ -100,6 +117,7 @@ fn parent() {
                 g.open_report()
             );
             drop(g);
+            pause(&child, false);
             std::thread::sleep(Duration::from_millis(life / 2));
         } else {
             std::thread::sleep(Duration::from_millis(life));

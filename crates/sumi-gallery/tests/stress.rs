@@ -3,7 +3,7 @@
 //! Phase 1, on a home that does not exist yet (so the processes also race to create and
 //! migrate the database): 4 processes each open the gallery, add one random-noise image and
 //! close it, 25 times; 2 processes import the same folder 3 times each (it also holds a FIFO
-//! named `.png`); 1 process adds and deletes images. Phase 2, on the existing gallery: 12
+//! named `.png`); 1 process adds and deletes images. Phase 2, on the existing gallery: 20
 //! processes that each add one image at once (like `sumi generate` runs).
 //!
 //! Afterwards: every process exited successfully (none hung on the FIFO), every addition a
@@ -36,7 +36,7 @@ const IMPORTERS: usize = 2;
 const IMPORT_ROUNDS: usize = 3;
 const IMPORT_FILES: u64 = 8;
 const CHURNS: u64 = 10;
-const BURST: u64 = 12;
+const BURST: u64 = 20;
 /// Side of the noise images.
 const SIDE: u32 = 32;
 /// A worker still running after this long is taken to hang.
