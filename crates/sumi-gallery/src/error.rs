@@ -107,8 +107,8 @@ pub enum GalleryError {
         /// The generation that holds the same picture and settings.
         id: i64,
     },
-    /// Another Sumi process held the gallery's lock for too long.
-    #[error("another Sumi process has been repairing the gallery at {0} for over two minutes; wait for it to finish (or end it) and try again")]
+    /// Other Sumi processes held the gallery's lock for too long.
+    #[error("the gallery at {0} stayed locked by other Sumi processes (saving images or repairing the gallery) for too long; try again when they have finished")]
     Busy(PathBuf),
 }
 

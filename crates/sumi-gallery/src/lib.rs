@@ -92,6 +92,13 @@ pub fn default_home() -> Result<PathBuf> {
         .ok_or(GalleryError::NoHome)
 }
 
+/// Reads a whole file if it is a regular file of at most 1 GiB, refusing folders, FIFOs,
+/// sockets and devices without blocking on them ([`GalleryError::NotRegularFile`]); for
+/// serving or comparing gallery images safely.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    files::read_regular(path)
+}
+
 /// Current time in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
