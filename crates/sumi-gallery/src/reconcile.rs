@@ -83,8 +83,14 @@ struct Found {
     path: PathBuf,
     /// A regular file (not a folder, symlink, FIFO, socket or device).
     regular: bool,
-    /// Unchanged for at least [`STALE_AFTER`].
-    stale: bool,
+}
+
+impl Found {
+    /// Unchanged for at least [`STALE_AFTER`] (asked only of files without a row, so that a
+    /// scan of a large gallery needs no `stat` per file).
+    fn stale(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok_and(|m| files::is_stale(&m))
+    }
 }
 
 /// A folder's entries by name, in name order.
@@ -139,15 +145,14 @@ fn scan(dir: &Path) -> Result<Listing> {
             tracing::warn!(path = %path.display(), "file name is not UTF-8; left alone");
             continue;
         };
-        let Ok(meta) = fs::symlink_metadata(&path) else {
+        let Ok(kind) = entry.file_type() else {
             continue;
         };
         out.insert(
             name,
             Found {
                 path,
-                regular: meta.file_type().is_file(),
-                stale: files::is_stale(&meta),
+                regular: kind.is_file(),
             },
         );
     }
@@ -157,7 +162,7 @@ fn scan(dir: &Path) -> Result<Listing> {
 impl Pass<'_> {
     /// Whether a file without a row may be acted on now.
     fn may_touch(&self, f: &Found) -> bool {
-        self.quiet || f.stale
+        self.quiet || f.stale()
     }
 
     /// Deletes leftover temp files (taking them out of the listing).
@@ -282,7 +287,8 @@ impl Pass<'_> {
                 continue;
             }
             thumbs.remove(&thumb);
-            if !(self.may_touch(&f) || mine) {
+            let stale = f.stale();
+            if !(self.quiet || stale || mine) {
                 self.report.left_for_later.push(f.path);
                 continue;
             }
@@ -293,7 +299,7 @@ impl Pass<'_> {
                 }
                 Ok(None) => {}
                 Err(e @ GalleryError::Db(_)) => return Err(e),
-                Err(e) if f.stale || mine => {
+                Err(e) if stale || mine => {
                     tracing::warn!(file = %name, error = %e, "unreadable image without gallery entry");
                     if self.move_aside(&name, &f.path)? {
                         files::remove_if_present(&self.dirs.thumbs.join(&thumb))?;
