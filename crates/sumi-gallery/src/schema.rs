@@ -325,6 +325,62 @@ mod tests {
     }
 
     #[test]
+    fn many_connections_create_and_migrate_one_new_database_at_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("gallery.db");
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        open(&path).unwrap()
+                    });
+                }
+            });
+            let conn = open(&path).unwrap();
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+        }
+    }
+
+    #[test]
+    fn upgrading_to_version_3_keeps_rows_without_a_pixel_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, \
+             sampler, schedule, width, height, model_name, noise_source, engine_version, device, \
+             dtype, duration_ms, image_file, thumb_file) VALUES (1, 'p', '', 1, 20, 7, \
+             'Euler', 'Karras', 8, 8, 'm', 'cpu', '0', 'cpu', 'f32', 0, 'a.png', 'a.jpg')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let unhashed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM generations WHERE pixel_hash IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unhashed, 1);
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM pending_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
+
+    #[test]
     fn a_database_claiming_a_version_without_its_tables_is_damaged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gallery.db");
