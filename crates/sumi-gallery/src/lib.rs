@@ -1,8 +1,10 @@
 //! Sumi's gallery: every generation kept in SQLite with its PNG and thumbnail, searchable,
 //! re-runnable and readable by other tools (A1111 `parameters` text in every PNG).
 //!
-//! Layout under the gallery home: `gallery.db` (SQLite, WAL), `images/` (PNGs), `thumbs/`
-//! (JPEG thumbnails) and `unreadable/` (files found without a row that could not be read).
+//! Layout under the gallery home: `gallery.db` (SQLite, WAL), `gallery.lock` (the writers'
+//! lock), `images/` (PNGs), `thumbs/` (JPEG thumbnails), `unreadable/` (files found without a
+//! row that could not be read) and `exports/` (grids exported from the app). No command may
+//! write into the first five, even when told to overwrite: see [`Gallery::is_managed_path`].
 //!
 //! Many processes at once (the app and any number of CLIs) may use one gallery:
 //! - every connection waits for SQLite's locks, write transactions start with `BEGIN IMMEDIATE`,
@@ -18,9 +20,10 @@
 //! Open repairs only when needed: when the journal holds an entry (a write in progress, or one
 //! a crash interrupted) or when the folders' modification times differ from those the gallery
 //! last recorded (files changed by hand). When other processes are writing at that moment the
-//! repair is left to a later open ([`OpenReport::busy`]). Limit: on file systems with coarse
-//! timestamps, a file changed by hand just before a Sumi write may go unnoticed until
-//! [`Gallery::rescan`]; crashes are always found through the journal.
+//! repair is left to a later open ([`OpenReport::busy`]). Where the file system cannot lock,
+//! the repair touches only files older than [`STALE_AFTER`]. Limit: a file changed by hand
+//! while another process writes may go unnoticed until [`Gallery::rescan`]; crashes are
+//! always found through the journal.
 
 #![warn(missing_docs)]
 
@@ -154,8 +157,8 @@ impl Gallery {
         Ok(store::get_state(&self.conn, STAMP_KEY)?.as_deref() != Some(stamp.as_str()))
     }
 
-    /// Scans the folders and reconciles them with the rows, waiting up to [`RESCAN_WAIT`] for
-    /// other processes' writes to finish (open does this by itself when needed).
+    /// Scans the folders and reconciles them with the rows, waiting up to 30 s for other
+    /// processes' writes to finish (open does this by itself when needed and nobody writes).
     pub fn rescan(&mut self) -> Result<&OpenReport> {
         self.repair(RESCAN_WAIT, true)?;
         if self.report.busy {
