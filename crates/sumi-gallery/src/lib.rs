@@ -167,6 +167,16 @@ impl Gallery {
         Ok(&self.report)
     }
 
+    /// Runs the repair that open runs, when it is needed and no other process is writing right
+    /// now; for a long-running app whose open found the gallery busy ([`OpenReport::busy`]).
+    pub fn repair_if_needed(&mut self) -> Result<&OpenReport> {
+        self.report = OpenReport::default();
+        if self.needs_repair()? {
+            self.repair(Duration::ZERO, false)?;
+        }
+        Ok(&self.report)
+    }
+
     /// Takes the writers' lock exclusively (trying for `wait`) and reconciles; without the lock
     /// it records that it was busy. `always` scans even when nothing seems to need it.
     fn repair(&mut self, wait: Duration, always: bool) -> Result<()> {

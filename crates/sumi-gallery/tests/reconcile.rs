@@ -179,20 +179,29 @@ fn files_of_a_live_writer_are_left_alone_until_it_finishes() {
         .open(dir.path().join(sumi_gallery::LOCK_FILE))
         .unwrap();
     lock.lock_shared().unwrap();
-    let g = Gallery::open(dir.path()).unwrap();
+    let mut g = Gallery::open(dir.path()).unwrap();
     assert!(g.open_report().busy);
     assert!(g.open_report().is_clean());
     assert!(temp.exists() && orphan.exists());
-    drop(g);
+    assert!(g.repair_if_needed().unwrap().busy);
     lock.unlock().unwrap();
     // Now it has died: its temp file goes; its unreadable image waits until it is old.
-    let g = Gallery::open(dir.path()).unwrap();
-    let report = g.open_report();
+    let report = g.repair_if_needed().unwrap().clone();
     assert!(!report.busy);
     assert_eq!(report.temp_files_removed, 1);
     assert_eq!(report.left_for_later, std::slice::from_ref(&orphan));
     assert!(!temp.exists() && orphan.exists());
     assert!(g.get(kept.id).is_ok());
+    drop(g);
+    let g = Gallery::open(dir.path()).unwrap();
+    assert!(
+        g.open_report().scanned,
+        "files left for later are looked at again"
+    );
+    assert_eq!(
+        g.open_report().left_for_later,
+        std::slice::from_ref(&orphan)
+    );
 }
 
 #[test]
