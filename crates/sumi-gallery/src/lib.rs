@@ -102,6 +102,12 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
     files::read_regular(path)
 }
 
+/// Decodes a PNG file to RGB the way the gallery does: regular files only, every chunk's
+/// checksum checked first, sides of at most 16384 pixels, and errors in plain words.
+pub fn load_png(path: &Path) -> Result<RgbImage> {
+    import::decode_rgb(path, &files::read_regular(path)?)
+}
+
 /// Current time in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -308,8 +314,7 @@ impl Gallery {
             .iter()
             .zip(grid::labels(&params))
             .map(|(g, label)| {
-                let path = self.image_path(g);
-                let image = import::decode_rgb(&path, &files::read_regular(&path)?)?;
+                let image = load_png(&self.image_path(g))?;
                 Ok(grid::Cell { image, label })
             })
             .collect::<Result<Vec<_>>>()?;

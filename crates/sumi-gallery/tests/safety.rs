@@ -226,6 +226,10 @@ fn fifos_are_refused_without_hanging() {
     assert!(report.failed[0].1.contains("not a regular file"));
     let err = g.import(&fifo).unwrap_err();
     assert!(matches!(err, GalleryError::NotRegularFile(_)), "{err}");
+    let err = sumi_gallery::load_png(&fifo).unwrap_err();
+    assert!(matches!(err, GalleryError::NotRegularFile(_)), "{err}");
+    let err = sumi_gallery::read_regular_file(&fifo).unwrap_err();
+    assert!(matches!(err, GalleryError::NotRegularFile(_)), "{err}");
     let direct = g.import_paths(std::slice::from_ref(&fifo));
     assert_eq!(direct.failed.len(), 1);
     assert!(direct.imported.is_empty());
