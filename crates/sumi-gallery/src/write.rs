@@ -209,8 +209,10 @@ impl Gallery {
     }
 
     /// Writes a copy of a generation's PNG to `path` (atomically: a temp file renamed over
-    /// the target, so even a failed write never leaves `path` half written); refuses paths
-    /// among the gallery's own files ([`GalleryError::ManagedPath`]).
+    /// the target, so even a failed write never leaves `path` half written, and a symlink at
+    /// `path` is replaced rather than written through); refuses paths among the gallery's own
+    /// files ([`GalleryError::ManagedPath`]). An existing file is replaced: callers check first
+    /// when the user did not ask for that.
     pub fn export_image(&self, id: i64, path: &Path) -> Result<()> {
         self.check_output_path(path)?;
         let bytes = files::read_regular(&self.image_path(&self.get(id)?))?;
