@@ -10,7 +10,7 @@
 //! be a copy still in progress) or when the journal shows the gallery itself wrote it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeSet, HashMap},
     fs,
     path::{Path, PathBuf},
 };
@@ -78,23 +78,21 @@ pub(crate) struct Dirs<'a> {
     pub unreadable: &'a Path,
 }
 
-/// One folder entry found by the scan.
-struct Found {
-    path: PathBuf,
-    /// A regular file (not a folder, symlink, FIFO, socket or device).
-    regular: bool,
+/// A folder's entries: name → whether it is a regular file (not a folder, symlink, FIFO,
+/// socket or device). Names only, so that scanning a large gallery costs no `stat` per file.
+type Listing = HashMap<String, bool>;
+
+/// Whether a file is unchanged for at least [`STALE_AFTER`].
+fn stale(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| files::is_stale(&m))
 }
 
-impl Found {
-    /// Unchanged for at least [`STALE_AFTER`] (asked only of files without a row, so that a
-    /// scan of a large gallery needs no `stat` per file).
-    fn stale(&self) -> bool {
-        fs::symlink_metadata(&self.path).is_ok_and(|m| files::is_stale(&m))
-    }
+/// A listing's names in order, so that repairs happen (and are reported) in a stable order.
+fn sorted(listing: Listing) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = listing.into_iter().collect();
+    v.sort();
+    v
 }
-
-/// A folder's entries by name, in name order.
-type Listing = BTreeMap<String, Found>;
 
 /// One repair pass.
 struct Pass<'a> {
@@ -118,20 +116,24 @@ pub(crate) fn reconcile(conn: &Connection, dirs: &Dirs, quiet: bool) -> Result<O
     };
     let mut images = scan(dirs.images)?;
     let mut thumbs = scan(dirs.thumbs)?;
-    pass.remove_temps(&mut images)?;
-    pass.remove_temps(&mut thumbs)?;
+    pass.remove_temps(dirs.images, &mut images)?;
+    pass.remove_temps(dirs.thumbs, &mut thumbs)?;
     let ours = pass.finish_journal(&mut images, &mut thumbs)?;
     pass.check_rows(&mut images, &mut thumbs)?;
     pass.orphans(images, &mut thumbs, &ours)?;
     pass.stray_thumbs(thumbs)?;
-    write_tx(conn, |tx| -> Result<()> {
-        for name in &ours {
-            journal::clear(tx, name)?;
-        }
-        Ok(())
-    })?;
-    files::sync_dir(dirs.images)?;
-    files::sync_dir(dirs.thumbs)?;
+    if !ours.is_empty() {
+        write_tx(conn, |tx| -> Result<()> {
+            for name in &ours {
+                journal::clear(tx, name)?;
+            }
+            Ok(())
+        })?;
+    }
+    if !pass.report.is_clean() {
+        files::sync_dir(dirs.images)?;
+        files::sync_dir(dirs.thumbs)?;
+    }
     Ok(pass.report)
 }
 
@@ -140,45 +142,39 @@ fn scan(dir: &Path) -> Result<Listing> {
     let mut out = Listing::new();
     for entry in fs::read_dir(dir).map_err(io_err("cannot list folder", dir))? {
         let entry = entry.map_err(io_err("cannot list folder", dir))?;
-        let path = entry.path();
         let Ok(name) = entry.file_name().into_string() else {
-            tracing::warn!(path = %path.display(), "file name is not UTF-8; left alone");
+            tracing::warn!(path = %entry.path().display(), "file name is not UTF-8; left alone");
             continue;
         };
         let Ok(kind) = entry.file_type() else {
             continue;
         };
-        out.insert(
-            name,
-            Found {
-                path,
-                regular: kind.is_file(),
-            },
-        );
+        out.insert(name, kind.is_file());
     }
     Ok(out)
 }
 
 impl Pass<'_> {
     /// Whether a file without a row may be acted on now.
-    fn may_touch(&self, f: &Found) -> bool {
-        self.quiet || f.stale()
+    fn may_touch(&self, path: &Path) -> bool {
+        self.quiet || stale(path)
     }
 
-    /// Deletes leftover temp files (taking them out of the listing).
-    fn remove_temps(&mut self, listing: &mut Listing) -> Result<()> {
+    /// Deletes leftover temp files in `dir` (taking them out of its listing).
+    fn remove_temps(&mut self, dir: &Path, listing: &mut Listing) -> Result<()> {
         let temps: Vec<String> = listing
             .keys()
             .filter(|n| n.starts_with(TEMP_PREFIX))
             .cloned()
             .collect();
         for name in temps {
-            let f = listing.remove(&name).expect("listed above");
-            if self.may_touch(&f) {
-                files::remove_if_present(&f.path)?;
+            listing.remove(&name);
+            let path = dir.join(&name);
+            if self.may_touch(&path) {
+                files::remove_if_present(&path)?;
                 self.report.temp_files_removed += 1;
             } else {
-                self.report.left_for_later.push(f.path);
+                self.report.left_for_later.push(path);
             }
         }
         Ok(())
@@ -237,11 +233,11 @@ impl Pass<'_> {
             }
             let rebuild = match thumbs.remove(&thumb) {
                 None => true,
-                Some(t) if !t.regular => {
-                    files::remove_if_present(&t.path)?;
+                Some(false) => {
+                    files::remove_if_present(&self.dirs.thumbs.join(&thumb))?;
                     true
                 }
-                Some(_) => false,
+                Some(true) => false,
             };
             if rebuild && self.rebuild_thumb(&image, &thumb).is_ok() {
                 self.report.thumbnails_rebuilt += 1;
@@ -274,22 +270,23 @@ impl Pass<'_> {
         thumbs: &mut Listing,
         ours: &BTreeSet<String>,
     ) -> Result<()> {
-        for (name, f) in images {
+        for (name, regular) in sorted(images) {
+            let path = self.dirs.images.join(&name);
             let thumb = files::thumb_name(&name);
             let mine = ours.contains(&name);
-            if !f.regular {
+            if !regular {
                 // A folder, link or FIFO is never the gallery's: renaming it opens nothing.
                 thumbs.remove(&thumb);
-                self.move_aside(&name, &f.path)?;
+                self.move_aside(&name, &path)?;
                 continue;
             }
             if !name.to_ascii_lowercase().ends_with(".png") {
                 continue;
             }
             thumbs.remove(&thumb);
-            let stale = f.stale();
+            let stale = stale(&path);
             if !(self.quiet || stale || mine) {
-                self.report.left_for_later.push(f.path);
+                self.report.left_for_later.push(path);
                 continue;
             }
             match self.adopt(&name, &thumb) {
@@ -301,13 +298,13 @@ impl Pass<'_> {
                 Err(e @ GalleryError::Db(_)) => return Err(e),
                 Err(e) if stale || mine => {
                     tracing::warn!(file = %name, error = %e, "unreadable image without gallery entry");
-                    if self.move_aside(&name, &f.path)? {
+                    if self.move_aside(&name, &path)? {
                         files::remove_if_present(&self.dirs.thumbs.join(&thumb))?;
                     }
                 }
                 Err(e) => {
                     tracing::info!(file = %name, error = %e, "image without gallery entry is unreadable but recent; left for later");
-                    self.report.left_for_later.push(f.path);
+                    self.report.left_for_later.push(path);
                 }
             }
         }
@@ -316,12 +313,13 @@ impl Pass<'_> {
 
     /// Deletes thumbnails no row uses.
     fn stray_thumbs(&mut self, thumbs: Listing) -> Result<()> {
-        for (_, f) in thumbs {
-            if self.may_touch(&f) {
-                files::remove_if_present(&f.path)?;
+        for (name, _) in sorted(thumbs) {
+            let path = self.dirs.thumbs.join(&name);
+            if self.may_touch(&path) {
+                files::remove_if_present(&path)?;
                 self.report.stray_thumbnails_removed += 1;
             } else {
-                self.report.left_for_later.push(f.path);
+                self.report.left_for_later.push(path);
             }
         }
         Ok(())
