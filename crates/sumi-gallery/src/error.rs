@@ -64,7 +64,7 @@ pub enum GalleryError {
         source: PngMetaError,
     },
     /// An image could not be decoded or encoded.
-    #[error("cannot decode or encode image {path}: {source}; the file may be damaged or in an unsupported format")]
+    #[error("cannot decode or encode image {path}: {}; the file may be damaged or in an unsupported format", readable_image_error(.source))]
     Image {
         /// The image file.
         path: PathBuf,
@@ -85,6 +85,31 @@ pub enum GalleryError {
     /// An output path names no file.
     #[error("{0} is not a file name to write to; give a path such as grid.png")]
     BadOutput(PathBuf),
+    /// An output path is one of a gallery's own files (database, images, thumbnails, ...).
+    #[error("{0} is one of the gallery's own files (its database, images or thumbnails); writing there would damage the gallery, so choose an output path outside the gallery's folders")]
+    ManagedPath(PathBuf),
+    /// A path to read is a FIFO, socket, device or folder.
+    #[error("{0} is not a regular file (it is a folder, FIFO, socket or device); only regular PNG files can be read")]
+    NotRegularFile(PathBuf),
+    /// A file to read is larger than the gallery accepts.
+    #[error("{path} is {size} bytes, more than the 1 GiB the gallery reads; it is not a generation image")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// An imported image is already in the gallery.
+    #[error("{path} is already in the gallery as #{id}")]
+    AlreadyInGallery {
+        /// The file that was to be imported.
+        path: PathBuf,
+        /// The generation that holds the same picture and settings.
+        id: i64,
+    },
+    /// Other Sumi processes held the gallery's lock for too long.
+    #[error("the gallery at {0} stayed locked by other Sumi processes (saving images or repairing the gallery) for too long; try again when they have finished")]
+    Busy(PathBuf),
 }
 
 /// The gallery's result type.
@@ -100,5 +125,51 @@ pub(crate) fn io_err(
         action,
         path,
         source,
+    }
+}
+
+/// An image codec error as a sentence: the PNG decoder names chunks with Rust debug text
+/// (`ChunkType { type: IDAT, critical: true, ... }`), which is shown as just `IDAT`.
+pub(crate) fn readable_image_error(e: &image::ImageError) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    const OPEN: &str = "ChunkType { type: ";
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let Some(end) = after.find(" }") else {
+            rest = after;
+            break;
+        };
+        let kind = after[..end].split(',').next().unwrap_or_default();
+        out.push_str(kind);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    if let Some(detail) = out.strip_prefix("Format error decoding Png: CRC error: ") {
+        // "expected 0x1 have 0x2 while decoding IDAT chunk." → name the chunk plainly.
+        let chunk = detail
+            .split("while decoding ")
+            .nth(1)
+            .and_then(|c| c.strip_suffix(" chunk."))
+            .unwrap_or("a");
+        return format!("the PNG chunk {chunk} has a wrong checksum (the file is damaged)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_chunk_debug_text_is_made_readable() {
+        let e = image::load_from_memory(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDRxxxxxxxxxxxxx\0\0\0\0")
+            .unwrap_err();
+        let text = readable_image_error(&e);
+        assert!(!text.contains("ChunkType"), "{text}");
+        assert!(text.contains("IHDR"), "{text}");
+        assert!(text.contains("checksum"), "{text}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use font8x8::{UnicodeFonts, BASIC_FONTS, LATIN_FONTS};
 use image::{imageops, Rgb, RgbImage};
 
-use crate::error::{io_err, GalleryError, Result};
+use crate::error::{GalleryError, Result};
 use crate::{files, infotext, png_meta, GenerationParams};
 
 /// Background of the whole grid.
@@ -363,8 +363,12 @@ pub fn columns(params: &[&GenerationParams]) -> u32 {
 }
 
 /// Writes a grid to `path` atomically, as PNG with A1111 `parameters` text (the first
-/// cell's settings, as A1111 does for its grids).
+/// cell's settings, as A1111 does for its grids). Refuses a path among any gallery's own
+/// files ([`GalleryError::ManagedPath`], see [`crate::is_inside_a_gallery`]).
 pub fn write_png(img: &RgbImage, first: &GenerationParams, path: &Path) -> Result<()> {
+    if crate::is_inside_a_gallery(path) {
+        return Err(GalleryError::ManagedPath(path.to_path_buf()));
+    }
     let text = infotext::format(first);
     let png =
         png_meta::encode_png(img, &[(png_meta::PARAMETERS_KEY, &text)]).map_err(|source| {
@@ -373,15 +377,7 @@ pub fn write_png(img: &RgbImage, first: &GenerationParams, path: &Path) -> Resul
                 source,
             }
         })?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| GalleryError::BadOutput(path.to_path_buf()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::env::current_dir().map_err(io_err("cannot find the current folder", "."))?,
-    };
-    files::write_atomic(&dir, name, &png)
+    files::write_output(path, &png)
 }
 
 #[cfg(test)]

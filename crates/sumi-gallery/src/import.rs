@@ -26,6 +26,10 @@ pub struct ImportReport {
     pub imported: Vec<Generation>,
     /// Files that could not be imported, with the reason.
     pub failed: Vec<(PathBuf, String)>,
+    /// Files skipped because the gallery already holds the same picture with the same
+    /// settings, with the id of that generation ("already in the gallery as #N").
+    #[serde(default)]
+    pub already_in_gallery: Vec<(PathBuf, i64)>,
 }
 
 /// A PNG's generation record and whether it came from Sumi's own chunk.
@@ -107,45 +111,81 @@ fn modified_ms(path: &Path) -> i64 {
         .map_or_else(crate::now_ms, |d| d.as_millis() as i64)
 }
 
-/// Decodes PNG bytes to RGB.
+/// Decodes PNG bytes to RGB, after checking every chunk's checksum (so that a damaged file
+/// is reported in plain words) and within size limits.
 pub(crate) fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
-    image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map(|img| img.to_rgb8())
-        .map_err(|source| GalleryError::Image {
-            path: path.to_path_buf(),
-            source,
-        })
+    png_meta::check_chunks(bytes).map_err(|source| GalleryError::Png {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let image_err = |source| GalleryError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    reader.decode().map(|img| img.to_rgb8()).map_err(image_err)
 }
 
-/// Every `.png` file at `path` (a file, or a folder walked recursively), sorted by path.
-pub(crate) fn collect_pngs(path: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    walk(path, 0, &mut out)?;
-    out.sort();
-    Ok(out)
+/// Longest image side the gallery decodes (larger images are not generation images).
+const MAX_SIDE: u32 = 16_384;
+
+/// The PNG files found at a path: those to import and those refused before opening.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// Regular `.png` files (or the one file given), sorted by path.
+    pub files: Vec<PathBuf>,
+    /// FIFOs, sockets, devices and other entries that are not regular files, with the reason.
+    pub refused: Vec<(PathBuf, String)>,
 }
 
-/// Recursive step of [`collect_pngs`].
-fn walk(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every `.png` file at `path` (a file, or a folder walked recursively).
+pub(crate) fn collect_pngs(path: &Path) -> Result<Found> {
+    let mut found = Found::default();
     let meta = std::fs::metadata(path).map_err(io_err("cannot read", path))?;
     if meta.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
+        found.files.push(path.to_path_buf());
+    } else if meta.is_dir() {
+        walk(path, 0, &mut found)?;
+    } else {
+        return Err(GalleryError::NotRegularFile(path.to_path_buf()));
     }
+    found.files.sort();
+    Ok(found)
+}
+
+/// Recursive step of [`collect_pngs`] (symlinks to files are followed, to folders not).
+fn walk(dir: &Path, depth: usize, found: &mut Found) -> Result<()> {
     if depth >= MAX_DEPTH {
-        tracing::warn!(path = %path.display(), "folder nested too deep; skipped");
+        tracing::warn!(path = %dir.display(), "folder nested too deep; skipped");
         return Ok(());
     }
-    for entry in std::fs::read_dir(path).map_err(io_err("cannot list folder", path))? {
-        let entry = entry.map_err(io_err("cannot list folder", path))?;
+    for entry in std::fs::read_dir(dir).map_err(io_err("cannot list folder", dir))? {
+        let entry = entry.map_err(io_err("cannot list folder", dir))?;
         let child = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(io_err("cannot read the type of", &child))?;
+        if kind.is_dir() {
+            walk(&child, depth + 1, found)?;
+            continue;
+        }
         let is_png = child
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(&child, depth + 1, out)?;
-        } else if is_png {
-            out.push(child);
+        if !is_png {
+            continue;
+        }
+        let regular = kind.is_file()
+            || (kind.is_symlink() && std::fs::metadata(&child).is_ok_and(|m| m.is_file()));
+        if regular {
+            found.files.push(child);
+        } else {
+            let why = GalleryError::NotRegularFile(child.clone()).to_string();
+            found.refused.push((child, why));
         }
     }
     Ok(())

@@ -265,7 +265,13 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             p.schedule = Some(name.to_string());
             true
         }
-        "CFG scale" => value.parse().map(|v| p.cfg = Some(v)).is_ok(),
+        // "NaN" and "inf" parse as numbers but are no guidance scale (and not storable).
+        "CFG scale" => value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| p.cfg = Some(v))
+            .is_some(),
         "Seed" => value.parse().map(|v| p.seed = Some(v)).is_ok(),
         "Size" => match value.split_once('x') {
             Some((w, h)) => match (w.trim().parse(), h.trim().parse()) {

@@ -1,17 +1,29 @@
 //! Sumi's gallery: every generation kept in SQLite with its PNG and thumbnail, searchable,
 //! re-runnable and readable by other tools (A1111 `parameters` text in every PNG).
 //!
-//! Layout under the gallery home: `gallery.db` (SQLite, WAL), `images/` (PNGs), `thumbs/`
-//! (JPEG thumbnails) and `unreadable/` (files found without a row that could not be read).
+//! Layout under the gallery home: `gallery.db` (SQLite, WAL), `gallery.lock` (the writers'
+//! lock), `images/` (PNGs), `thumbs/` (JPEG thumbnails), `unreadable/` (files found without a
+//! row that could not be read) and `exports/` (grids exported from the app). No command may
+//! write into the first five, even when told to overwrite: see [`Gallery::is_managed_path`].
 //!
-//! Crash safety: files are made durable before their row is committed, and every commit that
-//! follows a change to the folders also records the folders' modification times (the "stamp").
-//! At open, a stamp that differs from the folders' means a write was interrupted or files were
-//! changed by hand, and the folders are scanned and reconciled with the rows; otherwise the scan
-//! (which costs about 70 ms per 100,000 files) is skipped. Limits: on file systems with coarse
-//! timestamps, or when two processes write at once and one dies mid-write, a stray file may go
-//! unnoticed until the next scan; [`Gallery::rescan`] forces one. A stray file never shows as a
-//! broken image: rows only ever point at complete files.
+//! Many processes at once (the app and any number of CLIs) may use one gallery:
+//! - every connection waits for SQLite's locks, write transactions start with `BEGIN IMMEDIATE`,
+//!   and migrations run in such transactions after re-reading the version;
+//! - a new image is written under a unique temp name, fsynced and renamed to a name first
+//!   claimed in the database's journal (`pending_files`); its row is inserted and its claim
+//!   cleared in one transaction, so a row only ever names a complete file. A delete removes the
+//!   row and journals its files in one transaction, then removes the files;
+//! - the repair pass at open (files without rows, rows without files, temp files, thumbnails)
+//!   runs only while holding the writers' lock `gallery.lock` exclusively, which every add,
+//!   import and delete holds shared for its whole duration: it never sees a write half done.
+//!
+//! Open repairs only when needed: when the journal holds an entry (a write in progress, or one
+//! a crash interrupted) or when the folders' modification times differ from those the gallery
+//! last recorded (files changed by hand). When other processes are writing at that moment the
+//! repair is left to a later open ([`OpenReport::busy`]). Where the file system cannot lock,
+//! the repair touches only files older than [`STALE_AFTER`]. Limit: a file changed by hand
+//! while another process writes may go unnoticed until [`Gallery::rescan`]; crashes are
+//! always found through the journal.
 
 #![warn(missing_docs)]
 
@@ -20,23 +32,29 @@ mod files;
 pub mod grid;
 mod import;
 pub mod infotext;
+mod journal;
+mod lock;
+mod managed;
 pub mod png_meta;
 mod reconcile;
 pub mod record;
 mod schema;
 mod store;
+mod write;
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use image::RgbImage;
 use rusqlite::Connection;
 
 pub use error::{GalleryError, Result};
+pub use files::STALE_AFTER;
 pub use import::ImportReport;
+pub use managed::is_inside_a_gallery;
 pub use reconcile::OpenReport;
 pub use record::{ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams};
 pub use schema::SCHEMA_VERSION;
@@ -56,10 +74,16 @@ pub const THUMBS_DIR: &str = "thumbs";
 pub const UNREADABLE_DIR: &str = "unreadable";
 /// Folder of exported grids inside the gallery home.
 pub const EXPORTS_DIR: &str = "exports";
+/// Folder reserved for source images the gallery stores (managed like `images/`).
+pub const SOURCES_DIR: &str = "sources";
+/// The writers' lock file inside the gallery home (see the crate documentation).
+pub const LOCK_FILE: &str = "gallery.lock";
 /// Environment variable that relocates all of Sumi's data.
 pub const HOME_ENV: &str = "SUMI_HOME";
 /// `gallery_state` key of the folder stamp.
 const STAMP_KEY: &str = "folder_stamp";
+/// How long [`Gallery::rescan`] waits for other processes' writes to finish.
+const RESCAN_WAIT: Duration = Duration::from_secs(30);
 
 /// Where Sumi keeps its data: `$SUMI_HOME` if set, else the platform's data folder for Sumi.
 pub fn default_home() -> Result<PathBuf> {
@@ -69,6 +93,19 @@ pub fn default_home() -> Result<PathBuf> {
     directories::ProjectDirs::from("app", "sumi", "Sumi")
         .map(|d| d.data_dir().to_path_buf())
         .ok_or(GalleryError::NoHome)
+}
+
+/// Reads a whole file if it is a regular file of at most 1 GiB, refusing folders, FIFOs,
+/// sockets and devices without blocking on them ([`GalleryError::NotRegularFile`]); for
+/// serving or comparing gallery images safely.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    files::read_regular(path)
+}
+
+/// Decodes a PNG file to RGB the way the gallery does: regular files only, every chunk's
+/// checksum checked first, sides of at most 16384 pixels, and errors in plain words.
+pub fn load_png(path: &Path) -> Result<RgbImage> {
+    import::decode_rgb(path, &files::read_regular(path)?)
 }
 
 /// Current time in milliseconds since the Unix epoch.
@@ -82,60 +119,114 @@ pub(crate) fn now_ms() -> i64 {
 pub struct Gallery {
     conn: Connection,
     home: PathBuf,
+    /// `home` with symlinks resolved, for [`Gallery::is_managed_path`].
+    real_home: PathBuf,
     images: PathBuf,
     thumbs: PathBuf,
+    lock: lock::WriterLock,
     report: OpenReport,
 }
 
 impl Gallery {
-    /// Opens (creating if needed) the gallery under `home`, migrating and reconciling it.
+    /// Opens (creating if needed) the gallery under `home`, migrating and, when needed and no
+    /// other process is writing, repairing it (see [`Gallery::open_report`]).
     pub fn open(home: &Path) -> Result<Self> {
         let images = home.join(IMAGES_DIR);
         let thumbs = home.join(THUMBS_DIR);
         for dir in [home, &images, &thumbs] {
             fs::create_dir_all(dir).map_err(io_err("cannot create folder", dir))?;
         }
+        let lock = lock::WriterLock::open(&home.join(LOCK_FILE))?;
         let conn = schema::open(&home.join(DB_FILE))?;
+        let real_home = fs::canonicalize(home).map_err(io_err("cannot resolve folder", home))?;
         let mut gallery = Gallery {
             conn,
             home: home.to_path_buf(),
+            real_home,
             images,
             thumbs,
+            lock,
             report: OpenReport::default(),
         };
-        let stamp = files::folder_stamp(&gallery.images, &gallery.thumbs)?;
-        if store::get_state(&gallery.conn, STAMP_KEY)?.as_deref() != Some(stamp.as_str()) {
-            gallery.rescan()?;
+        if gallery.needs_repair()? {
+            gallery.repair(Duration::ZERO, false)?;
         }
         Ok(gallery)
     }
 
-    /// Scans the folders and reconciles them with the rows (open does this when needed).
+    /// Whether a write was interrupted (or is in progress) or the folders changed by hand.
+    fn needs_repair(&self) -> Result<bool> {
+        if journal::any(&self.conn)? {
+            return Ok(true);
+        }
+        let stamp = files::folder_stamp(&self.images, &self.thumbs)?;
+        Ok(store::get_state(&self.conn, STAMP_KEY)?.as_deref() != Some(stamp.as_str()))
+    }
+
+    /// Scans the folders and reconciles them with the rows, waiting up to 30 s for other
+    /// processes' writes to finish (open does this by itself when needed and nobody writes).
     pub fn rescan(&mut self) -> Result<&OpenReport> {
+        self.repair(RESCAN_WAIT, true)?;
+        if self.report.busy {
+            return Err(GalleryError::Busy(self.home.clone()));
+        }
+        Ok(&self.report)
+    }
+
+    /// Runs the repair that open runs, when it is needed and no other process is writing right
+    /// now; for a long-running app whose open found the gallery busy ([`OpenReport::busy`]).
+    pub fn repair_if_needed(&mut self) -> Result<&OpenReport> {
+        self.report = OpenReport::default();
+        if self.needs_repair()? {
+            self.repair(Duration::ZERO, false)?;
+        }
+        Ok(&self.report)
+    }
+
+    /// Takes the writers' lock exclusively (trying for `wait`) and reconciles; without the lock
+    /// it records that it was busy. `always` scans even when nothing seems to need it.
+    fn repair(&mut self, wait: Duration, always: bool) -> Result<()> {
+        let quiet = match self.lock.exclusive_within(wait) {
+            lock::Exclusive::Held(held) => Some(held),
+            lock::Exclusive::Busy => {
+                tracing::info!("other Sumi processes are saving images; repair left for later");
+                self.report = OpenReport {
+                    busy: true,
+                    ..OpenReport::default()
+                };
+                return Ok(());
+            }
+            lock::Exclusive::Unsupported => None,
+        };
+        // What looked like a need may have been another process's write, finished by now.
+        if quiet.is_some() && !always && !self.needs_repair()? {
+            self.report = OpenReport::default();
+            return Ok(());
+        }
         let unreadable = self.home.join(UNREADABLE_DIR);
         let dirs = reconcile::Dirs {
             images: &self.images,
             thumbs: &self.thumbs,
             unreadable: &unreadable,
         };
-        let report = reconcile::reconcile(&self.conn, &dirs)?;
-        let stamp = files::folder_stamp(&self.images, &self.thumbs)?;
-        store::set_state(&self.conn, STAMP_KEY, &stamp)?;
+        let report = reconcile::reconcile(&self.conn, &dirs, quiet.is_some())?;
+        if report.left_for_later.is_empty() {
+            let stamp = files::folder_stamp(&self.images, &self.thumbs)?;
+            store::set_state(&self.conn, STAMP_KEY, &stamp)?;
+        }
+        drop(quiet);
         if !report.is_clean() {
             tracing::warn!(?report, "gallery repaired");
         }
         self.report = report;
-        Ok(&self.report)
+        Ok(())
     }
 
-    /// Commits a database change together with the folders' new stamp.
-    fn commit_with_stamp<T>(&self, change: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let tx = self.conn.unchecked_transaction()?;
-        let out = change(&tx)?;
+    /// Records the folders' current modification times as the gallery's own (inside a write
+    /// transaction, after the gallery changed them).
+    fn stamp(&self, tx: &Connection) -> Result<()> {
         let stamp = files::folder_stamp(&self.images, &self.thumbs)?;
-        store::set_state(&tx, STAMP_KEY, &stamp)?;
-        tx.commit()?;
-        Ok(out)
+        Ok(store::set_state(tx, STAMP_KEY, &stamp)?)
     }
 
     /// The folder this gallery lives in.
@@ -158,72 +249,13 @@ impl Gallery {
         self.thumbs.join(&g.thumb_file)
     }
 
-    /// Saves a finished image: PNG and thumbnail made durable first, then the row committed.
-    pub fn add(
-        &self,
-        params: &GenerationParams,
-        meta: &GenerationMeta,
-        image: &RgbImage,
-    ) -> Result<Generation> {
-        let created_at = now_ms();
-        let image_file = format!("{}.png", files::unique_stem(created_at));
-        let path = self.images.join(&image_file);
-        let record = EmbeddedRecord {
-            format: EMBEDDED_FORMAT,
-            params: params.clone(),
-            meta: meta.clone(),
-            created_at,
-        };
-        let png = encode_record_png(&record, image, &path)?;
-        let thumb = files::thumbnail(image, &path)?;
-        self.store(&record, &image_file, &png, &thumb)
-    }
-
-    /// Writes both files durably, then commits the row; on failure nothing stays behind.
-    fn store(
-        &self,
-        record: &EmbeddedRecord,
-        image_file: &str,
-        png: &[u8],
-        thumb: &[u8],
-    ) -> Result<Generation> {
-        let thumb_file = files::thumb_name(image_file);
-        let image_path = self.images.join(image_file);
-        let thumb_path = self.thumbs.join(&thumb_file);
-        let written = files::write_atomic(&self.images, image_file, png)
-            .and_then(|()| files::write_atomic(&self.thumbs, &thumb_file, thumb))
-            .and_then(|()| {
-                self.commit_with_stamp(|conn| {
-                    Ok(store::insert(
-                        conn,
-                        &store::NewRow {
-                            params: &record.params,
-                            meta: &record.meta,
-                            created_at: record.created_at,
-                            image_file,
-                            thumb_file: &thumb_file,
-                        },
-                    )?)
-                })
-            });
-        let id = match written {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = files::remove_if_present(&image_path);
-                let _ = files::remove_if_present(&thumb_path);
-                return Err(e);
-            }
-        };
-        tracing::debug!(id, file = image_file, "generation saved");
-        self.get(id)
-    }
-
     /// Fetches one generation.
     pub fn get(&self, id: i64) -> Result<Generation> {
         store::get(&self.conn, id)?.ok_or(GalleryError::NotFound(id))
     }
 
-    /// Lists generations newest first, `limit` at a time; pass the returned cursor for more.
+    /// Lists generations newest first, `limit` at a time (0: all of them); pass the returned
+    /// cursor for more.
     pub fn list(&self, filter: &Filter, cursor: Option<Cursor>, limit: usize) -> Result<Page> {
         Ok(store::list(&self.conn, filter, cursor, limit)?)
     }
@@ -235,7 +267,8 @@ impl Gallery {
 
     /// Searches prompts and negative prompts (every word, as a prefix), most recently added first.
     ///
-    /// Text with no searchable word lists everything, as [`Gallery::list`] does.
+    /// Text with no searchable word lists everything, as [`Gallery::list`] does. A `limit` of 0
+    /// returns every match.
     pub fn search(
         &self,
         query: &str,
@@ -257,69 +290,9 @@ impl Gallery {
         }
     }
 
-    /// Deletes a generation: its files first, then its row.
-    ///
-    /// This order means a crash midway leaves a row without image, which the next open removes,
-    /// rather than an image without row, which the next open would bring back.
-    pub fn delete(&self, id: i64) -> Result<()> {
-        let g = self.get(id)?;
-        files::remove_if_present(&self.image_path(&g))?;
-        files::sync_dir(&self.images)?;
-        files::remove_if_present(&self.thumb_path(&g))?;
-        self.commit_with_stamp(|conn| Ok(store::delete(conn, id)?))?;
-        Ok(())
-    }
-
     /// The exact request that made a generation, to run it again.
     pub fn rerun(&self, id: i64) -> Result<GenerationParams> {
         Ok(self.get(id)?.params)
-    }
-
-    /// Imports one PNG written by Sumi or an A1111-compatible tool (a copy is kept in the gallery).
-    pub fn import(&self, path: &Path) -> Result<Generation> {
-        let bytes = fs::read(path).map_err(io_err("cannot read", path))?;
-        let found = import::read_record(path, &bytes)?;
-        let rgb = import::decode_rgb(path, &bytes)?;
-        let png = if found.from_sumi_chunk {
-            bytes
-        } else {
-            let json = serde_json::to_string(&found.record).map_err(|source| {
-                GalleryError::BadEmbedded {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-            png_meta::insert_text_chunks(&bytes, &[(SUMI_KEY, &json)]).map_err(|source| {
-                GalleryError::Png {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?
-        };
-        let thumb = files::thumbnail(&rgb, path)?;
-        let image_file = format!("{}.png", files::unique_stem(found.record.created_at));
-        self.store(&found.record, &image_file, &png, &thumb)
-    }
-
-    /// Imports every PNG in the given files and folders (recursively), collecting failures.
-    pub fn import_paths(&self, paths: &[PathBuf]) -> ImportReport {
-        let mut report = ImportReport::default();
-        for path in paths {
-            let files = match import::collect_pngs(path) {
-                Ok(files) => files,
-                Err(e) => {
-                    report.failed.push((path.clone(), e.to_string()));
-                    continue;
-                }
-            };
-            for file in files {
-                match self.import(&file) {
-                    Ok(g) => report.imported.push(g),
-                    Err(e) => report.failed.push((file, e.to_string())),
-                }
-            }
-        }
-        report
     }
 
     /// Starts a new comparison group (for side-by-side runs) and returns its id.
@@ -341,13 +314,7 @@ impl Gallery {
             .iter()
             .zip(grid::labels(&params))
             .map(|(g, label)| {
-                let path = self.image_path(g);
-                let image = image::open(&path)
-                    .map_err(|source| GalleryError::Image {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .to_rgb8();
+                let image = load_png(&self.image_path(g))?;
                 Ok(grid::Cell { image, label })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -355,10 +322,29 @@ impl Gallery {
         Ok((img, (*first).clone()))
     }
 
-    /// Writes a comparison group's labelled grid to `path` (atomically, with `parameters` text).
+    /// Writes a comparison group's labelled grid to `path` (atomically, with `parameters` text);
+    /// refuses paths among the gallery's own files ([`GalleryError::ManagedPath`]).
     pub fn export_grid(&self, group: i64, path: &Path) -> Result<()> {
+        self.check_output_path(path)?;
         let (img, first) = self.group_grid(group)?;
         grid::write_png(&img, &first, path)
+    }
+
+    /// Whether writing to `path` would write into this gallery's own files (or another
+    /// gallery's): its database and `-wal`/`-shm`/`-journal` files, its lock file, or anything
+    /// in `images/`, `thumbs/`, `unreadable/` or `sources/`. Symlinks are resolved (also for a
+    /// file or folders that do not exist yet) and hard links into the gallery are recognised.
+    /// Every command that writes a user-chosen path must check it first, even with `--force`.
+    pub fn is_managed_path(&self, path: &Path) -> bool {
+        managed::is_managed(&self.real_home, path)
+    }
+
+    /// [`Gallery::is_managed_path`] as an error that says what to do.
+    pub fn check_output_path(&self, path: &Path) -> Result<()> {
+        match self.is_managed_path(path) {
+            true => Err(GalleryError::ManagedPath(path.to_path_buf())),
+            false => Ok(()),
+        }
     }
 
     /// The folder grids exported from the app go to (created when needed).

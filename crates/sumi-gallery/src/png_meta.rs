@@ -66,8 +66,8 @@ pub fn read_text_chunks<R: Read + Seek>(mut r: R) -> Result<Vec<TextChunk>, PngM
     let end = r.seek(SeekFrom::End(0))?;
     r.seek(SeekFrom::Start(start))?;
     let mut sig = [0u8; 8];
-    read_exact(&mut r, &mut sig)?;
-    if sig != SIGNATURE {
+    // A file shorter than the signature (e.g. empty) is no PNG, rather than a truncated one.
+    if matches!(read_exact(&mut r, &mut sig), Err(PngMetaError::Truncated)) || sig != SIGNATURE {
         return Err(PngMetaError::NotPng);
     }
     let mut out = Vec::new();
@@ -96,7 +96,7 @@ pub fn read_text_chunks<R: Read + Seek>(mut r: R) -> Result<Vec<TextChunk>, PngM
                 hasher.update(&kind);
                 hasher.update(&data);
                 if hasher.finalize() != u32::from_be_bytes(crc) {
-                    return Err(PngMetaError::BadCrc(String::from_utf8_lossy(&kind).into()));
+                    return Err(PngMetaError::BadCrc(chunk_name(&kind)));
                 }
                 out.push(decode_text(&kind, &data)?);
             }
@@ -110,6 +110,52 @@ pub fn read_text_chunks<R: Read + Seek>(mut r: R) -> Result<Vec<TextChunk>, PngM
         }
     }
     Err(PngMetaError::Malformed("too many chunks"))
+}
+
+/// Checks that PNG bytes are a signature followed by whole chunks up to `IEND`, each with a
+/// correct checksum; a damaged file is then reported in plain words before any decoder sees it.
+pub fn check_chunks(bytes: &[u8]) -> Result<(), PngMetaError> {
+    if bytes.len() < 8 || bytes[..8] != SIGNATURE {
+        return Err(PngMetaError::NotPng);
+    }
+    let mut at = 8usize;
+    for _ in 0..MAX_CHUNKS {
+        let header = bytes.get(at..at + 8).ok_or(PngMetaError::Truncated)?;
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if len > i32::MAX as u32 {
+            return Err(PngMetaError::Malformed("chunk length out of range"));
+        }
+        let kind = [header[4], header[5], header[6], header[7]];
+        let body_end = (at + 8).saturating_add(len as usize);
+        let data = bytes.get(at + 8..body_end).ok_or(PngMetaError::Truncated)?;
+        let stored = bytes
+            .get(body_end..body_end.saturating_add(4))
+            .ok_or(PngMetaError::Truncated)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&kind);
+        hasher.update(data);
+        if hasher.finalize().to_be_bytes() != stored {
+            return Err(PngMetaError::BadCrc(chunk_name(&kind)));
+        }
+        if &kind == b"IEND" {
+            return Ok(());
+        }
+        at = body_end + 4;
+    }
+    Err(PngMetaError::Malformed("too many chunks"))
+}
+
+/// A chunk type as text, with bytes that are not ASCII letters shown as `?`.
+fn chunk_name(kind: &[u8; 4]) -> String {
+    kind.iter()
+        .map(|&b| {
+            if b.is_ascii_alphabetic() {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Reads the text of the first chunk with keyword `key`, if any.

@@ -1,8 +1,15 @@
 //! Opening the SQLite database and bringing its schema up to date with numbered migrations.
+//!
+//! Any number of processes may open the same file at once: every connection waits for locks
+//! (busy timeout), and each migration runs in a `BEGIN IMMEDIATE` transaction that re-reads the
+//! version first, so two processes opening a new or old gallery together apply it exactly once.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use crate::error::{GalleryError, Result};
 
@@ -71,6 +78,21 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 3: the content hash imports recognise an image by (SHA-256 of size and RGB8 pixels; NULL
+    // for older rows until an import needs it), and the journal of file writes and removals in
+    // progress, which tells the repair exactly what a crashed process left behind.
+    r#"
+    ALTER TABLE generations ADD COLUMN pixel_hash TEXT;
+    CREATE INDEX generations_pixel_hash ON generations(pixel_hash) WHERE pixel_hash IS NOT NULL;
+    CREATE INDEX generations_unhashed ON generations(seed) WHERE pixel_hash IS NULL;
+    CREATE TABLE pending_files (
+        image_file TEXT    PRIMARY KEY,
+        thumb_file TEXT    NOT NULL,
+        action     TEXT    NOT NULL CHECK (action IN ('add', 'delete')),
+        pid        INTEGER NOT NULL,
+        started_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a Sumi gallery ("Sumi" in ASCII), telling it apart from other databases.
@@ -78,6 +100,46 @@ const APPLICATION_ID: i32 = 0x5375_6D69;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a statement waits for another process's lock before failing with "busy".
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs `f` again while SQLite answers "busy" or "locked" without having waited (switching
+/// to WAL, or a lock held across a checkpoint), for up to [`BUSY_TIMEOUT`].
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an error means another connection holds a lock.
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction: it takes the write lock first (waiting for it),
+/// so reads inside can never go stale and the commit never fails with "busy".
+pub(crate) fn write_tx<T, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx =
+        retry_busy(|| rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate))?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
 
 /// Opens (creating if needed) the database at `path` and migrates it to [`SCHEMA_VERSION`].
 pub fn open(path: &Path) -> Result<Connection> {
@@ -89,52 +151,38 @@ pub fn open(path: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(classify)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // The first statements read the header: a foreign or damaged file fails here.
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(classify)?;
-    let app_id: i32 = conn
-        .pragma_query_value(None, "application_id", |r| r.get(0))
-        .map_err(classify)?;
-    if version > 0 && app_id != APPLICATION_ID {
+    let header = read_header(&conn).map_err(classify)?;
+    if header.version > 0 && header.app_id != APPLICATION_ID {
         return Err(GalleryError::DamagedDb {
             path: path.to_path_buf(),
             detail: format!(
-                "it is an SQLite database of another program (application id {app_id:#x})"
+                "it is an SQLite database of another program (application id {:#x})",
+                header.app_id
             ),
         });
     }
-    if version > SCHEMA_VERSION {
+    if header.version > SCHEMA_VERSION {
         return Err(GalleryError::NewerSchema {
             path: path.to_path_buf(),
-            found: version,
+            found: header.version,
             known: SCHEMA_VERSION,
         });
     }
-    if version == 0 {
-        let objects: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(classify)?;
-        if objects > 0 {
-            return Err(GalleryError::DamagedDb {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "it is an SQLite database of another program \
-                     ({objects} objects, no Sumi schema version)"
-                ),
-            });
-        }
+    // Checked before the switch to WAL so that another program's file is left untouched.
+    if header.version == 0 && header.objects > 0 {
+        return Err(foreign(path, header.objects));
     }
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(classify)?;
+    retry_busy(|| {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+    })
+    .map_err(classify)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(classify)?;
-    if version == 0 {
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(classify)?;
+    if header.version < SCHEMA_VERSION {
+        migrate(&conn, path)?;
     }
-    migrate(&conn, version).map_err(classify)?;
     check_shape(&conn).map_err(|e| GalleryError::DamagedDb {
         path: path.to_path_buf(),
         detail: format!("a table the gallery needs is missing or wrong: {e}"),
@@ -142,17 +190,73 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Applies the migrations after `from`, each in its own transaction with its version bump.
-fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-        let version = i as i64 + 1;
-        tracing::info!(version, "migrating gallery database");
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+/// Applies the missing migrations, each in its own write transaction with its version bump.
+///
+/// The version is read again inside each transaction: another process may have migrated
+/// since this one looked, and then there is nothing left to do.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    loop {
+        let applied = write_tx(conn, |tx| -> Result<bool> {
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version >= SCHEMA_VERSION {
+                return Ok(false);
+            }
+            if version == 0 {
+                check_empty(tx, path)?;
+                tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            }
+            tracing::info!(version = version + 1, "migrating gallery database");
+            tx.execute_batch(MIGRATIONS[version as usize])?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+            Ok(true)
+        })
+        .map_err(|e| match e {
+            GalleryError::Db(e) => classify(path, e),
+            other => other,
+        })?;
+        if !applied {
+            return Ok(());
+        }
     }
-    Ok(())
+}
+
+/// What the start of the database says about it.
+struct Header {
+    version: i64,
+    app_id: i32,
+    objects: i64,
+}
+
+/// Reads the schema version, application id and object count from one snapshot (read
+/// separately, another process's first migration could land between them).
+fn read_header(conn: &Connection) -> rusqlite::Result<Header> {
+    let tx = conn.unchecked_transaction()?;
+    let header = Header {
+        version: tx.pragma_query_value(None, "user_version", |r| r.get(0))?,
+        app_id: tx.pragma_query_value(None, "application_id", |r| r.get(0))?,
+        objects: tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?,
+    };
+    tx.finish()?;
+    Ok(header)
+}
+
+/// The error for another program's database that has no Sumi version.
+fn foreign(path: &Path, objects: i64) -> GalleryError {
+    GalleryError::DamagedDb {
+        path: path.to_path_buf(),
+        detail: format!(
+            "it is an SQLite database of another program ({objects} objects, no Sumi schema version)"
+        ),
+    }
+}
+
+/// Fails unless a database without a Sumi version is empty (not another program's file).
+fn check_empty(conn: &Connection, path: &Path) -> Result<()> {
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    match objects {
+        0 => Ok(()),
+        n => Err(foreign(path, n)),
+    }
 }
 
 /// Fails when the tables the gallery needs are missing (a file that claims a version it lacks).
@@ -161,6 +265,10 @@ fn check_shape(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare("SELECT rowid FROM generations_fts LIMIT 0")?;
     conn.prepare("SELECT id FROM comparison_groups LIMIT 0")?;
     conn.prepare("SELECT key, value FROM gallery_state LIMIT 0")?;
+    conn.prepare("SELECT pixel_hash FROM generations LIMIT 0")?;
+    conn.prepare(
+        "SELECT image_file, thumb_file, action, pid, started_at FROM pending_files LIMIT 0",
+    )?;
     Ok(())
 }
 
@@ -214,6 +322,62 @@ mod tests {
         assert_eq!(found, 1);
         conn.execute("INSERT INTO gallery_state VALUES ('k', 'v')", [])
             .unwrap();
+    }
+
+    #[test]
+    fn many_connections_create_and_migrate_one_new_database_at_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("gallery.db");
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        open(&path).unwrap()
+                    });
+                }
+            });
+            let conn = open(&path).unwrap();
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+        }
+    }
+
+    #[test]
+    fn upgrading_to_version_3_keeps_rows_without_a_pixel_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gallery.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, \
+             sampler, schedule, width, height, model_name, noise_source, engine_version, device, \
+             dtype, duration_ms, image_file, thumb_file) VALUES (1, 'p', '', 1, 20, 7, \
+             'Euler', 'Karras', 8, 8, 'm', 'cpu', '0', 'cpu', 'f32', 0, 'a.png', 'a.jpg')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let unhashed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM generations WHERE pixel_hash IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unhashed, 1);
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM pending_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
     }
 
     #[test]

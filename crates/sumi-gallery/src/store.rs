@@ -56,6 +56,8 @@ pub(crate) struct NewRow<'a> {
     pub created_at: i64,
     pub image_file: &'a str,
     pub thumb_file: &'a str,
+    /// [`crate::files::pixel_hash`] of the picture, when known.
+    pub pixel_hash: Option<&'a str>,
 }
 
 /// Inserts a generation and returns its id.
@@ -65,9 +67,10 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, sampler, \
          schedule, width, height, model_name, model_hash, noise_source, engine_version, device, \
-         dtype, duration_ms, favourite, group_id, group_position, image_file, thumb_file) \
+         dtype, duration_ms, favourite, group_id, group_position, image_file, thumb_file, \
+         pixel_hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 0, \
-         ?18, ?19, ?20, ?21)",
+         ?18, ?19, ?20, ?21, ?22)",
     )?;
     stmt.execute(rusqlite::params![
         row.created_at,
@@ -92,6 +95,7 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
         m.comparison.map(|c| c.position),
         row.image_file,
         row.thumb_file,
+        row.pixel_hash,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -169,6 +173,14 @@ fn push_filter(filter: &Filter, conds: &mut Vec<&'static str>, args: &mut Vec<Va
     }
 }
 
+/// The SQL `LIMIT` for a page size: 0 means no limit (SQLite's -1).
+fn sql_limit(limit: usize) -> Value {
+    match limit {
+        0 => Value::Integer(-1),
+        n => Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+    }
+}
+
 /// Runs a paged query and builds the page with its next cursor.
 fn run_page(
     conn: &Connection,
@@ -211,7 +223,7 @@ pub(crate) fn list(
         sql.push_str(&conds.join(" AND "));
     }
     sql.push_str(" ORDER BY g.created_at DESC, g.id DESC LIMIT ?");
-    args.push(Value::Integer(limit as i64));
+    args.push(sql_limit(limit));
     run_page(conn, &sql, args, limit)
 }
 
@@ -253,7 +265,7 @@ pub(crate) fn search(
          WHERE {} ORDER BY f.rowid DESC LIMIT ?",
         conds.join(" AND ")
     );
-    args.push(Value::Integer(limit as i64));
+    args.push(sql_limit(limit));
     run_page(conn, &sql, args, limit)
 }
 
@@ -322,5 +334,41 @@ pub(crate) fn set_state(conn: &Connection, key: &str, value: &str) -> rusqlite::
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     )?
     .execute([key, value])?;
+    Ok(())
+}
+
+/// The id of the row that uses an image file name, if any.
+pub(crate) fn id_of_file(conn: &Connection, image_file: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM generations WHERE image_file = ?1")?
+        .query_row([image_file], |r| r.get(0))
+        .optional()
+}
+
+/// Generations whose picture has this [`crate::files::pixel_hash`].
+pub(crate) fn with_pixel_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Vec<Generation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM generations g WHERE g.pixel_hash = ?1 ORDER BY g.id"
+    ))?
+    .query_map([hash], from_row)?
+    .collect()
+}
+
+/// Generations with this seed whose pixel hash was never computed (rows older than the hash).
+pub(crate) fn unhashed_with_seed(
+    conn: &Connection,
+    seed: u64,
+) -> rusqlite::Result<Vec<Generation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM generations g WHERE g.pixel_hash IS NULL AND g.seed = ?1 \
+         ORDER BY g.id"
+    ))?
+    .query_map([seed as i64], from_row)?
+    .collect()
+}
+
+/// Records a row's pixel hash.
+pub(crate) fn set_pixel_hash(conn: &Connection, id: i64, hash: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE generations SET pixel_hash = ?2 WHERE id = ?1")?
+        .execute(rusqlite::params![id, hash])?;
     Ok(())
 }

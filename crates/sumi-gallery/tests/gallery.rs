@@ -389,7 +389,7 @@ fn import_paths_walks_folders_and_reports_failures() {
     fs::create_dir(&nested).unwrap();
     let ok = "x\nSteps: 1, Sampler: Euler, CFG scale: 1, Seed: 1, Size: 16x8";
     foreign_png(&src.path().join("a.png"), ok);
-    foreign_png(&nested.join("b.PNG"), ok);
+    foreign_png(&nested.join("b.PNG"), &ok.replace("Seed: 1", "Seed: 2"));
     fs::write(nested.join("notes.txt"), "ignored").unwrap();
     fs::write(nested.join("broken.png"), "nope").unwrap();
     let report = g.import_paths(&[src.path().to_path_buf()]);

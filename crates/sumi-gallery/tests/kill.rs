@@ -1,6 +1,12 @@
 //! Kill test: a child process saves images in a loop and is SIGKILLed at random moments; after
-//! every kill the gallery must open with an intact database, every row's image must decode, and
-//! every id the child reported as saved must still be there.
+//! every kill the gallery must open with an intact database, every row's image must decode,
+//! every id the child reported as saved must still be there, no deleted id may come back, and
+//! the repair must have finished everything the child left: no temp file, no journal entry, no
+//! image without row, and nothing moved to `unreadable/` (a killed write leaves either a temp
+//! file or a complete image, never a broken one). In every other round the parent also opens
+//! the gallery while the child is frozen (SIGSTOP) at a random point, perhaps mid-write; that
+//! open must neither touch the child's files nor disturb it once it goes on (it would exit with
+//! an error instead of being killed).
 //!
 //! This binary plays both parts: with `SUMI_KILL_CHILD=<home>` set it is the child.
 
@@ -52,6 +58,18 @@ fn child(home: &std::path::Path) -> ! {
     unreachable!("the loop above never ends")
 }
 
+/// Stops (SIGSTOP) or resumes (SIGCONT) a child process.
+#[cfg(unix)]
+fn pause(child: &std::process::Child, stop: bool) {
+    let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: signalling our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+/// Pausing needs Unix signals; elsewhere the open runs beside the running child.
+#[cfg(not(unix))]
+fn pause(_: &std::process::Child, _: bool) {}
+
 /// A small xorshift generator seeded from the clock: kill moments differ run to run.
 struct Rng(u64);
 
@@ -84,7 +102,26 @@ fn parent() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(MAX_LIFE_MS)));
+        let life = rng.below(MAX_LIFE_MS);
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(life / 2));
+            // Freeze the child wherever it is (perhaps mid-write, holding the lock), open the
+            // gallery beside it, then let it go on: had the open touched its files, its next
+            // step would fail and it would exit on its own.
+            pause(&child, true);
+            let g = Gallery::open(home.path())
+                .unwrap_or_else(|e| panic!("round {round}: open beside a live writer failed: {e}"));
+            assert!(
+                g.open_report().moved_aside.is_empty(),
+                "round {round}: {:?}",
+                g.open_report()
+            );
+            drop(g);
+            pause(&child, false);
+            std::thread::sleep(Duration::from_millis(life / 2));
+        } else {
+            std::thread::sleep(Duration::from_millis(life));
+        }
         child.kill().unwrap(); // SIGKILL on Unix.
         let mut text = String::new();
         child
@@ -94,9 +131,16 @@ fn parent() {
             .read_to_string(&mut text)
             .unwrap();
         let status = child.wait().unwrap();
+        #[cfg(not(unix))]
         assert!(
             !status.success(),
             "round {round}: child exited on its own: {status}"
+        );
+        #[cfg(unix)]
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "round {round}: child exited on its own (an error in the child?): {status}"
         );
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
             let (what, id) = line.trim().split_once(' ').unwrap();
@@ -163,8 +207,22 @@ fn parent() {
         assert_eq!(
             stray,
             present.len(),
-            "round {round}: image files without rows"
+            "round {round}: image files without rows (or temp files)"
         );
+        let thumbs = std::fs::read_dir(home.path().join(sumi_gallery::THUMBS_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(thumbs, present.len(), "round {round}: stray thumbnails");
+        assert!(
+            !home.path().join(sumi_gallery::UNREADABLE_DIR).exists(),
+            "round {round}: a file was moved aside: {:?}",
+            g.open_report()
+        );
+        let conn = rusqlite::Connection::open(home.path().join(sumi_gallery::DB_FILE)).unwrap();
+        let pending: i64 = conn
+            .query_row("SELECT count(*) FROM pending_files", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0, "round {round}: journal entries left");
     }
     assert!(
         reported.len() >= ROUNDS / 4,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::fs;
+use std::{fs, time::Duration};
 
 use common::{image, meta, params};
 use sumi_gallery::{png_meta, Filter, Gallery, IMAGES_DIR, THUMBS_DIR, UNREADABLE_DIR};
@@ -57,8 +57,19 @@ fn image_without_row_is_readded_from_its_sumi_record() {
     assert!(g.thumb_path(&back).exists());
 }
 
+/// Makes a file look untouched for longer than the repair's bound.
+fn age(path: &std::path::Path) {
+    let old = std::time::SystemTime::now() - sumi_gallery::STALE_AFTER - Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
 #[test]
-fn unreadable_image_without_row_is_moved_aside() {
+fn unreadable_image_without_row_is_moved_aside_once_it_is_old() {
     let dir = tempfile::tempdir().unwrap();
     drop(Gallery::open(dir.path()).unwrap());
     let images = dir.path().join(IMAGES_DIR);
@@ -73,7 +84,23 @@ fn unreadable_image_without_row_is_moved_aside() {
     )
     .unwrap();
     fs::write(images.join("foreign.png"), foreign).unwrap();
+    // Recent: perhaps still being copied in.
     let g = Gallery::open(dir.path()).unwrap();
+    let mut later = g.open_report().left_for_later.clone();
+    later.sort();
+    assert_eq!(
+        later,
+        [images.join("broken.png"), images.join("foreign.png")]
+    );
+    assert!(g.open_report().moved_aside.is_empty());
+    drop(g);
+    age(&images.join("broken.png"));
+    age(&images.join("foreign.png"));
+    let g = Gallery::open(dir.path()).unwrap();
+    assert!(
+        g.open_report().scanned,
+        "files left for later are looked at again"
+    );
     let mut moved = g.open_report().moved_aside.clone();
     moved.sort();
     let aside = dir.path().join(UNREADABLE_DIR);
@@ -132,4 +159,76 @@ fn open_scans_only_when_the_folders_changed_behind_its_back() {
     assert_eq!(g.open_report().removed_rows, [a.id]);
     let report = g.rescan().unwrap();
     assert!(report.scanned && report.is_clean());
+}
+
+#[test]
+fn files_of_a_live_writer_are_left_alone_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::open(dir.path()).unwrap();
+    let kept = g.add(&params(0), &meta(), &image(0)).unwrap();
+    drop(g);
+    let images = dir.path().join(IMAGES_DIR);
+    let temp = images.join(".tmp-1-1-00000000000000aa");
+    fs::write(&temp, b"half written").unwrap();
+    let orphan = images.join("1700000000000-00000000000000bb.png");
+    fs::write(&orphan, b"\x89PNG half").unwrap();
+    // Another process in the middle of a write holds the writers' lock shared.
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.path().join(sumi_gallery::LOCK_FILE))
+        .unwrap();
+    lock.lock_shared().unwrap();
+    let mut g = Gallery::open(dir.path()).unwrap();
+    assert!(g.open_report().busy);
+    assert!(g.open_report().is_clean());
+    assert!(temp.exists() && orphan.exists());
+    assert!(g.repair_if_needed().unwrap().busy);
+    lock.unlock().unwrap();
+    // Now it has died: its temp file goes; its unreadable image waits until it is old.
+    let report = g.repair_if_needed().unwrap().clone();
+    assert!(!report.busy);
+    assert_eq!(report.temp_files_removed, 1);
+    assert_eq!(report.left_for_later, std::slice::from_ref(&orphan));
+    assert!(!temp.exists() && orphan.exists());
+    assert!(g.get(kept.id).is_ok());
+    drop(g);
+    let g = Gallery::open(dir.path()).unwrap();
+    assert!(
+        g.open_report().scanned,
+        "files left for later are looked at again"
+    );
+    assert_eq!(
+        g.open_report().left_for_later,
+        std::slice::from_ref(&orphan)
+    );
+}
+
+#[test]
+fn an_interrupted_delete_is_finished_not_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::open(dir.path()).unwrap();
+    let gone = g.add(&params(0), &meta(), &image(0)).unwrap();
+    let kept = g.add(&params(1), &meta(), &image(1)).unwrap();
+    drop(g);
+    // What a delete leaves when killed after its transaction: no row, a journal entry, files.
+    let conn = rusqlite::Connection::open(dir.path().join(sumi_gallery::DB_FILE)).unwrap();
+    conn.execute_batch(&format!(
+        "DELETE FROM generations WHERE id = {}; \
+         INSERT INTO pending_files VALUES ('{}', '{}', 'delete', 1, 0);",
+        gone.id, gone.image_file, gone.thumb_file
+    ))
+    .unwrap();
+    drop(conn);
+    let image_path = dir.path().join(IMAGES_DIR).join(&gone.image_file);
+    assert!(image_path.exists());
+    let g = Gallery::open(dir.path()).unwrap();
+    let report = g.open_report();
+    assert_eq!(report.deletes_finished, 1);
+    assert!(report.reimported.is_empty(), "the deleted image came back");
+    assert!(!image_path.exists());
+    assert!(!dir.path().join(THUMBS_DIR).join(&gone.thumb_file).exists());
+    assert!(g.get(kept.id).is_ok());
+    drop(g);
+    assert!(Gallery::open(dir.path()).unwrap().open_report().is_clean());
 }

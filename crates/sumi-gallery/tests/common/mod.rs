@@ -1,6 +1,8 @@
 //! Shared helpers for the gallery's integration tests.
 #![allow(dead_code)]
 
+pub mod samples;
+
 use image::RgbImage;
 use sumi_gallery::{GenerationMeta, GenerationParams};
 
