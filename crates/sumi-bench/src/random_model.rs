@@ -329,7 +329,7 @@ pub fn write_random_model(
     configs.insert("vae".into(), vae_v);
 
     let demo_tokenizer = sumi_hub::builtin_demo_model()
-        .map_err(|e| invalid(e))?
+        .map_err(invalid)?
         .join("tokenizer");
     for (i, text_v) in text_configs(preset).into_iter().enumerate() {
         let suffix = if i == 0 {

@@ -1,7 +1,9 @@
 //! Seeded noise sources: the starting noise of a run and the fresh noise ancestral samplers draw
 //! at each step.
 
+pub mod philox;
 pub mod torch_cpu;
+pub mod variation;
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,6 +6,7 @@
 //! projected pooled output. Prompts longer than one sequence are cut into chunks of 75 tokens
 //! (A1111's way), each encoded on its own and joined along the sequence axis.
 
+pub mod prompt;
 pub mod tokenizer;
 
 use std::path::Path;

@@ -5,6 +5,7 @@
 pub mod find;
 pub mod json;
 pub mod ldm;
+pub mod pickle;
 pub mod safetensors;
 
 pub use find::find_weights;
