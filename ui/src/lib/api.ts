@@ -3,8 +3,18 @@
 import { Channel, invoke } from "@tauri-apps/api/core";
 import { writable } from "svelte/store";
 import { applyEvent, emptyJobs, type JobsState } from "./jobs";
-import type { Generation, ModelsView, Page, Tables, WorkerEvent } from "./types";
-import type { FormPayload } from "./form";
+import type {
+  Comparison,
+  Cursor,
+  GenerateForm,
+  Generation,
+  ModelsView,
+  Page,
+  Queued,
+  Tables,
+  Variant,
+  WorkerEvent,
+} from "./types";
 
 /** Everything the worker has reported so far. */
 export const jobs = writable<JobsState>(emptyJobs());
@@ -49,17 +59,16 @@ export const api = {
   tables: () => invoke<Tables>("tables"),
   models: () => invoke<ModelsView>("models"),
   loadModel: (path: string) => invoke<void>("load_model", { path }),
-  generate: (form: FormPayload) => invoke<{ job: number; seed: number }[]>("generate", { form }),
-  compare: (form: FormPayload, variants: { sampler: string; schedule: string; steps?: number; cfg?: number }[]) =>
-    invoke<{ group: number; jobs: { job: number; seed: number }[] }>("compare", { form, variants }),
+  generate: (form: GenerateForm) => invoke<Queued[]>("generate", { form }),
+  compare: (form: GenerateForm, variants: Variant[]) => invoke<Comparison>("compare", { form, variants }),
   cancel: () => invoke<void>("cancel"),
   clearQueue: () => invoke<number>("clear_queue"),
-  list: (query: string, favouritesOnly: boolean, cursor: Page["next"], limit = 200) =>
+  list: (query: string, favouritesOnly: boolean, cursor: Cursor | null, limit = 200) =>
     invoke<Page>("gallery_list", { query, favouritesOnly, cursor, limit }),
   get: (id: number) => invoke<Generation>("gallery_get", { id }),
   setFavourite: (id: number, favourite: boolean) => invoke<void>("set_favourite", { id, favourite }),
   remove: (id: number) => invoke<void>("delete_image", { id }),
-  rerun: (id: number) => invoke<{ job: number; seed: number; note?: string }>("rerun", { id }),
+  rerun: (id: number) => invoke<Queued>("rerun", { id }),
   samePixels: (a: number, b: number) => invoke<boolean>("same_pixels", { a, b }),
   importImages: (paths: string[]) => invoke<[number, string[]]>("import_images", { paths }),
   group: (group: number) => invoke<Generation[]>("comparison_group", { group }),

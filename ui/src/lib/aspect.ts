@@ -33,19 +33,17 @@ export const SDXL_BUCKETS: [number, number][] = [
   [640, 1536],
 ];
 
-/** Largest side the engine accepts. */
-export const MAX_SIDE = 8192;
-
-/** Rounds `value` to the nearest multiple of `step`, kept within [step, MAX_SIDE]. */
-export function snap(value: number, step = 8): number {
+/** Rounds `value` to the nearest multiple of `step`, kept within [step, maxSize]
+ *  (`maxSize`: the app's `limits.maxSize`). */
+export function snap(value: number, step: number, maxSize: number): number {
   if (!Number.isFinite(value)) return step;
-  const max = Math.floor(MAX_SIDE / step) * step;
+  const max = Math.floor(maxSize / step) * step;
   const v = Math.round(value / step) * step;
   return Math.min(max, Math.max(step, v));
 }
 
 /** Presets for a family: SDXL gets its buckets; SD 1.x/2.x keep the area of `base`². */
-export function presets(family: string, base: number, step = 8): Preset[] {
+export function presets(family: string, base: number, step: number, maxSize: number): Preset[] {
   if (family === "sdxl" && base >= 1024) {
     return RATIOS.map(([label], i) => ({
       label,
@@ -57,8 +55,8 @@ export function presets(family: string, base: number, step = 8): Preset[] {
     const r = rw / rh;
     return {
       label,
-      width: snap(base * Math.sqrt(r), step),
-      height: snap(base / Math.sqrt(r), step),
+      width: snap(base * Math.sqrt(r), step, maxSize),
+      height: snap(base / Math.sqrt(r), step, maxSize),
     };
   });
 }

@@ -1,8 +1,5 @@
 // Comparisons over several settings: the cells (cartesian product of the chosen values),
-// their labels and the cap on how many one comparison may hold.
-
-/** Most cells one comparison may have (the app enforces the same number). */
-export const MAX_CELLS = 16;
+// their labels and the check against the cap on how many one comparison may hold.
 
 /** The values chosen for each setting. */
 export interface Axes {
@@ -52,13 +49,14 @@ export function cellCount(a: Axes): number {
   return a.samplers.length * a.schedules.length * a.steps.length * a.cfg.length;
 }
 
-/** Why these values cannot run (too few or too many cells), or null when they can. */
-export function planError(a: Axes): string | null {
+/** Why these values cannot run (too few cells, or more than `maxCells`, the app's
+ *  `limits.maxCompareCells`), or null when they can. */
+export function planError(a: Axes, maxCells: number): string | null {
   const n = cellCount(a);
   if (n === 0) return "Pick at least one sampler and one schedule.";
   if (n < 2) return "Pick two or more values of some setting to compare.";
-  if (n > MAX_CELLS)
-    return `That makes ${n} images (${a.samplers.length} × ${a.schedules.length} × ${a.steps.length} × ${a.cfg.length}); a comparison holds at most ${MAX_CELLS}. Pick fewer values.`;
+  if (n > maxCells)
+    return `That makes ${n} images (${a.samplers.length} × ${a.schedules.length} × ${a.steps.length} × ${a.cfg.length}); a comparison holds at most ${maxCells}. Pick fewer values.`;
   return null;
 }
 

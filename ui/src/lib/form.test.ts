@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { fromParams, initialForm, parseSeed, randomSeed, toPayload, validate } from "./form";
+import { type FormState, fromParams, initialForm, parseSeed, randomSeed, snapSize, toForm, validate } from "./form";
+import type { Limits } from "./types";
 
 const defaults = { steps: 20, cfg: 7, sampler: "DPM++ 2M", schedule: "Karras", size: 512 };
+// The app's limits as `tables` hands them over.
+const limits: Limits = { maxSteps: 500, maxSize: 8192, maxCfg: 100, maxCompareCells: 16, maxBatch: 100 };
 
 describe("parseSeed", () => {
   it("reads empty and -1 as random", () => {
@@ -20,32 +23,55 @@ describe("parseSeed", () => {
 describe("validate", () => {
   it("asks for a prompt", () => {
     const f = initialForm(defaults);
-    expect(validate(f)).toEqual({ prompt: "Write a prompt first." });
-    expect(validate({ ...f, prompt: "a cat" })).toEqual({});
+    expect(validate(f, limits, 8)).toEqual({ prompt: "Write a prompt first." });
+    expect(validate({ ...f, prompt: "a cat" }, limits, 8)).toEqual({});
   });
   it("checks numbers and sizes", () => {
     const f = { ...initialForm(defaults), prompt: "x" };
-    expect(Object.keys(validate({ ...f, steps: 0 }))).toEqual(["steps"]);
-    expect(Object.keys(validate({ ...f, steps: 2.5 }))).toEqual(["steps"]);
-    expect(Object.keys(validate({ ...f, cfg: Number.NaN }))).toEqual(["cfg"]);
-    expect(Object.keys(validate({ ...f, width: 513 }))).toEqual(["width"]);
-    expect(Object.keys(validate({ ...f, height: 0 }))).toEqual(["height"]);
-    expect(Object.keys(validate({ ...f, batch: 0 }))).toEqual(["batch"]);
-    expect(Object.keys(validate({ ...f, width: 520 }, 8))).toEqual([]);
-    expect(Object.keys(validate({ ...f, width: 520 }, 16))).toEqual(["width"]);
+    const bad = (patch: Partial<FormState>, downscale = 8) => Object.keys(validate({ ...f, ...patch }, limits, downscale));
+    expect(bad({ steps: 0 })).toEqual(["steps"]);
+    expect(bad({ steps: 2.5 })).toEqual(["steps"]);
+    expect(bad({ cfg: Number.NaN })).toEqual(["cfg"]);
+    expect(bad({ cfg: -1 })).toEqual(["cfg"]);
+    expect(bad({ width: 513 })).toEqual(["width"]);
+    expect(bad({ height: 0 })).toEqual(["height"]);
+    expect(bad({ batch: 0 })).toEqual(["batch"]);
+    expect(bad({ width: 520 }, 8)).toEqual([]);
+    expect(bad({ width: 520 }, 16)).toEqual(["width"]);
+  });
+  it("keeps the app's limits, and says them", () => {
+    const f = { ...initialForm(defaults), prompt: "x" };
+    const check = (patch: Partial<FormState>, l: Limits = limits) => validate({ ...f, ...patch }, l, 8);
+    // Up to each limit is fine, one past it is not.
+    expect(check({ steps: 500, cfg: 100, width: 8192, height: 8192, batch: 100 })).toEqual({});
+    expect(check({ steps: 501 }).steps).toBe("Steps must be a whole number from 1 to 500.");
+    expect(check({ cfg: 100.5 }).cfg).toBe("CFG must be between 0 and 100.");
+    expect(check({ width: 8200 }).width).toBe("Width must be a multiple of 8 up to 8192.");
+    expect(check({ batch: 101 }).batch).toBe("Batch count must be from 1 to 100.");
+    // Smaller limits bite earlier.
+    const small: Limits = { maxSteps: 50, maxSize: 1024, maxCfg: 30, maxCompareCells: 4, maxBatch: 8 };
+    expect(check({ steps: 50, cfg: 30, width: 1024, batch: 8 }, small)).toEqual({});
+    expect(check({ steps: 60, cfg: 31, height: 1032, batch: 9 }, small)).toEqual({
+      steps: "Steps must be a whole number from 1 to 50.",
+      cfg: "CFG must be between 0 and 30.",
+      height: "Height must be a multiple of 8 up to 1024.",
+      batch: "Batch count must be from 1 to 8.",
+    });
   });
   it("checks a locked seed only", () => {
     const f = { ...initialForm(defaults), prompt: "x", seedText: "nope" };
-    expect(validate(f)).toEqual({});
-    expect(Object.keys(validate({ ...f, seedLocked: true }))).toEqual(["seed"]);
+    expect(validate(f, limits, 8)).toEqual({});
+    expect(Object.keys(validate({ ...f, seedLocked: true }, limits, 8))).toEqual(["seed"]);
   });
 });
 
-describe("toPayload", () => {
-  it("sends a random seed unless locked", () => {
+describe("toForm", () => {
+  it("asks for a random seed unless locked", () => {
     const f = { ...initialForm(defaults), prompt: "x", seedText: "7" };
-    expect(toPayload(f).seed).toBeNull();
-    expect(toPayload({ ...f, seedLocked: true }).seed).toBe(7);
+    expect(toForm(f).randomSeed).toBe(true);
+    expect(toForm({ ...f, seedLocked: true })).toMatchObject({ randomSeed: false, request: { seed: 7 } });
+    // A locked "-1" is the random seed, as in A1111.
+    expect(toForm({ ...f, seedText: "-1", seedLocked: true }).randomSeed).toBe(true);
   });
   it("fills from gallery parameters with the seed locked", () => {
     const f = fromParams(initialForm(defaults), {
@@ -59,18 +85,30 @@ describe("toPayload", () => {
       width: 64,
       height: 128,
     });
-    expect(toPayload(f)).toEqual({
-      prompt: "p",
-      negativePrompt: "n",
-      seed: 99,
-      steps: 5,
-      cfg: 3,
-      sampler: "Euler",
-      schedule: "Normal",
-      width: 64,
-      height: 128,
+    expect(toForm(f)).toEqual({
+      request: {
+        prompt: "p",
+        negative_prompt: "n",
+        seed: 99,
+        steps: 5,
+        cfg: 3,
+        sampler: "Euler",
+        schedule: "Normal",
+        width: 64,
+        height: 128,
+        noise: "cpu",
+      },
+      randomSeed: false,
       batch: 1,
     });
+  });
+});
+
+describe("snapSize", () => {
+  it("snaps to the model's grid within the largest size", () => {
+    expect(snapSize(517, 8, limits.maxSize)).toBe(520);
+    expect(snapSize(100000, 8, limits.maxSize)).toBe(8192);
+    expect(snapSize(100000, 64, 1000)).toBe(960);
   });
 });
 

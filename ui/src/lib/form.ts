@@ -1,6 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
+import type { GenerateForm, GenerationParams, Limits, ModelView } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -17,28 +18,8 @@ export interface FormState {
   batch: number;
 }
 
-/** What the `generate` command takes. */
-export interface FormPayload {
-  prompt: string;
-  negativePrompt: string;
-  seed: number | null;
-  steps: number;
-  cfg: number;
-  sampler: string;
-  schedule: string;
-  width: number;
-  height: number;
-  batch: number;
-}
-
 /** Model defaults the form starts from. */
-export interface Defaults {
-  steps: number;
-  cfg: number;
-  sampler: string;
-  schedule: string;
-  size: number;
-}
+export type Defaults = Pick<ModelView, "steps" | "cfg" | "sampler" | "schedule" | "size">;
 
 /** Largest seed the engine takes without losing precision in JavaScript numbers. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -75,20 +56,22 @@ export function randomSeed(rand: () => number = Math.random): number {
   return Math.floor(rand() * 0x1_0000_0000);
 }
 
-/** Field name -> message for every invalid field; empty when the form can be sent. */
-export function validate(f: FormState, downscale = 8): Record<string, string> {
+/** Field name -> message for every invalid field; empty when the form can be sent.
+ *  `limits` are the app's; `downscale` is the loaded model's size multiple. */
+export function validate(f: FormState, limits: Limits, downscale: number): Record<string, string> {
   const errors: Record<string, string> = {};
   if (f.prompt.trim() === "") errors.prompt = "Write a prompt first.";
-  if (!Number.isInteger(f.steps) || f.steps < 1 || f.steps > 500)
-    errors.steps = "Steps must be a whole number from 1 to 500.";
-  if (!Number.isFinite(f.cfg) || f.cfg < 0 || f.cfg > 30) errors.cfg = "CFG must be between 0 and 30.";
+  if (!Number.isInteger(f.steps) || f.steps < 1 || f.steps > limits.maxSteps)
+    errors.steps = `Steps must be a whole number from 1 to ${limits.maxSteps}.`;
+  if (!Number.isFinite(f.cfg) || f.cfg < 0 || f.cfg > limits.maxCfg)
+    errors.cfg = `CFG must be between 0 and ${limits.maxCfg}.`;
   for (const key of ["width", "height"] as const) {
     const v = f[key];
-    if (!Number.isInteger(v) || v < downscale || v > 8192 || v % downscale !== 0)
-      errors[key] = `${key === "width" ? "Width" : "Height"} must be a multiple of ${downscale} up to 8192.`;
+    if (!Number.isInteger(v) || v < downscale || v > limits.maxSize || v % downscale !== 0)
+      errors[key] = `${key === "width" ? "Width" : "Height"} must be a multiple of ${downscale} up to ${limits.maxSize}.`;
   }
-  if (!Number.isInteger(f.batch) || f.batch < 1 || f.batch > 100)
-    errors.batch = "Batch count must be from 1 to 100.";
+  if (!Number.isInteger(f.batch) || f.batch < 1 || f.batch > limits.maxBatch)
+    errors.batch = `Batch count must be from 1 to ${limits.maxBatch}.`;
   if (f.sampler === "") errors.sampler = "Pick a sampler.";
   if (f.schedule === "") errors.schedule = "Pick a schedule.";
   if (f.seedLocked) {
@@ -98,44 +81,42 @@ export function validate(f: FormState, downscale = 8): Record<string, string> {
   return errors;
 }
 
-/** The payload for `generate`: random seed unless the seed is locked. */
-export function toPayload(f: FormState): FormPayload {
+/** What `generate` and `compare` take: a random seed unless the seed is locked. */
+export function toForm(f: FormState): GenerateForm {
   const parsed = parseSeed(f.seedText);
   const seed = f.seedLocked && "seed" in parsed ? parsed.seed : null;
   return {
-    prompt: f.prompt,
-    negativePrompt: f.negativePrompt,
-    seed,
-    steps: f.steps,
-    cfg: f.cfg,
-    sampler: f.sampler,
-    schedule: f.schedule,
-    width: f.width,
-    height: f.height,
+    request: {
+      prompt: f.prompt,
+      negative_prompt: f.negativePrompt,
+      // Ignored by the app when randomSeed is set.
+      seed: seed ?? 0,
+      steps: f.steps,
+      cfg: f.cfg,
+      sampler: f.sampler,
+      schedule: f.schedule,
+      width: f.width,
+      height: f.height,
+      noise: "cpu",
+    },
+    randomSeed: seed === null,
     batch: f.batch,
   };
 }
 
-/** Snaps a typed size to the model's grid. */
-export function snapSize(v: number, downscale = 8): number {
-  return snap(v, downscale);
+/** Snaps a typed size to the model's grid, within the app's largest size. */
+export function snapSize(v: number, downscale: number, maxSize: number): number {
+  return snap(v, downscale, maxSize);
 }
 
+/** The settings `fromParams` takes from a gallery image. */
+export type ImageSettings = Pick<
+  GenerationParams,
+  "prompt" | "negative_prompt" | "seed" | "steps" | "cfg" | "sampler" | "schedule" | "width" | "height"
+>;
+
 /** The form filled from a gallery image's parameters, with its seed locked. */
-export function fromParams(
-  base: FormState,
-  p: {
-    prompt: string;
-    negative_prompt: string;
-    seed: number;
-    steps: number;
-    cfg: number;
-    sampler: string;
-    schedule: string;
-    width: number;
-    height: number;
-  },
-): FormState {
+export function fromParams(base: FormState, p: ImageSettings): FormState {
   return {
     ...base,
     prompt: p.prompt,

@@ -104,6 +104,7 @@ describe("model loading", () => {
 
 const demo: ModelView = {
   name: "demo-model",
+  hash: null,
   path: "/usr/lib/Sumi/demo-model",
   family: "sd1",
   familyName: "SD 1.x",
