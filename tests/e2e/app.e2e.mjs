@@ -330,25 +330,59 @@ try {
   await sleep(300);
   await screenshot("6-demo-model");
 
-  // A re-run of an image that another model made says why its pixels will differ.
-  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
-  await type(await one('[data-testid="search"]', "search box"), "fox");
-  let foxes = [];
-  for (const until = Date.now() + 10000; foxes.length !== 2; await sleep(50)) {
-    if (Date.now() > until) throw new Error(`search 'fox' shows ${foxes.length} images, not 2`);
-    foxes = await find('[data-testid="thumb"]');
+  // A re-run of an image that another model made: when Sumi cannot find that model (sd15 was
+  // named by SUMI_MODEL, which is gone, and no folder it searches holds it) the re-run uses the
+  // loaded model and says why its pixels will differ.
+  const selectedModel = () =>
+    js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].text;");
+  // Opens the oldest fox (the first image, made with sd15) in the gallery, out of `count`.
+  async function openFirstFox(count) {
+    await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+    await type(await one('[data-testid="search"]', "search box"), "fox");
+    let foxes = [];
+    for (const until = Date.now() + 10000; foxes.length !== count; await sleep(50)) {
+      if (Date.now() > until) throw new Error(`search 'fox' shows ${foxes.length} images, not ${count}`);
+      foxes = await find('[data-testid="thumb"]');
+    }
+    await click(foxes[foxes.length - 1]);
+    check((await text(await one('[data-testid="detail-prompt"]', "detail prompt"))) === PROMPT, "a fox image is open");
+    const made = await js(
+      "const dt = [...document.querySelectorAll('[data-testid=params] dt')].find((d) => d.textContent === 'Model'); return dt.nextElementSibling.textContent;",
+    );
+    check(made === "sd15", `it was made with sd15 (${made})`);
   }
-  await click(foxes[0]);
-  check((await text(await one('[data-testid="detail-prompt"]', "detail prompt"))) === PROMPT, "a fox image is open");
+  await openFirstFox(2);
   await click(await one('[data-testid="rerun"]', "re-run button"));
   const otherModel = await text(await one('[data-testid="rerun-note"]', "the other-model note"));
   check(
     otherModel.startsWith("Made with sd15; this re-run uses demo-model"),
-    `a re-run with another model loaded says so (${otherModel})`,
+    `a re-run with its model not found says the loaded one is used (${otherModel})`,
   );
   await one('[data-testid="different"]', "the re-run's pixel check", 120000);
-  check(true, "and its pixels differ");
+  check((await find('[data-testid="identical"]')).length === 0, "and its pixels differ");
+  check((await selectedModel()).startsWith("Demo model (built in)"), "the demo model stays loaded");
   await screenshot("7-rerun-other-model");
+
+  // When sd15 is among the models Sumi finds (here through SUMI_MODEL_DIRS), the re-run loads
+  // it first, says so, and makes the image exactly. The demo model opens again at restart.
+  await restart({ SUMI_MODEL: "", SUMI_MODEL_DIRS: path.join(root, "tests/fixtures") });
+  await one('[data-testid="prompt"]', "the Generate view with the demo model", 60000);
+  for (const until = Date.now() + 10000; !(await selectedModel()).startsWith("Demo model (built in)"); await sleep(50)) {
+    if (Date.now() > until) throw new Error(`the demo model is not the loaded one (${await selectedModel()})`);
+  }
+  await openFirstFox(3);
+  await click(await one('[data-testid="rerun"]', "re-run button"));
+  const loadingNote = await text(await one('[data-testid="rerun-note"]', "the loading note"));
+  check(
+    /^Loading sd15, the model that made #\d+, for this re-run\.$/.test(loadingNote),
+    `a re-run of an sd15 image with sd15 findable says it loads it (${loadingNote})`,
+  );
+  await one('[data-testid="identical"], [data-testid="different"]', "the re-run's pixel check", 120000);
+  check((await find('[data-testid="identical"]')).length === 1, "the re-run on sd15 has identical pixels");
+  const switched = await selectedModel();
+  check(/^sd15\b/.test(switched), `the model picker switched to sd15 (${switched})`);
+  await sleep(300);
+  await screenshot("8-rerun-loads-model");
 
   // 9. When nothing is usable (here a demo model without its UNet weights) the app opens on the
   // "no usable model" screen with the reason; adding a folder loads it.
