@@ -1,7 +1,7 @@
 //! Stable Diffusion 1.x: one CLIP ViT-L text encoder (last layer), 1x1-conv transformer
 //! projections, 512 px.
 
-use super::spec::{FamilySpec, PreviewCoefficients, TextStyle};
+use super::spec::{FamilySpec, Heads, LdmLayout, LdmTextEncoder, PreviewCoefficients, TextStyle};
 
 /// ComfyUI's latent -> RGB fit for the SD 1.x/2.x VAE (FACTS.md).
 pub(super) const PREVIEW: PreviewCoefficients = PreviewCoefficients {
@@ -22,4 +22,14 @@ pub(super) const SPEC: FamilySpec = FamilySpec {
     cfg: 7.0,
     scaling_factor: 0.18215,
     preview: PREVIEW,
+    ldm: LdmLayout {
+        text_encoders: &[LdmTextEncoder {
+            prefix: "cond_stage_model.transformer.",
+            openclip: false,
+            skip_last_layer: false,
+            projection: false,
+        }],
+        heads: Heads::Count(8),
+        sample_size: (64, 64),
+    },
 };

@@ -1,7 +1,7 @@
 //! Stable Diffusion 2.x: one OpenCLIP ViT-H text encoder (its penultimate layer, shipped as the
 //! last one), linear transformer projections, eps or v prediction, 512 or 768 px.
 
-use super::spec::{FamilySpec, TextStyle};
+use super::spec::{FamilySpec, Heads, LdmLayout, LdmTextEncoder, TextStyle};
 
 /// SD 2.x (the same VAE as SD 1.x).
 pub(super) const SPEC: FamilySpec = FamilySpec {
@@ -11,4 +11,14 @@ pub(super) const SPEC: FamilySpec = FamilySpec {
     cfg: 7.0,
     scaling_factor: 0.18215,
     preview: super::sd1::PREVIEW,
+    ldm: LdmLayout {
+        text_encoders: &[LdmTextEncoder {
+            prefix: "cond_stage_model.model.",
+            openclip: true,
+            skip_last_layer: true,
+            projection: false,
+        }],
+        heads: Heads::Width(64),
+        sample_size: (64, 96),
+    },
 };

@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::spec::{FamilySpec, PreviewCoefficients, TextStyle};
+use super::spec::{FamilySpec, Heads, LdmLayout, LdmTextEncoder, PreviewCoefficients, TextStyle};
 use crate::arch::network::AddedCond;
 
 /// SDXL.
@@ -21,6 +21,24 @@ pub(super) const SPEC: FamilySpec = FamilySpec {
             [-0.3165, -0.2492, -0.2188],
         ],
         bias: [0.1084, -0.0175, -0.0011],
+    },
+    ldm: LdmLayout {
+        text_encoders: &[
+            LdmTextEncoder {
+                prefix: "conditioner.embedders.0.transformer.",
+                openclip: false,
+                skip_last_layer: false,
+                projection: false,
+            },
+            LdmTextEncoder {
+                prefix: "conditioner.embedders.1.model.",
+                openclip: true,
+                skip_last_layer: false,
+                projection: true,
+            },
+        ],
+        heads: Heads::Width(64),
+        sample_size: (128, 128),
     },
 };
 

@@ -20,6 +20,39 @@ pub struct PreviewCoefficients {
     pub bias: [f32; 3],
 }
 
+/// How one text encoder of a family is stored in an LDM single-file checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LdmTextEncoder {
+    /// The key prefix of its tensors.
+    pub prefix: &'static str,
+    /// OpenCLIP names with fused attention (else transformers' `CLIPTextModel` names).
+    pub openclip: bool,
+    /// Whether the tower's last resblock is left out (SD 2.x uses its penultimate layer).
+    pub skip_last_layer: bool,
+    /// Whether the tower ends in a text projection (SDXL's second encoder).
+    pub projection: bool,
+}
+
+/// The attention head count of a UNet when its checkpoint does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heads {
+    /// The same number of heads in every block (SD 1.x: 8).
+    Count(usize),
+    /// Heads of this many channels (SD 2.x, SDXL: 64).
+    Width(usize),
+}
+
+/// What a family's single-file (LDM layout) checkpoints look like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LdmLayout {
+    /// Its text encoders, in the order the pipeline uses them.
+    pub text_encoders: &'static [LdmTextEncoder],
+    /// UNet heads when no companion `.yaml` says.
+    pub heads: Heads,
+    /// The UNet's latent size for eps models and for v models.
+    pub sample_size: (usize, usize),
+}
+
 /// The facts and defaults of one model family.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FamilySpec {
@@ -36,4 +69,6 @@ pub struct FamilySpec {
     pub scaling_factor: f64,
     /// Latent previews for the family's standard VAE.
     pub preview: PreviewCoefficients,
+    /// Its single-file checkpoints.
+    pub ldm: LdmLayout,
 }

@@ -10,10 +10,6 @@ use crate::{Error, Result};
 
 pub(super) const UNET: &str = "model.diffusion_model.";
 pub(super) const VAE: &str = "first_stage_model.";
-pub(super) const SD1_CLIP: &str = "cond_stage_model.transformer.";
-pub(super) const SD2_CLIP: &str = "cond_stage_model.model.";
-pub(super) const XL_CLIP_L: &str = "conditioner.embedders.0.transformer.";
-pub(super) const XL_CLIP_G: &str = "conditioner.embedders.1.model.";
 
 /// A single-file checkpoint with the shapes of all its tensors.
 pub struct Checkpoint {
@@ -110,25 +106,26 @@ impl Checkpoint {
                  (a LoRA, VAE or embedding file cannot be loaded as a model)",
             ));
         }
-        if any(XL_CLIP_G) {
-            if !any(XL_CLIP_L) {
-                return Err(Error::model(
-                    &self.path,
-                    "SDXL refiner checkpoints (one OpenCLIP encoder) are not supported yet",
-                ));
-            }
-            Ok(Family::Sdxl)
-        } else if any(SD2_CLIP) {
-            Ok(Family::Sd2)
-        } else if any(SD1_CLIP) {
-            Ok(Family::Sd1)
-        } else {
-            Err(Error::model(
-                &self.path,
-                "no text encoder weights (cond_stage_model.* or conditioner.embedders.*); \
-                 the file holds only part of a model",
-            ))
+        // A family is the one whose text encoders are all there (SDXL's two first).
+        let has_all = |f: &Family| f.spec().ldm.text_encoders.iter().all(|te| any(te.prefix));
+        if let Some(family) = [Family::Sdxl, Family::Sd2, Family::Sd1]
+            .into_iter()
+            .find(has_all)
+        {
+            return Ok(family);
         }
+        let sdxl = Family::Sdxl.spec().ldm.text_encoders;
+        if sdxl.iter().any(|te| any(te.prefix)) {
+            return Err(Error::model(
+                &self.path,
+                "SDXL refiner checkpoints (one OpenCLIP encoder) are not supported yet",
+            ));
+        }
+        Err(Error::model(
+            &self.path,
+            "no text encoder weights (cond_stage_model.* or conditioner.embedders.*); \
+             the file holds only part of a model",
+        ))
     }
 }
 

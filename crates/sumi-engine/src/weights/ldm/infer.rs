@@ -4,12 +4,11 @@
 
 use serde_json::json;
 
-use super::checkpoint::{
-    Checkpoint, YamlHints, SD1_CLIP, SD2_CLIP, UNET, VAE, XL_CLIP_G, XL_CLIP_L,
-};
+use super::checkpoint::{Checkpoint, YamlHints, UNET, VAE};
 use crate::arch::clip::ClipTextConfig;
 use crate::arch::unet::UNetConfig;
 use crate::arch::vae::VaeConfig;
+use crate::family::spec::{Heads, LdmTextEncoder};
 use crate::family::Family;
 use crate::parametrization::Parametrization as Prediction;
 use crate::sampling::schedules::SchedulerConfig;
@@ -93,6 +92,7 @@ fn infer_unet(
     v: bool,
 ) -> Result<UNetConfig> {
     let p = UNET;
+    let ldm = family.spec().ldm;
     let layout = unet_layout(ck)?;
     let per = layout.per_level;
     let levels = layout.up_attention.len();
@@ -150,11 +150,10 @@ fn infer_unet(
     let heads: Vec<usize> = boc
         .iter()
         .map(
-            |&c| match (hints.num_heads, hints.num_head_channels, family) {
+            |&c| match (hints.num_heads, hints.num_head_channels, ldm.heads) {
                 (Some(h), _, _) => h,
-                (None, Some(ch), _) => (c / ch).max(1),
-                (None, None, Family::Sd1) => 8,
-                (None, None, _) => (c / 64).max(1),
+                (None, Some(ch), _) | (None, None, Heads::Width(ch)) => (c / ch).max(1),
+                (None, None, Heads::Count(h)) => h,
             },
         )
         .collect();
@@ -170,11 +169,7 @@ fn infer_unet(
         "transformer_layers_per_block": tlayers,
         "cross_attention_dim": context_dim,
         "use_linear_projection": linear.unwrap_or(false),
-        "sample_size": match (family, v) {
-            (Family::Sdxl, _) => 128,
-            (Family::Sd2, true) => 96,
-            _ => 64,
-        },
+        "sample_size": if v { ldm.sample_size.1 } else { ldm.sample_size.0 },
     });
     if let Some(s) = ck.shape(&format!("{p}label_emb.0.0.weight")) {
         if s.len() != 2 {
@@ -225,28 +220,11 @@ fn infer_vae(ck: &Checkpoint, family: Family, hints: &YamlHints) -> Result<VaeCo
         "layers_per_block": blocks.saturating_sub(1).max(1),
         "latent_channels": conv_in[1],
         "out_channels": conv_out[0],
-        "scaling_factor": hints.scale_factor.unwrap_or(if family == Family::Sdxl { 0.13025 } else { 0.18215 }),
+        "scaling_factor": hints.scale_factor.unwrap_or(family.spec().scaling_factor),
         "use_post_quant_conv": ck.has(&format!("{VAE}post_quant_conv.weight")),
         "mid_block_add_attention": ck.has(&format!("{p}mid.attn_1.q.weight")),
     });
     serde_json::from_value(cfg).map_err(|e| bad(ck, format!("VAE config: {e}")))
-}
-
-/// Which text-encoder layout a prefix holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ClipKind {
-    /// transformers' CLIPTextModel names under the prefix (SD 1.x, SDXL's first encoder).
-    Hf,
-    /// OpenCLIP names with fused attention (SD 2.x, SDXL's second encoder).
-    OpenClip,
-}
-
-pub(super) fn text_encoders(family: Family) -> Vec<(&'static str, ClipKind)> {
-    match family {
-        Family::Sd1 => vec![(SD1_CLIP, ClipKind::Hf)],
-        Family::Sd2 => vec![(SD2_CLIP, ClipKind::OpenClip)],
-        Family::Sdxl => vec![(XL_CLIP_L, ClipKind::Hf), (XL_CLIP_G, ClipKind::OpenClip)],
-    }
 }
 
 /// The `text_model.` root of an HF-layout encoder (old files may lack `text_model.`).
@@ -260,14 +238,10 @@ pub(super) fn hf_root(ck: &Checkpoint, prefix: &str) -> String {
     }
 }
 
-fn infer_clip(
-    ck: &Checkpoint,
-    prefix: &str,
-    kind: ClipKind,
-    family: Family,
-) -> Result<ClipTextConfig> {
-    let (tok, pos, fc1, layers, act, projection) = match kind {
-        ClipKind::Hf => {
+fn infer_clip(ck: &Checkpoint, te: &LdmTextEncoder) -> Result<ClipTextConfig> {
+    let prefix = te.prefix;
+    let (tok, pos, fc1, layers, act, projection) = match te.openclip {
+        false => {
             let r = hf_root(ck, prefix);
             (
                 dims(ck, &format!("{r}embeddings.token_embedding.weight"), 2)?,
@@ -278,15 +252,15 @@ fn infer_clip(
                 None,
             )
         }
-        ClipKind::OpenClip => {
+        true => {
             let all = ck.count(&format!("{prefix}transformer.resblocks.{{}}.ln_1.weight"));
             // SD 2.x uses the penultimate layer as its last one: the final resblock is never run.
-            let layers = if family == Family::Sd2 {
+            let layers = if te.skip_last_layer {
                 all.saturating_sub(1)
             } else {
                 all
             };
-            let projection = if family == Family::Sdxl {
+            let projection = if te.projection {
                 Some(dims(ck, &format!("{prefix}text_projection"), 2)?[1])
             } else {
                 None
@@ -341,9 +315,12 @@ pub fn infer_config(
     } else {
         Prediction::Epsilon
     });
-    let text = text_encoders(family)
-        .into_iter()
-        .map(|(p, k)| infer_clip(ck, p, k, family))
+    let text = family
+        .spec()
+        .ldm
+        .text_encoders
+        .iter()
+        .map(|te| infer_clip(ck, te))
         .collect::<Result<Vec<_>>>()?;
     let pooled = text.last().and_then(|c| c.projection_dim);
     let unet = infer_unet(ck, family, hints, pooled, prediction == Prediction::V)?;

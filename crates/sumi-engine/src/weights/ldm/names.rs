@@ -11,9 +11,7 @@ use candle_nn::VarBuilder;
 use serde_json::json;
 
 use super::checkpoint::{Checkpoint, UNET, VAE};
-use super::infer::{
-    bad, dims, hf_root, infer_diffusers_vae, text_encoders, unet_layout, ClipKind, UNetLayout,
-};
+use super::infer::{bad, dims, hf_root, infer_diffusers_vae, unet_layout, UNetLayout};
 use crate::arch::vae::VaeConfig;
 use crate::family::Family;
 use crate::{Error, Result};
@@ -348,21 +346,21 @@ pub fn text_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
-    let (prefix, kind) = *text_encoders(family)
+    let te = *family
+        .spec()
+        .ldm
+        .text_encoders
         .get(index)
         .ok_or_else(|| bad(ck, format!("no text encoder {index}")))?;
-    let map: Box<Mapper> = match kind {
-        ClipKind::Hf => {
-            let root = hf_root(ck, prefix);
-            Box::new(move |n| {
-                let n = n.strip_prefix("text_model.")?;
-                Some(Source::Plain(format!("{root}{n}")))
-            })
-        }
-        ClipKind::OpenClip => {
-            let projection = family == Family::Sdxl;
-            Box::new(move |n| openclip_source(n, prefix, projection))
-        }
+    let prefix = te.prefix;
+    let map: Box<Mapper> = if te.openclip {
+        Box::new(move |n| openclip_source(n, prefix, te.projection))
+    } else {
+        let root = hf_root(ck, prefix);
+        Box::new(move |n| {
+            let n = n.strip_prefix("text_model.")?;
+            Some(Source::Plain(format!("{root}{n}")))
+        })
     };
     Ok(builder(ck, map, dtype, device))
 }
