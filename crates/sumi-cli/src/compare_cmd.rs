@@ -51,6 +51,9 @@ pub struct CompareArgs {
     /// Where to write the labelled grid PNG.
     #[arg(long, short)]
     output: PathBuf,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Do not save the images into the gallery.
     #[arg(long)]
     no_save: bool,
@@ -131,7 +134,7 @@ fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
 
 /// Runs `sumi compare`.
 pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
-    crate::save::check_output(&args.output)?;
+    crate::save::check_output(&args.output, home, args.force)?;
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
         Some(spec) => sumi_hub::resolve(spec)?,

@@ -187,14 +187,8 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
         GalleryCommand::Import { paths, json } => import(&gallery, &paths, json),
         GalleryCommand::Export { id, output, force } => {
             let g = gallery.get(id)?;
-            if output.exists() && !force {
-                bail!(
-                    "{} already exists; pass --force to overwrite it",
-                    output.display()
-                );
-            }
-            std::fs::copy(gallery.image_path(&g), &output)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            crate::save::check_output(&output, home, force)?;
+            gallery.export_image(g.id, &output)?;
             emit(&format!("exported #{id} to {}", output.display()))
         }
         GalleryCommand::ExportGrid {
@@ -202,12 +196,7 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
             output,
             force,
         } => {
-            if output.exists() && !force {
-                bail!(
-                    "{} already exists; pass --force to overwrite it",
-                    output.display()
-                );
-            }
+            crate::save::check_output(&output, home, force)?;
             gallery.export_grid(group, &output)?;
             emit(&format!(
                 "exported comparison group {group} to {}",
@@ -425,6 +414,12 @@ fn import(gallery: &Gallery, paths: &[PathBuf], json: bool) -> Result<()> {
         for g in &report.imported {
             emit(&format!("imported {}", summary_line(g)))?;
         }
+        for (path, id) in &report.already_in_gallery {
+            emit(&format!(
+                "skipped {}: already in the gallery as #{id}",
+                path.display()
+            ))?;
+        }
         for (path, why) in &report.failed {
             eprintln!("not imported: {}: {why}", path.display());
         }
@@ -436,7 +431,7 @@ fn import(gallery: &Gallery, paths: &[PathBuf], json: bool) -> Result<()> {
             report.failed.len() + report.imported.len()
         );
     }
-    if report.imported.is_empty() {
+    if report.imported.is_empty() && report.already_in_gallery.is_empty() {
         bail!("no PNG files found in the given paths");
     }
     Ok(())

@@ -66,9 +66,12 @@ pub struct GenerateArgs {
     /// Image height: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     height: Option<u32>,
-    /// Also write the image to this PNG file.
+    /// Also write the image to this PNG file (an existing file only with --force).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Write each step's preview as a PNG into this folder.
     #[arg(long, value_name = "DIR")]
     previews: Option<PathBuf>,
@@ -103,6 +106,7 @@ impl GenerateArgs {
             width: None,
             height: None,
             output: None,
+            force: false,
             previews: None,
             no_save: false,
             device,
@@ -134,7 +138,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let seed_arg = parse_seed(args.seed.as_deref().unwrap_or(""))?;
     check_before_load(&args)?;
     if let Some(out) = &args.output {
-        crate::save::check_output(out)?;
+        crate::save::check_output(out, home, args.force)?;
     }
     if let Some(dir) = &args.previews {
         if dir.exists() && !dir.is_dir() {
@@ -277,7 +281,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         }
         _ if matches!(gallery, Some(Ok(_))) => "the image is in the gallery all the same".into(),
         _ => {
-            let fallback = PathBuf::from(format!("sumi-{}.png", request.seed));
+            let fallback = crate::save::fallback_path(request.seed);
             write(&fallback)?;
             eprintln!("wrote {}", fallback.display());
             format!("the image went to {} instead", fallback.display())

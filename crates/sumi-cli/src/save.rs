@@ -9,15 +9,37 @@ use sumi_engine::{Model, Request};
 use sumi_gallery::Gallery;
 use sumi_runtime::record::{meta, params};
 
-/// Fails before any work is done when `out` cannot be a PNG written later: it names a folder, or
-/// its folder does not exist.
-pub fn check_output(out: &Path) -> Result<()> {
+/// Fails before any work is done when `out` cannot be a PNG written later: it lies among the
+/// gallery's own files (never written, even with `force`), it exists and `force` is not given,
+/// it names a folder or something that is not a regular file, or its folder does not exist.
+pub fn check_output(out: &Path, home: &Path, force: bool) -> Result<()> {
+    if sumi_gallery::is_managed_by(home, out) {
+        bail!(
+            "{} is one of the gallery's own files; Sumi never writes there, even with --force: \
+             choose another path (`sumi gallery export ID --output FILE` copies a gallery image)",
+            out.display()
+        );
+    }
     if out.is_dir() {
         bail!(
             "{} is a folder: give a file name, e.g. {}",
             out.display(),
             out.join("image.png").display()
         );
+    }
+    if let Ok(meta) = std::fs::metadata(out) {
+        if !meta.is_file() {
+            bail!(
+                "{} exists and is not a regular file: give another path",
+                out.display()
+            );
+        }
+        if !force {
+            bail!(
+                "{} already exists; pass --force to overwrite it",
+                out.display()
+            );
+        }
     }
     let folder = out
         .parent()
@@ -60,5 +82,38 @@ pub fn to_file(
         &meta(model, elapsed, None),
         image,
     )?;
-    std::fs::write(out, png).with_context(|| format!("cannot write {}", out.display()))
+    write_new_or_replace(out, &png)
+}
+
+/// Writes `bytes` to `out` through a temporary file beside it, so that a failed write never leaves
+/// a half-written file where another was.
+fn write_new_or_replace(out: &Path, bytes: &[u8]) -> Result<()> {
+    let folder = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = folder.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, out))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// A file name for an image that found no other home: `sumi-SEED.png`, or `sumi-SEED-N.png`
+/// when that exists, so no file is overwritten.
+pub fn fallback_path(seed: u64) -> PathBuf {
+    let first = PathBuf::from(format!("sumi-{seed}.png"));
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| PathBuf::from(format!("sumi-{seed}-{n}.png")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
 }

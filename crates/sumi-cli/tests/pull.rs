@@ -183,6 +183,7 @@ fn single_file_tokenizers_are_fetched_once_or_explained_offline() {
         "--no-save",
         "--output",
         out.to_str().unwrap(),
+        "--force",
     ];
 
     // Offline with nothing cached: the error says what to do.

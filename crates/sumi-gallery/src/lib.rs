@@ -54,7 +54,7 @@ use rusqlite::Connection;
 pub use error::{GalleryError, Result};
 pub use files::STALE_AFTER;
 pub use import::ImportReport;
-pub use managed::is_inside_a_gallery;
+pub use managed::{is_inside_a_gallery, is_managed_by};
 pub use reconcile::OpenReport;
 pub use record::{ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams};
 pub use schema::SCHEMA_VERSION;

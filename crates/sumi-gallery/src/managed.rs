@@ -118,6 +118,12 @@ pub fn is_inside_a_gallery(path: &Path) -> bool {
     landing_places(path).iter().any(|p| in_some_gallery(p))
 }
 
+/// Whether writing to `path` would write into the managed files of the gallery whose data folder
+/// is `home` (whether or not it holds a gallery yet), or of any other gallery.
+pub fn is_managed_by(home: &Path, path: &Path) -> bool {
+    is_managed(&resolve_dir(home), path)
+}
+
 /// Whether writing to `path` would write into the managed files of the gallery at `home`
 /// (resolved), or of any other gallery.
 pub(crate) fn is_managed(home: &Path, path: &Path) -> bool {
