@@ -13,6 +13,7 @@ const COMMANDS: &[&str] = &[
     "gallery_list",
     "gallery_count",
     "gallery_get",
+    "gallery_request",
     "set_favourite",
     "delete_image",
     "rerun",

@@ -406,6 +406,14 @@ pub fn gallery_get(state: State<'_, AppState>, id: i64) -> Res<Generation> {
     Ok(gallery(&state).get(id)?)
 }
 
+/// The request that makes a gallery image again (what "use these settings" fills the form with).
+#[tauri::command]
+pub fn gallery_request(state: State<'_, AppState>, id: i64) -> Res<sumi_engine::Request> {
+    Ok(sumi_runtime::record::request(
+        &gallery(&state).get(id)?.params,
+    ))
+}
+
 /// Marks or unmarks a favourite.
 #[tauri::command]
 pub fn set_favourite(state: State<'_, AppState>, id: i64, favourite: bool) -> Res<()> {

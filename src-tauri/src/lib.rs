@@ -189,6 +189,7 @@ pub fn run() -> anyhow::Result<()> {
             commands::gallery_list,
             commands::gallery_count,
             commands::gallery_get,
+            commands::gallery_request,
             commands::set_favourite,
             commands::delete_image,
             commands::rerun,

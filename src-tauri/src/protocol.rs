@@ -157,6 +157,7 @@ mod tests {
             model_name: "m".into(),
             model_hash: None,
             noise_source: "cpu".into(),
+            ..Default::default()
         };
         let rec = g
             .add(&params, &GenerationMeta::default(), &RgbImage::new(8, 8))

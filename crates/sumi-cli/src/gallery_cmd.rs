@@ -470,6 +470,7 @@ mod tests {
             model_name: "m".into(),
             model_hash: None,
             noise_source: "cpu".into(),
+            ..Default::default()
         };
         let id = g
             .add(&params, &Default::default(), &image::RgbImage::new(8, 8))

@@ -66,6 +66,20 @@ pub struct GenerateArgs {
     /// Image height: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     height: Option<u32>,
+    /// Noise source: cpu (PyTorch's CPU generator, as diffusers and A1111's "CPU"), nv (A1111's
+    /// NVIDIA GPU noise, its default on NVIDIA cards), comfy-cpu or comfy-nv (ComfyUI's rules).
+    #[arg(long, value_name = "SOURCE")]
+    rng: Option<String>,
+    /// A1111's eta noise seed delta (ENSD): the step noise of ancestral and SDE samplers comes
+    /// from seed + N.
+    #[arg(long, value_name = "N")]
+    ensd: Option<u64>,
+    /// A1111's variation seed, mixed into the starting noise by --variation-strength.
+    #[arg(long, value_name = "SEED")]
+    variation_seed: Option<u64>,
+    /// How far the starting noise moves towards the variation seed's, 0 to 1.
+    #[arg(long, value_name = "S")]
+    variation_strength: Option<f64>,
     /// Also write the image to this PNG file (an existing file only with --force).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -105,6 +119,10 @@ impl GenerateArgs {
             schedule: None,
             width: None,
             height: None,
+            rng: None,
+            ensd: None,
+            variation_seed: None,
+            variation_strength: None,
             output: None,
             force: false,
             previews: None,
@@ -124,6 +142,9 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     }
     args.steps.map(check_steps).transpose()?;
     args.cfg.map(check_cfg).transpose()?;
+    if let Some(name) = &args.rng {
+        name.parse::<sumi_engine::noise::NoiseSource>()?;
+    }
     if let Some(name) = &args.sampler {
         parse_sampler(name)?;
     }
@@ -224,6 +245,18 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
     if let Some(v) = args.height {
         request.height = v;
+    }
+    if let Some(v) = &args.rng {
+        request.noise = v.parse()?;
+    }
+    if let Some(v) = args.ensd {
+        request.ensd = v;
+    }
+    if let Some(v) = args.variation_seed {
+        request.variation_seed = Some(v);
+    }
+    if let Some(v) = args.variation_strength {
+        request.variation_strength = v;
     }
     request.validate(model.info.downscale)?;
 

@@ -402,6 +402,7 @@ mod tests {
             model_name: "demo".into(),
             model_hash: None,
             noise_source: "cpu".into(),
+            ..Default::default()
         }
     }
 

@@ -91,6 +91,16 @@ pub struct Parsed {
     pub model_hash: Option<String>,
     /// `RNG` (A1111's noise source), lower-cased when it is one of A1111's own values.
     pub noise_source: Option<String>,
+    /// `ENSD`.
+    pub ensd: Option<u64>,
+    /// `Variation seed`.
+    pub variation_seed: Option<u64>,
+    /// `Variation seed strength`.
+    pub variation_strength: Option<f64>,
+    /// `Clip skip`.
+    pub clip_skip: Option<u32>,
+    /// `Emphasis`, as Sumi names the mode.
+    pub emphasis: Option<String>,
     /// Every other pair (and known keys whose values could not be read), in text order.
     pub extras: Vec<(String, String)>,
     /// Whether a settings line (`Steps: ...`) was found at all.
@@ -132,10 +142,19 @@ impl Parsed {
             height: self.height.ok_or(InfotextError::Missing("Size"))?,
             model_name: self.model_name.clone().unwrap_or_default(),
             model_hash: self.model_hash.clone(),
+            // A1111 leaves RNG out for its default, the GPU's own generator.
             noise_source: self
                 .noise_source
                 .clone()
                 .unwrap_or_else(|| "gpu".to_string()),
+            ensd: self.ensd.unwrap_or(0),
+            variation_seed: self.variation_seed,
+            variation_strength: self.variation_strength.unwrap_or(0.0),
+            clip_skip: self.clip_skip.unwrap_or(1),
+            emphasis: self
+                .emphasis
+                .clone()
+                .unwrap_or_else(|| "original".to_string()),
         })
     }
 }
@@ -166,8 +185,22 @@ pub fn format(p: &GenerationParams) -> String {
     if !p.model_name.is_empty() {
         pairs.push(("Model", p.model_name.clone()));
     }
-    if !p.noise_source.is_empty() {
+    if let Some(seed) = p.variation_seed.filter(|_| p.variation_strength != 0.0) {
+        pairs.push(("Variation seed", seed.to_string()));
+        pairs.push(("Variation seed strength", p.variation_strength.to_string()));
+    }
+    if p.clip_skip > 1 {
+        pairs.push(("Clip skip", p.clip_skip.to_string()));
+    }
+    if p.ensd != 0 {
+        pairs.push(("ENSD", p.ensd.to_string()));
+    }
+    // A1111 writes no RNG for its default source, the GPU's generator.
+    if !p.noise_source.is_empty() && p.noise_source != "gpu" {
         pairs.push(("RNG", rng_to_a1111(&p.noise_source)));
+    }
+    if let Some(name) = emphasis_to_a1111(&p.emphasis).filter(|_| has_weights(&p.prompt)) {
+        pairs.push(("Emphasis", name.to_string()));
     }
     let line: Vec<String> = pairs
         .iter()
@@ -194,6 +227,28 @@ fn rng_to_a1111(source: &str) -> String {
         "cpu" | "gpu" | "nv" => source.to_uppercase(),
         other => other.to_string(),
     }
+}
+
+/// A1111's name of an emphasis mode, for every mode but its default.
+fn emphasis_to_a1111(mode: &str) -> Option<&str> {
+    EMPHASIS_NAMES
+        .iter()
+        .find(|(id, _)| *id == mode)
+        .map_or(Some(mode), |(_, name)| Some(*name))
+        .filter(|_| mode != "original")
+}
+
+/// Sumi's emphasis modes and A1111's names of them.
+const EMPHASIS_NAMES: &[(&str, &str)] = &[
+    ("original", "Original"),
+    ("no-norm", "No norm"),
+    ("ignore", "Ignore"),
+    ("none", "None"),
+];
+
+/// Whether a prompt has emphasis brackets (A1111 writes `Emphasis` only then).
+fn has_weights(prompt: &str) -> bool {
+    prompt.contains(['(', ')', '[', ']'])
 }
 
 /// The inverse of [`rng_to_a1111`].
@@ -294,6 +349,23 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
         }
         "RNG" => {
             p.noise_source = Some(rng_from_a1111(&value));
+            true
+        }
+        "ENSD" => value.parse().map(|v| p.ensd = Some(v)).is_ok(),
+        "Variation seed" => value.parse().map(|v| p.variation_seed = Some(v)).is_ok(),
+        "Variation seed strength" => value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| p.variation_strength = Some(v))
+            .is_some(),
+        "Clip skip" => value.parse().map(|v| p.clip_skip = Some(v)).is_ok(),
+        "Emphasis" => {
+            let mode = EMPHASIS_NAMES
+                .iter()
+                .find(|(_, name)| *name == value)
+                .map_or(value.as_str(), |(id, _)| id);
+            p.emphasis = Some(mode.to_string());
             true
         }
         _ => false,

@@ -29,8 +29,58 @@ pub struct GenerationParams {
     pub model_name: String,
     /// A1111 short model hash: the first 10 hex digits of the checkpoint's SHA-256.
     pub model_hash: Option<String>,
-    /// Which noise source made the initial noise (e.g. "cpu").
+    /// Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
     pub noise_source: String,
+    /// A1111's eta noise seed delta (0: none).
+    #[serde(default)]
+    #[ts(type = "number")]
+    pub ensd: u64,
+    /// A1111's variation seed, when one was used.
+    #[serde(default)]
+    #[ts(type = "number | null")]
+    pub variation_seed: Option<u64>,
+    /// How far towards the variation seed's noise, 0 to 1.
+    #[serde(default)]
+    pub variation_strength: f64,
+    /// CLIP layers skipped from the end (1: none; A1111's "Clip skip").
+    #[serde(default = "one")]
+    pub clip_skip: u32,
+    /// How prompt weights were applied: "original" (A1111's default), "no-norm", "ignore",
+    /// "none" or "comfy".
+    #[serde(default = "original")]
+    pub emphasis: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn original() -> String {
+    "original".into()
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 0,
+            steps: 20,
+            cfg: 7.0,
+            sampler: "Euler".into(),
+            schedule: "Normal".into(),
+            width: 512,
+            height: 512,
+            model_name: String::new(),
+            model_hash: None,
+            noise_source: "cpu".into(),
+            ensd: 0,
+            variation_seed: None,
+            variation_strength: 0.0,
+            clip_skip: 1,
+            emphasis: original(),
+        }
+    }
 }
 
 impl GenerationParams {
@@ -134,6 +184,7 @@ mod tests {
             model_name: name.into(),
             model_hash: hash.map(str::to_string),
             noise_source: "cpu".into(),
+            ..Default::default()
         }
     }
 

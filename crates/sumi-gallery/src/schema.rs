@@ -93,6 +93,11 @@ const MIGRATIONS: &[&str] = &[
         started_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 4: the settings that have no column of their own (every request field added since), as
+    // one JSON object; a new field needs no migration.
+    r#"
+    ALTER TABLE generations ADD COLUMN extra TEXT;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a Sumi gallery ("Sumi" in ASCII), telling it apart from other databases.

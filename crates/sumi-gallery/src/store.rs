@@ -10,7 +10,7 @@ use crate::record::{ComparisonSlot, Generation, GenerationMeta, GenerationParams
 const COLUMNS: &str = "g.id, g.created_at, g.prompt, g.negative_prompt, g.seed, g.steps, g.cfg, \
     g.sampler, g.schedule, g.width, g.height, g.model_name, g.model_hash, g.noise_source, \
     g.engine_version, g.device, g.dtype, g.duration_ms, g.favourite, g.group_id, g.group_position, \
-    g.image_file, g.thumb_file";
+    g.image_file, g.thumb_file, g.extra";
 
 /// Which generations a listing or search includes; empty fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,9 +68,9 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
         "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, sampler, \
          schedule, width, height, model_name, model_hash, noise_source, engine_version, device, \
          dtype, duration_ms, favourite, group_id, group_position, image_file, thumb_file, \
-         pixel_hash) \
+         pixel_hash, extra) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 0, \
-         ?18, ?19, ?20, ?21, ?22)",
+         ?18, ?19, ?20, ?21, ?22, ?23)",
     )?;
     stmt.execute(rusqlite::params![
         row.created_at,
@@ -96,31 +96,88 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
         row.image_file,
         row.thumb_file,
         row.pixel_hash,
+        extra_json(p),
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// The fields of `p` that have no column of their own, as a JSON object (`None` when there are
+/// none, or all have their default values).
+fn extra_json(p: &GenerationParams) -> Option<String> {
+    let serde_json::Value::Object(mut all) = serde_json::to_value(p).ok()? else {
+        return None;
+    };
+    all.retain(|k, _| !COLUMN_FIELDS.contains(&k.as_str()));
+    let defaults = serde_json::to_value(GenerationParams::default()).ok()?;
+    all.retain(|k, v| defaults.get(k) != Some(v));
+    (!all.is_empty()).then(|| serde_json::Value::Object(all).to_string())
+}
+
+/// The `GenerationParams` fields stored in columns of their own.
+const COLUMN_FIELDS: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "cfg",
+    "sampler",
+    "schedule",
+    "width",
+    "height",
+    "model_name",
+    "model_hash",
+    "noise_source",
+];
+
+/// `base` (read from the columns) with the fields of the `extra` JSON of its row.
+fn with_extra(base: GenerationParams, extra: Option<String>) -> GenerationParams {
+    let Some(extra) = extra else {
+        return base;
+    };
+    let (Ok(serde_json::Value::Object(mut all)), Ok(serde_json::Value::Object(more))) = (
+        serde_json::to_value(&base),
+        serde_json::from_str::<serde_json::Value>(&extra),
+    ) else {
+        tracing::warn!("a gallery row's extra settings are not a JSON object; ignoring them");
+        return base;
+    };
+    for (k, v) in more {
+        if !COLUMN_FIELDS.contains(&k.as_str()) {
+            all.insert(k, v);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(all)).unwrap_or_else(|e| {
+        tracing::warn!("a gallery row's extra settings do not read ({e}); ignoring them");
+        base
+    })
 }
 
 /// Reads one row selected with [`COLUMNS`].
 fn from_row(r: &Row) -> rusqlite::Result<Generation> {
     let group: Option<i64> = r.get(19)?;
     let position: Option<i64> = r.get(20)?;
+    let extra: Option<String> = r.get(23)?;
     Ok(Generation {
         id: r.get(0)?,
         created_at: r.get(1)?,
-        params: GenerationParams {
-            prompt: r.get(2)?,
-            negative_prompt: r.get(3)?,
-            seed: r.get::<_, i64>(4)? as u64,
-            steps: r.get(5)?,
-            cfg: r.get(6)?,
-            sampler: r.get(7)?,
-            schedule: r.get(8)?,
-            width: r.get(9)?,
-            height: r.get(10)?,
-            model_name: r.get(11)?,
-            model_hash: r.get(12)?,
-            noise_source: r.get(13)?,
-        },
+        params: with_extra(
+            GenerationParams {
+                prompt: r.get(2)?,
+                negative_prompt: r.get(3)?,
+                seed: r.get::<_, i64>(4)? as u64,
+                steps: r.get(5)?,
+                cfg: r.get(6)?,
+                sampler: r.get(7)?,
+                schedule: r.get(8)?,
+                width: r.get(9)?,
+                height: r.get(10)?,
+                model_name: r.get(11)?,
+                model_hash: r.get(12)?,
+                noise_source: r.get(13)?,
+                ..Default::default()
+            },
+            extra,
+        ),
         meta: GenerationMeta {
             engine_version: r.get(14)?,
             device: r.get(15)?,

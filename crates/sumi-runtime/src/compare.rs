@@ -83,6 +83,7 @@ mod tests {
             width: 64,
             height: 64,
             noise: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -78,6 +78,7 @@ mod tests {
                 width: 64,
                 height: 64,
                 noise: Default::default(),
+                ..Default::default()
             },
             random_seed,
             batch,

@@ -21,6 +21,32 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
         model_name: model.info.name.clone(),
         model_hash: model.info.hash.clone(),
         noise_source: request.noise.name().to_string(),
+        // A1111 records ENSD only where it changes the picture: samplers that draw step noise.
+        ensd: if draws_step_noise(&request.sampler) {
+            request.ensd
+        } else {
+            0
+        },
+        variation_seed: request
+            .variation_seed
+            .filter(|_| request.variation_strength != 0.0),
+        variation_strength: request.variation_strength,
+        ..Default::default()
+    }
+}
+
+/// Whether the sampler called `name` draws fresh noise at its steps.
+fn draws_step_noise(name: &str) -> bool {
+    sumi_engine::sampling::parse_sampler(name).is_ok_and(|(s, _)| s.stochastic)
+}
+
+/// The noise source that makes a recorded image again: A1111's default "GPU" source (recorded
+/// when its text has no `RNG`) is its NVIDIA generator, which "nv" reproduces; an unknown one
+/// falls back to the default.
+pub fn noise_source(recorded: &str) -> NoiseSource {
+    match recorded {
+        "gpu" => NoiseSource::Nv,
+        other => other.parse().unwrap_or_default(),
     }
 }
 
@@ -39,8 +65,7 @@ pub fn meta(
     }
 }
 
-/// The request that makes the recorded image again (an unknown noise source falls back to the
-/// default).
+/// The request that makes the recorded image again.
 pub fn request(p: &GenerationParams) -> Request {
     Request {
         prompt: p.prompt.clone(),
@@ -52,6 +77,35 @@ pub fn request(p: &GenerationParams) -> Request {
         schedule: p.schedule.clone(),
         width: p.width,
         height: p.height,
-        noise: p.noise_source.parse().unwrap_or(NoiseSource::default()),
+        noise: noise_source(&p.noise_source),
+        ensd: p.ensd,
+        variation_seed: p.variation_seed,
+        variation_strength: p.variation_strength,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a1111_images_without_rng_re_run_with_nv() {
+        let mut p = GenerationParams {
+            noise_source: "gpu".into(),
+            ensd: 31337,
+            variation_seed: Some(9),
+            variation_strength: 0.3,
+            ..Default::default()
+        };
+        let r = request(&p);
+        assert_eq!(r.noise, NoiseSource::Nv);
+        assert_eq!(
+            (r.ensd, r.variation_seed, r.variation_strength),
+            (31337, Some(9), 0.3)
+        );
+        p.noise_source = "comfy-nv".into();
+        assert_eq!(request(&p).noise, NoiseSource::ComfyNv);
+        p.noise_source = "quantum".into();
+        assert_eq!(request(&p).noise, NoiseSource::TorchCpu);
     }
 }

@@ -209,6 +209,7 @@ mod tests {
             model_name: name.into(),
             model_hash: hash.map(str::to_string),
             noise_source: "cpu".into(),
+            ..Default::default()
         }
     }
 

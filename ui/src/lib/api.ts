@@ -11,6 +11,7 @@ import type {
   ModelsView,
   Page,
   Queued,
+  Request,
   Tables,
   Variant,
   WorkerEvent,
@@ -66,6 +67,7 @@ export const api = {
   list: (query: string, favouritesOnly: boolean, cursor: Cursor | null, limit = 200) =>
     invoke<Page>("gallery_list", { query, favouritesOnly, cursor, limit }),
   get: (id: number) => invoke<Generation>("gallery_get", { id }),
+  request: (id: number) => invoke<Request>("gallery_request", { id }),
   setFavourite: (id: number, favourite: boolean) => invoke<void>("set_favourite", { id, favourite }),
   remove: (id: number) => invoke<void>("delete_image", { id }),
   rerun: (id: number) => invoke<Queued>("rerun", { id }),

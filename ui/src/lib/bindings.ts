@@ -41,9 +41,21 @@ height: number,
 /**
  * Where the noise comes from.
  */
-noise: NoiseSource, };
+noise: NoiseSource, 
+/**
+ * A1111's eta noise seed delta: the step noise comes from `seed + ensd` (0: off).
+ */
+ensd: number, 
+/**
+ * A1111's variation seed, mixed into the starting noise by `variation_strength`.
+ */
+variation_seed: number | null, 
+/**
+ * How far the starting noise moves towards the variation seed's, 0 to 1.
+ */
+variation_strength: number, };
 
-export type NoiseSource = "cpu";
+export type NoiseSource = "cpu" | "nv" | "comfy-cpu" | "comfy-nv";
 
 export type GenerateForm = { 
 /**
@@ -436,9 +448,30 @@ model_name: string,
  */
 model_hash: string | null, 
 /**
- * Which noise source made the initial noise (e.g. "cpu").
+ * Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
  */
-noise_source: string, };
+noise_source: string, 
+/**
+ * A1111's eta noise seed delta (0: none).
+ */
+ensd: number, 
+/**
+ * A1111's variation seed, when one was used.
+ */
+variation_seed: number | null, 
+/**
+ * How far towards the variation seed's noise, 0 to 1.
+ */
+variation_strength: number, 
+/**
+ * CLIP layers skipped from the end (1: none; A1111's "Clip skip").
+ */
+clip_skip: number, 
+/**
+ * How prompt weights were applied: "original" (A1111's default), "no-norm", "ignore",
+ * "none" or "comfy".
+ */
+emphasis: string, };
 
 export type GenerationMeta = { 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type FormState, fromParams, initialForm, parseSeed, randomSeed, snapSize, toForm, validate } from "./form";
+import { type FormState, fromRequest, initialForm, parseSeed, randomSeed, snapSize, toForm, validate } from "./form";
 import type { Limits } from "./types";
 
 const defaults = { steps: 20, cfg: 7, sampler: "DPM++ 2M", schedule: "Karras", size: 512 };
@@ -73,34 +73,24 @@ describe("toForm", () => {
     // A locked "-1" is the random seed, as in A1111.
     expect(toForm({ ...f, seedText: "-1", seedLocked: true }).randomSeed).toBe(true);
   });
-  it("fills from gallery parameters with the seed locked", () => {
-    const f = fromParams(initialForm(defaults), {
+  it("fills from a gallery image's request with the seed locked, and sends it back unchanged", () => {
+    const request = {
       prompt: "p",
       negative_prompt: "n",
       seed: 99,
       steps: 5,
       cfg: 3,
-      sampler: "Euler",
+      sampler: "Euler a",
       schedule: "Normal",
       width: 64,
       height: 128,
-    });
-    expect(toForm(f)).toEqual({
-      request: {
-        prompt: "p",
-        negative_prompt: "n",
-        seed: 99,
-        steps: 5,
-        cfg: 3,
-        sampler: "Euler",
-        schedule: "Normal",
-        width: 64,
-        height: 128,
-        noise: "cpu",
-      },
-      randomSeed: false,
-      batch: 1,
-    });
+      noise: "nv" as const,
+      ensd: 31337,
+      variation_seed: 7,
+      variation_strength: 0.25,
+    };
+    const f = fromRequest(initialForm(defaults), request);
+    expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1 });
   });
 });
 

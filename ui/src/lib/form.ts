@@ -1,7 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
-import type { GenerateForm, GenerationParams, Limits, ModelView } from "./types";
+import type { GenerateForm, Limits, ModelView, NoiseSource, Request } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -16,6 +16,11 @@ export interface FormState {
   width: number;
   height: number;
   batch: number;
+  /** Noise source, A1111's ENSD and variation seed: kept as a gallery image had them. */
+  noise: NoiseSource;
+  ensd: number;
+  variationSeed: number | null;
+  variationStrength: number;
 }
 
 /** Model defaults the form starts from. */
@@ -38,6 +43,10 @@ export function initialForm(d: Defaults): FormState {
     width: d.size,
     height: d.size,
     batch: 1,
+    noise: "cpu",
+    ensd: 0,
+    variationSeed: null,
+    variationStrength: 0,
   };
 }
 
@@ -97,7 +106,10 @@ export function toForm(f: FormState): GenerateForm {
       schedule: f.schedule,
       width: f.width,
       height: f.height,
-      noise: "cpu",
+      noise: f.noise,
+      ensd: f.ensd,
+      variation_seed: f.variationSeed,
+      variation_strength: f.variationStrength,
     },
     randomSeed: seed === null,
     batch: f.batch,
@@ -109,26 +121,24 @@ export function snapSize(v: number, downscale: number, maxSize: number): number 
   return snap(v, downscale, maxSize);
 }
 
-/** The settings `fromParams` takes from a gallery image. */
-export type ImageSettings = Pick<
-  GenerationParams,
-  "prompt" | "negative_prompt" | "seed" | "steps" | "cfg" | "sampler" | "schedule" | "width" | "height"
->;
-
-/** The form filled from a gallery image's parameters, with its seed locked. */
-export function fromParams(base: FormState, p: ImageSettings): FormState {
+/** The form filled with the request that makes a gallery image again, with its seed locked. */
+export function fromRequest(base: FormState, r: Request): FormState {
   return {
     ...base,
-    prompt: p.prompt,
-    negativePrompt: p.negative_prompt,
-    seedText: String(p.seed),
+    prompt: r.prompt,
+    negativePrompt: r.negative_prompt,
+    seedText: String(r.seed),
     seedLocked: true,
-    steps: p.steps,
-    cfg: p.cfg,
-    sampler: p.sampler,
-    schedule: p.schedule,
-    width: p.width,
-    height: p.height,
+    steps: r.steps,
+    cfg: r.cfg,
+    sampler: r.sampler,
+    schedule: r.schedule,
+    width: r.width,
+    height: r.height,
     batch: 1,
+    noise: r.noise,
+    ensd: r.ensd,
+    variationSeed: r.variation_seed,
+    variationStrength: r.variation_strength,
   };
 }

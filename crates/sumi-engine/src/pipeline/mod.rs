@@ -164,7 +164,7 @@ pub fn sample_latent(
         (request.height / down) as usize,
         (request.width / down) as usize,
     ];
-    let mut noise = request.noise.seeded(request.seed);
+    let mut noise = request.noise_spec().stream();
     let init = noise.initial_latent(&shape, device, DType::F32)?;
     let x = (init * sampler.init_noise.scale(sigmas[0]))?;
     // SDE samplers take Brownian-tree noise (stable across step counts), seeded like the rest.

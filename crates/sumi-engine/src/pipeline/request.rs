@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 use crate::model::ModelInfo;
-use crate::noise::NoiseSource;
+use crate::noise::{NoiseSource, NoiseSpec, Variation};
 use crate::sampling::table::{parse_sampler, schedule_for};
 use crate::{Error, Result};
 
@@ -41,6 +41,37 @@ pub struct Request {
     /// Where the noise comes from.
     #[serde(default)]
     pub noise: NoiseSource,
+    /// A1111's eta noise seed delta: the step noise comes from `seed + ensd` (0: off).
+    #[serde(default)]
+    #[ts(type = "number")]
+    pub ensd: u64,
+    /// A1111's variation seed, mixed into the starting noise by `variation_strength`.
+    #[serde(default)]
+    #[ts(type = "number | null")]
+    pub variation_seed: Option<u64>,
+    /// How far the starting noise moves towards the variation seed's, 0 to 1.
+    #[serde(default)]
+    pub variation_strength: f64,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 0,
+            steps: 20,
+            cfg: 7.0,
+            sampler: "Euler".into(),
+            schedule: "Normal".into(),
+            width: 512,
+            height: 512,
+            noise: NoiseSource::default(),
+            ensd: 0,
+            variation_seed: None,
+            variation_strength: 0.0,
+        }
+    }
 }
 
 impl Request {
@@ -57,7 +88,20 @@ impl Request {
             schedule: d.schedule.into(),
             width: d.size,
             height: d.size,
-            noise: NoiseSource::default(),
+            ..Default::default()
+        }
+    }
+
+    /// Everything that decides this request's noise.
+    pub fn noise_spec(&self) -> NoiseSpec {
+        NoiseSpec {
+            source: self.noise,
+            seed: self.seed,
+            ensd: self.ensd,
+            variation: self.variation_seed.map(|seed| Variation {
+                seed,
+                strength: self.variation_strength,
+            }),
         }
     }
 
@@ -67,6 +111,12 @@ impl Request {
         check_size("height", self.height, downscale)?;
         check_steps(self.steps)?;
         check_cfg(self.cfg)?;
+        if !(0.0..=1.0).contains(&self.variation_strength) {
+            return Err(Error::InvalidRequest(format!(
+                "variation strength {} must be from 0 to 1",
+                self.variation_strength
+            )));
+        }
         let (sampler, _) = parse_sampler(&self.sampler)?;
         schedule_for(sampler, &self.schedule)?;
         Ok(())

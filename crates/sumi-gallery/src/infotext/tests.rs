@@ -16,6 +16,7 @@ fn sample() -> GenerationParams {
         model_name: "v1-5-pruned-emaonly".into(),
         model_hash: Some("6ce0161689".into()),
         noise_source: "cpu".into(),
+        ..Default::default()
     }
 }
 
@@ -92,16 +93,17 @@ fn reads_a1111_v1_6_with_legacy_sampler_and_extras() {
         keys,
         [
             "Denoising strength",
-            "Clip skip",
             "Hires upscale",
             "Hires upscaler",
             "Lora hashes",
             "Version"
         ]
     );
-    assert_eq!(p.extras[4].1, "detail: 62e6ad0d3e7f");
+    assert_eq!(p.extras[3].1, "detail: 62e6ad0d3e7f");
+    assert_eq!(p.clip_skip, Some(2));
     let params = p.to_params().unwrap();
     assert_eq!(params.noise_source, "gpu");
+    assert_eq!(params.clip_skip, 2);
 }
 
 #[test]
@@ -210,12 +212,18 @@ fn params() -> impl Strategy<Value = GenerationParams> {
             proptest::option::of("[0-9a-f]{10}"),
             "cpu|gpu|nv|[A-Za-z]{1,6}",
         ),
+        (
+            any::<u64>(),
+            proptest::option::of((any::<u64>(), 0.01f64..1.0)),
+            1u32..12,
+        ),
     )
         .prop_map(
             |(
                 (prompt, negative_prompt, seed, steps, cfg),
                 (sampler, schedule, width, height),
                 (model_name, model_hash, noise_source),
+                (ensd, variation, clip_skip),
             )| GenerationParams {
                 prompt,
                 negative_prompt,
@@ -229,6 +237,11 @@ fn params() -> impl Strategy<Value = GenerationParams> {
                 model_name,
                 model_hash,
                 noise_source,
+                ensd,
+                variation_seed: variation.map(|v| v.0),
+                variation_strength: variation.map_or(0.0, |v| v.1),
+                clip_skip,
+                ..Default::default()
             },
         )
         .prop_filter("A1111 spellings of noise sources map to lower case", |p| {

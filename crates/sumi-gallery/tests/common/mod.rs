@@ -33,6 +33,12 @@ pub fn params(i: u64) -> GenerationParams {
         },
         model_hash: Some("6ce0161689".into()),
         noise_source: "cpu".into(),
+        // Settings stored in the `extra` column, set on some rows.
+        clip_skip: if i.is_multiple_of(5) { 2 } else { 1 },
+        ensd: if i.is_multiple_of(7) { 31337 } else { 0 },
+        variation_seed: i.is_multiple_of(4).then_some(i),
+        variation_strength: if i.is_multiple_of(4) { 0.25 } else { 0.0 },
+        ..Default::default()
     }
 }
 

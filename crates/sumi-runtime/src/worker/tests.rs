@@ -65,6 +65,7 @@ fn request(steps: u32) -> Request {
         width: 64,
         height: 64,
         noise: Default::default(),
+        ..Default::default()
     }
 }
 
