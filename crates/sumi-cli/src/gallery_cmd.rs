@@ -128,7 +128,7 @@ pub struct FilterArgs {
 /// Paging and output options shared by `list` and `search`.
 #[derive(clap::Args, Debug)]
 pub struct PageArgs {
-    /// How many generations to print.
+    /// How many generations to print (0: all of them).
     #[arg(long, default_value_t = 20)]
     limit: usize,
     /// Continue after this cursor (printed after a full page).
@@ -218,6 +218,7 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
 /// Prints text and a newline to stdout; a closed pipe (e.g. `| head`) is not an error.
 fn emit(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let text = crate::terminal::safe(text);
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
@@ -421,7 +422,10 @@ fn import(gallery: &Gallery, paths: &[PathBuf], json: bool) -> Result<()> {
             ))?;
         }
         for (path, why) in &report.failed {
-            eprintln!("not imported: {}: {why}", path.display());
+            eprintln!(
+                "not imported: {}",
+                crate::terminal::safe(&format!("{}: {why}", path.display()))
+            );
         }
     }
     if !report.failed.is_empty() {

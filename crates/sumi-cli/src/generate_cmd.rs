@@ -202,7 +202,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let model = sumi_runtime::load::load_model(&path, options, &device, dtype, home, &mut |_| {})?;
     eprintln!(
         "loaded {} ({}{}) in {:.1}s",
-        model.info.name,
+        crate::terminal::safe(&model.info.name),
         model.info.family.display_name(),
         if model.info.turbo { ", turbo" } else { "" },
         t0.elapsed().as_secs_f64()

@@ -7,6 +7,7 @@ mod generate_cmd;
 mod models_cmd;
 mod reproduce;
 mod save;
+mod terminal;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(terminal::stderr_is_terminal())
         .init();
     sumi_engine::alloc::keep_freed_memory();
     let cli = Cli::parse();
@@ -70,7 +72,7 @@ fn main() {
         Command::Bench(args) => bench_cmd::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", terminal::safe(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
