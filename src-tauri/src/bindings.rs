@@ -7,6 +7,7 @@ use ts_rs::TS;
 /// Every type the page sends or receives, in a readable order.
 fn declarations() -> Vec<String> {
     use sumi_engine::noise::NoiseSource;
+    use sumi_engine::preview::Quantize;
     use sumi_engine::Request;
     use sumi_gallery::{
         ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, Page,
@@ -20,6 +21,7 @@ fn declarations() -> Vec<String> {
     vec![
         Request::decl(),
         NoiseSource::decl(),
+        Quantize::decl(),
         GenerateForm::decl(),
         Variant::decl(),
         Queued::decl(),

@@ -8,6 +8,8 @@ use crate::arch::vae::Vae;
 use crate::family::Family;
 use crate::noise::torch_cpu::TorchCpuRng;
 use crate::Result;
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 /// A linear latent -> RGB map: `rgb = latent · weights + bias`, in [-1, 1] colour units.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,12 +156,28 @@ pub fn latent_preview(x0: &Tensor, map: &PreviewMap) -> Result<Option<RgbImage>>
     Ok(RgbImage::from_raw(w as u32, h as u32, bytes))
 }
 
+/// How [0, 1] colours become 8-bit values: diffusers rounds, A1111 and ComfyUI truncate
+/// (`(255 * x).astype(uint8)`); an image re-made for another tool follows that tool's rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// Round to the nearest value (diffusers, Sumi's own images).
+    #[default]
+    Round,
+    /// Round down (A1111, ComfyUI).
+    Truncate,
+}
+
 /// Converts decoded images `[1, 3, H, W]` in about [-1, 1] to an 8-bit RGB image.
-pub fn to_rgb_image(decoded: &Tensor) -> Result<RgbImage> {
+pub fn to_rgb_image(decoded: &Tensor, quantize: Quantize) -> Result<RgbImage> {
     let (_, _, h, w) = decoded.dims4()?;
     let img = ((decoded.get(0)?.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0.0, 1.0)?;
-    let bytes = (img * 255.0)?
-        .round()?
+    let scaled = (img * 255.0)?;
+    let levels = match quantize {
+        Quantize::Round => scaled.round()?,
+        Quantize::Truncate => scaled.floor()?,
+    };
+    let bytes = levels
         .to_dtype(DType::U8)?
         .permute((1, 2, 0))?
         .flatten_all()?

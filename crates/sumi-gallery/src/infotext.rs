@@ -155,6 +155,8 @@ impl Parsed {
                 .emphasis
                 .clone()
                 .unwrap_or_else(|| "original".to_string()),
+            // A1111 writes 8-bit images by truncation.
+            quantize: "truncate".into(),
         })
     }
 }

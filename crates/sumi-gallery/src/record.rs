@@ -49,6 +49,14 @@ pub struct GenerationParams {
     /// "none" or "comfy".
     #[serde(default = "original")]
     pub emphasis: String,
+    /// How colours became 8-bit values: "round" (Sumi, diffusers) or "truncate" (A1111,
+    /// ComfyUI).
+    #[serde(default = "round")]
+    pub quantize: String,
+}
+
+fn round() -> String {
+    "round".into()
 }
 
 fn one() -> u32 {
@@ -79,6 +87,7 @@ impl Default for GenerationParams {
             variation_strength: 0.0,
             clip_skip: 1,
             emphasis: original(),
+            quantize: round(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sumi_engine::noise::NoiseSource;
+use sumi_engine::preview::Quantize;
 use sumi_engine::{Model, Request};
 use sumi_gallery::{ComparisonSlot, GenerationMeta, GenerationParams};
 
@@ -31,7 +32,16 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
             .variation_seed
             .filter(|_| request.variation_strength != 0.0),
         variation_strength: request.variation_strength,
+        quantize: quantize_name(request.quantize).into(),
         ..Default::default()
+    }
+}
+
+/// The record's name of a rounding rule.
+fn quantize_name(q: Quantize) -> &'static str {
+    match q {
+        Quantize::Round => "round",
+        Quantize::Truncate => "truncate",
     }
 }
 
@@ -81,6 +91,11 @@ pub fn request(p: &GenerationParams) -> Request {
         ensd: p.ensd,
         variation_seed: p.variation_seed,
         variation_strength: p.variation_strength,
+        quantize: if p.quantize == "truncate" {
+            Quantize::Truncate
+        } else {
+            Quantize::Round
+        },
     }
 }
 

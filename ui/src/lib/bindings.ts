@@ -53,9 +53,15 @@ variation_seed: number | null,
 /**
  * How far the starting noise moves towards the variation seed's, 0 to 1.
  */
-variation_strength: number, };
+variation_strength: number, 
+/**
+ * How colours become 8-bit values (A1111 and ComfyUI images truncate).
+ */
+quantize: Quantize, };
 
 export type NoiseSource = "cpu" | "nv" | "comfy-cpu" | "comfy-nv";
+
+export type Quantize = "round" | "truncate";
 
 export type GenerateForm = { 
 /**
@@ -471,7 +477,12 @@ clip_skip: number,
  * How prompt weights were applied: "original" (A1111's default), "no-norm", "ignore",
  * "none" or "comfy".
  */
-emphasis: string, };
+emphasis: string, 
+/**
+ * How colours became 8-bit values: "round" (Sumi, diffusers) or "truncate" (A1111,
+ * ComfyUI).
+ */
+quantize: string, };
 
 export type GenerationMeta = { 
 /**

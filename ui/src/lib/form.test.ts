@@ -88,6 +88,7 @@ describe("toForm", () => {
       ensd: 31337,
       variation_seed: 7,
       variation_strength: 0.25,
+      quantize: "truncate" as const,
     };
     const f = fromRequest(initialForm(defaults), request);
     expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1 });

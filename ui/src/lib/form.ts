@@ -1,7 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
-import type { GenerateForm, Limits, ModelView, NoiseSource, Request } from "./types";
+import type { GenerateForm, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -21,6 +21,8 @@ export interface FormState {
   ensd: number;
   variationSeed: number | null;
   variationStrength: number;
+  /** How colours become 8-bit values (a re-run of an A1111 image truncates as A1111 did). */
+  quantize: Quantize;
 }
 
 /** Model defaults the form starts from. */
@@ -47,6 +49,7 @@ export function initialForm(d: Defaults): FormState {
     ensd: 0,
     variationSeed: null,
     variationStrength: 0,
+    quantize: "round",
   };
 }
 
@@ -110,6 +113,7 @@ export function toForm(f: FormState): GenerateForm {
       ensd: f.ensd,
       variation_seed: f.variationSeed,
       variation_strength: f.variationStrength,
+      quantize: f.quantize,
     },
     randomSeed: seed === null,
     batch: f.batch,
@@ -140,5 +144,6 @@ export function fromRequest(base: FormState, r: Request): FormState {
     ensd: r.ensd,
     variationSeed: r.variation_seed,
     variationStrength: r.variation_strength,
+    quantize: r.quantize,
   };
 }

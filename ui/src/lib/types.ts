@@ -16,6 +16,7 @@ export type {
   ModelView,
   NoiseSource,
   Page,
+  Quantize,
   QueueItem,
   Queued,
   Request,

@@ -91,7 +91,7 @@ fn run(
     let start = Instant::now();
     let latent = sample_latent(model, request, cancel, &mut |e| on_event(e))?;
     let decoded = decode(model, &latent)?;
-    let image = to_rgb_image(&decoded)?;
+    let image = to_rgb_image(&decoded, request.quantize)?;
     on_event(Event::Finished {
         image: image.clone(),
         elapsed: start.elapsed(),

@@ -5,6 +5,7 @@ use ts_rs::TS;
 
 use crate::model::ModelInfo;
 use crate::noise::{NoiseSource, NoiseSpec, Variation};
+use crate::preview::Quantize;
 use crate::sampling::table::{parse_sampler, schedule_for};
 use crate::{Error, Result};
 
@@ -52,6 +53,9 @@ pub struct Request {
     /// How far the starting noise moves towards the variation seed's, 0 to 1.
     #[serde(default)]
     pub variation_strength: f64,
+    /// How colours become 8-bit values (A1111 and ComfyUI images truncate).
+    #[serde(default)]
+    pub quantize: Quantize,
 }
 
 impl Default for Request {
@@ -70,6 +74,7 @@ impl Default for Request {
             ensd: 0,
             variation_seed: None,
             variation_strength: 0.0,
+            quantize: Quantize::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The committed fixtures (`tests/fixtures/`) and their diffusers references, for the tests.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;

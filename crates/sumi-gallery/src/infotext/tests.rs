@@ -16,6 +16,8 @@ fn sample() -> GenerationParams {
         model_name: "v1-5-pruned-emaonly".into(),
         model_hash: Some("6ce0161689".into()),
         noise_source: "cpu".into(),
+        // What a parameters text reads back as: A1111's images truncate to 8 bits.
+        quantize: "truncate".into(),
         ..Default::default()
     }
 }
@@ -241,6 +243,7 @@ fn params() -> impl Strategy<Value = GenerationParams> {
                 variation_seed: variation.map(|v| v.0),
                 variation_strength: variation.map_or(0.0, |v| v.1),
                 clip_skip,
+                quantize: "truncate".into(),
                 ..Default::default()
             },
         )
