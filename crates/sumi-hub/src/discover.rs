@@ -108,7 +108,9 @@ fn name_of(path: &Path) -> String {
 }
 
 fn file_entry(path: &Path, source: &'static str) -> Option<FoundModel> {
-    let size = std::fs::metadata(path).ok()?.len();
+    // FIFOs, sockets and devices are never opened (reading one could wait forever).
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    let size = meta.len();
     let name = path.file_stem()?.to_string_lossy().into_owned();
     if is_pickle_extension(path) {
         // .bin/.pt files are also embeddings and other things: only list the usual checkpoint names.

@@ -12,7 +12,8 @@ use crate::{HubError, Result};
 
 /// SHA-256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| HubError::file(path, e.to_string()))?;
+    let mut f =
+        sumi_engine::fileio::open_regular(path).map_err(|e| HubError::file(path, e.to_string()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -140,6 +140,7 @@ impl UNetConfig {
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err("block_out_channels, down_block_types and up_block_types must have the same non-zero length".into());
         }
+        self.check_bounds(n)?;
         for (name, v) in [
             ("layers_per_block", &self.layers_per_block),
             ("attention_head_dim", &self.attention_head_dim),
@@ -195,6 +196,55 @@ impl UNetConfig {
         let groups = self.norm_num_groups;
         if groups == 0 || self.block_out_channels.iter().any(|c| c % groups != 0) {
             return Err("norm_num_groups must divide every block_out_channels entry".into());
+        }
+        Ok(())
+    }
+
+    /// Every value that sizes an allocation or a loop within its bound.
+    fn check_bounds(&self, n: usize) -> std::result::Result<(), String> {
+        use crate::weights::bounds::{check, check_all};
+        check("blocks", n)?;
+        check_all(
+            "block_out_channels",
+            self.block_out_channels.iter().copied(),
+        )?;
+        for (name, v) in [
+            ("layers_per_block", Some(&self.layers_per_block)),
+            ("attention_head_dim", Some(&self.attention_head_dim)),
+            ("num_attention_heads", self.num_attention_heads.as_ref()),
+            (
+                "transformer_layers_per_block",
+                Some(&self.transformer_layers_per_block),
+            ),
+        ] {
+            if let Some(v) = v {
+                check_all(name, (0..n).map(|i| v.get(i)))?;
+            }
+        }
+        for (name, v) in [
+            ("cross_attention_dim", Some(self.cross_attention_dim)),
+            ("sample_size", Some(self.sample_size)),
+            ("in_channels", Some(self.in_channels)),
+            ("out_channels", Some(self.out_channels)),
+            ("norm_num_groups", Some(self.norm_num_groups)),
+            ("addition_time_embed_dim", self.addition_time_embed_dim),
+            (
+                "projection_class_embeddings_input_dim",
+                self.projection_class_embeddings_input_dim,
+            ),
+        ] {
+            if let Some(v) = v {
+                check(name, v)?;
+            }
+        }
+        // Heads must split each block's channels (a zero or odd head count fails at sampling).
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            let heads = self.heads(i);
+            if !c.is_multiple_of(heads) {
+                return Err(format!(
+                    "the head count {heads} does not divide the {c} channels of block {i}"
+                ));
+            }
         }
         Ok(())
     }

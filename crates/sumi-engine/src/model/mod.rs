@@ -78,6 +78,10 @@ impl Model {
             name: "config",
             fraction: 0.0,
         });
+        refuse_special(path)?;
+        if let Some(vae) = &options.vae {
+            refuse_special(vae)?;
+        }
         let mut parts = if path.is_file() {
             single_file::load(path, options, device, dtype, progress)?
         } else {
@@ -104,5 +108,17 @@ impl Model {
             dtype,
             preview,
         })
+    }
+}
+
+/// Refuses a path that exists but is neither a regular file nor a folder (a FIFO, socket or
+/// device would make the load wait forever or read garbage).
+fn refuse_special(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(crate::Error::model(
+            path,
+            "is not a regular file or folder (a FIFO, socket or device?): give a model file or folder",
+        )),
+        _ => Ok(()),
     }
 }

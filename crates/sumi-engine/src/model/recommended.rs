@@ -47,7 +47,7 @@ struct Defaults {
 /// the field when it is malformed or names a sampler, schedule or value Sumi does not have.
 pub fn read(dir: &Path) -> Result<Option<Recommended>> {
     let path = dir.join(FILE);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::fileio::read_to_string(&path, crate::fileio::MAX_CONFIG_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::model(&path, e.to_string())),

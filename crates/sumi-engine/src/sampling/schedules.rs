@@ -148,6 +148,8 @@ impl NoiseLevels {
                 "scheduler config: num_train_timesteps is {n}; it must be at least 2"
             )));
         }
+        crate::weights::bounds::check("num_train_timesteps", n)
+            .map_err(|e| Error::InvalidRequest(format!("scheduler config: {e}")))?;
         let betas: Vec<f32> = if let Some(tb) = &cfg.trained_betas {
             if tb.len() != n {
                 return Err(Error::InvalidRequest(format!(

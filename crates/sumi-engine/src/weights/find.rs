@@ -19,8 +19,15 @@ pub fn find_weights(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
         format!("{stem}.fp16.safetensors"),
     ] {
         let path = dir.join(&name);
-        if path.is_file() {
-            return Ok(vec![path]);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => return Ok(vec![path]),
+            Ok(_) => {
+                return Err(Error::model(
+                    path,
+                    "is not a regular file (a FIFO, socket or device?): put the weights file there",
+                ))
+            }
+            Err(_) => {}
         }
     }
     for name in [
@@ -50,7 +57,8 @@ pub fn find_weights(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn sharded(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::model(index, e.to_string()))?;
+    let text = crate::fileio::read_to_string(index, crate::fileio::MAX_CONFIG_BYTES)
+        .map_err(|e| Error::model(index, e.to_string()))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::model(index, format!("not valid JSON: {e}")))?;
     let map = json

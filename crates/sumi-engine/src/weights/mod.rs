@@ -2,6 +2,7 @@
 //! a diffusers component folder, JSON configs, and single-file checkpoints in the original (LDM)
 //! layout with their name map.
 
+pub mod bounds;
 pub mod find;
 pub mod json;
 pub mod ldm;

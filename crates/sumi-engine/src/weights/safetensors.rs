@@ -313,7 +313,8 @@ impl SimpleBackend for SafetensorsFiles {
 fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
     use std::io::Read;
     let header_len = check_header(path)?;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::model(path, e.to_string()))?;
+    let mut file =
+        crate::fileio::open_regular(path).map_err(|e| Error::model(path, e.to_string()))?;
     let size = file.metadata()?.len();
     // check_header bounded header_len by 100 MiB and by the file size.
     let mut header = vec![0u8; header_len as usize];
@@ -391,7 +392,7 @@ fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
 /// header length.
 pub(crate) fn check_header(path: &Path) -> Result<u64> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::model(path, e.to_string()))?;
+    let mut f = crate::fileio::open_regular(path).map_err(|e| Error::model(path, e.to_string()))?;
     let size = f.metadata()?.len();
     let mut len = [0u8; 8];
     if f.read_exact(&mut len).is_err() {

@@ -182,7 +182,7 @@ impl YamlHints {
                         "config is larger than 1 MiB; not an LDM config",
                     ));
                 }
-                let text = std::fs::read_to_string(&p)
+                let text = crate::fileio::read_to_string(&p, 1 << 20)
                     .map_err(|e| Error::model(&p, format!("cannot read: {e}")))?;
                 return Ok(Some(Self::parse(&text)));
             }
