@@ -4,4 +4,5 @@
 pub mod clip;
 pub mod network;
 pub mod unet;
+mod unet_memory;
 pub mod vae;

@@ -79,4 +79,8 @@ pub trait DenoisingNetwork: Send + Sync {
 
     /// Latent channels the network takes (more than the VAE's for inpainting models).
     fn in_channels(&self) -> usize;
+
+    /// Bytes its activations need for one call on a `height` x `width` latent at `batch` rows
+    /// of `elem` bytes each (an estimate, for refusing what cannot fit before running).
+    fn activation_bytes(&self, height: usize, width: usize, batch: usize, elem: usize) -> u64;
 }

@@ -277,6 +277,10 @@ impl DenoisingNetwork for UNet {
     fn in_channels(&self) -> usize {
         self.config.in_channels
     }
+
+    fn activation_bytes(&self, height: usize, width: usize, batch: usize, elem: usize) -> u64 {
+        self.config.activation_bytes(height, width, batch, elem)
+    }
 }
 
 #[derive(Debug)]

@@ -15,8 +15,10 @@ use crate::sampling::table::{parse_sampler, schedule_for, NoiseKind};
 use crate::sampling::types::{Flow, SampleCtx, StepInfo, StepNoise};
 use crate::{Error, Result};
 
+mod memory;
 mod request;
 
+pub use memory::check_fits;
 pub use request::{check_cfg, check_size, check_steps, Request, MAX_CFG, MAX_SIZE, MAX_STEPS};
 
 /// A small RGB picture of the current x0 estimate.
@@ -108,6 +110,7 @@ pub fn sample_latent(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Tensor> {
     request.validate(model.info.downscale)?;
+    check_memory(model, request)?;
     let (sampler, legacy_schedule) = parse_sampler(&request.sampler)?;
     let schedule = match legacy_schedule {
         Some(s)
@@ -208,6 +211,25 @@ pub fn sample_latent(
     // The sampler works in k-diffusion's variance-exploding space; the VAE wants the
     // variance-preserving latent (they differ only when the schedule ends above 0).
     crate::sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))
+}
+
+/// Refuses a request whose activations the device cannot hold, before anything runs.
+pub fn check_memory(model: &Model, request: &Request) -> Result<()> {
+    let down = model.info.downscale as usize;
+    let (h, w) = (
+        request.height as usize / down,
+        request.width as usize / down,
+    );
+    let batch = if request.cfg != 1.0 { 2 } else { 1 };
+    let need = model
+        .network
+        .activation_bytes(h, w, batch, model.dtype.size_in_bytes());
+    let free = crate::device::free_memory(&model.device).map(|b| b as u64);
+    check_fits(
+        need,
+        free,
+        &format!("a {}x{} image", request.width, request.height),
+    )
 }
 
 /// Decodes a sampled latent to an image tensor `[1, 3, H, W]` in about [-1, 1]; fails with a
