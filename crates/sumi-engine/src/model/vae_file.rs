@@ -5,7 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 
 use super::folder::{load_vae, read_vae_config};
-use crate::arch::vae::{Vae, VaeDecoder};
+use crate::arch::vae::Vae;
 use crate::weights::ldm::{is_pickle_extension, refuse_pickle, standalone_vae};
 use crate::{Error, Result};
 
@@ -34,7 +34,5 @@ pub fn load_vae_override(path: &Path, scaling: f64, device: &Device, dtype: DTyp
         _ => None,
     };
     let (cfg, vb) = standalone_vae(path, config, dtype, device, scaling)?;
-    let decoder = VaeDecoder::new(cfg, vb)
-        .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))?;
-    Ok(Vae { decoder })
+    Vae::new(cfg, vb).map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))
 }
