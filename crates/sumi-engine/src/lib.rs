@@ -8,6 +8,7 @@ pub mod denoiser;
 pub mod device;
 pub mod error;
 pub mod family;
+pub mod imaging;
 pub mod kernels;
 pub mod model;
 pub mod nn;
