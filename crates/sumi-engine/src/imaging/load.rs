@@ -54,13 +54,22 @@ pub fn decode_image(bytes: &[u8], what: &str, max_side: u32) -> Result<DynamicIm
     let mut limits = Limits::default();
     limits.max_image_width = Some(max_side);
     limits.max_image_height = Some(max_side);
+    // Room for the largest picture allowed, at 16-bit RGBA.
+    limits.max_alloc = Some(u64::from(max_side) * u64::from(max_side) * 8 + (64 << 20));
     let mut r = reader()?;
     r.limits(limits);
-    let decode_err = |e: image::ImageError| {
-        bad(
+    let decode_err = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => {
+            bad(what, format!("the picture is too large to decode ({e})"))
+        }
+        image::ImageError::Unsupported(_) => bad(
+            what,
+            format!("the picture uses a variant Sumi cannot read ({e})"),
+        ),
+        _ => bad(
             what,
             format!("the picture cannot be decoded; the file is truncated or damaged ({e})"),
-        )
+        ),
     };
     let mut decoder = r.into_decoder().map_err(decode_err)?;
     let orientation = decoder.orientation().map_err(decode_err)?;

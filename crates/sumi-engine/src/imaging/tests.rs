@@ -475,3 +475,51 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn nine_channel_conditioning_matches_diffusers() {
+    use crate::arch::vae::{Vae, VaeConfig};
+    let vae_dir = dir().join("../sd15/vae");
+    let cfg: VaeConfig =
+        serde_json::from_str(&std::fs::read_to_string(vae_dir.join("config.json")).unwrap())
+            .unwrap();
+    let files = [vae_dir.join("diffusion_pytorch_model.safetensors")];
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &files,
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap();
+    let vae = Vae::new(cfg, vb).unwrap();
+    let pic: RgbImage = img("cond.pic");
+    let mask: GrayImage = img("cond.mask");
+    let got = super::tensor::inpaint_conditioning(
+        &vae,
+        &pic,
+        Some(&mask),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    assert_eq!(got.dims(), &[1, 5, 4, 6]);
+    let err = crate::test_util::max_abs_diff(&got, &refs()["cond.sd15"]);
+    assert!(err < 1e-4, "9-channel conditioning: max abs error {err}");
+    let none = super::tensor::inpaint_conditioning(
+        &vae,
+        &pic,
+        None,
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    let ones: f32 = none
+        .narrow(1, 0, 1)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(ones, 1.0);
+}

@@ -151,11 +151,9 @@ impl VaeEncoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Vae;
     use super::*;
     use candle_core::Device;
     use std::path::PathBuf;
-    use std::sync::Arc;
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -166,7 +164,8 @@ mod tests {
             .unwrap()
     }
 
-    fn folder_vae(model: &str) -> Vae {
+    /// The encoder of a fixture model's `vae/` folder.
+    fn folder_encoder(model: &str) -> VaeEncoder {
         let dir = fixtures().join(model).join("vae");
         let cfg: VaeConfig =
             serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
@@ -181,55 +180,23 @@ mod tests {
         .collect();
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
             .unwrap();
-        Vae::new(cfg, vb).unwrap()
+        VaeEncoder::new(cfg, vb).unwrap()
     }
 
     #[test]
-    fn encoder_matches_diffusers_on_every_fixture() {
+    fn encoder_mean_matches_diffusers_on_every_fixture() {
         let r = refs();
         for model in ["sd15", "sd2v", "sdxl"] {
-            let vae = folder_vae(model);
-            let mean = vae
-                .encoder
-                .as_ref()
-                .unwrap()
-                .encode_full(&r["vae.image"])
-                .unwrap();
+            let mean = folder_encoder(model).encode_full(&r["vae.image"]).unwrap();
             let err = crate::test_util::max_abs_diff(&mean, &r[&format!("vae.{model}.mean")]);
             assert!(err < 1e-4, "{model}: mean max abs error {err}");
-            let latent = vae.encode(&r["vae.image"]).unwrap();
-            let err = crate::test_util::max_abs_diff(&latent, &r[&format!("vae.{model}.latent")]);
-            assert!(err < 1e-4, "{model}: scaled latent max abs error {err}");
-        }
-    }
-
-    #[test]
-    fn encoder_loads_from_single_file_checkpoints() {
-        let r = refs();
-        for model in ["sd15", "sd2v", "sdxl"] {
-            let path = fixtures().join(format!("single/{model}.safetensors"));
-            let ck = Arc::new(crate::weights::ldm::Checkpoint::open(&path).unwrap());
-            let cfg = folder_vae(model).config().clone();
-            let levels = cfg.block_out_channels.len();
-            let vb = crate::weights::ldm::vae_builder(
-                &ck,
-                "first_stage_model.",
-                levels,
-                DType::F32,
-                &Device::Cpu,
-            );
-            let vae = Vae::new(cfg, vb).unwrap();
-            let latent = vae.encode(&r["vae.image"]).unwrap();
-            let err = crate::test_util::max_abs_diff(&latent, &r[&format!("vae.{model}.latent")]);
-            assert!(err < 1e-4, "{model} single file: max abs error {err}");
         }
     }
 
     #[test]
     fn one_tile_equals_untiled_encode_and_tiles_stay_close() {
         let r = refs();
-        let enc_vae = folder_vae("sd15");
-        let enc = enc_vae.encoder.as_ref().unwrap();
+        let enc = folder_encoder("sd15");
         let image = r["vae.image"].narrow(0, 0, 1).unwrap();
         let full = enc.encode_full(&image).unwrap();
         let one = enc
@@ -264,17 +231,5 @@ mod tests {
         let spread: f32 = full.abs().unwrap().mean_all().unwrap().to_scalar().unwrap();
         eprintln!("tiled vs untiled encode: mean abs difference {diff}, latent magnitude {spread}");
         assert!(diff < 0.25 * spread, "{diff} vs {spread}");
-    }
-
-    #[test]
-    fn encode_refuses_sizes_the_vae_cannot_take_and_missing_encoders() {
-        let mut vae = folder_vae("sd15");
-        let odd = Tensor::zeros((1, 3, 20, 16), DType::F32, &Device::Cpu).unwrap();
-        let e = vae.encode(&odd).unwrap_err().to_string();
-        assert!(e.contains("multiples of 8"), "{e}");
-        vae.encoder = None;
-        let ok = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
-        let e = vae.encode(&ok).unwrap_err().to_string();
-        assert!(e.contains("no encoder"), "{e}");
     }
 }

@@ -101,3 +101,61 @@ impl Vae {
         Ok((z * c.scaling_factor)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::path::PathBuf;
+
+    fn fixture_vae(model: &str) -> Vae {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(model)
+            .join("vae");
+        let cfg: VaeConfig =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let files: Vec<_> = [
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
+            .unwrap();
+        Vae::new(cfg, vb).unwrap()
+    }
+
+    #[test]
+    fn encode_gives_the_scaled_latent_diffusers_gives() {
+        let refs = candle_core::safetensors::load(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/img/reference.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for model in ["sd15", "sd2v", "sdxl"] {
+            let vae = fixture_vae(model);
+            assert!(vae.encoder.is_some(), "{model}: encoder not loaded");
+            let latent = vae.encode(&refs["vae.image"]).unwrap();
+            let err =
+                crate::test_util::max_abs_diff(&latent, &refs[&format!("vae.{model}.latent")]);
+            assert!(err < 1e-4, "{model}: scaled latent max abs error {err}");
+        }
+    }
+
+    #[test]
+    fn encode_refuses_sizes_the_vae_cannot_take_and_missing_encoders() {
+        let mut vae = fixture_vae("sd15");
+        let odd = Tensor::zeros((1, 3, 20, 16), DType::F32, &Device::Cpu).unwrap();
+        let e = vae.encode(&odd).unwrap_err().to_string();
+        assert!(e.contains("multiples of 8"), "{e}");
+        vae.encoder = None;
+        let ok = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+        let e = vae.encode(&ok).unwrap_err().to_string();
+        assert!(e.contains("no encoder"), "{e}");
+    }
+}
