@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod family;
 pub mod fileio;
+pub mod imaging;
 pub mod kernels;
 pub mod model;
 pub mod nn;

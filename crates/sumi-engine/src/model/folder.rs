@@ -10,7 +10,7 @@ use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::recommended;
 use crate::arch::unet::{UNet, UNetConfig};
-use crate::arch::vae::{Vae, VaeConfig, VaeDecoder};
+use crate::arch::vae::{Vae, VaeConfig};
 use crate::family::Family;
 use crate::parametrization::Parametrization;
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
@@ -163,9 +163,8 @@ pub(super) fn load_vae(
         dtype,
         device,
     )?;
-    let decoder = VaeDecoder::new(config, vb)
-        .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))?;
-    Ok(Vae { decoder })
+    Vae::new(config, vb)
+        .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
 }
 
 /// The family of a diffusers folder from its configs, without loading weights.

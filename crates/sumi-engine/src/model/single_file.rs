@@ -13,7 +13,7 @@ use super::options::{LoadOptions, LoadStage, Parts};
 use super::tokenizers::find_tokenizer;
 use crate::arch::clip::{ClipTextConfig, ClipTextModel};
 use crate::arch::unet::UNet;
-use crate::arch::vae::{Vae, VaeDecoder};
+use crate::arch::vae::Vae;
 use crate::sampling::schedules::NoiseLevels;
 use crate::text::tokenizer::ClipTokenizer;
 use crate::text::TextEncoder;
@@ -107,7 +107,7 @@ pub(super) fn load(
         dtype,
         device,
     );
-    let decoder = VaeDecoder::new(vae_cfg.clone(), vb)
+    let vae = Vae::new(vae_cfg.clone(), vb)
         .map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))?;
     let scheduler = standard_scheduler(inferred.prediction);
     let levels =
@@ -129,7 +129,7 @@ pub(super) fn load(
         info,
         text,
         network: Box::new(unet),
-        vae: Vae { decoder },
+        vae,
         scheduler,
         levels,
     })

@@ -39,18 +39,40 @@ pub fn conv2d(
 
 /// Stride-2 3x3 convolution (diffusers' `Downsample2D` with a conv).
 #[derive(Debug)]
-pub struct Downsample(Conv2d);
+pub struct Downsample {
+    conv: Conv2d,
+    /// Pad one zero row and column at the bottom and right first (the VAE encoder's layout,
+    /// whose conv has no padding of its own).
+    pad_after: bool,
+}
 
 impl Downsample {
-    /// Loads `conv` under `vb`.
+    /// Loads `conv` under `vb`, padded by `padding` on every side (the UNet's layout).
     pub fn new(c: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self(conv2d(c, c, 3, 2, padding, vb.pp("conv"))?))
+        Ok(Self {
+            conv: conv2d(c, c, 3, 2, padding, vb.pp("conv"))?,
+            pad_after: false,
+        })
+    }
+
+    /// Loads `conv` under `vb` for the VAE encoder: no padding in the conv, one zero row and
+    /// column added at the bottom and right before it.
+    pub fn padded_after(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: conv2d(c, c, 3, 2, 0, vb.pp("conv"))?,
+            pad_after: true,
+        })
     }
 }
 
 impl Module for Downsample {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.0.forward(xs)
+        if self.pad_after {
+            let xs = xs.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+            self.conv.forward(&xs)
+        } else {
+            self.conv.forward(xs)
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //!    unless the schedule ends above 0, as diffusers' DDIM timesteps do for SD1.x).
 
 pub mod brownian;
+pub mod img2img;
 pub mod samplers;
 pub mod schedules;
 pub mod table;

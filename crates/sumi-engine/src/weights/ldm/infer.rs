@@ -221,6 +221,7 @@ fn infer_vae(ck: &Checkpoint, family: Family, hints: &YamlHints) -> Result<VaeCo
         "latent_channels": conv_in[1],
         "out_channels": conv_out[0],
         "scaling_factor": hints.scale_factor.unwrap_or(family.spec().scaling_factor),
+        "use_quant_conv": ck.has(&format!("{VAE}quant_conv.weight")),
         "use_post_quant_conv": ck.has(&format!("{VAE}post_quant_conv.weight")),
         "mid_block_add_attention": ck.has(&format!("{p}mid.attn_1.q.weight")),
     });
@@ -357,6 +358,7 @@ pub(super) fn infer_diffusers_vae(ck: &Checkpoint, scaling: f64) -> Result<VaeCo
         "latent_channels": conv_in[1],
         "out_channels": conv_out[0],
         "scaling_factor": scaling,
+        "use_quant_conv": ck.has("quant_conv.weight"),
         "use_post_quant_conv": ck.has("post_quant_conv.weight"),
         "mid_block_add_attention": ck.has("decoder.mid_block.attentions.0.to_q.weight"),
     });

@@ -405,6 +405,7 @@ pub fn standalone_vae(
                 "latent_channels": conv_in[1],
                 "out_channels": conv_out[0],
                 "scaling_factor": scaling,
+                "use_quant_conv": ck.has(&format!("{prefix}quant_conv.weight")),
                 "use_post_quant_conv": ck.has(&format!("{prefix}post_quant_conv.weight")),
                 "mid_block_add_attention": ck.has(&format!("{p}mid.attn_1.q.weight")),
             });

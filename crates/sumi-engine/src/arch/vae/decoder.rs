@@ -1,195 +1,13 @@
-//! The VAE decoder (diffusers' `AutoencoderKL`), built from its `config.json`.
+//! The VAE decoder (diffusers' `AutoencoderKL` decoder), built from its config.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
-use serde::Deserialize;
+use candle_nn::VarBuilder;
 
+use super::attention::SpatialSelfAttention;
+use super::config::VaeConfig;
+use super::tiles::{tile_starts, Blend, Tiling};
 use crate::device::free_memory;
-use crate::kernels;
-use crate::nn::{attention, conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock, Upsample};
-
-/// The fields of diffusers' `vae/config.json` that Sumi uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct VaeConfig {
-    /// Channel width of each resolution level (encoder order).
-    pub block_out_channels: Vec<usize>,
-    /// Resnets per encoder block (the decoder has one more).
-    #[serde(default = "one")]
-    pub layers_per_block: usize,
-    /// Latent channels.
-    #[serde(default = "four")]
-    pub latent_channels: usize,
-    /// Image channels.
-    #[serde(default = "three")]
-    pub out_channels: usize,
-    /// Group-norm groups.
-    #[serde(default = "default_groups")]
-    pub norm_num_groups: usize,
-    /// Latent scaling: the sampler works on `(latent - shift_factor) * scaling_factor`.
-    #[serde(default = "default_scaling")]
-    pub scaling_factor: f64,
-    /// Latent shift (16-channel VAEs such as Flux's; none for SD's).
-    #[serde(default)]
-    pub shift_factor: Option<f64>,
-    /// Whether a 1x1 conv precedes the decoder.
-    #[serde(default = "yes")]
-    pub use_post_quant_conv: bool,
-    /// Whether the mid block has attention.
-    #[serde(default = "yes")]
-    pub mid_block_add_attention: bool,
-    /// Image size the VAE was trained at.
-    #[serde(default)]
-    pub sample_size: Option<usize>,
-}
-
-fn one() -> usize {
-    1
-}
-fn three() -> usize {
-    3
-}
-fn four() -> usize {
-    4
-}
-fn yes() -> bool {
-    true
-}
-fn default_groups() -> usize {
-    32
-}
-fn default_scaling() -> f64 {
-    0.18215
-}
-
-impl VaeConfig {
-    /// Checks the config describes a VAE this implementation can build.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.block_out_channels.is_empty() {
-            return Err("block_out_channels is empty".into());
-        }
-        let g = self.norm_num_groups;
-        if g == 0 || self.block_out_channels.iter().any(|c| c % g != 0) {
-            return Err("norm_num_groups must divide every block_out_channels entry".into());
-        }
-        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
-            return Err("scaling_factor must be a positive number".into());
-        }
-        if self.shift_factor.is_some_and(|s| !s.is_finite()) {
-            return Err("shift_factor must be a finite number".into());
-        }
-        Ok(())
-    }
-
-    /// How many pixels one latent cell covers on each side.
-    pub fn downscale(&self) -> usize {
-        1 << (self.block_out_channels.len() - 1)
-    }
-}
-
-/// Single-head self-attention over spatial positions (the VAE mid block's attention).
-#[derive(Debug)]
-struct SpatialSelfAttention {
-    norm: GroupNorm,
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-}
-
-impl SpatialSelfAttention {
-    fn new(c: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            norm: group_norm(groups, c, 1e-6, vb.pp("group_norm"))?,
-            to_q: candle_nn::linear(c, c, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(c, c, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(c, c, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(c, c, vb.pp("to_out.0"))?,
-        })
-    }
-}
-
-impl Module for SpatialSelfAttention {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
-        let seq = self
-            .norm
-            .forward(xs)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let q = kernels::linear(&self.to_q, &seq)?;
-        let k = kernels::linear(&self.to_k, &seq)?;
-        let v = kernels::linear(&self.to_v, &seq)?;
-        let out = kernels::linear(&self.to_out, &attention(&q, &k, &v, 1)?)?;
-        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
-        out + xs
-    }
-}
-
-/// Tile size and overlap of a tiled VAE decode, in latent cells.
-#[derive(Debug, Clone, Copy)]
-pub struct Tiling {
-    /// Tile side (64 latent cells: 512 pixels for SD).
-    pub tile: usize,
-    /// Cells shared by neighbouring tiles, blended linearly.
-    pub overlap: usize,
-}
-
-impl Default for Tiling {
-    fn default() -> Self {
-        Self {
-            tile: 64,
-            overlap: 16,
-        }
-    }
-}
-
-/// Start offsets of tiles covering `n` cells: `tile - overlap` apart, the last flush with the end.
-fn tile_starts(n: usize, t: Tiling) -> Vec<usize> {
-    if n <= t.tile {
-        return vec![0];
-    }
-    let stride = t.tile.saturating_sub(t.overlap).max(1);
-    let mut starts: Vec<usize> = (0..n - t.tile).step_by(stride).collect();
-    starts.push(n - t.tile);
-    starts
-}
-
-/// A model's VAE: its config (latent channels, downscale, scaling and shift) and its decoder; the
-/// encoder is loaded by image-to-image work.
-#[derive(Debug)]
-pub struct Vae {
-    /// Latents (unscaled) to images.
-    pub decoder: VaeDecoder,
-}
-
-impl Vae {
-    /// The VAE's config.
-    pub fn config(&self) -> &VaeConfig {
-        self.decoder.config()
-    }
-
-    /// Latent channels.
-    pub fn latent_channels(&self) -> usize {
-        self.config().latent_channels
-    }
-
-    /// Pixels per latent cell on each side.
-    pub fn downscale(&self) -> usize {
-        self.config().downscale()
-    }
-
-    /// Decodes a latent in the sampler's (scaled, shifted) space to an image `[B, 3, H, W]` in
-    /// about [-1, 1], computing in `latent`'s dtype.
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
-        let c = self.config();
-        let mut z = (latent / c.scaling_factor)?;
-        if let Some(shift) = c.shift_factor {
-            z = (z + shift)?;
-        }
-        self.decoder.decode(&z)
-    }
-}
+use crate::nn::{conv2d, group_norm, Conv2d, GroupNorm, ResnetBlock, Upsample};
 
 /// A loaded VAE decoder: latents (unscaled) to images in about [-1, 1].
 #[derive(Debug)]
@@ -295,8 +113,7 @@ impl VaeDecoder {
         let s = self.config.downscale();
         let c = self.config.out_channels;
         let (ph, pw) = (h * s, w * s);
-        let mut acc = vec![0f32; b * c * ph * pw];
-        let mut weight = vec![0f32; ph * pw];
+        let mut blend = Blend::new(b * c, ph, pw);
         for y0 in tile_starts(h, tiling) {
             for x0 in tile_starts(w, tiling) {
                 let (th, tw) = (tiling.tile.min(h), tiling.tile.min(w));
@@ -304,40 +121,11 @@ impl VaeDecoder {
                 let img = self.decode_full(&tile)?.to_dtype(candle_core::DType::F32)?;
                 let img = img.flatten_all()?.to_vec1::<f32>()?;
                 let ramp = (tiling.overlap * s) as f32;
-                let edge = |i: usize, n: usize, first: bool, last: bool| -> f32 {
-                    let lo = if first {
-                        1.0
-                    } else {
-                        ((i as f32 + 0.5) / ramp).min(1.0)
-                    };
-                    let hi = if last {
-                        1.0
-                    } else {
-                        ((n - i) as f32 - 0.5) / ramp
-                    };
-                    lo.min(hi.min(1.0))
-                };
-                let (tph, tpw) = (th * s, tw * s);
-                for py in 0..tph {
-                    let wy = edge(py, tph, y0 == 0, y0 + th == h);
-                    for px in 0..tpw {
-                        let wgt = wy * edge(px, tpw, x0 == 0, x0 + tw == w);
-                        let o = (y0 * s + py) * pw + x0 * s + px;
-                        weight[o] += wgt;
-                        for plane in 0..b * c {
-                            acc[plane * ph * pw + o] +=
-                                wgt * img[plane * tph * tpw + py * tpw + px];
-                        }
-                    }
-                }
+                blend.add(&img, (y0 * s, x0 * s), (th * s, tw * s), ramp);
             }
         }
-        for plane in acc.chunks_mut(ph * pw) {
-            for (v, &wgt) in plane.iter_mut().zip(&weight) {
-                *v /= wgt;
-            }
-        }
-        Tensor::from_vec(acc, (b, c, ph, pw), latents.device())?.to_dtype(latents.dtype())
+        Tensor::from_vec(blend.finish(), (b, c, ph, pw), latents.device())?
+            .to_dtype(latents.dtype())
     }
 
     /// Decodes the whole latent at once.
@@ -421,18 +209,6 @@ mod tests {
             .collect();
         let z = Tensor::from_vec(vals, (1, 4, h, w), &Device::Cpu).unwrap();
         (vae, z)
-    }
-
-    #[test]
-    fn tile_starts_cover_and_overlap() {
-        let t = Tiling {
-            tile: 8,
-            overlap: 2,
-        };
-        assert_eq!(tile_starts(5, t), vec![0]);
-        assert_eq!(tile_starts(8, t), vec![0]);
-        assert_eq!(tile_starts(20, t), vec![0, 6, 12]);
-        assert_eq!(tile_starts(15, t), vec![0, 6, 7]);
     }
 
     #[test]
