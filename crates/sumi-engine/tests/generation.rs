@@ -54,6 +54,8 @@ fn check_generations(model_name: &str) {
             width: j["width"].as_u64().unwrap() as u32,
             height: j["height"].as_u64().unwrap() as u32,
             noise: Default::default(),
+            clip_skip: None,
+            emphasis: Default::default(),
         };
         let latent = sample_latent(&model, &request, &cancel, &mut |_| {}).unwrap();
         let want_latent = &t[&format!("gen.{name}.latent")];

@@ -113,6 +113,8 @@ fn sd2v_single_file_generation_matches_reference() {
         width: j["width"].as_u64().unwrap() as u32,
         height: j["height"].as_u64().unwrap() as u32,
         noise: Default::default(),
+        clip_skip: None,
+        emphasis: Default::default(),
     };
     let latent = sample_latent(&model, &request, &AtomicBool::new(false), &mut |_| {}).unwrap();
     let image = ((decode(&model, &latent).unwrap() / 2.0).unwrap() + 0.5)

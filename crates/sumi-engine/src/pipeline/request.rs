@@ -6,6 +6,7 @@ use ts_rs::TS;
 use crate::model::ModelInfo;
 use crate::noise::NoiseSource;
 use crate::sampling::table::{parse_sampler, schedule_for};
+use crate::text::{check_clip_skip, check_prompt, Emphasis};
 use crate::{Error, Result};
 
 /// Largest step count a request may ask for.
@@ -41,6 +42,13 @@ pub struct Request {
     /// Where the noise comes from.
     #[serde(default)]
     pub noise: NoiseSource,
+    /// Clip skip: 1 is the text encoder's last layer, 2 the one before, ... (A1111 applies it
+    /// to SD 1.x only; ComfyUI's rules to any model). `None` is the default of the rules.
+    #[serde(default)]
+    pub clip_skip: Option<u32>,
+    /// How prompt weights are read and applied.
+    #[serde(default)]
+    pub emphasis: Emphasis,
 }
 
 impl Request {
@@ -58,6 +66,8 @@ impl Request {
             width: d.size,
             height: d.size,
             noise: NoiseSource::default(),
+            clip_skip: None,
+            emphasis: Emphasis::default(),
         }
     }
 
@@ -67,6 +77,9 @@ impl Request {
         check_size("height", self.height, downscale)?;
         check_steps(self.steps)?;
         check_cfg(self.cfg)?;
+        check_clip_skip(self.clip_skip)?;
+        check_prompt("prompt", &self.prompt)?;
+        check_prompt("negative prompt", &self.negative_prompt)?;
         let (sampler, _) = parse_sampler(&self.sampler)?;
         schedule_for(sampler, &self.schedule)?;
         Ok(())
