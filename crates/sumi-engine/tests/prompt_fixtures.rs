@@ -75,8 +75,10 @@ fn opts<'a>(case: &Value, embeddings: &'a Embeddings) -> EncodeOptions<'a> {
     }
 }
 
-/// Compares a schedule with the reference's `[[last call, key], ...]`.
-fn check_schedule(r: &Reference, case: &str, what: &str, got: &CondSchedule, want: &Value) {
+/// Compares a schedule with the reference's `[[last call, key], ...]`; gives the largest
+/// difference.
+fn check_schedule(r: &Reference, case: &str, what: &str, got: &CondSchedule, want: &Value) -> f32 {
+    let mut worst = 0f32;
     let want = want.as_array().unwrap();
     assert_eq!(got.len(), want.len(), "{case} {what}: schedule length");
     for ((end, cond), w) in got.iter().zip(want) {
@@ -94,10 +96,12 @@ fn check_schedule(r: &Reference, case: &str, what: &str, got: &CondSchedule, wan
         );
         let d = max_abs(&cond.context, ctx);
         assert!(d <= TOL, "{case} {what} {key}: context differs by {d:e}");
+        worst = worst.max(d);
         match (&cond.pooled, r.tensors.get(&format!("{case}/{key}.pooled"))) {
             (Some(p), Some(want)) => {
                 let d = max_abs(p, want);
                 assert!(d <= TOL, "{case} {what} {key}: pooled differs by {d:e}");
+                worst = worst.max(d);
             }
             (None, None) => {}
             (got, want) => panic!(
@@ -107,6 +111,7 @@ fn check_schedule(r: &Reference, case: &str, what: &str, got: &CondSchedule, wan
             ),
         }
     }
+    worst
 }
 
 #[test]
@@ -136,12 +141,16 @@ fn conditioning_matches_the_reference() {
             .unwrap_or_else(|err| panic!("{name}: {err}"));
         let parts = case["cond"].as_array().unwrap();
         assert_eq!(got.cond.len(), parts.len(), "{name}: AND parts");
+        let mut worst = 0f32;
         for (k, ((w, sched), want)) in got.cond.iter().zip(parts).enumerate() {
             assert_eq!(*w, want[0].as_f64().unwrap(), "{name}: weight of part {k}");
-            check_schedule(&r, name, &format!("part {k}"), sched, &want[1]);
+            let d = check_schedule(&r, name, &format!("part {k}"), sched, &want[1]);
+            worst = worst.max(d);
         }
         match (&got.uncond, &case["uncond"]) {
-            (Some(u), want @ Value::Array(_)) => check_schedule(&r, name, "uncond", u, want),
+            (Some(u), want @ Value::Array(_)) => {
+                worst = worst.max(check_schedule(&r, name, "uncond", u, want));
+            }
             (None, Value::Null) => {}
             (got, want) => panic!("{name}: uncond {} but reference {want}", got.is_some()),
         }
@@ -152,7 +161,7 @@ fn conditioning_matches_the_reference() {
             .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
             .collect();
         assert_eq!(got.info.ti_hashes, hashes, "{name}: TI hashes");
-        eprintln!("{name}: ok");
+        eprintln!("{name}: max abs diff {worst:.2e}");
     }
 }
 

@@ -246,12 +246,12 @@ impl TextEncoder {
                 )));
             }
             let composite = parts.len() > 1 || parts.iter().any(|(_, w)| *w != 1.0);
+            let entries = self.schedule(negative, opts.steps)?;
+            texts.extend(entries.iter().map(|(_, t)| t.clone()));
             let negative_side = match guided || composite {
                 true => {
-                    let entries = self.schedule(negative, opts.steps)?;
                     let zero = self.force_zeros_for_empty_prompt()
                         && entries.iter().all(|(_, t)| t.is_empty());
-                    texts.extend(entries.iter().map(|(_, t)| t.clone()));
                     Some(self.a1111_side(&entries, &encoders, opts.emphasis, zero)?)
                 }
                 false => None,
