@@ -119,3 +119,26 @@ pub fn check_cfg(cfg: f64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_requests_parse_with_default_prompt_options() {
+        let json = r#"{"prompt":"a","seed":1,"steps":20,"cfg":7,"sampler":"Euler",
+            "schedule":"Normal","width":512,"height":512}"#;
+        let r: Request = serde_json::from_str(json).unwrap();
+        assert_eq!((r.clip_skip, r.emphasis), (None, Emphasis::Original));
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["emphasis"], "original");
+        assert!(<Request as TS>::decl().contains("clip_skip: number | null"));
+        let mut bad = r.clone();
+        bad.clip_skip = Some(0);
+        assert!(bad.validate(8).is_err());
+        bad.clip_skip = Some(2);
+        bad.prompt = "x".repeat(crate::text::prompt::MAX_PROMPT_CHARS + 1);
+        let err = bad.validate(8).unwrap_err().to_string();
+        assert!(err.contains("at most"), "{err}");
+    }
+}

@@ -203,6 +203,14 @@ mod tests {
     }
 
     #[test]
+    fn typescript_names_are_the_request_names() {
+        let decl = <Emphasis as TS>::decl();
+        for e in Emphasis::ALL {
+            assert!(decl.contains(&format!("\"{}\"", e.name())), "{decl}");
+        }
+    }
+
+    #[test]
     fn clip_skip_follows_each_tool() {
         use HiddenLayer::{FromEnd, Last};
         let a = Emphasis::Original;
