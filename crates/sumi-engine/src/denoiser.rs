@@ -72,7 +72,7 @@ enum Batch {
 fn pad_context(cond: &NetCond, len: usize) -> Result<NetCond> {
     let NetCond::CrossAttention { context, added } = cond;
     let (b, n, d) = context.dims3()?;
-    if n >= len {
+    if n >= len || n == 0 {
         return Ok(cond.clone());
     }
     let last = context.narrow(1, n - 1, 1)?.broadcast_as((b, len - n, d))?;
