@@ -39,6 +39,16 @@ pub enum Error {
         /// A place the tokenizer could be put.
         example: PathBuf,
     },
+    /// A textual-inversion embedding file is unreadable, malformed or made for another model.
+    #[error("embedding '{name}' ({}): {reason}", path.display())]
+    Embedding {
+        /// The embedding's name (its file stem).
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The run was cancelled by the user.
     #[error("cancelled")]
     Cancelled,

@@ -28,7 +28,7 @@ pub use error::{Error, Result};
 pub use family::Family;
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use parametrization::Parametrization;
-pub use pipeline::{generate, Event, Request};
+pub use pipeline::{generate, generate_with, Event, GenerateInputs, Generated, Request};
 
 /// The engine's version, recorded with every image.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

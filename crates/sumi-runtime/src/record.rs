@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sumi_engine::noise::NoiseSource;
 use sumi_engine::preview::Quantize;
+use sumi_engine::text::Emphasis;
 use sumi_engine::{Model, Request};
 use sumi_gallery::{ComparisonSlot, GenerationMeta, GenerationParams};
 
@@ -33,6 +34,10 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
             .filter(|_| request.variation_strength != 0.0),
         variation_strength: request.variation_strength,
         quantize: quantize_name(request.quantize).into(),
+        clip_skip: request.clip_skip.unwrap_or_else(|| {
+            sumi_engine::text::default_clip_skip(model.text.style(), request.emphasis)
+        }),
+        emphasis: request.emphasis.name().into(),
         ..Default::default()
     }
 }
@@ -77,6 +82,7 @@ pub fn meta(
 
 /// The request that makes the recorded image again.
 pub fn request(p: &GenerationParams) -> Request {
+    let emphasis = emphasis(&p.emphasis);
     Request {
         prompt: p.prompt.clone(),
         negative_prompt: p.negative_prompt.clone(),
@@ -96,7 +102,15 @@ pub fn request(p: &GenerationParams) -> Request {
         } else {
             Quantize::Round
         },
+        // 1 is the default of A1111's rules, which record it; ComfyUI's records every value.
+        clip_skip: Some(p.clip_skip).filter(|&n| n != 1 || emphasis.is_comfy()),
+        emphasis,
     }
+}
+
+/// The emphasis mode a record names; an unknown one falls back to the default.
+fn emphasis(recorded: &str) -> Emphasis {
+    recorded.parse().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -342,9 +342,90 @@ impl ClipTextModel {
 
     /// Runs the encoder over a batch of equally long token sequences.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<ClipOutput> {
-        let b = batch.len();
+        let t = self.check_batch(batch)?;
+        let mut x = self.embed(batch, &[], t)?;
+        let mask = causal_mask(t, self.dtype, &self.device)?;
+        let n = self.layers.len();
+        let mut penultimate = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i + 1 == n {
+                penultimate = Some(x.clone());
+            }
+            x = layer.forward(&x, &mask)?;
+        }
+        let last = self.final_layer_norm.forward(&x)?;
+        let pooled = self.pool(&last, batch)?;
+        Ok(ClipOutput {
+            last_hidden_state: last,
+            penultimate: penultimate.unwrap_or(x),
+            pooled,
+        })
+    }
+
+    /// Encodes a batch of equally long token sequences with some token embeddings replaced
+    /// (`inserts`, textual-inversion vectors) and returns the hidden state `layer` names, plus
+    /// the pooled output when `pooled` is set. Without the pooled output the layers after the
+    /// requested one are not run.
+    pub fn encode(
+        &self,
+        batch: &[Vec<u32>],
+        inserts: &[Insert],
+        layer: HiddenLayer,
+        pooled: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let t = self.check_batch(batch)?;
+        let n = self.layers.len();
+        // `hidden_states[-k]` is the state after `n + 1 - k` layers.
+        let keep = match layer {
+            HiddenLayer::Last => None,
+            HiddenLayer::FromEnd { n: k, .. } if k == 0 || k > n + 1 => {
+                return Err(Error::InvalidRequest(format!(
+                    "hidden state {k} from the end does not exist in a text encoder of {n} layers"
+                )))
+            }
+            HiddenLayer::FromEnd { n: k, .. } => Some(n + 1 - k),
+        };
+        let run = match keep {
+            Some(k) if !pooled => k,
+            _ => n,
+        };
+        let mut x = self.embed(batch, inserts, t)?;
+        let mut kept = (keep == Some(0)).then(|| x.clone());
+        let mask = causal_mask(t, self.dtype, &self.device)?;
+        for (i, l) in self.layers[..run].iter().enumerate() {
+            x = l.forward(&x, &mask)?;
+            if keep == Some(i + 1) {
+                kept = Some(x.clone());
+            }
+        }
+        let last = match (layer, pooled) {
+            (HiddenLayer::Last, _) | (_, true) => Some(self.final_layer_norm.forward(&x)?),
+            _ => None,
+        };
+        let hidden = match (layer, kept) {
+            (
+                HiddenLayer::FromEnd {
+                    final_norm: true, ..
+                },
+                Some(h),
+            ) => self.final_layer_norm.forward(&h)?,
+            (HiddenLayer::FromEnd { .. }, Some(h)) => h,
+            _ => match &last {
+                Some(last) => last.clone(),
+                None => self.final_layer_norm.forward(&x)?,
+            },
+        };
+        let pooled = match (pooled, &last) {
+            (true, Some(last)) => Some(self.pool(last, batch)?),
+            _ => None,
+        };
+        Ok((hidden, pooled))
+    }
+
+    /// Checks a batch of token sequences; gives their common length.
+    fn check_batch(&self, batch: &[Vec<u32>]) -> Result<usize> {
         let t = batch.first().map_or(0, Vec::len);
-        if b == 0 || t == 0 || batch.iter().any(|s| s.len() != t) {
+        if t == 0 || batch.iter().any(|s| s.len() != t) {
             return Err(Error::InvalidRequest(
                 "text encoder input must be a non-empty batch of equally long sequences".into(),
             ));
@@ -365,23 +446,44 @@ impl ClipTextModel {
                 self.config.vocab_size
             )));
         }
+        Ok(t)
+    }
+
+    /// Token embeddings (with `inserts` put in place) plus position embeddings, `[B, T, D]`.
+    fn embed(&self, batch: &[Vec<u32>], inserts: &[Insert], t: usize) -> Result<Tensor> {
         let flat: Vec<u32> = batch.iter().flatten().copied().collect();
-        let ids = Tensor::from_vec(flat, (b, t), &self.device)?;
-        let positions = Tensor::arange(0u32, t as u32, &self.device)?;
-        let mut x = self
-            .token_embedding
-            .forward(&ids)?
-            .broadcast_add(&self.position_embedding.forward(&positions)?)?;
-        let mask = causal_mask(t, self.dtype, &self.device)?;
-        let n = self.layers.len();
-        let mut penultimate = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i + 1 == n {
-                penultimate = Some(x.clone());
+        let ids = Tensor::from_vec(flat, (batch.len(), t), &self.device)?;
+        let mut tokens = self.token_embedding.forward(&ids)?;
+        let d = self.config.hidden_size;
+        for ins in inserts {
+            let (k, width) = ins.vectors.dims2()?;
+            if width != d || ins.row >= batch.len() || ins.pos >= t {
+                return Err(Error::InvalidRequest(format!(
+                    "cannot put {k} vectors of width {width} at row {}, position {} of a {}x{t} \
+                     batch of width {d}",
+                    ins.row,
+                    ins.pos,
+                    batch.len()
+                )));
             }
-            x = layer.forward(&x, &mask)?;
+            // As A1111: vectors that would run past the sequence's end are cut.
+            let k = k.min(t - ins.pos);
+            let src = ins
+                .vectors
+                .narrow(0, 0, k)?
+                .to_dtype(self.dtype)?
+                .to_device(&self.device)?
+                .unsqueeze(0)?;
+            let ranges = [ins.row..ins.row + 1, ins.pos..ins.pos + k, 0..d];
+            tokens = tokens.slice_assign(&ranges, &src)?;
         }
-        let last = self.final_layer_norm.forward(&x)?;
+        let positions = Tensor::arange(0u32, t as u32, &self.device)?;
+        Ok(tokens.broadcast_add(&self.position_embedding.forward(&positions)?)?)
+    }
+
+    /// The final-normed state at each sequence's end-of-text token, projected when the model
+    /// has a projection: `[B, P]`.
+    fn pool(&self, last: &Tensor, batch: &[Vec<u32>]) -> Result<Tensor> {
         let rows = batch
             .iter()
             .enumerate()
@@ -391,12 +493,40 @@ impl ClipTextModel {
         if let Some(p) = &self.projection {
             pooled = p.forward(&pooled)?;
         }
-        Ok(ClipOutput {
-            last_hidden_state: last,
-            penultimate: penultimate.unwrap_or(x),
-            pooled,
-        })
+        Ok(pooled)
     }
+
+    /// Number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
+
+/// Which hidden state of the text transformer an encoding returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenLayer {
+    /// The last layer's output after the final layer norm (`last_hidden_state`).
+    Last,
+    /// transformers' `hidden_states[-n]`: `n = 1` is the last layer's output, `n = layers + 1`
+    /// the embeddings; with or without the final layer norm.
+    FromEnd {
+        /// Position from the end, at least 1.
+        n: usize,
+        /// Whether the final layer norm is applied to it.
+        final_norm: bool,
+    },
+}
+
+/// Vectors that replace the token embeddings of one sequence from a position on
+/// (textual-inversion embeddings).
+#[derive(Debug, Clone)]
+pub struct Insert {
+    /// Which sequence of the batch.
+    pub row: usize,
+    /// First position replaced.
+    pub pos: usize,
+    /// `[k, D]` vectors; those that would run past the sequence's end are left out.
+    pub vectors: Tensor,
 }
 
 /// Position of the token whose state becomes the pooled output, as transformers picks it: the

@@ -7,7 +7,7 @@ use super::spec::{FamilySpec, Heads, LdmLayout, LdmTextEncoder, TextStyle};
 pub(super) const SPEC: FamilySpec = FamilySpec {
     display_name: "SD 2.x",
     text_encoders: 1,
-    text_style: TextStyle::LastLayer,
+    text_style: TextStyle::TruncatedLastLayer,
     cfg: 7.0,
     scaling_factor: 0.18215,
     preview: super::sd1::PREVIEW,

@@ -4,8 +4,11 @@
 /// How the text encoders' outputs become the network's context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextStyle {
-    /// One encoder, last layer after the final layer norm (SD 1.x, SD 2.x).
+    /// One encoder, last layer after the final layer norm (SD 1.x).
     LastLayer,
+    /// One encoder whose tower is stored without its last layer, so that the stored last layer
+    /// (after the final layer norm) is the original's penultimate (SD 2.x).
+    TruncatedLastLayer,
     /// Second-to-last layer of each encoder, concatenated; pooled output of the last (SDXL).
     Penultimate,
 }

@@ -7,18 +7,21 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use crate::denoiser::{Guidance, ModelDenoiser};
+use crate::denoiser::ModelDenoiser;
 use crate::model::Model;
 use crate::preview::{latent_preview, to_rgb_image};
 use crate::sampling::brownian::BrownianNoise;
 use crate::sampling::table::{parse_sampler, schedule_for, NoiseKind};
 use crate::sampling::types::{Flow, SampleCtx, StepInfo, StepNoise};
+use crate::text::PromptInfo;
 use crate::{Error, Result};
 
 mod memory;
+mod prompts;
 mod request;
 
 pub use memory::check_fits;
+pub use prompts::{schedule_steps, GenerateInputs};
 pub use request::{check_cfg, check_size, check_steps, Request, MAX_CFG, MAX_SIZE, MAX_STEPS};
 
 /// A small RGB picture of the current x0 estimate.
@@ -65,15 +68,36 @@ pub enum Event {
     },
 }
 
+/// A finished generation: the image and what the prompts used.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The image.
+    pub image: RgbImage,
+    /// Extra-network tags, embedding hashes and notes for the record.
+    pub prompt: PromptInfo,
+}
+
 /// Runs `request` on `model`, reporting every event to `on_event`. Setting `cancel` stops the
-/// run before the next model call.
+/// run before the next model call. Prompts may name no embeddings (see [`generate_with`]).
 pub fn generate(
     model: &Model,
     request: &Request,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<RgbImage> {
-    let result = run(model, request, cancel, on_event);
+    let inputs = GenerateInputs::default();
+    generate_with(model, request, &inputs, cancel, on_event).map(|g| g.image)
+}
+
+/// [`generate`] with the files the prompts may name; also returns what the prompts used.
+pub fn generate_with(
+    model: &Model,
+    request: &Request,
+    inputs: &GenerateInputs,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Generated> {
+    let result = run(model, request, inputs, cancel, on_event);
     match &result {
         Ok(_) => {}
         Err(Error::Cancelled) => on_event(Event::Cancelled),
@@ -87,28 +111,42 @@ pub fn generate(
 fn run(
     model: &Model,
     request: &Request,
+    inputs: &GenerateInputs,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
-) -> Result<RgbImage> {
+) -> Result<Generated> {
     let start = Instant::now();
-    let latent = sample_latent(model, request, cancel, &mut |e| on_event(e))?;
+    let (latent, prompt) =
+        sample_latent_with(model, request, inputs, cancel, &mut |e| on_event(e))?;
     let decoded = decode(model, &latent)?;
     let image = to_rgb_image(&decoded, request.quantize)?;
     on_event(Event::Finished {
         image: image.clone(),
         elapsed: start.elapsed(),
     });
-    Ok(image)
+    Ok(Generated { image, prompt })
 }
 
 /// Runs the sampler and returns the final latent in the VAE's (variance-preserving, scaled)
-/// space, emitting `Started` and `Step` events.
+/// space, emitting `Started` and `Step` events. Prompts may name no embeddings.
 pub fn sample_latent(
     model: &Model,
     request: &Request,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Tensor> {
+    let inputs = GenerateInputs::default();
+    sample_latent_with(model, request, &inputs, cancel, on_event).map(|(latent, _)| latent)
+}
+
+/// [`sample_latent`] with the files the prompts may name; also returns what the prompts used.
+pub fn sample_latent_with(
+    model: &Model,
+    request: &Request,
+    inputs: &GenerateInputs,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Tensor, PromptInfo)> {
     request.validate(model.info.downscale)?;
     check_memory(model, request)?;
     let (sampler, legacy_schedule) = parse_sampler(&request.sampler)?;
@@ -123,32 +161,7 @@ pub fn sample_latent(
     };
     let start = Instant::now();
     let device = &model.device;
-    let guided = request.cfg != 1.0;
-
-    let text = model
-        .text
-        .encode(&request.prompt, &request.negative_prompt, guided)?;
-    let family = model.info.family;
-    let (w, h) = (request.width, request.height);
-    let row = |i: usize| -> Result<_> {
-        let pooled = text
-            .pooled
-            .as_ref()
-            .map(|p| p.narrow(0, i, 1))
-            .transpose()?;
-        family.conditioning(text.context.narrow(0, i, 1)?, pooled.as_ref(), w, h)
-    };
-    let guidance = if guided {
-        Guidance {
-            cond: row(1)?,
-            uncond: Some((row(0)?, request.cfg)),
-        }
-    } else {
-        Guidance {
-            cond: row(0)?,
-            uncond: None,
-        }
-    };
+    let (guidance, prompt) = prompts::guidance(model, request, sampler, inputs)?;
     let denoiser = ModelDenoiser::new(
         model.network.as_ref(),
         &model.levels,
@@ -210,7 +223,9 @@ pub fn sample_latent(
     let x = (sampler.func)(&denoiser, x, &sigmas, &mut ctx)?;
     // The sampler works in k-diffusion's variance-exploding space; the VAE wants the
     // variance-preserving latent (they differ only when the schedule ends above 0).
-    crate::sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))
+    let latent =
+        crate::sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))?;
+    Ok((latent, prompt))
 }
 
 /// Refuses a request whose activations the device cannot hold, before anything runs.

@@ -7,6 +7,7 @@ use crate::model::ModelInfo;
 use crate::noise::{NoiseSource, NoiseSpec, Variation};
 use crate::preview::Quantize;
 use crate::sampling::table::{parse_sampler, schedule_for};
+use crate::text::{check_clip_skip, check_prompt, Emphasis};
 use crate::{Error, Result};
 
 /// Largest step count a request may ask for.
@@ -56,6 +57,13 @@ pub struct Request {
     /// How colours become 8-bit values (A1111 and ComfyUI images truncate).
     #[serde(default)]
     pub quantize: Quantize,
+    /// Clip skip: 1 is the text encoder's last layer, 2 the one before, ... (A1111 applies it
+    /// to SD 1.x only; ComfyUI's rules to any model). `None` is the default of the rules.
+    #[serde(default)]
+    pub clip_skip: Option<u32>,
+    /// How prompt weights are read and applied.
+    #[serde(default)]
+    pub emphasis: Emphasis,
 }
 
 impl Default for Request {
@@ -75,6 +83,8 @@ impl Default for Request {
             variation_seed: None,
             variation_strength: 0.0,
             quantize: Quantize::default(),
+            clip_skip: None,
+            emphasis: Emphasis::default(),
         }
     }
 }
@@ -122,6 +132,9 @@ impl Request {
                 self.variation_strength
             )));
         }
+        check_clip_skip(self.clip_skip)?;
+        check_prompt("prompt", &self.prompt)?;
+        check_prompt("negative prompt", &self.negative_prompt)?;
         let (sampler, _) = parse_sampler(&self.sampler)?;
         schedule_for(sampler, &self.schedule)?;
         Ok(())
@@ -160,4 +173,27 @@ pub fn check_cfg(cfg: f64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_requests_parse_with_default_prompt_options() {
+        let json = r#"{"prompt":"a","seed":1,"steps":20,"cfg":7,"sampler":"Euler",
+            "schedule":"Normal","width":512,"height":512}"#;
+        let r: Request = serde_json::from_str(json).unwrap();
+        assert_eq!((r.clip_skip, r.emphasis), (None, Emphasis::Original));
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["emphasis"], "original");
+        assert!(<Request as TS>::decl().contains("clip_skip: number | null"));
+        let mut bad = r.clone();
+        bad.clip_skip = Some(0);
+        assert!(bad.validate(8).is_err());
+        bad.clip_skip = Some(2);
+        bad.prompt = "x".repeat(crate::text::prompt::MAX_PROMPT_CHARS + 1);
+        let err = bad.validate(8).unwrap_err().to_string();
+        assert!(err.contains("at most"), "{err}");
+    }
 }

@@ -841,7 +841,7 @@ fn py_number_ascii(s: &str) -> Option<String> {
 }
 
 /// Python's `float(s)`; `None` where Python raises.
-fn py_float(s: &str) -> Option<f64> {
+pub(crate) fn py_float(s: &str) -> Option<f64> {
     py_number_ascii(s)?.parse().ok()
 }
 
