@@ -39,6 +39,9 @@ pub enum Error {
         /// A place the tokenizer could be put.
         example: PathBuf,
     },
+    /// A LoRA / LyCORIS file cannot be used, or applying it failed.
+    #[error(transparent)]
+    Lora(#[from] crate::weights::lora::error::LoraError),
     /// The run was cancelled by the user.
     #[error("cancelled")]
     Cancelled,
