@@ -1,112 +1,23 @@
 //! LoRA / LyCORIS files on the tiny fixture models: every format against its reference
 //! (diffusers + peft, or the published formulas; `tests/fixtures/lora/`), removal back to the
-//! loaded weights bit for bit, whole images, hashes, and every kind of bad input.
+//! loaded weights bit for bit, whole images, single files and an inpainting UNet.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use sumi_engine::arch::network::{AddedCond, NetCond};
-use sumi_engine::model::{LoraBackup, LoraUse};
+use sumi_engine::model::LoraBackup;
 use sumi_engine::pipeline::{decode, sample_latent};
-use sumi_engine::weights::lora::{LoraError, LoraFile};
-use sumi_engine::{generate, Error, LoadOptions, Model, Request};
+use sumi_engine::weights::lora::LoraFile;
+use sumi_engine::{generate, LoadOptions, Model, Request};
 
+#[path = "support/lora.rs"]
+mod lora_support;
 #[path = "support/fixtures.rs"]
 mod support;
-use support::{fixtures, max_abs, refs};
-
-fn lora_dir() -> PathBuf {
-    fixtures().join("lora")
-}
-
-fn lora_refs() -> (HashMap<String, Tensor>, serde_json::Value) {
-    let dir = lora_dir();
-    let t = candle_core::safetensors::load(dir.join("ref.safetensors"), &Device::Cpu).unwrap();
-    let j = serde_json::from_str(&std::fs::read_to_string(dir.join("ref.json")).unwrap()).unwrap();
-    (t, j)
-}
-
-fn load(name: &str) -> Model {
-    Model::load(&fixtures().join(name), &Device::Cpu, DType::F32).expect("fixture model loads")
-}
-
-fn open(name: &str) -> Arc<LoraFile> {
-    Arc::new(LoraFile::open(&lora_dir().join(name)).expect("fixture LoRA opens"))
-}
-
-fn lora(file: &Arc<LoraFile>, te: f64, unet: f64) -> LoraUse {
-    LoraUse {
-        file: file.clone(),
-        te,
-        unet,
-    }
-}
-
-/// Every parameter's values, by part and name.
-fn snapshot(model: &Model) -> HashMap<String, Vec<u32>> {
-    let p = model.params();
-    let mut out = HashMap::new();
-    let tables = std::iter::once(("unet".to_string(), &p.unet))
-        .chain(p.text.iter().map(|(s, t)| (format!("te{s}"), t)));
-    for (part, table) in tables {
-        for (name, param) in table.iter() {
-            let v: Vec<f32> = param.tensor.flatten_all().unwrap().to_vec1().unwrap();
-            out.insert(
-                format!("{part}.{name}"),
-                v.iter().map(|x| x.to_bits()).collect(),
-            );
-        }
-    }
-    out
-}
-
-fn assert_same_weights(a: &HashMap<String, Vec<u32>>, b: &HashMap<String, Vec<u32>>, what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: parameter count");
-    for (k, v) in a {
-        assert!(b[k] == *v, "{what}: {k} differs");
-    }
-}
-
-/// Relative max difference (max |a - b| / max |b|).
-fn rel(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = max_abs(b, &b.zeros_like().unwrap()).max(1e-6);
-    max_abs(a, b) / scale
-}
-
-/// The UNet output and text conditioning the fixture references record.
-fn outputs(model: &Model, model_name: &str) -> HashMap<String, Tensor> {
-    let (t, j) = refs(model_name);
-    let added = t.get("unet.text_embeds").map(|e| AddedCond {
-        text_embeds: e.clone(),
-        time_ids: t["unet.time_ids"].clone(),
-    });
-    let cond = NetCond::CrossAttention {
-        context: t["unet.context"].clone(),
-        added,
-    };
-    let mut out = HashMap::new();
-    let unet = model
-        .network
-        .forward(&t["unet.x"], &t["unet.t"], &cond)
-        .unwrap();
-    out.insert("unet.out".to_string(), unet);
-    let c = model
-        .text
-        .encode(
-            j["text"]["prompt"].as_str().unwrap(),
-            j["text"]["negative_prompt"].as_str().unwrap(),
-            true,
-        )
-        .unwrap();
-    out.insert("text.context".to_string(), c.context);
-    if let Some(p) = c.pooled {
-        out.insert("text.pooled".to_string(), p);
-    }
-    out
-}
+use lora_support::*;
+use support::{fixtures, max_abs};
 
 /// Every fixture LoRA of `model_name` applied in turn (each replacing the last) matches its
 /// reference within 1e-4 relative, and removing the last gives back the loaded weights.
@@ -132,7 +43,10 @@ fn check_fixtures(model_name: &str) {
         );
         let got = outputs(&model, model_name);
         let effect = rel(&got["unet.out"], &plain);
-        assert!(effect > 1e-3, "{name}: the LoRA barely changes the UNet ({effect:.1e})");
+        assert!(
+            effect > 1e-3,
+            "{name}: the LoRA barely changes the UNet ({effect:.1e})"
+        );
         for (k, v) in &got {
             let want = &t[&format!("{name}.{k}")];
             let err = rel(v, want);
@@ -305,29 +219,6 @@ fn single_file_models_take_ldm_and_diffusers_named_loras() {
     assert_same_weights(&before, &snapshot(&model), "single-file sdxl");
 }
 
-/// Writes a kohya LoRA with `modules` (module name without prefix, out, in) of rank 2.
-fn write_lora(path: &Path, modules: &[(&str, usize, usize)], fill: f32) {
-    let mut map = HashMap::new();
-    for (i, (m, out, inp)) in modules.iter().enumerate() {
-        let seed = i as f32;
-        let down: Vec<f32> = (0..2 * inp)
-            .map(|k| ((k as f32 + seed) * 0.37).sin() * fill)
-            .collect();
-        let up: Vec<f32> = (0..out * 2)
-            .map(|k| ((k as f32 - seed) * 0.53).cos() * fill)
-            .collect();
-        map.insert(
-            format!("{m}.lora_down.weight"),
-            Tensor::from_vec(down, (2, *inp), &Device::Cpu).unwrap(),
-        );
-        map.insert(
-            format!("{m}.lora_up.weight"),
-            Tensor::from_vec(up, (*out, 2), &Device::Cpu).unwrap(),
-        );
-    }
-    candle_core::safetensors::save(&map, path).unwrap();
-}
-
 #[test]
 fn openclip_fused_attention_patches_through_its_views() {
     // SD 2.x single files fuse q/k/v into one OpenCLIP tensor; each projection is a view of it.
@@ -428,248 +319,4 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
-}
-
-#[test]
-fn a1111_hashes_and_names() {
-    let (_, j) = lora_refs();
-    for name in ["sd15_kohya", "sdxl_kohya_ldm", "sd15_loha"] {
-        let fx = &j["fixtures"][name];
-        let file = open(fx["file"].as_str().unwrap());
-        let want = fx["a1111_hash"].as_str().unwrap();
-        assert_eq!(file.a1111_hash().unwrap(), want, "{name}");
-        assert_eq!(
-            file.computed_hash().unwrap(),
-            fx["sha256_after_header"].as_str().unwrap()
-        );
-        assert!(file.matches_hash(&want.to_uppercase()).unwrap());
-        assert_eq!(file.output_name(), Some(format!("{name}_trained").as_str()));
-    }
-    // sshs_model_hash metadata wins, and either hash matches.
-    let fx = &j["fixtures"]["sd15_peft"];
-    let file = open("sd15_peft.safetensors");
-    assert_eq!(file.a1111_hash().unwrap(), "abcdef012345");
-    assert!(file.matches_hash("ABCDEF012345").unwrap());
-    assert!(file
-        .matches_hash(fx["a1111_hash"].as_str().unwrap())
-        .unwrap());
-    assert!(!file.matches_hash("0000000000ff").unwrap());
-}
-
-#[test]
-fn facts_say_format_family_and_rank() {
-    let f = open("sdxl_kohya_ldm.safetensors");
-    let facts = f.facts();
-    assert_eq!(facts.format(), "kohya LoRA");
-    assert_eq!(facts.fits, Some(sumi_engine::Family::Sdxl));
-    assert_eq!(facts.rank, Some(4));
-    for (file, format) in [
-        ("sd15_locon.safetensors", "kohya LoRA + LoCon"),
-        ("sd15_tucker.safetensors", "kohya LoCon (Tucker)"),
-        ("sd15_dora.safetensors", "kohya LoRA + LoCon + DoRA"),
-        ("sd15_loha_tucker.safetensors", "LyCORIS LoHa (Tucker)"),
-        ("sd15_lokr.safetensors", "LyCORIS LoKr"),
-        ("sd15_peft_dora.safetensors", "PEFT LoRA + DoRA"),
-        ("sd15_old.safetensors", "diffusers (old) LoRA"),
-    ] {
-        assert_eq!(open(file).facts().format(), format, "{file}");
-    }
-    assert!(open("sd15_kohya.safetensors").facts().size > 1000);
-}
-
-fn lora_error(e: Error) -> LoraError {
-    match e {
-        Error::Lora(l) => l,
-        other => panic!("expected a LoRA error, got {other}"),
-    }
-}
-
-#[test]
-fn files_that_are_not_loras_are_refused_with_what_they_are() {
-    let cases = [
-        (fixtures().join("single/sd15.safetensors"), "checkpoint"),
-        (
-            fixtures().join("sd15/vae/diffusion_pytorch_model.safetensors"),
-            "VAE",
-        ),
-        (
-            fixtures().join("sd15/unet/diffusion_pytorch_model.safetensors"),
-            "model component",
-        ),
-    ];
-    for (path, what) in cases {
-        let e = LoraFile::open(&path).unwrap_err();
-        assert!(matches!(e, LoraError::NotALora { .. }), "{e}");
-        assert!(e.to_string().contains(what), "{e}");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let emb = dir.path().join("emb.safetensors");
-    let mut map = HashMap::new();
-    map.insert(
-        "emb_params".to_string(),
-        Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap(),
-    );
-    candle_core::safetensors::save(&map, &emb).unwrap();
-    let e = LoraFile::open(&emb).unwrap_err();
-    assert!(e.to_string().contains("embedding"), "{e}");
-    let e = LoraFile::open(&lora_dir().join("pickled_lora.pt")).unwrap_err();
-    assert!(matches!(e, LoraError::Pickle { .. }), "{e}");
-    assert!(
-        e.to_string().contains("holding a LoRA") && e.to_string().contains(".safetensors"),
-        "{e}"
-    );
-    let junk = dir.path().join("junk.safetensors");
-    std::fs::write(&junk, b"not a safetensors file at all").unwrap();
-    assert!(matches!(
-        LoraFile::open(&junk).unwrap_err(),
-        LoraError::File { .. }
-    ));
-}
-
-#[test]
-fn bad_sets_are_refused_and_leave_the_model_as_it_was() {
-    let mut model = load("sd15");
-    let plain = snapshot(&model);
-    let good = open("sd15_kohya.safetensors");
-    model.set_loras(&[lora(&good, 1.0, 1.0)]).unwrap();
-    let with_good = snapshot(&model);
-    let check = |model: &Model, what: &str| assert_same_weights(&with_good, &snapshot(model), what);
-
-    // Another family: an SDXL LoRA on an SD 1.x model.
-    let xl = open("sdxl_kohya.safetensors");
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&good, 1.0, 1.0), lora(&xl, 1.0, 1.0)])
-            .unwrap_err(),
-    );
-    assert!(
-        matches!(e, LoraError::WrongFamily { .. }) && e.to_string().contains("SDXL"),
-        "{e}"
-    );
-    check(&model, "wrong family");
-
-    let dir = tempfile::tempdir().unwrap();
-    // Shapes: the right layer names with the wrong sizes; the error names the layer.
-    let shape = dir.path().join("shape.safetensors");
-    write_lora(
-        &shape,
-        &[(
-            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
-            16,
-            24,
-        )],
-        0.1,
-    );
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&open_at(&shape), 1.0, 1.0)])
-            .unwrap_err(),
-    );
-    assert!(matches!(e, LoraError::ShapeMismatch { .. }), "{e}");
-    assert!(
-        e.to_string()
-            .contains("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"),
-        "{e}"
-    );
-    check(&model, "shape");
-
-    // No key names a layer.
-    let none = dir.path().join("none.safetensors");
-    write_lora(
-        &none,
-        &[
-            ("lora_unet_no_such_layer", 8, 8),
-            ("lora_te_nor_this", 8, 8),
-        ],
-        0.1,
-    );
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&open_at(&none), 1.0, 1.0)])
-            .unwrap_err(),
-    );
-    assert!(matches!(e, LoraError::NoMatch { count: 2, .. }), "{e}");
-    check(&model, "no match");
-
-    // Some keys match, some do not: applied with a warning, the others reported.
-    let some = dir.path().join("some.safetensors");
-    write_lora(
-        &some,
-        &[
-            (
-                "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
-                16,
-                16,
-            ),
-            ("lora_unet_no_such_layer", 8, 8),
-        ],
-        0.1,
-    );
-    let some = open_at(&some);
-    let report = model.set_loras(&[lora(&some, 1.0, 1.0)]).unwrap();
-    assert_eq!(report.loras[0].matched, 1);
-    assert_eq!(
-        report.loras[0].unmatched,
-        vec!["lora_unet_no_such_layer".to_string()]
-    );
-    model.set_loras(&[lora(&good, 1.0, 1.0)]).unwrap();
-    check(&model, "back to the good set");
-
-    // NaN in a factor.
-    let nan = dir.path().join("nan.safetensors");
-    write_lora(
-        &nan,
-        &[(
-            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
-            16,
-            16,
-        )],
-        f32::NAN,
-    );
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&open_at(&nan), 1.0, 1.0)])
-            .unwrap_err(),
-    );
-    assert!(matches!(e, LoraError::NotFinite { .. }), "{e}");
-    check(&model, "nan");
-
-    // A weight that overflows the model's dtype once added: found while writing, rolled back.
-    let huge = dir.path().join("huge.safetensors");
-    write_lora(
-        &huge,
-        &[(
-            "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
-            16,
-            16,
-        )],
-        3e19,
-    );
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&open_at(&huge), 1.0, 1.0)])
-            .unwrap_err(),
-    );
-    assert!(matches!(e, LoraError::NotFinite { .. }), "{e}");
-    check(&model, "overflow rolled back");
-
-    // Weights out of range, and the same file twice.
-    for w in [10.5, -11.0, f64::NAN] {
-        let e = lora_error(model.set_loras(&[lora(&good, w, 1.0)]).unwrap_err());
-        assert!(matches!(e, LoraError::Multiplier { .. }), "{e}");
-    }
-    let e = lora_error(
-        model
-            .set_loras(&[lora(&good, 1.0, 1.0), lora(&good, 0.5, 0.5)])
-            .unwrap_err(),
-    );
-    assert!(matches!(e, LoraError::Duplicate { .. }), "{e}");
-    check(&model, "multipliers");
-
-    model.clear_loras().unwrap();
-    assert_same_weights(&plain, &snapshot(&model), "cleared");
-}
-
-fn open_at(path: &Path) -> Arc<LoraFile> {
-    Arc::new(LoraFile::open(path).unwrap())
 }
