@@ -320,3 +320,10 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_model_with_loras_still_moves_between_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<Model>();
+    check::<LoraFile>();
+}

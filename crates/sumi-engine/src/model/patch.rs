@@ -18,9 +18,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::family::Family;
 use crate::weights::ldm::LdmUnetNames;
 use crate::weights::lora::delta::{
-    all_finite, apply, dora_axis, fitted, update, DoraAxis, Factors, Patch,
+    apply, dora_axis, fits_dtype, fitted, update, DoraAxis, Factors, Patch,
 };
 use crate::weights::lora::format::{fit, update_shape, Dora, Fit};
+use crate::weights::lora::inplace::add_into;
 use crate::weights::lora::keys::{LayerIndex, Part};
 use crate::weights::lora::{LoraError, LoraFile};
 use crate::weights::params::{Param, ParamTable};
@@ -236,12 +237,14 @@ impl Patcher {
         let mut done = Vec::new();
         for k in &changed {
             let patched = self.stacks.contains_key(k);
+            // A failed write may have changed the weight: the rollback covers it too.
+            done.push(k.clone());
             if let Err(e) = self.write(k, patched, stacks.get(k), &mut loaded, &device) {
                 self.roll_back(&done, &stacks, &device);
                 return Err(e);
             }
-            done.push(k.clone());
         }
+        crate::alloc::release_free();
         self.stacks = stacks;
         self.applied = loras.to_vec();
         report.rewritten = changed.len();
@@ -395,49 +398,83 @@ impl Patcher {
             self.copies.remove(key);
             return Ok(());
         };
+        let not_finite = || LoraError::NotFinite {
+            path: stack[0].file.path().to_path_buf(),
+            tensor: format!("the patched weight of {} {}", key.0.label(), key.1),
+        };
+        if !patched && self.backup == LoraBackup::Memory {
+            let copy = original.to_device(&Device::Cpu)?.copy()?;
+            self.copies.insert(key.clone(), copy);
+        }
+        let plain = stack
+            .iter()
+            .all(|i| i.file.modules()[i.module].dora.is_none());
+        if plain && device.is_cpu() {
+            let mut total: Option<Tensor> = None;
+            for item in stack {
+                let u = self.item_update(item, loaded, device, param.tensor.dims())?;
+                total = Some(match total {
+                    None => u,
+                    Some(t) => (t + u)?,
+                });
+            }
+            if patched {
+                param.tensor.slice_set(&original.contiguous()?, 0, 0)?;
+            }
+            let total = total.ok_or_else(|| candle_core::Error::Msg("empty LoRA stack".into()))?;
+            return match add_into(&param.tensor, &total)? {
+                true => Ok(()),
+                false => Err(not_finite().into()),
+            };
+        }
         let mut w = original.to_dtype(DType::F32)?;
         for item in stack {
-            let (factors, scale) = loaded.get(item, device)?;
+            let u = self.item_update(item, loaded, device, param.tensor.dims())?;
+            let (factors, _) = loaded.get(item, device)?;
             let m = &item.file.modules()[item.module];
-            let u = fitted(
-                update(m, factors, &item.shape)?,
-                item.fit,
-                param.tensor.dims(),
-            )?;
-            let magnitude = m.dora.map(|k| {
-                let role = if k == Dora::Scale {
+            let magnitude = m.dora.map(|d| {
+                let role = if d == Dora::Scale {
                     "dora_scale"
                 } else {
                     "magnitude"
                 };
-                (k, factors.0.get(role))
+                (d, factors.0.get(role))
             });
             let dora = match (magnitude, item.dora) {
-                (Some((k, Some(t))), Some(axis)) => Some((k, axis, t)),
+                (Some((d, Some(t))), Some(axis)) => Some((d, axis, t)),
                 _ => None,
             };
             let patch = Patch {
                 update: u,
-                scale: *scale,
                 multiplier: item.multiplier,
                 dora,
             };
             w = apply(&w, &patch)?;
         }
+        if !fits_dtype(&w, param.tensor.dtype())? {
+            return Err(not_finite().into());
+        }
         let new = w.to_dtype(param.tensor.dtype())?.contiguous()?;
-        if !all_finite(&new)? {
-            return Err(LoraError::NotFinite {
-                path: stack[0].file.path().to_path_buf(),
-                tensor: format!("the patched weight of {} {}", key.0.label(), key.1),
-            }
-            .into());
-        }
-        if !patched && self.backup == LoraBackup::Memory {
-            self.copies
-                .insert(key.clone(), original.to_device(&Device::Cpu)?.copy()?);
-        }
         param.tensor.slice_set(&new, 0, 0)?;
         Ok(())
+    }
+
+    /// `item`'s update shaped as a weight of shape `target`, times its multiplier and scale.
+    fn item_update(
+        &self,
+        item: &Item,
+        loaded: &mut Loaded,
+        device: &Device,
+        target: &[usize],
+    ) -> Result<Tensor> {
+        let (factors, scale) = loaded.get(item, device)?;
+        let m = &item.file.modules()[item.module];
+        let k = Patch::factor(m.dora, *scale, item.multiplier);
+        Ok(fitted(
+            update(m, factors, &item.shape, k)?,
+            item.fit,
+            target,
+        )?)
     }
 }
 

@@ -82,22 +82,30 @@ fn kron(w1: &Tensor, w2: &Tensor) -> Result<Tensor> {
         .reshape([vec![a * c, b * d], rest].concat())
 }
 
-/// The module's unscaled update in its own shape `shape` (from [`super::format::update_shape`]).
-pub fn update(m: &Module, f: &Factors, shape: &[usize]) -> Result<Tensor> {
+/// The module's update times `k` in its own shape `shape` (from
+/// [`super::format::update_shape`]); `k` goes into the smallest factor, so scaling costs no
+/// pass over the weight-sized result.
+pub fn update(m: &Module, f: &Factors, shape: &[usize], k: f64) -> Result<Tensor> {
     let u = match m.kind {
-        Kind::Lora | Kind::LoCon => rows(f.get("lora_up")?)?.matmul(&rows(f.get("lora_down")?)?)?,
+        Kind::Lora | Kind::LoCon => {
+            (rows(f.get("lora_up")?)? * k)?.matmul(&rows(f.get("lora_down")?)?)?
+        }
         Kind::Tucker => tucker(
-            f.get("lora_mid")?,
+            &(f.get("lora_mid")? * k)?,
             &rows(f.get("lora_up")?)?.t()?.contiguous()?,
             &rows(f.get("lora_down")?)?,
         )?,
         Kind::LoHa => {
-            let one = f.get("hada_w1_a")?.matmul(&rows(f.get("hada_w1_b")?)?)?;
+            let one = (f.get("hada_w1_a")? * k)?.matmul(&rows(f.get("hada_w1_b")?)?)?;
             let two = f.get("hada_w2_a")?.matmul(&rows(f.get("hada_w2_b")?)?)?;
             (one * two)?
         }
         Kind::LoHaTucker => {
-            let one = tucker(f.get("hada_t1")?, f.get("hada_w1_a")?, f.get("hada_w1_b")?)?;
+            let one = tucker(
+                &(f.get("hada_t1")? * k)?,
+                f.get("hada_w1_a")?,
+                f.get("hada_w1_b")?,
+            )?;
             let two = tucker(f.get("hada_t2")?, f.get("hada_w2_a")?, f.get("hada_w2_b")?)?;
             (one * two)?
         }
@@ -111,7 +119,7 @@ pub fn update(m: &Module, f: &Factors, shape: &[usize]) -> Result<Tensor> {
                 (None, Some(t)) => tucker(t, f.get("lokr_w2_a")?, f.get("lokr_w2_b")?)?,
                 (None, None) => f.get("lokr_w2_a")?.matmul(&rows(f.get("lokr_w2_b")?)?)?,
             };
-            kron(&w1, &w2)?
+            kron(&(w1 * k)?, &w2)?
         }
     };
     u.reshape(shape)
@@ -164,26 +172,34 @@ fn norm(w: &Tensor, axis: DoraAxis) -> Result<Tensor> {
 
 /// How one module changes one weight.
 pub struct Patch<'a> {
-    /// The update fitted to the weight's shape (unscaled).
+    /// The update fitted to the weight's shape, times `multiplier * scale` (times `scale` alone
+    /// for A1111's DoRA, whose multiplier applies after the decomposition).
     pub update: Tensor,
-    /// `alpha / rank` (or the file's `scale`).
-    pub scale: f64,
     /// The user's weight for this part of the model.
     pub multiplier: f64,
     /// DoRA magnitudes and their axis.
     pub dora: Option<(Dora, DoraAxis, &'a Tensor)>,
 }
 
+impl Patch<'_> {
+    /// The factor [`update`] is to be multiplied by for a module of `scale` under `dora`.
+    pub fn factor(dora: Option<Dora>, scale: f64, multiplier: f64) -> f64 {
+        match dora {
+            Some(Dora::Scale) => scale,
+            _ => scale * multiplier,
+        }
+    }
+}
+
 /// `w` (f32) with `patch` applied.
 pub fn apply(w: &Tensor, patch: &Patch) -> Result<Tensor> {
     let Patch {
         update,
-        scale,
         multiplier,
         dora,
     } = patch;
     let Some((kind, axis, magnitude)) = dora else {
-        return w + (update * (multiplier * scale))?;
+        return w + update;
     };
     let shape_of = |w: &Tensor| -> Vec<usize> {
         let mut s = vec![1; w.rank()];
@@ -194,18 +210,26 @@ pub fn apply(w: &Tensor, patch: &Patch) -> Result<Tensor> {
         s
     };
     let magnitude = magnitude.to_dtype(DType::F32)?.reshape(shape_of(w))?;
+    let merged = (w + update)?;
+    let decomposed = merged.broadcast_mul(&magnitude.broadcast_div(&norm(&merged, *axis)?)?)?;
     match kind {
-        Dora::Scale => {
-            let merged = (w + (update * *scale)?)?;
-            let decomposed =
-                merged.broadcast_mul(&magnitude.broadcast_div(&norm(&merged, *axis)?)?)?;
-            w + ((decomposed - w)? * *multiplier)?
-        }
-        Dora::Magnitude => {
-            let merged = (w + (update * (multiplier * scale))?)?;
-            merged.broadcast_mul(&magnitude.broadcast_div(&norm(&merged, *axis)?)?)
-        }
+        Dora::Scale => w + ((decomposed - w)? * *multiplier)?,
+        Dora::Magnitude => Ok(decomposed),
     }
+}
+
+/// Whether `w` (f32) holds only finite values that `dtype` can hold: one pass for f32 and
+/// bf16, two for f16.
+pub fn fits_dtype(w: &Tensor, dtype: DType) -> Result<bool> {
+    let sum = w.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if !sum.is_finite() {
+        return Ok(false);
+    }
+    if dtype == DType::F16 {
+        let max = w.abs()?.max_all()?.to_scalar::<f32>()?;
+        return Ok(max <= 65504.0);
+    }
+    Ok(true)
 }
 
 /// Whether every value of `t` is finite.

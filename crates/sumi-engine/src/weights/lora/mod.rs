@@ -8,6 +8,7 @@ pub(crate) mod error;
 mod facts;
 mod file;
 pub(crate) mod format;
+pub(crate) mod inplace;
 pub(crate) mod keys;
 
 pub use error::LoraError;
