@@ -8,6 +8,7 @@
 //! any weight is written, and a failure while writing (a device error, a weight that would
 //! overflow) puts back the previous set.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -121,13 +122,15 @@ impl Loaded {
         device: &Device,
     ) -> std::result::Result<&(Factors, f64), LoraError> {
         let id = (Arc::as_ptr(&item.file) as usize, item.module);
-        if !self.0.contains_key(&id) {
-            let m = &item.file.modules()[item.module];
-            let f = item.file.factors(m, device)?;
-            let scale = item.file.scale(m, &f)?;
-            self.0.insert(id, (f, scale));
+        match self.0.entry(id) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let m = &item.file.modules()[item.module];
+                let f = item.file.factors(m, device)?;
+                let scale = item.file.scale(m, &f)?;
+                Ok(v.insert((f, scale)))
+            }
         }
-        Ok(&self.0[&id])
     }
 }
 
@@ -244,6 +247,7 @@ impl Patcher {
                 return Err(e);
             }
         }
+        drop(loaded);
         crate::alloc::release_free();
         self.stacks = stacks;
         self.applied = loras.to_vec();

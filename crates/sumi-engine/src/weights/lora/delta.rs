@@ -234,7 +234,9 @@ pub fn fits_dtype(w: &Tensor, dtype: DType) -> Result<bool> {
 
 /// Whether every value of `t` is finite.
 pub fn all_finite(t: &Tensor) -> Result<bool> {
-    let s = (t - t)?
+    // 0 * x is 0 for every finite x and NaN for infinities and NaN.
+    let s = t
+        .affine(0.0, 0.0)?
         .sum_all()?
         .to_dtype(DType::F32)?
         .to_scalar::<f32>()?;

@@ -80,6 +80,30 @@ pub struct Modules {
     pub unusable: Vec<String>,
 }
 
+/// The roles whose tensors the rules here use.
+const KNOWN_ROLES: [&str; 20] = [
+    "lora_down",
+    "lora_up",
+    "lora_mid",
+    "alpha",
+    "scale",
+    "dora_scale",
+    "magnitude",
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+];
+
 /// Groups `keys` into modules and decides each module's kind; `shape` gives a key's shape.
 pub fn group<'a>(
     keys: impl Iterator<Item = &'a str>,
@@ -147,6 +171,11 @@ pub fn group<'a>(
         } else {
             None
         };
+        // Tensors of roles no rule here applies (a LoRA bias, LyCORIS norms) are reported.
+        let (tensors, ignored): (BTreeMap<_, _>, BTreeMap<_, _>) = tensors
+            .into_iter()
+            .partition(|(r, _)| KNOWN_ROLES.contains(&r.as_str()));
+        unusable.extend(ignored.into_values());
         modules.push(Module {
             key,
             tensors,
@@ -343,6 +372,7 @@ mod tests {
             ("lora_unet_c.lokr_w2_b", vec![3, 8]),
             ("lora_unet_d.lora_down.weight", vec![4, 16]),
             ("junk", vec![1]),
+            ("lora_unet_a.w_norm", vec![32]),
         ]
         .into_iter()
         .map(|(k, s)| (k.to_string(), s))
@@ -360,7 +390,8 @@ mod tests {
         assert_eq!(s(1).shape, vec![8, 6]);
         assert_eq!(s(2).shape, vec![8, 16]);
         assert_eq!(s(2).rank, Some(3));
-        assert_eq!(m.unusable.len(), 2);
+        assert_eq!(m.unusable.len(), 3);
+        assert!(m.unusable.contains(&"lora_unet_a.w_norm".to_string()));
     }
 
     #[test]
