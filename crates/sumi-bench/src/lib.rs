@@ -2,6 +2,7 @@
 //! folder (configs from the published models, weights from a seeded generator) to a temporary
 //! folder, loads it like any model and times each component. Used by `sumi bench`.
 
+mod lora;
 mod measure;
 mod random_model;
 
@@ -14,7 +15,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sumi_engine::arch::network::NetCond;
 use sumi_engine::denoiser::{Guidance, ModelDenoiser};
+use sumi_engine::model::LoraBackup;
 use sumi_engine::sampling::Denoiser;
+use sumi_engine::weights::lora::LoraFile;
 use sumi_engine::{Model, Request, Result};
 
 pub use measure::{cpu_seconds, peak_rss_bytes, threads};
@@ -56,7 +59,7 @@ impl Preset {
 }
 
 /// The components a benchmark can time.
-pub const COMPONENTS: &[&str] = &["load", "text", "unet", "vae", "preview", "generate"];
+pub const COMPONENTS: &[&str] = &["load", "text", "unet", "vae", "preview", "generate", "lora"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -98,6 +101,13 @@ pub struct Timing {
     pub cpu_seconds: Option<f64>,
     /// What exactly was timed.
     pub what: String,
+    /// Resident memory the fastest repeat left above what the process held before it, in
+    /// bytes (`lora` components).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_rss_bytes: Option<i64>,
+    /// The most resident memory the fastest repeat took above what the process held before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_peak_rss_bytes: Option<i64>,
     /// With `SUMI_PROFILE=1`, the time per run in each kind of operation ([`crate::profile`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<sumi_engine::profile::OpTime>,
@@ -213,6 +223,8 @@ fn measure(
             runs,
             what,
             profile,
+            extra_rss_bytes: None,
+            extra_peak_rss_bytes: None,
         })
     };
 
@@ -222,7 +234,7 @@ fn measure(
         loaded = Some(Model::load(dir, device, dtype)?);
         Ok(())
     })?;
-    let model = loaded.ok_or_else(|| invalid("model not loaded"))?;
+    let mut model = loaded.ok_or_else(|| invalid("model not loaded"))?;
     if want("load") {
         push(
             "load",
@@ -330,5 +342,56 @@ fn measure(
             ),
         );
     }
+    if want("lora") {
+        progress("lora");
+        timings.extend(lora_timings(&mut model, dir, opts)?);
+    }
     Ok(timings)
+}
+
+/// Applying and removing a rank-32 LoRA on every attention and feed-forward layer of the UNet,
+/// with the untouched weights read back from the files and kept in memory.
+fn lora_timings(model: &mut Model, dir: &Path, opts: &BenchOptions) -> Result<Vec<Timing>> {
+    let path = dir.join("bench-lora.safetensors");
+    let modules = lora::write_lora(&path, model, opts.seed ^ 0x4c6f5241)?;
+    let file = std::sync::Arc::new(LoraFile::open(&path)?);
+    let mut out = Vec::new();
+    for (backup, label) in [
+        (
+            LoraBackup::File,
+            "untouched weights read back from the model's files",
+        ),
+        (LoraBackup::Memory, "untouched weights copied in memory"),
+    ] {
+        let runs = lora::apply_remove(model, &file, backup, opts.repeats)?;
+        let suffix = if backup == LoraBackup::Memory {
+            " (memory backup)"
+        } else {
+            ""
+        };
+        for (i, kind) in ["apply", "remove"].into_iter().enumerate() {
+            let pick = |r: &(lora::LoraRun, lora::LoraRun)| if i == 0 { r.0 } else { r.1 };
+            let all: Vec<lora::LoraRun> = runs.iter().map(pick).collect();
+            let best = all
+                .iter()
+                .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+                .copied()
+                .ok_or_else(|| invalid("no LoRA run"))?;
+            out.push(Timing {
+                component: format!("lora {kind}{suffix}"),
+                seconds: best.seconds,
+                runs: all.iter().map(|r| r.seconds).collect(),
+                cpu_seconds: None,
+                what: format!(
+                    "{kind} a rank-{} LoRA on {modules} attention and feed-forward layers of the UNet; {label}",
+                    lora::RANK
+                ),
+                profile: Vec::new(),
+                extra_rss_bytes: best.extra_after,
+                extra_peak_rss_bytes: best.extra_peak,
+            });
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(out)
 }

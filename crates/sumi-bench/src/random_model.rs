@@ -221,7 +221,7 @@ impl SplitMix {
 /// Writes random f32 weights for `shapes` as a safetensors file, streaming so that memory stays
 /// small. Matrices and conv kernels get PyTorch's default uniform(±1/sqrt(fan_in)); norm scales
 /// are 1 and biases small.
-fn write_random_safetensors(
+pub(crate) fn write_random_safetensors(
     path: &Path,
     shapes: &BTreeMap<String, Vec<usize>>,
     seed: u64,

@@ -49,6 +49,9 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A LoRA / LyCORIS file cannot be used, or applying it failed.
+    #[error(transparent)]
+    Lora(#[from] crate::weights::lora::error::LoraError),
     /// The run was cancelled by the user.
     #[error("cancelled")]
     Cancelled,

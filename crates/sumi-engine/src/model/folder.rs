@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
+use super::patch::ModelParams;
 use super::recommended;
 use crate::arch::unet::{UNet, UNetConfig};
 use crate::arch::vae::{Vae, VaeConfig};
@@ -17,6 +18,8 @@ use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::weights::find::find_weights;
 use crate::weights::json::read_json;
+use crate::weights::ldm::LdmUnetNames;
+use crate::weights::params::{record, ParamTable};
 use crate::weights::safetensors::var_builder;
 use crate::{Error, Result};
 
@@ -98,9 +101,21 @@ pub(super) fn load(
         })
     };
     stage("text encoder", 0);
-    let text = TextEncoder::load(dir, family.spec().text_style, device, dtype)?;
+    let (text, text_tables) =
+        record(|| TextEncoder::load(dir, family.spec().text_style, device, dtype));
+    let text = text?;
     stage("UNet", text_bytes);
-    let unet = load_unet(&dir.join("unet"), unet_cfg, device, dtype)?;
+    let ldm = LdmUnetNames::new(&unet_cfg);
+    let (unet, unet_tables) = record(|| load_unet(&dir.join("unet"), unet_cfg, device, dtype));
+    let unet = unet?;
+    let params = ModelParams {
+        unet: unet_tables.into_iter().next().unwrap_or_default(),
+        text: text_tables
+            .into_iter()
+            .map(|t| (text_slot(&t), t))
+            .collect(),
+        ldm,
+    };
     stage("VAE", text_bytes + unet_bytes);
     let vae = load_vae(&dir.join("vae"), vae_cfg, device, dtype)?;
     Ok(Parts {
@@ -110,7 +125,14 @@ pub(super) fn load(
         vae,
         scheduler,
         levels,
+        params,
     })
+}
+
+/// The LoRA slot of a text encoder's parameters: 1 for `text_encoder_2/`, else 0.
+fn text_slot(table: &ParamTable) -> u8 {
+    let dir = table.files().first().and_then(|f| f.parent()?.file_name());
+    u8::from(dir.is_some_and(|d| d == "text_encoder_2"))
 }
 
 /// Reads a `scheduler_config.json`. Stable Diffusion configs that do not say otherwise keep

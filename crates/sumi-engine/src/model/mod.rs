@@ -5,6 +5,7 @@
 mod folder;
 mod info;
 mod options;
+mod patch;
 pub mod recommended;
 mod single_file;
 mod tokenizers;
@@ -23,6 +24,8 @@ use crate::Result;
 pub use folder::{folder_family, read_scheduler_config, read_unet_config, read_vae_config};
 pub use info::{model_name, Defaults, ModelInfo};
 pub use options::{LoadOptions, LoadStage};
+use patch::Patcher;
+pub use patch::{LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, MAX_LORA_WEIGHT};
 pub use recommended::Recommended;
 pub use tokenizers::{find_tokenizer, is_tokenizer_dir};
 pub use vae_file::load_vae_override;
@@ -47,6 +50,8 @@ pub struct Model {
     pub dtype: DType,
     /// How previews turn latents into colours (fitted to the VAE when it is not a standard one).
     pub preview: PreviewMap,
+    /// The networks' parameters and the LoRAs patched into them.
+    lora: Patcher,
 }
 
 impl Model {
@@ -107,7 +112,42 @@ impl Model {
             device: device.clone(),
             dtype,
             preview,
+            lora: Patcher::new(parts.params),
         })
+    }
+
+    /// Makes `loras` (in order, each with its text-encoder and UNet weight) the LoRAs patched
+    /// into the model, rewriting only the weights whose LoRAs change; an empty list removes
+    /// them all and gives back the loaded weights bit for bit. All or nothing: on an error the
+    /// previous set stays applied.
+    pub fn set_loras(&mut self, loras: &[LoraUse]) -> Result<LoraReport> {
+        self.lora.set(loras, self.info.family)
+    }
+
+    /// Removes every applied LoRA.
+    pub fn clear_loras(&mut self) -> Result<()> {
+        self.lora.set(&[], self.info.family).map(|_| ())
+    }
+
+    /// The LoRAs applied now, in order.
+    pub fn loras(&self) -> &[LoraUse] {
+        self.lora.applied()
+    }
+
+    /// How untouched weights are kept while LoRAs are applied (default: read again from the
+    /// model's files).
+    pub fn set_lora_backup(&mut self, backup: LoraBackup) {
+        self.lora.set_backup(backup);
+    }
+
+    /// Bytes of weight copies held for [`LoraBackup::Memory`].
+    pub fn lora_backup_bytes(&self) -> usize {
+        self.lora.backup_bytes()
+    }
+
+    /// The parameters of the networks by name, as the layers hold them.
+    pub fn params(&self) -> &ModelParams {
+        self.lora.params()
     }
 }
 

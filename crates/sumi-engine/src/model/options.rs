@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::info::ModelInfo;
+use super::patch::ModelParams;
 use crate::arch::network::DenoisingNetwork;
 use crate::arch::vae::Vae;
 use crate::parametrization::Parametrization;
@@ -48,4 +49,5 @@ pub(super) struct Parts {
     pub(super) vae: Vae,
     pub(super) scheduler: SchedulerConfig,
     pub(super) levels: NoiseLevels,
+    pub(super) params: ModelParams,
 }

@@ -10,6 +10,7 @@ use candle_core::{DType, Device};
 use super::folder::{read_unet_config, read_vae_config};
 use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
+use super::patch::ModelParams;
 use super::tokenizers::find_tokenizer;
 use crate::arch::clip::{ClipTextConfig, ClipTextModel};
 use crate::arch::unet::UNet;
@@ -19,8 +20,9 @@ use crate::text::tokenizer::ClipTokenizer;
 use crate::text::TextEncoder;
 use crate::weights::ldm::{
     infer_config, is_pickle_extension, refuse_pickle, standard_scheduler, text_builder,
-    unet_builder, vae_builder, Checkpoint, YamlHints,
+    unet_builder, vae_builder, Checkpoint, LdmUnetNames, YamlHints,
 };
+use crate::weights::params::record;
 use crate::{Error, Result};
 
 /// Loads the checkpoint at `path`, reporting each stage with a typical share of the bytes.
@@ -77,14 +79,24 @@ pub(super) fn load(
         fraction: 0.0,
     });
     let mut encoders = Vec::new();
+    let mut params = ModelParams {
+        ldm: LdmUnetNames::new(&unet_cfg),
+        ..ModelParams::default()
+    };
     for ((i, mut cfg), tok_dir) in text_cfgs.into_iter().enumerate().zip(tok_dirs) {
         let mut tok = ClipTokenizer::load(&tok_dir)?;
         // Pool at the tokenizer's own end-of-text token.
         cfg.eos_token_id = tok.eos_id();
-        let vb = text_builder(&ck, family, i, dtype, device)?;
-        let model = ClipTextModel::from_var_builder(cfg, vb, device, dtype).map_err(|e| {
-            Error::model(path, format!("text encoder {} does not load: {e}", i + 1))
-        })?;
+        let (model, tables) = record(|| {
+            let vb = text_builder(&ck, family, i, dtype, device)?;
+            ClipTextModel::from_var_builder(cfg, vb, device, dtype).map_err(|e| {
+                Error::model(path, format!("text encoder {} does not load: {e}", i + 1))
+            })
+        });
+        let model = model?;
+        if let Some(t) = tables.into_iter().next() {
+            params.text.insert(i as u8, t);
+        }
         tok.limit_len(model.config().max_position_embeddings);
         encoders.push((tok, model));
     }
@@ -94,8 +106,12 @@ pub(super) fn load(
         name: "UNet",
         fraction: 0.07,
     });
-    let unet = UNet::new(unet_cfg.clone(), unet_builder(&ck, dtype, device)?)
-        .map_err(|e| Error::model(path, format!("UNet weights do not load: {e}")))?;
+    let (unet, tables) = record(|| {
+        UNet::new(unet_cfg.clone(), unet_builder(&ck, dtype, device)?)
+            .map_err(|e| Error::model(path, format!("UNet weights do not load: {e}")))
+    });
+    let unet = unet?;
+    params.unet = tables.into_iter().next().unwrap_or_default();
     progress(LoadStage {
         name: "VAE",
         fraction: 0.93,
@@ -132,5 +148,6 @@ pub(super) fn load(
         vae,
         scheduler,
         levels,
+        params,
     })
 }

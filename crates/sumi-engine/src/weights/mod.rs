@@ -1,11 +1,14 @@
 //! Weight formats and where weights live: safetensors files read tensor by tensor, the files of
 //! a diffusers component folder, JSON configs, and single-file checkpoints in the original (LDM)
-//! layout with their name map.
+//! layout with their name map, the table of a loaded model's parameters, and LoRA / LyCORIS
+//! files.
 
 pub mod bounds;
 pub mod find;
 pub mod json;
 pub mod ldm;
+pub mod lora;
+pub mod params;
 pub mod pickle;
 pub mod safetensors;
 

@@ -1,12 +1,13 @@
 //! Reading safetensors weights tensor by tensor, with errors that name the file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
+use super::params::{self, Rereadable};
 use crate::{Error, Result};
 
 /// A `VarBuilder` over `files` that yields tensors in `dtype` on `device`.
@@ -21,7 +22,7 @@ pub fn var_builder(
 ) -> Result<VarBuilder<'static>> {
     let st = SafetensorsFiles::open(files)?;
     Ok(VarBuilder::from_backend(
-        Box::new(st),
+        params::backend(st, files.to_vec()),
         dtype,
         device.clone(),
     ))
@@ -108,6 +109,10 @@ struct HeaderEntry {
 pub struct SafetensorsFiles {
     files: Vec<(PathBuf, std::fs::File)>,
     entries: HashMap<String, Entry>,
+    /// Each file's length and modification time when it was opened.
+    stamps: Vec<Stamp>,
+    /// The first file's `__metadata__` strings.
+    metadata: BTreeMap<String, String>,
     /// Serialises seek+read pairs where positioned reads are not available.
     #[cfg(not(unix))]
     seek_lock: std::sync::Mutex<()>,
@@ -131,20 +136,55 @@ impl SafetensorsFiles {
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut files = Vec::with_capacity(paths.len());
         let mut entries = HashMap::new();
+        let mut stamps = Vec::with_capacity(paths.len());
+        let mut metadata = None;
         for (index, path) in paths.iter().enumerate() {
-            let (file, found) = read_header(path)?;
+            let (file, found, meta) = read_header(path)?;
             for (name, mut entry) in found {
                 entry.file = index;
                 entries.entry(name).or_insert(entry);
             }
+            stamps.push(Stamp::of(&file)?);
+            metadata.get_or_insert(meta);
             files.push((path.clone(), file));
         }
         Ok(Self {
             files,
             entries,
+            stamps,
+            metadata: metadata.unwrap_or_default(),
             #[cfg(not(unix))]
             seek_lock: std::sync::Mutex::new(()),
         })
+    }
+
+    /// The first file's `__metadata__` entries (string values only).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The stored element type of `name` as the header spells it (`F16`, `F32`, ...).
+    pub fn stored_type(&self, name: &str) -> Option<String> {
+        self.entries.get(name).map(|e| format!("{:?}", e.dtype))
+    }
+
+    /// The files, in the order given to [`SafetensorsFiles::open`].
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// Errs, naming the file, when one of the files changed (length or modification time)
+    /// since it was opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        for ((path, file), stamp) in self.files.iter().zip(&self.stamps) {
+            if Stamp::of(file)? != *stamp {
+                return Err(Error::model(
+                    path,
+                    "the file changed on disk since it was loaded; load the model again",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Names and stored shapes of all tensors.
@@ -309,8 +349,37 @@ impl SimpleBackend for SafetensorsFiles {
     }
 }
 
+impl Rereadable for SafetensorsFiles {
+    fn check_unchanged(&self) -> Result<()> {
+        SafetensorsFiles::check_unchanged(self)
+    }
+}
+
+/// A file's length and modification time, read from the open file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(file: &std::fs::File) -> Result<Self> {
+        let m = file.metadata()?;
+        Ok(Self {
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+}
+
+type Header = (
+    std::fs::File,
+    Vec<(String, Entry)>,
+    BTreeMap<String, String>,
+);
+
 /// Opens `path`, checks and parses its header and checks every tensor's offsets and size.
-fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
+fn read_header(path: &Path) -> Result<Header> {
     use std::io::Read;
     let header_len = check_header(path)?;
     let mut file =
@@ -334,8 +403,16 @@ fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
     let data_start = 8 + header_len;
     let data_len = size - data_start;
     let mut out = Vec::with_capacity(json.len());
+    let mut metadata = BTreeMap::new();
     for (name, value) in json {
         if name == "__metadata__" {
+            if let serde_json::Value::Object(m) = value {
+                for (k, v) in m {
+                    if let serde_json::Value::String(v) = v {
+                        metadata.insert(k, v);
+                    }
+                }
+            }
             continue;
         }
         let h: HeaderEntry = serde_json::from_value(value).map_err(|e| {
@@ -385,7 +462,7 @@ fn read_header(path: &Path) -> Result<(std::fs::File, Vec<(String, Entry)>)> {
             },
         ));
     }
-    Ok((file, out))
+    Ok((file, out, metadata))
 }
 
 /// Cheap sanity check of a safetensors header, for clear messages on junk files; returns the

@@ -15,4 +15,4 @@ mod names;
 
 pub use checkpoint::{is_pickle_extension, refuse_pickle, Checkpoint, YamlHints};
 pub use infer::{infer_config, standard_scheduler, InferredConfig};
-pub use names::{standalone_vae, text_builder, unet_builder, vae_builder};
+pub use names::{standalone_vae, text_builder, unet_builder, vae_builder, LdmUnetNames};

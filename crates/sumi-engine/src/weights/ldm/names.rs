@@ -12,8 +12,10 @@ use serde_json::json;
 
 use super::checkpoint::{Checkpoint, UNET, VAE};
 use super::infer::{bad, dims, hf_root, infer_diffusers_vae, unet_layout, UNetLayout};
+use crate::arch::unet::{PerBlock, UNetConfig};
 use crate::arch::vae::VaeConfig;
 use crate::family::Family;
+use crate::weights::params::{self, Rereadable};
 use crate::{Error, Result};
 
 /// How one diffusers-named tensor is read from the file.
@@ -76,6 +78,12 @@ impl LdmBackend {
             Some(Source::Chunk(k, _, _)) => self.ck.has(&k),
             None => false,
         }
+    }
+}
+
+impl Rereadable for LdmBackend {
+    fn check_unchanged(&self) -> Result<()> {
+        self.ck.st.check_unchanged()
     }
 }
 
@@ -293,11 +301,44 @@ fn builder(
     dtype: DType,
     device: &Device,
 ) -> VarBuilder<'static> {
-    let backend: Box<dyn SimpleBackend> = Box::new(LdmBackend {
+    let store = LdmBackend {
         ck: ck.clone(),
         map,
-    });
+    };
+    let backend = params::backend(store, vec![ck.path().to_path_buf()]);
     VarBuilder::from_backend(backend, dtype, device.clone())
+}
+
+/// The original (LDM) names of a diffusers-layout UNet's tensors, as kohya's SDXL LoRAs spell
+/// their modules (`input_blocks.4.1.transformer_blocks.0.attn1.to_q`).
+#[derive(Debug, Clone)]
+pub struct LdmUnetNames(UNetLayout);
+
+impl LdmUnetNames {
+    /// The names for a UNet built from `config`; `None` when its levels do not all have the
+    /// same number of resnets (no LDM layout has that).
+    pub fn new(config: &UNetConfig) -> Option<Self> {
+        let layers = match &config.layers_per_block {
+            PerBlock::One(n) => *n,
+            PerBlock::Each(v) => {
+                let first = *v.first()?;
+                v.iter().all(|&n| n == first).then_some(first)?
+            }
+        };
+        Some(Self(UNetLayout {
+            per_level: layers + 1,
+            up_attention: config
+                .up_block_types
+                .iter()
+                .map(|t| t == "CrossAttnUpBlock2D")
+                .collect(),
+        }))
+    }
+
+    /// The LDM name (without `model.diffusion_model.`) of the diffusers tensor `name`.
+    pub fn ldm_name(&self, name: &str) -> Option<String> {
+        unet_name(name, &self.0)
+    }
 }
 
 /// The UNet's weights, named as diffusers names them.
