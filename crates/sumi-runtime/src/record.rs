@@ -72,6 +72,7 @@ pub fn meta(
         dtype: format!("{:?}", model.dtype).to_lowercase(),
         duration_ms: elapsed.as_millis() as u64,
         comparison,
+        note: None,
     }
 }
 
