@@ -498,10 +498,11 @@ pub fn same_pixels(state: State<'_, AppState>, a: i64, b: i64) -> Res<bool> {
     Ok(read(a)? == read(b)?)
 }
 
-/// Imports PNG files or folders of them; returns how many were added and the failures.
+/// Imports PNG files or folders of them, each image's note naming the settings the engine
+/// cannot use as they are; returns how many were added and the failures.
 #[tauri::command]
 pub fn import_images(state: State<'_, AppState>, paths: Vec<PathBuf>) -> (usize, Vec<String>) {
-    let report = gallery(&state).import_paths(&paths);
+    let report = sumi_runtime::import::import_paths(&gallery(&state), &paths);
     (
         report.imported.len(),
         report

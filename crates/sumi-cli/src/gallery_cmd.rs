@@ -61,7 +61,8 @@ pub enum GalleryCommand {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
-    /// Import PNGs written by Sumi or A1111-compatible tools (files, or folders searched recursively).
+    /// Import PNGs written by Sumi, ComfyUI or A1111-compatible tools (files, or folders searched
+    /// recursively); settings Sumi cannot use as they are are kept and named in the image's note.
     Import {
         /// Files or folders to import.
         #[arg(required = true)]
@@ -389,6 +390,9 @@ fn show(gallery: &Gallery, id: i64, json: bool) -> Result<()> {
             m.engine_version, m.device, m.dtype, m.duration_ms
         )?;
     }
+    if let Some(note) = &m.note {
+        writeln!(text, "note: {note}")?;
+    }
     if let Some(c) = m.comparison {
         writeln!(text, "comparison group {} position {}", c.group, c.position)?;
     }
@@ -406,14 +410,18 @@ fn or_unknown(text: &str) -> &str {
     }
 }
 
-/// Imports files and folders, printing what happened; fails when any file failed.
+/// Imports files and folders with the engine's rules, printing what happened (and each image's
+/// note on the line after it); fails when any file failed.
 fn import(gallery: &Gallery, paths: &[PathBuf], json: bool) -> Result<()> {
-    let report = gallery.import_paths(paths);
+    let report = sumi_runtime::import::import_paths(gallery, paths);
     if json {
         emit(&serde_json::to_string_pretty(&report)?)?;
     } else {
         for g in &report.imported {
             emit(&format!("imported {}", summary_line(g)))?;
+            if let Some(note) = &g.meta.note {
+                emit(&format!("  note: {note}"))?;
+            }
         }
         for (path, id) in &report.already_in_gallery {
             emit(&format!(

@@ -491,3 +491,50 @@ fn a_renamed_single_file_is_found_by_its_hash() {
         "{err}"
     );
 }
+
+#[test]
+fn gallery_import_keeps_images_with_unusable_settings_and_shows_their_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let png = dir.path().join("00001-1.png");
+    let text = "a lighthouse\nSteps: 0, Sampler: Euler, CFG scale: NaN, Seed: 1, Size: 16x8";
+    let img = image::RgbImage::new(16, 8);
+    let bytes = sumi_gallery::png_meta::encode_png(&img, &[("parameters", text)]).unwrap();
+    std::fs::write(&png, bytes).unwrap();
+    let note = "CFG scale \"NaN\" is not a number: 7 (A1111's default) recorded; \
+                Steps 0 is out of range (1 to 500)";
+
+    let o = sumi(&home, &["gallery", "import", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("imported #1 "), "{out}");
+    assert!(out.contains(&format!("\n  note: {note}\n")), "{out}");
+
+    let o = sumi(&home, &["gallery", "show", "1"]);
+    assert!(
+        text(&o.stdout).contains(&format!("\nnote: {note}\n")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = sumi(&home, &["gallery", "show", "1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["meta"]["note"], note);
+    assert_eq!(
+        (
+            json["params"]["steps"].as_u64(),
+            json["params"]["cfg"].as_f64()
+        ),
+        (Some(0), Some(7.0))
+    );
+
+    let photo = dir.path().join("photo.png");
+    let bytes = sumi_gallery::png_meta::encode_png(&img, &[("Software", "a camera")]).unwrap();
+    std::fs::write(&photo, bytes).unwrap();
+    let o = sumi(&home, &["gallery", "import", photo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not made by an image generator Sumi knows"),
+        "{}",
+        text(&o.stderr)
+    );
+}

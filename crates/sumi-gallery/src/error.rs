@@ -45,7 +45,7 @@ pub enum GalleryError {
     #[error("no generation with id {0} in the gallery; see `sumi gallery list` for ids")]
     NotFound(i64),
     /// An imported PNG carries no generation settings.
-    #[error("{0} has no generation settings (no `parameters` or `sumi` text chunk); only images saved by Sumi or A1111-compatible tools can be imported")]
+    #[error("{0} has no generation settings (no `sumi`, `parameters` or ComfyUI `prompt` text chunk): it was not made by an image generator Sumi knows; only images saved by Sumi, ComfyUI or A1111-compatible tools can be imported")]
     NoParameters(PathBuf),
     /// An imported PNG's settings text is incomplete.
     #[error("cannot import {path}: {source}")]

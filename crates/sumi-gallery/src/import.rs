@@ -1,4 +1,5 @@
-//! Reading the generation record out of a PNG written by Sumi or an A1111-compatible tool.
+//! Reading the generation record out of a PNG written by Sumi, ComfyUI or an A1111-compatible
+//! tool.
 
 use std::{
     io::Cursor,
@@ -10,10 +11,11 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    comfy,
     error::{io_err, GalleryError, Result},
-    infotext,
+    infotext::{self, Parsed},
     png_meta::{self, PARAMETERS_KEY, SUMI_KEY},
-    record::{EmbeddedRecord, Generation, GenerationMeta, EMBEDDED_FORMAT},
+    record::{EmbeddedRecord, Generation, GenerationMeta, GenerationParams, EMBEDDED_FORMAT},
 };
 
 /// Deepest folder level that a folder import walks into.
@@ -40,7 +42,9 @@ pub(crate) struct FoundRecord {
     pub from_sumi_chunk: bool,
 }
 
-/// Reads the record from PNG bytes: Sumi's JSON chunk when present and readable, else `parameters`.
+/// Reads the record from PNG bytes: Sumi's JSON chunk when present and readable, else
+/// ComfyUI's graph or A1111's `parameters` text (see [`from_comfy`] for a PNG with both). Missing
+/// or unreadable settings are filled in and described in the record's note.
 pub(crate) fn read_record(path: &Path, bytes: &[u8]) -> Result<FoundRecord> {
     let chunks =
         png_meta::read_text_chunks(Cursor::new(bytes)).map_err(|source| GalleryError::Png {
@@ -63,43 +67,134 @@ pub(crate) fn read_record(path: &Path, bytes: &[u8]) -> Result<FoundRecord> {
         Some(Err(e)) => Some(e),
         None => None,
     };
-    let Some(text) = text_of(PARAMETERS_KEY) else {
-        return Err(match sumi_error {
-            Some(source) => GalleryError::BadEmbedded {
-                path: path.to_path_buf(),
-                source,
-            },
-            None => GalleryError::NoParameters(path.to_path_buf()),
-        });
+    let image_size = png_meta::image_size(bytes);
+    let graph = text_of(comfy::PROMPT_KEY).and_then(|t| comfy::read(t, image_size));
+    let text = text_of(PARAMETERS_KEY).map(infotext::parse);
+    let read = match (graph, text) {
+        (Some(graph), text) => from_comfy(graph, text.as_ref(), image_size),
+        (None, Some(text)) => from_a1111(path, &text, image_size)?,
+        (None, None) => {
+            return Err(match sumi_error {
+                Some(source) => GalleryError::BadEmbedded {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                None => GalleryError::NoParameters(path.to_path_buf()),
+            })
+        }
     };
     if let Some(e) = sumi_error {
-        tracing::warn!(path = %path.display(), error = %e, "unreadable Sumi chunk; using the parameters text");
+        tracing::warn!(path = %path.display(), error = %e, "unreadable Sumi chunk; using the other settings it carries");
     }
-    let parsed = infotext::parse(text);
-    let params = parsed
-        .to_params()
-        .map_err(|source| GalleryError::Infotext {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let version = parsed
-        .extras
-        .iter()
-        .find(|(k, _)| k == "Version")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
     Ok(FoundRecord {
         record: EmbeddedRecord {
             format: EMBEDDED_FORMAT,
-            params,
+            params: read.params,
             meta: GenerationMeta {
-                engine_version: version,
+                engine_version: read.made_by,
+                note: joined(read.notes),
                 ..GenerationMeta::default()
             },
             created_at: modified_ms(path),
         },
         from_sumi_chunk: false,
     })
+}
+
+/// Settings read from another tool's metadata.
+struct Read {
+    params: GenerationParams,
+    /// Sentences for the note.
+    notes: Vec<String>,
+    /// The tool (and version) that made the image, when known.
+    made_by: String,
+}
+
+/// Settings from A1111's `parameters` text, missing and unreadable ones filled in.
+fn from_a1111(path: &Path, text: &Parsed, image_size: Option<(u32, u32)>) -> Result<Read> {
+    let lenient = text
+        .to_params_lenient(image_size)
+        .map_err(|source| GalleryError::Infotext {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let made_by = text
+        .extras
+        .iter()
+        .find(|(k, _)| k == "Version")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    Ok(Read {
+        params: lenient.params,
+        notes: lenient.problems,
+        made_by,
+    })
+}
+
+/// Settings from ComfyUI's graph. ComfyUI itself writes no `parameters`; saver nodes that add
+/// one describe the same run in A1111's words, which lose what a re-run needs (ComfyUI's
+/// sampler ids, its noise), so the graph wins when it is understood. When it is not, such a
+/// text (with a settings line) says more than a half-read graph: its settings are taken, to be
+/// re-run by ComfyUI's rules unless it names its own noise source or emphasis.
+fn from_comfy(
+    graph: comfy::Reading,
+    text: Option<&Parsed>,
+    image_size: Option<(u32, u32)>,
+) -> Read {
+    let text = text.filter(|t| t.has_settings);
+    let made_by = comfy::ENGINE_NAME.to_string();
+    if let Some(t) = text.filter(|_| !graph.understood) {
+        if let Ok(lenient) = t.to_params_lenient(image_size) {
+            let mut params = lenient.params;
+            if t.noise_source.is_none() {
+                params.noise_source = "comfy-nv".into();
+            }
+            if t.emphasis.is_none() {
+                params.emphasis = "comfy".into();
+            }
+            let mut notes = graph.notes;
+            notes.push("settings read from the image's A1111-style parameters text".into());
+            notes.extend(lenient.problems);
+            return Read {
+                params,
+                notes,
+                made_by,
+            };
+        }
+    }
+    let mut params = graph.params;
+    // The graph names no hash; a saver's text naming the same model may.
+    if let Some(t) = text.filter(|t| t.model_name.as_ref() == Some(&params.model_name)) {
+        params.model_hash = t.model_hash.clone();
+    }
+    Read {
+        params,
+        notes: graph.notes,
+        made_by,
+    }
+}
+
+/// Sentences joined into one note (`None` when there are none).
+fn joined(notes: Vec<String>) -> Option<String> {
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+/// Adds to a record's note the sentences it does not hold yet; returns whether it changed.
+pub(crate) fn add_notes(meta: &mut GenerationMeta, more: Vec<String>) -> bool {
+    let have = meta.note.clone().unwrap_or_default();
+    let new: Vec<String> = more
+        .into_iter()
+        .filter(|n| !have.contains(n.as_str()))
+        .collect();
+    let Some(added) = joined(new) else {
+        return false;
+    };
+    meta.note = Some(if have.is_empty() {
+        added
+    } else {
+        format!("{have}; {added}")
+    });
+    true
 }
 
 /// The file's modification time in Unix ms (now when unknown).

@@ -8,6 +8,10 @@
 
 use crate::record::GenerationParams;
 
+mod lenient;
+
+pub use lenient::{Lenient, A1111_CFG, A1111_SAMPLER, A1111_SIZE, A1111_STEPS};
+
 /// The key prefix of the negative-prompt line.
 const NEGATIVE_PREFIX: &str = "Negative prompt:";
 
@@ -310,7 +314,9 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             let name = SAMPLER_IDS
                 .iter()
                 .find(|(id, _)| *id == value)
-                .map_or(value.as_str(), |(_, name)| name);
+                .map(|(_, name)| *name)
+                .or_else(|| crate::comfy::sampler_name(&value))
+                .unwrap_or(value.as_str());
             p.sampler = Some(name.to_string());
             true
         }
@@ -318,7 +324,9 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             let name = SCHEDULE_IDS
                 .iter()
                 .find(|(id, _)| *id == value)
-                .map_or(value.as_str(), |(_, name)| name);
+                .map(|(_, name)| *name)
+                .or_else(|| crate::comfy::schedule_name(&value))
+                .unwrap_or(value.as_str());
             p.schedule = Some(name.to_string());
             true
         }

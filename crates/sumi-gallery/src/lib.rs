@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod comfy;
 pub mod error;
 mod files;
 pub mod grid;
@@ -107,6 +108,11 @@ pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
 pub fn load_png(path: &Path) -> Result<RgbImage> {
     import::decode_rgb(path, &files::read_regular(path)?)
 }
+
+/// A check of imported settings against the generator's rules, given by the caller (the gallery
+/// does not know the engine): one sentence per setting that cannot be used as it is, which the
+/// import adds to the generation's note (see [`Gallery::import_with`]).
+pub type SettingsCheck = dyn Fn(&GenerationParams) -> Vec<String>;
 
 /// Current time in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -271,6 +271,44 @@ pub fn insert_text_chunks(png: &[u8], texts: &[(&str, &str)]) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// A copy of a PNG whose text chunks with these keys are replaced by the given texts (put
+/// right after the header chunk); other chunks, and anything after `IEND`, are kept as they are.
+pub fn replace_text_chunks(png: &[u8], texts: &[(&str, &str)]) -> Result<Vec<u8>, PngMetaError> {
+    let keys: Vec<&str> = texts.iter().map(|t| t.0).collect();
+    let mut kept = Vec::with_capacity(png.len());
+    kept.extend_from_slice(png.get(..8).ok_or(PngMetaError::NotPng)?);
+    let mut at = 8usize;
+    while let Some(header) = png.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let end = (at + 12).saturating_add(len);
+        let Some(chunk) = png.get(at..end) else { break };
+        let kind = &header[4..8];
+        let is_text = matches!(kind, b"tEXt" | b"zTXt" | b"iTXt");
+        let key = chunk[8..8 + len]
+            .split(|&b| b == 0)
+            .next()
+            .unwrap_or_default();
+        if !(is_text && keys.iter().any(|k| k.as_bytes() == key)) {
+            kept.extend_from_slice(chunk);
+        }
+        at = end;
+        if kind == b"IEND" {
+            break;
+        }
+    }
+    kept.extend_from_slice(&png[at.min(png.len())..]);
+    insert_text_chunks(&kept, texts)
+}
+
+/// Width and height from a PNG's header chunk, when the bytes start with one.
+pub fn image_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.get(..8)? != SIGNATURE || png.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let word = |at: usize| Some(u32::from_be_bytes(png.get(at..at + 4)?.try_into().ok()?));
+    Some((word(16)?, word(20)?))
+}
+
 /// Appends one text chunk (`tEXt` when the text is ISO-8859-1 without NUL, else `iTXt`).
 fn write_text_chunk(out: &mut Vec<u8>, key: &str, text: &str) -> Result<(), PngMetaError> {
     if key.is_empty() || key.len() > 79 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {

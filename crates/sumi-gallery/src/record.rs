@@ -125,6 +125,12 @@ pub struct GenerationMeta {
     pub duration_ms: u64,
     /// Side-by-side comparison this image belongs to, if any.
     pub comparison: Option<ComparisonSlot>,
+    /// What an import found about the settings: values that could not be read (and what was
+    /// recorded instead), settings Sumi cannot use as they are, and parts of another tool's
+    /// graph it did not understand; sentences joined with "; ". `None` for images made here
+    /// and imports without remarks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A place in a comparison group (e.g. one sampler of a sampler sweep).

@@ -94,9 +94,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     "#,
     // 4: the settings that have no column of their own (every request field added since), as
-    // one JSON object; a new field needs no migration.
+    // one JSON object, so that a new field needs no migration; and the note an import left about
+    // the settings it read (see `GenerationMeta::note`).
     r#"
     ALTER TABLE generations ADD COLUMN extra TEXT;
+    ALTER TABLE generations ADD COLUMN note TEXT;
     "#,
 ];
 
@@ -270,7 +272,7 @@ fn check_shape(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare("SELECT rowid FROM generations_fts LIMIT 0")?;
     conn.prepare("SELECT id FROM comparison_groups LIMIT 0")?;
     conn.prepare("SELECT key, value FROM gallery_state LIMIT 0")?;
-    conn.prepare("SELECT pixel_hash FROM generations LIMIT 0")?;
+    conn.prepare("SELECT pixel_hash, extra, note FROM generations LIMIT 0")?;
     conn.prepare(
         "SELECT image_file, thumb_file, action, pid, started_at FROM pending_files LIMIT 0",
     )?;

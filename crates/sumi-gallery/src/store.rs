@@ -10,7 +10,7 @@ use crate::record::{ComparisonSlot, Generation, GenerationMeta, GenerationParams
 const COLUMNS: &str = "g.id, g.created_at, g.prompt, g.negative_prompt, g.seed, g.steps, g.cfg, \
     g.sampler, g.schedule, g.width, g.height, g.model_name, g.model_hash, g.noise_source, \
     g.engine_version, g.device, g.dtype, g.duration_ms, g.favourite, g.group_id, g.group_position, \
-    g.image_file, g.thumb_file, g.extra";
+    g.image_file, g.thumb_file, g.extra, g.note";
 
 /// Which generations a listing or search includes; empty fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,9 +68,9 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
         "INSERT INTO generations (created_at, prompt, negative_prompt, seed, steps, cfg, sampler, \
          schedule, width, height, model_name, model_hash, noise_source, engine_version, device, \
          dtype, duration_ms, favourite, group_id, group_position, image_file, thumb_file, \
-         pixel_hash, extra) \
+         pixel_hash, extra, note) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 0, \
-         ?18, ?19, ?20, ?21, ?22, ?23)",
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
     )?;
     stmt.execute(rusqlite::params![
         row.created_at,
@@ -97,6 +97,7 @@ pub(crate) fn insert(conn: &Connection, row: &NewRow) -> rusqlite::Result<i64> {
         row.thumb_file,
         row.pixel_hash,
         extra_json(p),
+        m.note,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -187,6 +188,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Generation> {
                 group,
                 position: position.unwrap_or(0),
             }),
+            note: r.get(24)?,
         },
         favourite: r.get(18)?,
         image_file: r.get(21)?,

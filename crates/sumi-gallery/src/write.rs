@@ -17,7 +17,7 @@ use crate::{
     png_meta::SUMI_KEY,
     record::{EmbeddedRecord, EMBEDDED_FORMAT},
     schema::write_tx,
-    store, Gallery, Generation, GenerationMeta, GenerationParams, ImportReport,
+    store, Gallery, Generation, GenerationMeta, GenerationParams, ImportReport, SettingsCheck,
 };
 
 /// A picture ready to be stored: the PNG and thumbnail bytes and the picture's content hash.
@@ -53,32 +53,32 @@ impl Gallery {
         self.store(&encoded, None)
     }
 
-    /// Imports one PNG written by Sumi or an A1111-compatible tool (a copy is kept in the
-    /// gallery). A picture the gallery already holds with the same settings is not added
-    /// again: that is [`GalleryError::AlreadyInGallery`] with its id.
+    /// Imports one PNG written by Sumi, ComfyUI or an A1111-compatible tool (a copy is kept in
+    /// the gallery), without checking its settings against the generator's rules (see
+    /// [`Gallery::import_with`]).
     pub fn import(&self, path: &Path) -> Result<Generation> {
+        self.import_with(path, &no_check)
+    }
+
+    /// Imports one PNG written by Sumi, ComfyUI or an A1111-compatible tool, a copy kept in the
+    /// gallery. Settings missing or unreadable in its metadata take the tool's defaults, and
+    /// `check` (the generator's rules) names those it cannot use; the image is kept either way,
+    /// with those sentences in its note ([`GenerationMeta::note`], also in the copy's record).
+    /// A picture the gallery already holds with the same settings is not added again: that is
+    /// [`GalleryError::AlreadyInGallery`] with its id.
+    pub fn import_with(&self, path: &Path, check: &SettingsCheck) -> Result<Generation> {
         let bytes = files::read_regular(path)?;
-        let found = import::read_record(path, &bytes)?;
+        let mut found = import::read_record(path, &bytes)?;
         let rgb = import::decode_rgb(path, &bytes)?;
         let hash = files::pixel_hash(&rgb);
         if let Some(id) = self.find_same(&hash, &found.record.params)? {
             return Err(already(path, id));
         }
-        let png = if found.from_sumi_chunk {
+        let noted = import::add_notes(&mut found.record.meta, check(&found.record.params));
+        let png = if found.from_sumi_chunk && !noted {
             bytes
         } else {
-            let json = serde_json::to_string(&found.record).map_err(|source| {
-                GalleryError::BadEmbedded {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-            png_meta::insert_text_chunks(&bytes, &[(SUMI_KEY, &json)]).map_err(|source| {
-                GalleryError::Png {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?
+            with_record(path, &bytes, &found.record)?
         };
         let thumb = files::thumbnail(&rgb, path)?;
         let encoded = Encoded {
@@ -90,10 +90,16 @@ impl Gallery {
         self.store(&encoded, Some(path))
     }
 
-    /// Imports every PNG in the given files and folders (recursively), collecting failures
-    /// and the files already in the gallery. FIFOs and other non-regular files are refused
-    /// without being opened.
+    /// Imports every PNG in the given files and folders (recursively) without checking their
+    /// settings ([`Gallery::import_paths_with`]).
     pub fn import_paths(&self, paths: &[PathBuf]) -> ImportReport {
+        self.import_paths_with(paths, &no_check)
+    }
+
+    /// Imports every PNG in the given files and folders (recursively) as
+    /// [`Gallery::import_with`] does, collecting failures and the files already in the
+    /// gallery. FIFOs and other non-regular files are refused without being opened.
+    pub fn import_paths_with(&self, paths: &[PathBuf], check: &SettingsCheck) -> ImportReport {
         let mut report = ImportReport::default();
         for path in paths {
             let found = match import::collect_pngs(path) {
@@ -105,7 +111,7 @@ impl Gallery {
             };
             report.failed.extend(found.refused);
             for file in found.files {
-                match self.import(&file) {
+                match self.import_with(&file, check) {
                     Ok(g) => report.imported.push(g),
                     Err(GalleryError::AlreadyInGallery { id, .. }) => {
                         report.already_in_gallery.push((file, id));
@@ -218,6 +224,24 @@ impl Gallery {
         let bytes = files::read_regular(&self.image_path(&self.get(id)?))?;
         files::write_output(path, &bytes)
     }
+}
+
+/// The check of [`Gallery::import`]: none.
+fn no_check(_: &GenerationParams) -> Vec<String> {
+    Vec::new()
+}
+
+/// The PNG bytes with `record` as their only Sumi chunk (the `parameters` text and every other
+/// chunk kept as they are).
+fn with_record(path: &Path, bytes: &[u8], record: &EmbeddedRecord) -> Result<Vec<u8>> {
+    let json = serde_json::to_string(record).map_err(|source| GalleryError::BadEmbedded {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    png_meta::replace_text_chunks(bytes, &[(SUMI_KEY, &json)]).map_err(|source| GalleryError::Png {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Inserts the row of a stored picture.

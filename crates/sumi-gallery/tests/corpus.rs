@@ -1,6 +1,8 @@
 //! The corpus: real and hostile infotexts and PNGs under `tests/corpus/`, each replayed
-//! through the parser, the PNG reader and an import, with its expected result (`ok`, or part
-//! of the error message) in `tests/corpus/EXPECTED.txt`.
+//! through the parser, the PNG reader and an import, with its expected result in
+//! `tests/corpus/EXPECTED.txt`: `ok`; `note: <part of the note>` for a PNG that imports with a
+//! note about its settings; or `error: <part of the message>`. Texts are read strictly
+//! (`Parsed::to_params`, which fails on a missing or unreadable setting).
 //!
 //! The files are produced by this script: `SUMI_WRITE_CORPUS=1 cargo test -p sumi-gallery
 //! --test corpus write_corpus` rewrites them from [`corpus`].
@@ -14,8 +16,8 @@ use std::{
 };
 
 use common::samples::{
-    chunks_of, exercise_import, exercise_infotext, exercise_png, png_bytes, sumi_png, Chunk,
-    REAL_TEXTS,
+    chunks_of, comfy_png, exercise_import, exercise_infotext, exercise_png, png_bytes, sumi_png,
+    Chunk, COMFY_GRAPHS, REAL_TEXTS,
 };
 use sumi_gallery::{
     infotext,
@@ -33,6 +35,7 @@ const EXPECTED_FILE: &str = "EXPECTED.txt";
 fn corpus() -> Vec<(String, Vec<u8>, String)> {
     let ok = || "ok".to_string();
     let err = |part: &str| format!("error: {part}");
+    let note = |part: &str| format!("note: {part}");
     let mut out = Vec::new();
     let names = [
         "a1111-v1.6",
@@ -303,7 +306,34 @@ fn corpus() -> Vec<(String, Vec<u8>, String)> {
             )],
         )
         .unwrap(),
-        err("CFG scale"),
+        note("CFG scale \"NaN\" is not a number: 7 (A1111's default) recorded"),
+    ));
+    out.push((
+        "no-seed.png".into(),
+        png_meta::encode_png(
+            &image::RgbImage::new(2, 2),
+            &[(
+                PARAMETERS_KEY,
+                "x\nSteps: 0, Sampler: Euler, CFG scale: inf, Size: 7x9",
+            )],
+        )
+        .unwrap(),
+        note("CFG scale \"inf\" is not a finite number: 7 (A1111's default) recorded; the text has no Seed: 0 recorded"),
+    ));
+    out.push((
+        "comfy-txt2img.png".into(),
+        comfy_png(COMFY_GRAPHS[0], 512, 512),
+        ok(),
+    ));
+    out.push((
+        "comfy-img2img.png".into(),
+        comfy_png(COMFY_GRAPHS[3], 64, 64),
+        note("ComfyUI graph not understood: the sampler starts from VAEEncode (node 3)"),
+    ));
+    out.push((
+        "comfy-not-a-graph.png".into(),
+        comfy_png("a prompt, not a graph", 2, 2),
+        err("no generation settings"),
     ));
     out.push((
         "no-settings.png".into(),
@@ -344,7 +374,7 @@ fn write_corpus() {
     let dir = corpus_dir();
     fs::create_dir_all(&dir).unwrap();
     let mut listing = String::from(
-        "# Expected result of each corpus file: ok, or error: <part of the message>.\n\
+        "# Expected result of each corpus file: ok, note: <part of the import's note>, or error: <part of the message>.\n\
          # Written by SUMI_WRITE_CORPUS=1 cargo test -p sumi-gallery --test corpus write_corpus\n",
     );
     for (name, bytes, expect) in corpus() {
@@ -377,7 +407,7 @@ fn corpus_files_give_their_expected_results() {
             exercise_infotext(&text);
             infotext::parse(&text)
                 .to_params()
-                .map(|_| ())
+                .map(|_| None)
                 .map_err(|e| e.to_string())
         } else {
             exercise_png(&bytes);
@@ -386,12 +416,23 @@ fn corpus_files_give_their_expected_results() {
             exercise_import(&g, &path)
         };
         match (expect.as_str(), got) {
-            ("ok", Ok(())) => {}
-            ("ok", Err(e)) => panic!("{name}: expected to succeed, failed: {e}"),
-            (want, Ok(())) => panic!("{name}: expected {want}, succeeded"),
+            ("ok", Ok(None)) => {}
+            ("ok", Ok(Some(note))) => panic!("{name}: expected no note, got {note:?}"),
+            (want, Ok(note)) if want.starts_with("note: ") => {
+                let part = &want["note: ".len()..];
+                let note = note.unwrap_or_default();
+                assert!(
+                    note.contains(part),
+                    "{name}: expected {want:?}, got {note:?}"
+                );
+            }
+            (want, Ok(_)) => panic!("{name}: expected {want}, succeeded"),
             (want, Err(e)) => {
                 let part = want.strip_prefix("error: ").unwrap_or(want);
-                assert!(e.contains(part), "{name}: expected {want:?}, got {e:?}");
+                assert!(
+                    want.starts_with("error: ") && e.contains(part),
+                    "{name}: expected {want:?}, got {e:?}"
+                );
             }
         }
     }

@@ -15,8 +15,8 @@ mod common;
 use std::fs;
 
 use common::samples::{
-    chunks_of, exercise_import, exercise_infotext, exercise_png, png_bytes, sumi_png, Chunk,
-    REAL_TEXTS,
+    chunks_of, comfy_png, exercise_import, exercise_infotext, exercise_png, png_bytes, sumi_png,
+    Chunk, COMFY_GRAPHS, REAL_TEXTS,
 };
 use proptest::prelude::*;
 use sumi_gallery::{
@@ -276,11 +276,11 @@ fn apply_png_edit(chunks: &mut Vec<Chunk>, edit: PngEdit) {
     }
 }
 
-/// A real PNG (Sumi's, or an A1111-style one) after structural edits, maybe truncated or
+/// A real PNG (Sumi's, an A1111-style one or a ComfyUI one) after structural edits, maybe truncated or
 /// with bytes appended.
 fn mutated_png() -> impl Strategy<Value = Vec<u8>> {
     (
-        0u64..4,
+        0u64..5,
         1u32..12,
         1u32..12,
         prop::collection::vec(png_edit(), 0..6),
@@ -288,11 +288,13 @@ fn mutated_png() -> impl Strategy<Value = Vec<u8>> {
         prop::option::weighted(0.1, prop::collection::vec(any::<u8>(), 1..32)),
     )
         .prop_map(|(seed, w, h, edits, cut, tail)| {
-            let base = if seed == 0 {
-                let img = image::RgbImage::new(w, h);
-                png_meta::encode_png(&img, &[(PARAMETERS_KEY, REAL_TEXTS[0])]).unwrap()
-            } else {
-                sumi_png(seed, w, h)
+            let base = match seed {
+                0 => {
+                    let img = image::RgbImage::new(w, h);
+                    png_meta::encode_png(&img, &[(PARAMETERS_KEY, REAL_TEXTS[0])]).unwrap()
+                }
+                1 => comfy_png(COMFY_GRAPHS[(w + h) as usize % COMFY_GRAPHS.len()], w, h),
+                _ => sumi_png(seed, w, h),
             };
             let mut chunks = chunks_of(&base);
             for e in edits {

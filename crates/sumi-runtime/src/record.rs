@@ -77,6 +77,7 @@ pub fn meta(
         dtype: format!("{:?}", model.dtype).to_lowercase(),
         duration_ms: elapsed.as_millis() as u64,
         comparison,
+        note: None,
     }
 }
 

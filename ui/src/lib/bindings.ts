@@ -504,7 +504,14 @@ duration_ms: number,
 /**
  * Side-by-side comparison this image belongs to, if any.
  */
-comparison: ComparisonSlot | null, };
+comparison: ComparisonSlot | null, 
+/**
+ * What an import found about the settings: values that could not be read (and what was
+ * recorded instead), settings Sumi cannot use as they are, and parts of another tool's
+ * graph it did not understand; sentences joined with "; ". `None` for images made here
+ * and imports without remarks.
+ */
+note?: string | null, };
 
 export type ComparisonSlot = { 
 /**

@@ -192,6 +192,107 @@ fn missing_seed_is_reported() {
     assert_eq!(p.extras, [("Steps".to_string(), "many".to_string())]);
 }
 
+/// The lenient reading of a text, with the image size 64x32.
+fn lenient(text: &str) -> Lenient {
+    parse(text).to_params_lenient(Some((64, 32))).unwrap()
+}
+
+#[test]
+fn missing_settings_take_a1111_defaults_and_are_named() {
+    let l = lenient("x\nSampler: Euler, CFG scale: 7, Schedule type: Karras");
+    assert_eq!(
+        l.problems,
+        [
+            "the text has no Steps: 20 (A1111's default) recorded",
+            "the text has no Seed: 0 recorded, so the image cannot be made again exactly",
+            "the text has no Size: the image's own size 64x32 recorded",
+        ]
+    );
+    let p = &l.params;
+    assert_eq!((p.steps, p.seed, p.width, p.height), (20, 0, 64, 32));
+    assert_eq!(
+        (p.sampler.as_str(), p.schedule.as_str()),
+        ("Euler", "Karras")
+    );
+    let l = lenient("x\nSteps: 3, CFG scale: 7, Seed: 1, Size: 8x8");
+    assert_eq!(
+        l.problems,
+        ["the text has no Sampler: DPM++ 2M (A1111's default) recorded"]
+    );
+    assert_eq!(
+        (l.params.sampler.as_str(), l.params.schedule.as_str()),
+        ("DPM++ 2M", "Automatic")
+    );
+}
+
+#[test]
+fn unreadable_settings_say_what_they_held() {
+    let l = lenient(
+        "x\nSteps: 99999999999999999999, Sampler: Euler, CFG scale: NaN, Seed: -1, Size: 8, \
+         ENSD: x, Clip skip: two, Variation seed strength: inf",
+    );
+    let size = parse("x\nSteps: 1, Sampler: E, CFG scale: 1, Seed: 1, Size: 8")
+        .to_params_lenient(None)
+        .unwrap();
+    assert_eq!(
+        size.problems,
+        ["Size \"8\" is not a size in whole pixels (WIDTHxHEIGHT): 512x512 (A1111's default) recorded"]
+    );
+    assert_eq!(
+        l.problems,
+        [
+            "Steps \"99999999999999999999\" is not a whole number from 0 to 4294967295: 20 (A1111's default) recorded",
+            "CFG scale \"NaN\" is not a number: 7 (A1111's default) recorded",
+            "Seed \"-1\" is not a whole number from 0 to 18446744073709551615: 0 recorded, so the image cannot be made again exactly",
+            "Size \"8\" is not a size in whole pixels (WIDTHxHEIGHT): the image's own size 64x32 recorded",
+            "ENSD \"x\" is not a whole number from 0 to 18446744073709551615: 0 (none) recorded",
+            "Variation seed strength \"inf\" is not a finite number: 0 recorded",
+            "Clip skip \"two\" is not a whole number from 0 to 4294967295: 1 (none skipped) recorded",
+        ]
+    );
+    let p = &l.params;
+    assert_eq!(
+        (p.steps, p.cfg, p.seed, p.ensd, p.clip_skip),
+        (20, 7.0, 0, 0, 1)
+    );
+    assert_eq!(p.variation_strength, 0.0);
+}
+
+#[test]
+fn readable_values_are_kept_even_when_no_generator_takes_them() {
+    let l = lenient("x\nSteps: 0, Sampler: Nope, CFG scale: -3, Seed: 1, Size: 7x9, Clip skip: 0");
+    assert!(l.problems.is_empty(), "{:?}", l.problems);
+    let p = &l.params;
+    assert_eq!(
+        (p.steps, p.cfg, p.width, p.height, p.clip_skip),
+        (0, -3.0, 7, 9, 0)
+    );
+    assert_eq!(p.sampler, "Nope");
+}
+
+#[test]
+fn long_unreadable_values_are_cut_short_in_notes() {
+    let text = format!(
+        "x\nSteps: {}, Sampler: E, CFG scale: 1, Seed: 1, Size: 8x8",
+        "9".repeat(5000)
+    );
+    let l = lenient(&text);
+    assert_eq!(l.problems.len(), 1);
+    assert!(l.problems[0].len() < 200, "{}", l.problems[0]);
+    assert!(l.problems[0].contains("…\""), "{}", l.problems[0]);
+    assert_eq!(
+        parse("a caption").to_params_lenient(None),
+        Err(InfotextError::NoSettings)
+    );
+}
+
+#[test]
+fn comfy_ids_in_a_text_read_as_a1111_names() {
+    let p = parse("x\nSteps: 3, Sampler: dpmpp_2m_sde_gpu, Schedule type: linear_quadratic, CFG scale: 1, Seed: 1, Size: 8x8");
+    assert_eq!(p.sampler.as_deref(), Some("DPM++ 2M SDE"));
+    assert_eq!(p.schedule.as_deref(), Some("Linear Quadratic"));
+}
+
 /// Strings Sumi might write: printable text with newlines, commas, colons and quotes.
 fn text() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9 ,:\"\\\\()\\n\\té-]{0,40}"

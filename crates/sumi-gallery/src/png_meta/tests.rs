@@ -32,6 +32,29 @@ fn text_chunks_round_trip_and_image_still_decodes() {
 }
 
 #[test]
+fn replacing_a_chunk_drops_every_old_one_and_keeps_the_rest() {
+    let img = gradient(5, 3);
+    let png = encode_png(
+        &img,
+        &[(SUMI_KEY, "old"), (PARAMETERS_KEY, "p"), (SUMI_KEY, "猫")],
+    )
+    .unwrap();
+    let png = [png.as_slice(), b"tail"].concat();
+    let new = replace_text_chunks(&png, &[(SUMI_KEY, "new")]).unwrap();
+    let chunks = read_text_chunks(Cursor::new(&new)).unwrap();
+    let keys: Vec<(&str, &str)> = chunks
+        .iter()
+        .map(|c| (c.key.as_str(), c.text.as_str()))
+        .collect();
+    assert_eq!(keys, [(SUMI_KEY, "new"), (PARAMETERS_KEY, "p")]);
+    assert!(new.ends_with(b"tail"));
+    check_chunks(&new).unwrap();
+    assert_eq!(image::load_from_memory(&new).unwrap().to_rgb8(), img);
+    assert_eq!(image_size(&new), Some((5, 3)));
+    assert_eq!(image_size(b"\x89PNG"), None);
+}
+
+#[test]
 fn latin1_text_goes_to_text_chunk_and_wide_text_to_itxt() {
     let png = encode_png(&gradient(2, 2), &[("a", "café"), ("b", "猫")]).unwrap();
     let find = |kind: &[u8]| png.windows(4).position(|w| w == kind);

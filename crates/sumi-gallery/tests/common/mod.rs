@@ -50,6 +50,7 @@ pub fn meta() -> GenerationMeta {
         dtype: "f32".into(),
         duration_ms: 1234,
         comparison: None,
+        note: None,
     }
 }
 

@@ -5,10 +5,26 @@
 use std::{fs, io::Cursor, path::Path};
 
 use sumi_gallery::{
-    infotext,
+    comfy, infotext,
     png_meta::{self, PARAMETERS_KEY, SUMI_KEY},
     EmbeddedRecord, Gallery,
 };
+
+/// ComfyUI API graphs of real shape, written by hand (`tests/comfy/`).
+pub const COMFY_GRAPHS: &[&str] = &[
+    include_str!("../comfy/txt2img-ksampler.json"),
+    include_str!("../comfy/txt2img-advanced.json"),
+    include_str!("../comfy/loras-clip-skip.json"),
+    include_str!("../comfy/img2img.json"),
+    include_str!("../comfy/custom-node.json"),
+    include_str!("../comfy/hires-two-passes.json"),
+];
+
+/// A black PNG of `w` x `h` carrying `graph` as ComfyUI does (its `prompt` chunk).
+pub fn comfy_png(graph: &str, w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::new(w, h);
+    png_meta::encode_png(&img, &[(comfy::PROMPT_KEY, graph), ("workflow", "{}")]).unwrap()
+}
 
 /// Infotexts as the tools write them.
 pub const REAL_TEXTS: &[&str] = &[
@@ -155,6 +171,9 @@ pub fn exercise_png(bytes: &[u8]) {
             for c in chunks.iter().filter(|c| c.key == PARAMETERS_KEY) {
                 exercise_infotext(&c.text);
             }
+            for c in chunks.iter().filter(|c| c.key == comfy::PROMPT_KEY) {
+                let _ = comfy::read(&c.text, png_meta::image_size(bytes));
+            }
         }
         Err(e) => assert_readable(&e.to_string()),
     }
@@ -166,14 +185,20 @@ pub fn exercise_png(bytes: &[u8]) {
     }
 }
 
-/// Imports a file into `g`; panics only through the checks here.
-pub fn exercise_import(g: &Gallery, path: &Path) -> Result<(), String> {
+/// Imports a file into `g`, returning the import's note; panics only through the checks here.
+pub fn exercise_import(g: &Gallery, path: &Path) -> Result<Option<String>, String> {
     match g.import(path) {
         Ok(gen) => {
             let back = fs::read(g.image_path(&gen)).unwrap();
             image::load_from_memory(&back).expect("an imported image must decode");
             assert!(gen.params.cfg.is_finite());
-            Ok(())
+            // The copy's own record reads back as what the row holds.
+            let record = png_meta::find_text(Cursor::new(&back), SUMI_KEY)
+                .unwrap()
+                .unwrap();
+            let record: EmbeddedRecord = serde_json::from_str(&record).unwrap();
+            assert_eq!((&record.params, &record.meta), (&gen.params, &gen.meta));
+            Ok(gen.meta.note)
         }
         Err(e) => {
             let text = e.to_string();
