@@ -497,9 +497,9 @@ fn gallery_import_keeps_images_with_unusable_settings_and_shows_their_note() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let png = dir.path().join("00001-1.png");
-    let text = "a lighthouse\nSteps: 0, Sampler: Euler, CFG scale: NaN, Seed: 1, Size: 16x8";
+    let infotext = "a lighthouse\nSteps: 0, Sampler: Euler, CFG scale: NaN, Seed: 1, Size: 16x8";
     let img = image::RgbImage::new(16, 8);
-    let bytes = sumi_gallery::png_meta::encode_png(&img, &[("parameters", text)]).unwrap();
+    let bytes = sumi_gallery::png_meta::encode_png(&img, &[("parameters", infotext)]).unwrap();
     std::fs::write(&png, bytes).unwrap();
     let note = "CFG scale \"NaN\" is not a number: 7 (A1111's default) recorded; \
                 Steps 0 is out of range (1 to 500)";
