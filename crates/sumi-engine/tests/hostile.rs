@@ -75,6 +75,36 @@ fn values_that_size_allocations_are_bounded() {
             serde_json::json!(7),
             "does not divide",
         ),
+        (
+            "vae/config.json",
+            "layers_per_block",
+            serde_json::json!(1_000_000),
+            "layers_per_block is 1000000",
+        ),
+        (
+            "vae/config.json",
+            "latent_channels",
+            serde_json::json!(0),
+            "latent_channels is 0",
+        ),
+        (
+            "text_encoder/config.json",
+            "vocab_size",
+            serde_json::json!(1u64 << 40),
+            "vocab_size is",
+        ),
+        (
+            "text_encoder/config.json",
+            "num_hidden_layers",
+            serde_json::json!(100_000),
+            "num_hidden_layers is 100000",
+        ),
+        (
+            "text_encoder/config.json",
+            "max_position_embeddings",
+            serde_json::json!(0),
+            "max_position_embeddings is 0",
+        ),
     ];
     for (file, key, value, expect) in cases {
         let dir = with_value(file, key, value);
@@ -114,4 +144,40 @@ fn fifos_are_refused_without_waiting() {
     mkfifo(&fifo);
     let e = load_error(&fifo);
     assert!(e.contains("not a regular file or folder"), "{e}");
+}
+
+/// UNet weights full of NaN: the error names the denoising network, not the VAE.
+#[test]
+fn nan_from_the_network_is_blamed_on_the_network() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("sd15"), dir.path());
+    let file = dir.path().join("unet/diffusion_pytorch_model.safetensors");
+    let tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let poisoned: std::collections::HashMap<_, _> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let nan = (t.ones_like().unwrap() * f64::NAN).unwrap();
+            (k, nan)
+        })
+        .collect();
+    candle_core::safetensors::save(&poisoned, &file).unwrap();
+    let model = Model::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let request = sumi_engine::Request {
+        prompt: "a cat".into(),
+        steps: 2,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
+    let e = sumi_engine::pipeline::sample_latent(
+        &model,
+        &request,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("denoising network"), "{e}");
+    assert!(!e.contains("VAE weights"), "{e}");
 }

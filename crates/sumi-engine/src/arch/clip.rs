@@ -109,7 +109,7 @@ pub struct ClipTextConfig {
 impl ClipTextConfig {
     /// Reads and checks `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::fileio::read_to_string(path, crate::fileio::MAX_CONFIG_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::model(
@@ -121,31 +121,39 @@ impl ClipTextConfig {
         };
         let cfg: Self = serde_json::from_str(&text)
             .map_err(|e| Error::model(path, format!("not a valid CLIP text config: {e}")))?;
-        if cfg.hidden_size == 0
-            || cfg.num_attention_heads == 0
-            || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
-        {
-            return Err(Error::model(
-                path,
-                format!(
-                    "hidden_size {} is not a positive multiple of num_attention_heads {}",
-                    cfg.hidden_size, cfg.num_attention_heads
-                ),
-            ));
-        }
-        if cfg.num_hidden_layers == 0 {
-            return Err(Error::model(path, "num_hidden_layers is 0"));
-        }
-        if Activation::parse(&cfg.hidden_act).is_none() {
-            return Err(Error::model(
-                path,
-                format!(
-                    "unsupported hidden_act '{}' (known: quick_gelu, gelu, gelu_new)",
-                    cfg.hidden_act
-                ),
-            ));
-        }
+        cfg.validate().map_err(|e| Error::model(path, e))?;
         Ok(cfg)
+    }
+
+    /// Checks the config describes a text encoder this implementation can build, with every
+    /// value that sizes an allocation or a loop within its bound.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use crate::weights::bounds::check;
+        check("vocab_size", self.vocab_size)?;
+        check("hidden_size", self.hidden_size)?;
+        check("intermediate_size", self.intermediate_size)?;
+        check("num_hidden_layers", self.num_hidden_layers)?;
+        check("num_attention_heads", self.num_attention_heads)?;
+        check("max_position_embeddings", self.max_position_embeddings)?;
+        if let Some(p) = self.projection_dim {
+            check("projection_dim", p)?;
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if Activation::parse(&self.hidden_act).is_none() {
+            return Err(format!(
+                "unsupported hidden_act '{}' (known: quick_gelu, gelu, gelu_new)",
+                self.hidden_act
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return Err("layer_norm_eps must be a non-negative number".into());
+        }
+        Ok(())
     }
 }
 

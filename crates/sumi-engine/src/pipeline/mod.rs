@@ -225,6 +225,7 @@ pub fn sample_latent_with(
     // variance-preserving latent (they differ only when the schedule ends above 0).
     let latent =
         crate::sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))?;
+    check_sampled(&latent, model)?;
     Ok((latent, prompt))
 }
 
@@ -258,11 +259,35 @@ pub fn decode(model: &Model, latent: &Tensor) -> Result<Tensor> {
     Ok(image)
 }
 
+/// Whether every value of `t` is finite (NaN * 0 and inf * 0 are NaN, finite * 0 is 0: one
+/// reduction finds both).
+fn all_finite(t: &Tensor) -> Result<bool> {
+    let sum = (t.to_dtype(DType::F32)? * 0.0)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(sum.is_finite())
+}
+
+/// Errors when the sampled latent holds NaN or infinity: the denoising network, not the VAE,
+/// produced them, so the message names the network and what usually fixes it.
+fn check_sampled(latent: &Tensor, model: &Model) -> Result<()> {
+    if all_finite(latent)? {
+        return Ok(());
+    }
+    let hint = if model.dtype == DType::F32 {
+        "its weights are broken (NaN or huge values); re-download the model"
+    } else {
+        "it overflowed in 16-bit precision; run it in f32 (--dtype f32), or check the weights"
+    };
+    Err(Error::model(
+        &model.info.path,
+        format!("sampling produced NaN or infinite values: the denoising network failed, not the VAE; {hint}"),
+    ))
+}
+
 /// Errors when `image` holds NaN or infinity, suggesting what usually fixes it.
 pub fn check_finite(image: &Tensor, dtype: DType, model: &std::path::Path) -> Result<()> {
-    // NaN * 0 and inf * 0 are NaN, finite * 0 is 0: one reduction finds both.
-    let sum = (image * 0.0)?.sum_all()?.to_scalar::<f32>()?;
-    if sum.is_finite() {
+    if all_finite(image)? {
         return Ok(());
     }
     let hint = if dtype == DType::F32 {

@@ -64,8 +64,22 @@ fn default_scaling() -> f64 {
 impl VaeConfig {
     /// Checks the config describes a VAE this implementation can build.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        use crate::weights::bounds::{check, check_all};
         if self.block_out_channels.is_empty() {
             return Err("block_out_channels is empty".into());
+        }
+        check("blocks", self.block_out_channels.len())?;
+        check_all(
+            "block_out_channels",
+            self.block_out_channels.iter().copied(),
+        )?;
+        check("layers_per_block", self.layers_per_block)?;
+        check("latent_channels", self.latent_channels)?;
+        check("in_channels", self.in_channels)?;
+        check("out_channels", self.out_channels)?;
+        check("norm_num_groups", self.norm_num_groups)?;
+        if let Some(s) = self.sample_size {
+            check("sample_size", s)?;
         }
         let g = self.norm_num_groups;
         if g == 0 || self.block_out_channels.iter().any(|c| c % g != 0) {

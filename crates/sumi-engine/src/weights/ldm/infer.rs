@@ -299,6 +299,8 @@ fn infer_clip(ck: &Checkpoint, te: &LdmTextEncoder) -> Result<ClipTextConfig> {
             format!("text encoder under {prefix} has inconsistent shapes"),
         ));
     }
+    cfg.validate()
+        .map_err(|e| bad(ck, format!("text encoder under {prefix}: {e}")))?;
     Ok(cfg)
 }
 
