@@ -18,6 +18,7 @@ pub mod brownian;
 pub mod img2img;
 pub mod samplers;
 pub mod schedules;
+pub mod solvers;
 pub mod table;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 use super::samplers as s;
 use super::schedules as sch;
 use super::schedules::ScheduleFn;
+use super::solvers as sv;
 use super::types::SamplerFn;
 use crate::{Error, Result};
 
@@ -150,17 +151,17 @@ pub static SAMPLERS: &[SamplerEntry] = &[
     k!("DPM2 a", "dpm_2_ancestral", s::dpm_2_ancestral, 2, A),
     SamplerEntry {
         own_steps: true,
-        ..k!("DPM fast", "dpm_fast", s::dpm_fast, 1, D)
+        ..k!("DPM fast", "dpm_fast", sv::dpm_fast, 1, D)
     },
     SamplerEntry {
         own_steps: true,
-        ..k!("DPM adaptive", "dpm_adaptive", s::dpm_adaptive, 3, D)
+        ..k!("DPM adaptive", "dpm_adaptive", sv::dpm_adaptive, 3, D)
     },
     d!("DDIM", "ddim", s::ddim, D, "ddim_timesteps"),
     d!("DDPM", "ddpm", s::ddpm, A, "ddpm_timesteps"),
     d!("PLMS", "plms", s::plms, D, "ddim_timesteps"),
-    d!("UniPC", "uni_pc", s::uni_pc, D, "normal"),
-    d!("UniPC BH2", "uni_pc_bh2", s::uni_pc_bh2, D, "normal"),
+    d!("UniPC", "uni_pc", sv::uni_pc, D, "normal"),
+    d!("UniPC BH2", "uni_pc_bh2", sv::uni_pc_bh2, D, "normal"),
     d!("LCM", "lcm", s::lcm, A, "lcm"),
 ];
 

@@ -11,6 +11,7 @@ pub mod lora;
 pub mod params;
 pub mod pickle;
 pub mod safetensors;
+pub mod torch_zip;
 
 pub use find::find_weights;
 pub use json::read_json;

@@ -17,6 +17,8 @@ use std::fmt::{self, Display};
 use std::io::Read;
 use std::path::Path;
 
+use super::torch_zip::{self, le, ZipError};
+
 /// The largest file this reader opens (embeddings are KB to MB).
 pub const MAX_FILE_SIZE: u64 = 4 << 30;
 /// Objects in the pickle machine, and entries in its memo and on its stack.
@@ -290,88 +292,11 @@ fn read_zip(bytes: &[u8]) -> Result<Value> {
     vm.value(root, 0)
 }
 
-fn zip_error(why: impl Display) -> PickleError {
-    corrupt(format!("zip archive: {why}"))
-}
-
-/// The entries of a zip archive by name; only stored (uncompressed) entries are accepted.
 fn zip_entries(bytes: &[u8]) -> Result<HashMap<String, &[u8]>> {
-    let from = bytes.len().saturating_sub(22 + 0xffff);
-    let mut tail = (from..bytes.len().saturating_sub(21)).rev();
-    let Some(end) = tail.find(|&i| le(bytes, i, 4) == Some(0x0605_4b50)) else {
-        return Err(zip_error("no end record (the file is cut short)"));
-    };
-    // The end record lies at least 22 bytes before the end, so its fields are all there.
-    let field = |at: usize, n: usize| le(bytes, end + at, n).unwrap_or(0) as usize;
-    let (count, size, offset) = (field(10, 2), field(12, 4), field(16, 4));
-    // torch.save also writes a zip64 end record, but needs it only past 4 GiB.
-    if count == 0xffff || size == 0xffff_ffff || offset == 0xffff_ffff {
-        return Err(unsupported("a zip64 archive (over 4 GiB or 65535 entries)"));
-    }
-    let cd = bytes
-        .get(offset..offset.saturating_add(size))
-        .filter(|cd| count <= cd.len() / 46);
-    let cd = cd.ok_or_else(|| zip_error("the central directory is cut short"))?;
-    let mut entries = HashMap::new();
-    let mut at = 0;
-    for _ in 0..count {
-        let (name, data, next) = zip_entry(bytes, cd, at)?;
-        entries.insert(name, data);
-        at = next;
-    }
-    Ok(entries)
-}
-
-/// The central directory record at `cd[at..]`: (name, data, offset of the next record).
-fn zip_entry<'a>(bytes: &'a [u8], cd: &[u8], at: usize) -> Result<(String, &'a [u8], usize)> {
-    let head = cd
-        .get(at..at + 46)
-        .filter(|h| le(h, 0, 4) == Some(0x0201_4b50));
-    let head = head.ok_or_else(|| zip_error("a damaged central directory record"))?;
-    let field = |at: usize, n: usize| le(head, at, n).unwrap_or(0) as usize;
-    let name_end = at + 46 + field(28, 2);
-    let name = cd.get(at + 46..name_end);
-    let name = String::from_utf8_lossy(name.ok_or_else(|| zip_error("a cut entry name"))?);
-    let next = name_end + field(30, 2) + field(32, 2);
-    if field(10, 2) != 0 || field(8, 2) & 1 != 0 {
-        return Err(unsupported(format!(
-            "the compressed or encrypted zip entry `{name}` (torch.save stores entries as \
-             they are, so another tool repacked this file)"
-        )));
-    }
-    // The local header repeats the name and has its own extra field (torch pads it there).
-    let local = field(42, 4);
-    if le(bytes, local, 4) != Some(0x0403_4b50) {
-        return Err(zip_error(format!("`{name}` has no local header")));
-    }
-    let skip = |at: usize| le(bytes, local + at, 2).unwrap_or(0) as usize;
-    let start = local + 30 + skip(26) + skip(28);
-    let Some(data) = bytes.get(start..start.saturating_add(field(24, 4))) else {
-        return Err(zip_error(format!("`{name}` lies outside the file")));
-    };
-    // torch.save writes a checksum of 0 when told not to compute them.
-    let crc = field(16, 4) as u32;
-    if crc != 0 && crc32(data) != crc {
-        return Err(zip_error(format!("`{name}` fails its checksum")));
-    }
-    Ok((name.into_owned(), data, next))
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
-/// The `n`-byte little-endian unsigned integer at `bytes[at..]`, if it is all there.
-fn le(bytes: &[u8], at: usize, n: usize) -> Option<u64> {
-    let b = bytes.get(at..at.checked_add(n)?)?;
-    Some(b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64))
+    torch_zip::entries(bytes).map_err(|e| match e {
+        ZipError::Corrupt(why) => corrupt(format!("zip archive: {why}")),
+        ZipError::Unsupported(what) => unsupported(what),
+    })
 }
 
 // ------------------------------------------------------------------------ pickle machine
