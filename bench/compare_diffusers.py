@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-DIFFUSERS_COMPONENTS = ["load", "text", "unet", "vae", "generate"]
+DIFFUSERS_COMPONENTS = ["load", "text", "text-weighted", "unet", "vae", "generate"]
 
 
 def run_sumi(args, components):
@@ -35,6 +35,40 @@ def run_sumi(args, components):
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout)
+
+
+def weighted_encoder(folder, tok, text, text_2, device):
+    """What A1111 does to encode a weighted prompt, as diffusers' models do the work: the prompt's
+    tokens (weights and brackets removed) in chunks of 75, each as BOS + chunk + EOS + padding to
+    77, plus the empty negative, through the text encoder(s), then each token's vector scaled by
+    its weight and the chunk's mean restored (weights of 1 here; the arithmetic is the same)."""
+    import re
+    import torch
+
+    with open(os.path.join(folder, "weighted_prompt.txt")) as f:
+        prompt = f.read()
+    plain = re.sub(r":[0-9.]+\)", ")", prompt)
+    plain = re.sub(r"[()\[\]]", "", plain)
+    ids = tok(plain, add_special_tokens=False).input_ids
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    chunks = [ids[i:i + 75] for i in range(0, len(ids), 75)] + [[]]
+    rows = [[bos] + c + [eos] * (76 - len(c)) for c in chunks]
+    batch = torch.tensor(rows, device=device)
+    weights = torch.ones(batch.shape, device=device)
+
+    def encode():
+        if text_2 is None:
+            z = text(batch)[0]
+        else:
+            h1 = text(batch, output_hidden_states=True).hidden_states[-2]
+            h2 = text_2(batch, output_hidden_states=True).hidden_states[-2]
+            z = torch.cat([h1, h2], dim=-1)
+        mean = z.mean(dim=(1, 2), keepdim=True)
+        z = z * weights.unsqueeze(-1).to(z.dtype)
+        return z * (mean / z.mean(dim=(1, 2), keepdim=True))
+
+    print(f"text-weighted: {len(chunks)} chunks of 77 tokens", file=sys.stderr)
+    return encode
 
 
 def prepare_diffusers(configs, folder, tokenizer_dir):
@@ -112,6 +146,8 @@ def diffusers_worker(folder, threads, size, repeats, steps, components, device, 
         ctx, pooled = encode()
         if "text" in components:
             timings["text"] = best(encode, repeats)
+        if "text-weighted" in components:
+            timings["text-weighted"] = best(weighted_encoder(folder, tok, text, text_2, device), repeats)
         if "unet" in components:
             x = torch.randn(1, 4, lat, lat, device=device, dtype=dt)
             sigma = 10.0
@@ -187,6 +223,8 @@ def main():
                 cfg_path = os.path.join(folder, "configs.json")
                 with open(cfg_path, "w") as f:
                     json.dump(s["configs"], f)
+                with open(os.path.join(folder, "weighted_prompt.txt"), "w") as f:
+                    f.write(s.get("weighted_prompt", ""))
                 subprocess.run([sys.executable, __file__, "--prepare", cfg_path, folder], check=True)
             size = s["size"]
             print(f"{time.time():.1f} round {r + 1}/{args.rounds}: diffusers", file=sys.stderr, flush=True)
