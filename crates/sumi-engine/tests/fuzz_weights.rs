@@ -169,7 +169,7 @@ proptest! {
     ) {
         let vae = serde_json::json!({
             "block_out_channels": channels, "layers_per_block": layers,
-            "latent_channels": heads, "norm_num_groups": heads.max(1).min(64),
+            "latent_channels": heads, "norm_num_groups": heads.clamp(1, 64),
         });
         if let Ok(cfg) = serde_json::from_value::<VaeConfig>(vae) {
             if cfg.validate().is_ok() {

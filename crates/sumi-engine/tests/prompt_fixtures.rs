@@ -16,7 +16,6 @@ use sumi_engine::text::{CondSchedule, Embeddings, Emphasis, EncodeOptions, TextE
 use sumi_engine::{Error, Model, Request};
 
 #[path = "support/fixtures.rs"]
-#[allow(dead_code)]
 mod support;
 use support::{fixtures, max_abs};
 

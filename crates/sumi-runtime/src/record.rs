@@ -38,7 +38,6 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
             sumi_engine::text::default_clip_skip(model.text.style(), request.emphasis)
         }),
         emphasis: request.emphasis.name().into(),
-        ..Default::default()
     }
 }
 

@@ -144,8 +144,10 @@ impl NoiseSpec {
     }
 }
 
-/// One generator, as a source draws it.
+/// One generator, as a source draws it (one lives per generation, so the size of the torch
+/// generator's state inline does not matter).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Generator {
     Torch(TorchCpuRng),
     Nv(PhiloxRng),
