@@ -8,9 +8,10 @@ use ts_rs::TS;
 fn declarations() -> Vec<String> {
     use sumi_engine::noise::NoiseSource;
     use sumi_engine::preview::Quantize;
+    use sumi_engine::text::Emphasis;
     use sumi_engine::Request;
     use sumi_gallery::{
-        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, Page,
+        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, NamedHash, Page,
     };
     use sumi_runtime::compare::Variant;
     use sumi_runtime::form::GenerateForm;
@@ -22,6 +23,7 @@ fn declarations() -> Vec<String> {
         Request::decl(),
         NoiseSource::decl(),
         Quantize::decl(),
+        Emphasis::decl(),
         GenerateForm::decl(),
         Variant::decl(),
         Queued::decl(),
@@ -37,6 +39,7 @@ fn declarations() -> Vec<String> {
         ModelsView::decl(),
         Generation::decl(),
         GenerationParams::decl(),
+        NamedHash::decl(),
         GenerationMeta::decl(),
         ComparisonSlot::decl(),
         Cursor::decl(),

@@ -13,9 +13,10 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 use sumi_engine::{Event, Model, Request};
-use sumi_gallery::{ComparisonSlot, Gallery};
+use sumi_gallery::{ComparisonSlot, Gallery, NamedHash};
 use ts_rs::TS;
 
+use crate::networks::{self, LoraLibrary, NetworkDirs};
 use crate::record;
 
 /// What the worker reports; sent to the page as JSON.
@@ -224,11 +225,15 @@ pub struct Job {
     /// The model to run it on, loaded first when another one is loaded (a re-run on the model
     /// that made an image); `None` runs on the loaded model.
     pub model: Option<PathBuf>,
+    /// For a re-run: the LoRAs the image recorded, found by hash before name.
+    pub lora_hashes: Vec<NamedHash>,
+    /// For a re-run: the embeddings the image recorded, checked by name and hash.
+    pub ti_hashes: Vec<NamedHash>,
 }
 
 enum Task {
     Load(PathBuf),
-    Generate(u64, Job),
+    Generate(u64, Box<Job>),
 }
 
 #[derive(Default)]
@@ -305,7 +310,7 @@ impl Worker {
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.shared.state.lock().unwrap();
-            st.pending.push_back(Task::Generate(id, job));
+            st.pending.push_back(Task::Generate(id, Box::new(job)));
             self.shared.wake.notify_all();
         }
         self.publish_queue();
@@ -396,6 +401,8 @@ fn queue_items(st: &State) -> Vec<QueueItem> {
 
 fn run(shared: &Shared) {
     let mut model: Option<Model> = None;
+    // Kept between jobs, so that the LoRA files stay open and an unchanged set is not re-applied.
+    let mut library = LoraLibrary::default();
     loop {
         let task = {
             let mut st = shared.state.lock().unwrap();
@@ -425,8 +432,8 @@ fn run(shared: &Shared) {
                         load_task(shared, &mut model, path);
                     }
                 }
-                let event = match &model {
-                    Some(m) => generate(shared, m, id, &job),
+                let event = match &mut model {
+                    Some(m) => generate(shared, m, &mut library, id, &job),
                     None => WorkerEvent::Failed {
                         job: id,
                         message: "No model is loaded: choose a model first.".into(),
@@ -522,46 +529,92 @@ pub fn png_bytes(img: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-fn generate(shared: &Shared, model: &Model, job: u64, spec: &Job) -> WorkerEvent {
+/// The embeddings and LoRAs of Sumi's folders, applied to `model` for `spec`: the embeddings
+/// and the LoRAs' record.
+fn prepare(
+    shared: &Shared,
+    model: &mut Model,
+    library: &mut LoraLibrary,
+    spec: &Job,
+) -> crate::Result<(sumi_engine::text::Embeddings, networks::AppliedLoras)> {
+    spec.request.validate(model.info.downscale)?;
+    let home = shared.gallery.lock().unwrap().home().to_path_buf();
+    let dirs = NetworkDirs::with_defaults(&home, &[], &[]);
+    let embeddings = dirs.embeddings()?;
+    for note in networks::check_embeddings(&spec.ti_hashes, &embeddings)? {
+        tracing::warn!("{note}");
+    }
+    match library.list().is_empty() {
+        true => *library = LoraLibrary::scan(&dirs),
+        false => library.rescan(),
+    }
+    let loras = library.apply(model, &spec.request.prompt, &spec.lora_hashes)?;
+    for note in &loras.notes {
+        tracing::warn!("{note}");
+    }
+    Ok((embeddings, loras))
+}
+
+fn generate(
+    shared: &Shared,
+    model: &mut Model,
+    library: &mut LoraLibrary,
+    job: u64,
+    spec: &Job,
+) -> WorkerEvent {
     shared.cancel.store(false, Ordering::SeqCst);
     let req = &spec.request;
-    if let Err(e) = req.validate(model.info.downscale) {
-        return WorkerEvent::Failed {
-            job,
-            message: e.to_string(),
-        };
-    }
-    let started = Instant::now();
-    let sink = &shared.sink;
-    let result = sumi_engine::generate(model, req, &shared.cancel, &mut |event| match event {
-        Event::Started { total, seed } => sink.event(WorkerEvent::Started { job, seed, total }),
-        Event::Step {
-            index,
-            total,
-            elapsed,
-            preview,
-            ..
-        } => {
-            let secs = elapsed.as_secs_f64().max(1e-6);
-            let it_per_sec = (index + 1) as f64 / secs;
-            let eta_secs = (total - index - 1) as f64 / it_per_sec;
-            sink.event(WorkerEvent::Step {
+    let (embeddings, loras) = match prepare(shared, model, library, spec) {
+        Ok(p) => p,
+        Err(e) => {
+            return WorkerEvent::Failed {
                 job,
-                index,
-                total,
-                it_per_sec,
-                eta_secs,
-            });
-            if let Some(p) = preview {
-                sink.preview(job, index, png_bytes(&p));
+                message: e.to_string(),
             }
         }
-        _ => {}
-    });
+    };
+    let model = &*model;
+    let inputs = sumi_engine::pipeline::GenerateInputs {
+        embeddings: &embeddings,
+    };
+    let started = Instant::now();
+    let sink = &shared.sink;
+    let result =
+        sumi_engine::pipeline::generate_with(model, req, &inputs, &shared.cancel, &mut |event| {
+            match event {
+                Event::Started { total, seed } => {
+                    sink.event(WorkerEvent::Started { job, seed, total })
+                }
+                Event::Step {
+                    index,
+                    total,
+                    elapsed,
+                    preview,
+                    ..
+                } => {
+                    let secs = elapsed.as_secs_f64().max(1e-6);
+                    let it_per_sec = (index + 1) as f64 / secs;
+                    let eta_secs = (total - index - 1) as f64 / it_per_sec;
+                    sink.event(WorkerEvent::Step {
+                        job,
+                        index,
+                        total,
+                        it_per_sec,
+                        eta_secs,
+                    });
+                    if let Some(p) = preview {
+                        sink.preview(job, index, png_bytes(&p));
+                    }
+                }
+                _ => {}
+            }
+        });
     match result {
-        Ok(image) => {
+        Ok(generated) => {
+            let image = generated.image;
             let elapsed = started.elapsed();
-            let params = record::params(req, model);
+            let mut params = record::params(req, model);
+            networks::record_hashes(&mut params, &generated.prompt, &loras);
             let meta = record::meta(model, elapsed, spec.comparison);
             let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
             match saved {
