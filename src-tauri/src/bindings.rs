@@ -19,6 +19,7 @@ fn declarations() -> Vec<String> {
     use sumi_runtime::worker::{LoadingView, ModelView, QueueItem, WorkerEvent};
 
     use crate::commands::{Comparison, ModelEntry, ModelsView, Queued};
+    use crate::prompting::{LoraEntry, TokenCountView};
     vec![
         Request::decl(),
         NoiseSource::decl(),
@@ -44,6 +45,8 @@ fn declarations() -> Vec<String> {
         ComparisonSlot::decl(),
         Cursor::decl(),
         Page::decl(),
+        LoraEntry::decl(),
+        TokenCountView::decl(),
     ]
 }
 

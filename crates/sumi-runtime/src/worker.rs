@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::Cursor as IoCursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use image::RgbImage;
@@ -254,6 +254,9 @@ struct Shared {
     cancel: AtomicBool,
     gallery: Arc<Mutex<Gallery>>,
     sink: Arc<dyn Sink>,
+    /// The loaded model: written by the worker thread only (loads, LoRA changes); read while
+    /// generating and by token counts.
+    model: RwLock<Option<Model>>,
 }
 
 /// Handle to the worker thread.
@@ -285,6 +288,7 @@ impl Worker {
             cancel: AtomicBool::new(false),
             gallery,
             sink,
+            model: RwLock::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -337,6 +341,34 @@ impl Worker {
     /// The running job and the pending ones.
     pub fn queue(&self) -> Vec<QueueItem> {
         queue_items(&self.shared.state.lock().unwrap())
+    }
+
+    /// `text`'s length in tokens as the loaded model's first text encoder reads it under
+    /// `opts`' rules (embeddings from Sumi's folders count their vectors); `None` while no model
+    /// is loaded or one is loading.
+    pub fn token_count(
+        &self,
+        text: &str,
+        positive: bool,
+        emphasis: sumi_engine::text::Emphasis,
+        clip_skip: Option<u32>,
+        steps: u32,
+    ) -> crate::Result<Option<sumi_engine::text::TokenCount>> {
+        let Ok(guard) = self.shared.model.try_read() else {
+            return Ok(None);
+        };
+        let Some(model) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let home = self.shared.gallery.lock().unwrap().home().to_path_buf();
+        let embeddings = NetworkDirs::with_defaults(&home, &[], &[]).embeddings()?;
+        let opts = sumi_engine::text::EncodeOptions {
+            emphasis,
+            clip_skip,
+            embeddings: &embeddings,
+            steps: steps.max(1),
+        };
+        Ok(Some(model.text.token_count(text, positive, &opts)?))
     }
 
     /// The loaded model, if any.
@@ -400,7 +432,6 @@ fn queue_items(st: &State) -> Vec<QueueItem> {
 }
 
 fn run(shared: &Shared) {
-    let mut model: Option<Model> = None;
     // Kept between jobs, so that the LoRA files stay open and an unchanged set is not re-applied.
     let mut library = LoraLibrary::default();
     loop {
@@ -420,25 +451,22 @@ fn run(shared: &Shared) {
             }
         };
         match task {
-            Task::Load(path) => load_task(shared, &mut model, &path),
+            Task::Load(path) => load_task(shared, &path),
             Task::Generate(id, job) => {
                 let items = queue_items(&shared.state.lock().unwrap());
                 shared.sink.event(WorkerEvent::Queue { items });
                 if let Some(path) = &job.model {
-                    if !model
+                    let loaded = shared
+                        .model
+                        .read()
+                        .unwrap()
                         .as_ref()
-                        .is_some_and(|m| same_path(&m.info.path, path))
-                    {
-                        load_task(shared, &mut model, path);
+                        .is_some_and(|m| same_path(&m.info.path, path));
+                    if !loaded {
+                        load_task(shared, path);
                     }
                 }
-                let event = match &mut model {
-                    Some(m) => generate(shared, m, &mut library, id, &job),
-                    None => WorkerEvent::Failed {
-                        job: id,
-                        message: "No model is loaded: choose a model first.".into(),
-                    },
-                };
+                let event = generate(shared, &mut library, id, &job);
                 shared.sink.event(event);
                 let items = {
                     let mut st = shared.state.lock().unwrap();
@@ -460,7 +488,7 @@ fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// Replaces the loaded model with the one at `path`, reporting the load as it goes.
-fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path) {
+fn load_task(shared: &Shared, path: &std::path::Path) {
     let shown = path.display().to_string();
     {
         let mut st = shared.state.lock().unwrap();
@@ -472,7 +500,7 @@ fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path)
         st.load_error = None;
     }
     shared.sink.event(WorkerEvent::ModelLoading { path: shown });
-    *model = None; // free the old weights before reading new ones
+    *shared.model.write().unwrap() = None; // free the old weights before reading new ones
     sumi_engine::alloc::release_free();
     let loaded = load(path, shared);
     let mut st = shared.state.lock().unwrap();
@@ -481,7 +509,7 @@ fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path)
         Ok(m) => {
             let view = ModelView::of(&m);
             st.model = Some(view.clone());
-            *model = Some(m);
+            *shared.model.write().unwrap() = Some(m);
             drop(st);
             shared.sink.event(WorkerEvent::ModelLoaded { model: view });
         }
@@ -555,25 +583,23 @@ fn prepare(
     Ok((embeddings, loras))
 }
 
-fn generate(
-    shared: &Shared,
-    model: &mut Model,
-    library: &mut LoraLibrary,
-    job: u64,
-    spec: &Job,
-) -> WorkerEvent {
+fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) -> WorkerEvent {
     shared.cancel.store(false, Ordering::SeqCst);
     let req = &spec.request;
-    let (embeddings, loras) = match prepare(shared, model, library, spec) {
-        Ok(p) => p,
-        Err(e) => {
-            return WorkerEvent::Failed {
-                job,
-                message: e.to_string(),
-            }
-        }
+    let failed = |message: String| WorkerEvent::Failed { job, message };
+    let prepared = match shared.model.write().unwrap().as_mut() {
+        Some(m) => prepare(shared, m, library, spec),
+        None => return failed("No model is loaded: choose a model first.".into()),
     };
-    let model = &*model;
+    let (embeddings, loras) = match prepared {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string()),
+    };
+    // Only this thread writes the model: it is still there, as prepared.
+    let guard = shared.model.read().unwrap();
+    let Some(model) = guard.as_ref() else {
+        return failed("No model is loaded: choose a model first.".into());
+    };
     let inputs = sumi_engine::pipeline::GenerateInputs {
         embeddings: &embeddings,
     };

@@ -571,3 +571,47 @@ items: Array<Generation>,
  * Cursor for the following page, if there may be one.
  */
 next: Cursor | null, };
+
+export type LoraEntry = { 
+/**
+ * The name its tag uses (the file stem).
+ */
+name: string, 
+/**
+ * The name it was trained as, when that differs.
+ */
+alias: string | null, 
+/**
+ * Its format, e.g. "kohya LoRA".
+ */
+format: string, 
+/**
+ * The family it fits, when its shapes tell.
+ */
+family: string | null, 
+/**
+ * Its largest rank.
+ */
+rank: number | null, 
+/**
+ * Bytes on disk.
+ */
+size: number, 
+/**
+ * Where it is.
+ */
+path: string, 
+/**
+ * Why Sumi cannot use it, if it cannot.
+ */
+unusable: string | null, };
+
+export type TokenCountView = { 
+/**
+ * Tokens the longest text of the prompt takes.
+ */
+tokens: number, 
+/**
+ * What its chunks hold (75 per chunk).
+ */
+capacity: number, };

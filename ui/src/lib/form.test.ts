@@ -59,9 +59,9 @@ describe("validate", () => {
     });
   });
   it("checks the advanced settings", () => {
-    const f = { ...initialForm(defaults), prompt: "p", clipSkip: 0, ensd: -1, variationStrength: 1.5 };
-    expect(Object.keys(validate(f, limits, 8)).sort()).toEqual(["clipSkip", "ensd", "variationStrength"]);
-    const ok = { ...f, clipSkip: 2, ensd: 31337, variationStrength: 0.3 };
+    const f = { ...initialForm(defaults), prompt: "p", clipSkip: 0, ensd: -1, variationSeed: NaN, variationStrength: 1.5 };
+    expect(Object.keys(validate(f, limits, 8)).sort()).toEqual(["clipSkip", "ensd", "variationSeed", "variationStrength"]);
+    const ok = { ...f, clipSkip: 2, ensd: 31337, variationSeed: 5, variationStrength: 0.3 };
     expect(validate(ok, limits, 8)).toEqual({});
   });
   it("checks a locked seed only", () => {

@@ -104,6 +104,8 @@ export function validate(f: FormState, limits: Limits, downscale: number): Recor
     errors.batch = `Batch count must be from 1 to ${limits.maxBatch}.`;
   if (f.clipSkip !== null && (!Number.isInteger(f.clipSkip) || f.clipSkip < 1 || f.clipSkip > MAX_CLIP_SKIP))
     errors.clipSkip = `Clip skip must be a whole number from 1 to ${MAX_CLIP_SKIP}.`;
+  if (f.variationSeed !== null && !(Number.isSafeInteger(f.variationSeed) && f.variationSeed >= 0))
+    errors.variationSeed = "Variation seed must be a whole number (or empty for none).";
   if (!Number.isInteger(f.ensd) || f.ensd < 0) errors.ensd = "ENSD must be a whole number, 0 or more.";
   if (!Number.isFinite(f.variationStrength) || f.variationStrength < 0 || f.variationStrength > 1)
     errors.variationStrength = "Variation strength must be between 0 and 1.";

@@ -12,6 +12,7 @@ export type {
   GenerationParams,
   Limits,
   LoadingView,
+  LoraEntry,
   ModelEntry,
   ModelsView,
   ModelView,
@@ -24,6 +25,7 @@ export type {
   Request,
   SamplerView,
   Tables,
+  TokenCountView,
   Variant,
   WorkerEvent,
 } from "./bindings";

@@ -305,7 +305,18 @@ fn prompts_use_the_homes_loras_and_embeddings_and_record_them() {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(fixtures.join(from), to).unwrap();
     }
+    let count = |text: &str| {
+        worker
+            .token_count(text, true, Default::default(), None, 20)
+            .unwrap()
+            .map(|c| (c.tokens, c.capacity))
+    };
+    assert_eq!(count("a circle"), None, "no model yet");
     worker.load(fixture());
+    wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+    assert_eq!(count("a circle"), Some((2, 75)));
+    // The embedding counts its 3 vectors; the tag counts nothing.
+    assert_eq!(count("a sumired circle <lora:ink:0.6>"), Some((5, 75)));
     let mut r = request(2);
     r.prompt = "a sumired circle <lora:ink:0.6>".into();
     worker.enqueue(job(r.clone()));
