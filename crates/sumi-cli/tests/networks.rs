@@ -272,3 +272,32 @@ fn models_lists_loras() {
     let table = text(&o.stdout);
     assert!(table.contains("NAME") && table.contains("ink"), "{table}");
 }
+
+#[test]
+fn compare_applies_the_prompts_loras_and_records_them() {
+    let (dir, home) = home();
+    let grid = dir.path().join("grid.png");
+    let model = fixtures().join("sd15");
+    let o = sumi(
+        &home,
+        &[
+            "compare",
+            "--model",
+            model.to_str().unwrap(),
+            "-p",
+            "a sumired circle <lora:ink:0.5>",
+            "--seed",
+            "3",
+            "--steps",
+            "2,3",
+            "--output",
+            grid.to_str().unwrap(),
+        ],
+    );
+    ok(&o);
+    for id in ["1", "2"] {
+        let p = &show(&home, id)["params"];
+        assert_eq!(p["lora_hashes"][0]["name"], "ink", "{p}");
+        assert_eq!(p["ti_hashes"][0]["name"], "sumired", "{p}");
+    }
+}
