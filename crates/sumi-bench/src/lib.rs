@@ -4,6 +4,7 @@
 
 mod lora;
 mod measure;
+mod prompt;
 mod random_model;
 
 use std::collections::BTreeMap;
@@ -59,7 +60,9 @@ impl Preset {
 }
 
 /// The components a benchmark can time.
-pub const COMPONENTS: &[&str] = &["load", "text", "unet", "vae", "preview", "generate", "lora"];
+pub const COMPONENTS: &[&str] = &[
+    "load", "text", "prompt", "unet", "vae", "preview", "generate", "lora",
+];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -259,6 +262,12 @@ fn measure(
                 r,
                 "encode prompt and empty negative (batch 2, 77 tokens)".into(),
             );
+        }
+    }
+    if want("prompt") {
+        progress("prompt");
+        for (component, runs, what) in prompt::timings(&model, dir, opts)? {
+            push(&component, runs, what);
         }
     }
     if want("unet") {
