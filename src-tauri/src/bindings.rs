@@ -8,9 +8,10 @@ use ts_rs::TS;
 fn declarations() -> Vec<String> {
     use sumi_engine::noise::NoiseSource;
     use sumi_engine::preview::Quantize;
+    use sumi_engine::text::Emphasis;
     use sumi_engine::Request;
     use sumi_gallery::{
-        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, Page,
+        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, NamedHash, Page,
     };
     use sumi_runtime::compare::Variant;
     use sumi_runtime::form::GenerateForm;
@@ -18,10 +19,12 @@ fn declarations() -> Vec<String> {
     use sumi_runtime::worker::{LoadingView, ModelView, QueueItem, WorkerEvent};
 
     use crate::commands::{Comparison, ModelEntry, ModelsView, Queued};
+    use crate::prompting::{LoraEntry, TokenCountView};
     vec![
         Request::decl(),
         NoiseSource::decl(),
         Quantize::decl(),
+        Emphasis::decl(),
         GenerateForm::decl(),
         Variant::decl(),
         Queued::decl(),
@@ -37,10 +40,13 @@ fn declarations() -> Vec<String> {
         ModelsView::decl(),
         Generation::decl(),
         GenerationParams::decl(),
+        NamedHash::decl(),
         GenerationMeta::decl(),
         ComparisonSlot::decl(),
         Cursor::decl(),
         Page::decl(),
+        LoraEntry::decl(),
+        TokenCountView::decl(),
     ]
 }
 

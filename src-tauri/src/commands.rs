@@ -227,6 +227,8 @@ pub fn generate(state: State<'_, AppState>, form: GenerateForm) -> Res<Vec<Queue
                 request: r,
                 comparison: None,
                 model: None,
+                lora_hashes: Vec::new(),
+                ti_hashes: Vec::new(),
             });
             Queued {
                 job,
@@ -270,6 +272,8 @@ pub fn compare(
                     position: i as i64,
                 }),
                 model: None,
+                lora_hashes: Vec::new(),
+                ti_hashes: Vec::new(),
             });
             Queued {
                 job,
@@ -481,6 +485,8 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
         request: r,
         comparison: None,
         model,
+        lora_hashes: g.params.lora_hashes.clone(),
+        ti_hashes: g.params.ti_hashes.clone(),
     });
     Ok(Queued { job, seed, note })
 }

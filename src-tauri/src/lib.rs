@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod bindings;
 pub mod commands;
+pub mod prompting;
 pub mod protocol;
 pub mod settings;
 
@@ -202,6 +203,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::comparison_group,
             commands::export_grid,
             commands::show_in_folder,
+            prompting::loras,
+            prompting::token_count,
         ])
         .run(tauri::generate_context!())
         .context("the app stopped with an error")

@@ -4,6 +4,7 @@
 
 mod lora;
 mod measure;
+mod prompt;
 mod random_model;
 
 use std::collections::BTreeMap;
@@ -60,30 +61,8 @@ impl Preset {
 
 /// The components a benchmark can time.
 pub const COMPONENTS: &[&str] = &[
-    "load",
-    "text",
-    "text-weighted",
-    "unet",
-    "vae",
-    "preview",
-    "generate",
-    "lora",
+    "load", "text", "prompt", "unet", "vae", "preview", "generate", "lora",
 ];
-
-/// A prompt of three 75-token chunks with A1111 weights, as artists write them (the
-/// `text-weighted` component; `bench/compare_diffusers.py` encodes the same token chunks).
-pub const WEIGHTED_PROMPT: &str = "masterpiece, best quality, (detailed eyes:1.2), [blurry], \
-    a portrait of an old fisherman in a yellow raincoat standing on a wooden pier at dawn, \
-    (soft golden light:1.3), mist over the harbour, seagulls, fishing boats with red sails, \
-    ((weathered face)), deep wrinkles, grey beard, kind blue eyes, rope coiled at his feet, \
-    wet planks reflecting the sky, distant lighthouse on a rocky cliff, (film grain:0.8), \
-    shallow depth of field, 85mm lens, kodak portra 400, muted teal and orange palette, \
-    gentle waves, morning haze, a cup of steaming coffee in his hand, wool sweater under the \
-    coat, knitted cap, (cinematic composition:1.1), rule of thirds, highly detailed skin \
-    texture, subtle rim light, overcast sky breaking into sunlight, [oversaturated], \
-    watercolor wash in the background, ink outlines, calm mood, quiet morning, old harbour \
-    town with stone houses, chimneys with smoke, nets drying on poles, crates of fish, \
-    a small dog sitting beside him, puddles, reflections, dramatic clouds, award winning";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -165,8 +144,6 @@ pub struct BenchReport {
     pub params: BTreeMap<String, usize>,
     /// The configs the model was built from (for other implementations to build the same shapes).
     pub configs: BTreeMap<String, Value>,
-    /// The prompt the `text-weighted` component encodes.
-    pub weighted_prompt: &'static str,
 }
 
 /// Runs the benchmark; `progress` hears a line before each component starts.
@@ -227,7 +204,6 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchR
         peak_gpu_bytes,
         params,
         configs,
-        weighted_prompt: WEIGHTED_PROMPT,
     })
 }
 
@@ -271,7 +247,6 @@ fn measure(
     }
 
     let prompt = "a photograph of an astronaut riding a horse";
-    let bench_repeats = opts.repeats;
     let latent_hw = opts.size / model.info.downscale as usize;
     let channels = model.vae.latent_channels();
     let mut cond = None;
@@ -289,26 +264,11 @@ fn measure(
             );
         }
     }
-    if want("text-weighted") {
-        progress("text-weighted");
-        let embeddings = sumi_engine::text::Embeddings::empty();
-        let opts = sumi_engine::text::EncodeOptions {
-            emphasis: sumi_engine::text::Emphasis::Original,
-            clip_skip: None,
-            embeddings: &embeddings,
-            steps: 20,
-        };
-        let r = time_runs(device, bench_repeats, || {
-            model
-                .text
-                .encode_prompts(WEIGHTED_PROMPT, "", true, &opts)?;
-            Ok(())
-        })?;
-        push(
-            "text-weighted",
-            r,
-            "encode a 3-chunk weighted prompt and an empty negative (4 chunks of 77 tokens)".into(),
-        );
+    if want("prompt") {
+        progress("prompt");
+        for (component, runs, what) in prompt::timings(&model, dir, opts)? {
+            push(&component, runs, what);
+        }
     }
     if want("unet") {
         progress("unet");

@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// Compute threads (sets RAYON_NUM_THREADS; default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Comma-separated components: load,text,unet,vae,preview,generate.
+    /// Comma-separated components: load,text,prompt,unet,vae,preview,generate,lora ("prompt":
+    /// a 3-chunk prompt plain, weighted, with ComfyUI's rules and with an embedding).
     #[arg(long, default_value = "load,text,unet,vae,preview,generate")]
     components: String,
     /// Tiny shapes, 2 steps, one repeat: checks the command works (numbers mean nothing).
@@ -95,13 +96,13 @@ fn print_table(r: &BenchReport) {
         r.preset, r.size, r.size, r.device, r.threads, r.dtype, r.kernels
     );
     println!(
-        "{:<10} {:>10} {:>10}  what",
+        "{:<17} {:>10} {:>10}  what",
         "component", "seconds", "cpu s"
     );
     for t in &r.timings {
         let cpu = t.cpu_seconds.map_or("-".to_string(), |c| format!("{c:.2}"));
         println!(
-            "{:<10} {:>10.3} {:>10}  {}",
+            "{:<17} {:>10.3} {:>10}  {}",
             t.component, t.seconds, cpu, t.what
         );
     }

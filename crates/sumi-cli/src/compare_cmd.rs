@@ -12,6 +12,7 @@ use sumi_engine::{Event, Model, Request};
 use sumi_gallery::{grid, ComparisonSlot, Gallery, GenerationParams};
 use sumi_runtime::compare::{cells, Variant};
 use sumi_runtime::load::load_model;
+use sumi_runtime::networks::{self, LoraLibrary, NetworkDirs};
 use sumi_runtime::record::{meta, params};
 
 /// Options of `sumi compare`.
@@ -142,8 +143,18 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     };
     eprintln!("loading {} ...", path.display());
     let dtype = sumi_engine::device::default_dtype(&device);
-    let model = load_model(&path, Default::default(), &device, dtype, home, &mut |_| {})?;
+    let mut model = load_model(&path, Default::default(), &device, dtype, home, &mut |_| {})?;
     let requests = requests(&args, &model)?;
+    // Every cell shares the prompt: its embeddings and LoRAs come from Sumi's folders, once.
+    let dirs = NetworkDirs::with_defaults(home, &[], &[]);
+    let embeddings = dirs.embeddings()?;
+    let loras = LoraLibrary::scan(&dirs).apply(&mut model, &args.prompt, &[])?;
+    for note in &loras.notes {
+        eprintln!("note: {note}");
+    }
+    let inputs = sumi_engine::pipeline::GenerateInputs {
+        embeddings: &embeddings,
+    };
     let params: Vec<GenerationParams> = requests.iter().map(|r| params(r, &model)).collect();
     let refs: Vec<&GenerationParams> = params.iter().collect();
     let labels = grid::labels(&refs);
@@ -174,12 +185,16 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     for (i, (request, label)) in requests.iter().zip(&labels).enumerate() {
         bar.set_message(format!("{}/{}: {label}", i + 1, requests.len()));
         let started = Instant::now();
-        let image = sumi_engine::generate(&model, request, &cancel, &mut |event| {
-            if let Event::Step { index, .. } = event {
-                bar.set_position(done + index as u64 + 1);
-            }
-        })
-        .with_context(|| format!("generating {label}"))?;
+        let generated =
+            sumi_engine::pipeline::generate_with(&model, request, &inputs, &cancel, &mut |event| {
+                if let Event::Step { index, .. } = event {
+                    bar.set_position(done + index as u64 + 1);
+                }
+            })
+            .with_context(|| format!("generating {label}"))?;
+        let image = generated.image;
+        let mut recorded = params[i].clone();
+        networks::record_hashes(&mut recorded, &generated.prompt, &loras);
         let elapsed = started.elapsed();
         done += request.steps as u64;
         bar.set_position(done);
@@ -190,7 +205,7 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
                 position: i as i64,
             };
             let meta = meta(&model, elapsed, Some(slot));
-            g.add(&params[i], &meta, &image)?;
+            g.add(&recorded, &meta, &image)?;
         }
         cells.push(grid::Cell {
             image,

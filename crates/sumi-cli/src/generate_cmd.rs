@@ -11,6 +11,7 @@ use sumi_engine::model::LoadOptions;
 use sumi_engine::sampling::table::{parse_sampler, schedule};
 use sumi_engine::{sampling, Event, Parametrization, Request};
 use sumi_runtime::compare::set_sampler;
+use sumi_runtime::networks::{self, parse_lora_arg, LoraLibrary, NetworkDirs};
 use sumi_runtime::seed::{parse_seed, random_seed};
 
 use crate::reproduce;
@@ -80,6 +81,26 @@ pub struct GenerateArgs {
     /// How far the starting noise moves towards the variation seed's, 0 to 1.
     #[arg(long, value_name = "S")]
     variation_strength: Option<f64>,
+    /// CLIP layers to skip from the end (A1111's "Clip skip": 2 = the penultimate layer); A1111
+    /// applies it to SD 1.x only, ComfyUI's rules (--emphasis comfy) to every model.
+    #[arg(long, value_name = "N")]
+    clip_skip: Option<u32>,
+    /// How prompt weights apply: original (A1111's default), no-norm, ignore, none (brackets are
+    /// text) or comfy (ComfyUI's prompt rules).
+    #[arg(long, value_name = "MODE")]
+    emphasis: Option<String>,
+    /// A folder (or file) of textual-inversion embeddings, searched before the embeddings folder
+    /// of Sumi's home, $SUMI_EMBEDDINGS_DIRS and the A1111/ComfyUI trees; repeatable.
+    #[arg(long = "embeddings", alias = "embeddings-dir", value_name = "DIR")]
+    embeddings: Vec<PathBuf>,
+    /// Apply a LoRA: a name from the LoRA folders or a .safetensors file, with optional weights
+    /// NAME[:WEIGHT[:UNET_WEIGHT]]; added to the prompt as <lora:NAME:WEIGHT>; repeatable.
+    #[arg(long = "lora", value_name = "NAME[:W[:UNET_W]]")]
+    loras: Vec<String>,
+    /// A folder of LoRAs, searched before the loras folder of Sumi's home, $SUMI_LORA_DIRS and
+    /// the A1111/ComfyUI trees; repeatable.
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    lora_dirs: Vec<PathBuf>,
     /// Also write the image to this PNG file (an existing file only with --force).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -123,6 +144,11 @@ impl GenerateArgs {
             ensd: None,
             variation_seed: None,
             variation_strength: None,
+            clip_skip: None,
+            emphasis: None,
+            embeddings: Vec::new(),
+            loras: Vec::new(),
+            lora_dirs: Vec::new(),
             output: None,
             force: false,
             previews: None,
@@ -147,6 +173,18 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     }
     if let Some(name) = &args.sampler {
         parse_sampler(name)?;
+    }
+    sumi_engine::text::check_clip_skip(args.clip_skip)?;
+    if let Some(name) = &args.emphasis {
+        name.parse::<sumi_engine::text::Emphasis>()?;
+    }
+    for spec in &args.loras {
+        parse_lora_arg(spec)?;
+    }
+    for dir in args.embeddings.iter().chain(&args.lora_dirs) {
+        if !dir.exists() {
+            bail!("{}: no such file or folder", dir.display());
+        }
     }
     if let Some(name) = &args.schedule {
         schedule(name)?;
@@ -199,7 +237,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         ..Default::default()
     };
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);
-    let model = sumi_runtime::load::load_model(&path, options, &device, dtype, home, &mut |_| {})?;
+    let mut model =
+        sumi_runtime::load::load_model(&path, options, &device, dtype, home, &mut |_| {})?;
     eprintln!(
         "loaded {} ({}{}) in {:.1}s",
         crate::terminal::safe(&model.info.name),
@@ -258,7 +297,39 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(v) = args.variation_strength {
         request.variation_strength = v;
     }
+    if let Some(v) = args.clip_skip {
+        request.clip_skip = Some(v);
+    }
+    if let Some(v) = &args.emphasis {
+        request.emphasis = v.parse()?;
+    }
+    let dirs = NetworkDirs::with_defaults(home, &args.embeddings, &args.lora_dirs);
+    let embeddings = dirs.embeddings()?;
+    let mut library = LoraLibrary::scan(&dirs);
+    let lora_args = args
+        .loras
+        .iter()
+        .map(|s| parse_lora_arg(s))
+        .collect::<sumi_runtime::Result<Vec<_>>>()?;
+    request.prompt = library.add_tags(&request.prompt, &lora_args)?;
     request.validate(model.info.downscale)?;
+    let recorded_hashes = |f: fn(&sumi_gallery::GenerationParams) -> &[sumi_gallery::NamedHash]| {
+        recorded
+            .as_ref()
+            .map(|r| f(&r.generation.params).to_vec())
+            .unwrap_or_default()
+    };
+    for note in networks::check_embeddings(&recorded_hashes(|p| &p.ti_hashes), &embeddings)? {
+        eprintln!("note: {note}");
+    }
+    let loras = library.apply(
+        &mut model,
+        &request.prompt,
+        &recorded_hashes(|p| &p.lora_hashes),
+    )?;
+    for note in &loras.notes {
+        eprintln!("note: {note}");
+    }
 
     let bar = ProgressBar::new(request.steps as u64);
     bar.set_style(
@@ -271,27 +342,39 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let cancel = AtomicBool::new(false);
     let mut preview_error = None;
     let started = Instant::now();
-    let image = sumi_engine::generate(&model, &request, &cancel, &mut |event| match event {
-        Event::Started { total, .. } => bar.set_length(total as u64),
-        Event::Step { index, preview, .. } => {
-            bar.set_position(index as u64 + 1);
-            if let (Some(dir), Some(p)) = (&args.previews, preview) {
-                let scale = model.info.downscale;
-                let big = image::imageops::resize(
-                    &p,
-                    p.width() * scale,
-                    p.height() * scale,
-                    image::imageops::FilterType::Nearest,
-                );
-                if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
-                    preview_error.get_or_insert(e);
+    let inputs = sumi_engine::pipeline::GenerateInputs {
+        embeddings: &embeddings,
+    };
+    let generated =
+        sumi_engine::pipeline::generate_with(&model, &request, &inputs, &cancel, &mut |event| {
+            match event {
+                Event::Started { total, .. } => bar.set_length(total as u64),
+                Event::Step { index, preview, .. } => {
+                    bar.set_position(index as u64 + 1);
+                    if let (Some(dir), Some(p)) = (&args.previews, preview) {
+                        let scale = model.info.downscale;
+                        let big = image::imageops::resize(
+                            &p,
+                            p.width() * scale,
+                            p.height() * scale,
+                            image::imageops::FilterType::Nearest,
+                        );
+                        if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
+                            preview_error.get_or_insert(e);
+                        }
+                    }
                 }
+                Event::Finished { .. } => bar.finish_and_clear(),
+                Event::Cancelled | Event::Failed { .. } => bar.abandon(),
             }
-        }
-        Event::Finished { .. } => bar.finish_and_clear(),
-        Event::Cancelled | Event::Failed { .. } => bar.abandon(),
-    })?;
+        })?;
+    let image = generated.image;
     let elapsed = started.elapsed();
+    for note in networks::prompt_notes(&generated.prompt) {
+        eprintln!("note: {note}");
+    }
+    let mut params = sumi_runtime::record::params(&request, &model);
+    networks::record_hashes(&mut params, &generated.prompt, &loras);
     if let Some(e) = preview_error {
         eprintln!("warning: could not write previews: {e}");
     }
@@ -301,11 +384,11 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
     let gallery =
-        (!args.no_save).then(|| crate::save::to_gallery(home, &image, &request, &model, elapsed));
+        (!args.no_save).then(|| crate::save::to_gallery(home, &image, &params, &model, elapsed));
     if let Some(Ok((id, file))) = &gallery {
         eprintln!("saved to gallery as #{id} ({})", file.display());
     }
-    let write = |path: &Path| crate::save::to_file(path, &image, &request, &model, elapsed);
+    let write = |path: &Path| crate::save::to_file(path, &image, &params, &model, elapsed);
     let output = args.output.as_ref().map(|out| (out, write(out)));
     let kept = match &output {
         Some((out, Ok(()))) => {

@@ -25,6 +25,13 @@ pub struct ModelsArgs {
     /// Do not compute A1111 short hashes of single files (hashing reads each file once; results are cached).
     #[arg(long)]
     no_hash: bool,
+    /// List LoRAs instead of models: those in --lora-dir folders, the loras folder of Sumi's
+    /// home, $SUMI_LORA_DIRS and the A1111/ComfyUI trees (name, format, family, rank, size, hash).
+    #[arg(long)]
+    loras: bool,
+    /// A folder of LoRAs to list with --loras; repeatable.
+    #[arg(long = "lora-dir", value_name = "DIR", requires = "loras")]
+    lora_dirs: Vec<PathBuf>,
     #[command(subcommand)]
     action: Option<ModelsAction>,
 }
@@ -176,6 +183,9 @@ pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
     if let Some(ModelsAction::Pull(p)) = args.action {
         return pull(p);
     }
+    if args.loras {
+        return list_loras(&args.lora_dirs, home, args.json, args.no_hash);
+    }
     let mut dirs = args.dirs;
     dirs.extend(discover::env_model_dirs());
     let hub = discover::hub_cache();
@@ -223,6 +233,70 @@ pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
             m.source,
             m.path.display()
         );
+    }
+    Ok(())
+}
+
+/// A LoRA as `sumi models --loras` lists it.
+#[derive(serde::Serialize)]
+struct LoraRow {
+    #[serde(flatten)]
+    found: sumi_hub::networks::FoundLora,
+    /// A1111's `Lora hashes` value for it.
+    hash: Option<String>,
+}
+
+/// Runs `sumi models --loras`.
+fn list_loras(extra: &[PathBuf], home: &Path, json: bool, no_hash: bool) -> Result<()> {
+    let dirs = sumi_runtime::networks::NetworkDirs::with_defaults(home, &[], extra);
+    let rows: Vec<LoraRow> = sumi_hub::networks::find_loras(&dirs.loras)
+        .into_iter()
+        .map(|found| {
+            let hash = (!no_hash && found.unusable.is_none())
+                .then(|| sumi_engine::weights::lora::LoraFile::open(&found.path))
+                .and_then(|f| f.and_then(|f| f.a1111_hash()).ok());
+            LoraRow { found, hash }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "no LoRAs found (searched {} folder(s)); put .safetensors LoRAs in {} or pass --lora-dir DIR",
+            dirs.loras.len(),
+            home.join(sumi_hub::networks::LORAS_FOLDER).display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<22} {:<7} {:>5} {:>10} {:<12} PATH",
+        "NAME", "FORMAT", "FAMILY", "RANK", "SIZE", "HASH"
+    );
+    for r in &rows {
+        let f = &r.found;
+        let name = match &f.alias {
+            Some(a) => format!("{} ({a})", f.name),
+            None => f.name.clone(),
+        };
+        let format = match &f.unusable {
+            Some(_) => "unusable".to_string(),
+            None => f.format.clone(),
+        };
+        println!(
+            "{:<28} {:<22} {:<7} {:>5} {:>10} {:<12} {}",
+            crate::terminal::safe(&name),
+            format,
+            f.family.map_or("?", |x| x.display_name()),
+            f.rank.map_or("-".to_string(), |r| r.to_string()),
+            human(f.size),
+            r.hash.as_deref().unwrap_or("-"),
+            f.path.display()
+        );
+        if let Some(why) = &f.unusable {
+            println!("    {}", crate::terminal::safe(why));
+        }
     }
     Ok(())
 }

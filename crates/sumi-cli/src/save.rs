@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
-use sumi_engine::{Model, Request};
-use sumi_gallery::Gallery;
-use sumi_runtime::record::{meta, params};
+use sumi_engine::Model;
+use sumi_gallery::{Gallery, GenerationParams};
+use sumi_runtime::record::meta;
 
 /// Fails before any work is done when `out` cannot be a PNG written later: it lies among the
 /// gallery's own files (never written, even with `force`), it exists and `force` is not given,
@@ -59,13 +59,13 @@ pub fn check_output(out: &Path, home: &Path, force: bool) -> Result<()> {
 pub fn to_gallery(
     home: &Path,
     image: &RgbImage,
-    request: &Request,
+    params: &GenerationParams,
     model: &Model,
     elapsed: Duration,
 ) -> Result<(i64, PathBuf)> {
     let gallery = Gallery::open(home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
-    let g = gallery.add(&params(request, model), &meta(model, elapsed, None), image)?;
+    let g = gallery.add(params, &meta(model, elapsed, None), image)?;
     Ok((g.id, gallery.image_path(&g)))
 }
 
@@ -73,15 +73,11 @@ pub fn to_gallery(
 pub fn to_file(
     out: &Path,
     image: &RgbImage,
-    request: &Request,
+    params: &GenerationParams,
     model: &Model,
     elapsed: Duration,
 ) -> Result<()> {
-    let png = sumi_gallery::encode_generation_png(
-        &params(request, model),
-        &meta(model, elapsed, None),
-        image,
-    )?;
+    let png = sumi_gallery::encode_generation_png(params, &meta(model, elapsed, None), image)?;
     write_new_or_replace(out, &png)
 }
 

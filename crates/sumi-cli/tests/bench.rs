@@ -72,3 +72,39 @@ fn profiled_bench_reports_time_per_kind_of_operation() {
         }
     }
 }
+
+#[test]
+fn prompt_bench_times_plain_weighted_comfy_and_embedding_prompts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sumi"))
+        .args(["bench", "--quick", "--json", "--components", "prompt"])
+        .output()
+        .expect("sumi runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let timings = report["timings"].as_array().unwrap();
+    let names: Vec<&str> = timings
+        .iter()
+        .map(|t| t["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "prompt plain",
+            "prompt weighted",
+            "prompt comfy",
+            "prompt embedding"
+        ]
+    );
+    // Each says how long its prompt was: more than one chunk.
+    for t in timings {
+        let what = t["what"].as_str().unwrap();
+        assert!(
+            what.contains("chunks)") && !what.contains("(1 chunks)"),
+            "{what}"
+        );
+    }
+}

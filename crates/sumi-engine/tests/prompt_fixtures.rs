@@ -193,6 +193,21 @@ fn prompt_info_reports_tags_and_notes() {
         .unwrap();
     assert_eq!(got.info.missing_embeddings, ["nowhere"]);
     assert!(got.info.networks.is_empty() && !got.info.clip_skip_ignored);
+    // LoRA tags (how imported ComfyUI LoRA loaders are recorded) are not encoded as text.
+    let tagged = enc
+        .encode_prompts("a red circle <lora:ink:1>", "", false, &o)
+        .unwrap();
+    let plain = enc.encode_prompts("a red circle ", "", false, &o).unwrap();
+    assert_eq!(tagged.info.networks.len(), 1);
+    let (t, p) = (
+        &tagged.cond[0].1[0].1.context,
+        &plain.cond[0].1[0].1.context,
+    );
+    assert_eq!(max_abs(t, p), 0.0);
+    let text = enc
+        .encode_prompts("a red circle <lora ink>", "", false, &o)
+        .unwrap();
+    assert!(max_abs(&text.cond[0].1[0].1.context, p) > 0.0);
 }
 
 fn embedding_error(model: &str, prompt: &str, emphasis: Emphasis) -> String {
@@ -353,4 +368,5 @@ fn token_counts_read_like_a1111s_counter() {
     assert_eq!(count(&o, "[a red circle:a:5]", true), (3, 75));
     o.emphasis = Emphasis::Comfy;
     assert_eq!(count(&o, "a (embedding:sumired:1.2)", true), (4, 75));
+    assert_eq!(count(&o, "a red circle <lora:x:1>", true), (3, 75));
 }

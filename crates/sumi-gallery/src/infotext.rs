@@ -6,7 +6,7 @@
 //! JSON-quoted. Known limit of the format itself: a prompt with a line that starts with
 //! `Negative prompt:` cannot be told apart from a real negative prompt (Sumi's JSON chunk is exact).
 
-use crate::record::GenerationParams;
+use crate::record::{GenerationParams, NamedHash};
 
 mod lenient;
 
@@ -105,6 +105,10 @@ pub struct Parsed {
     pub clip_skip: Option<u32>,
     /// `Emphasis`, as Sumi names the mode.
     pub emphasis: Option<String>,
+    /// `TI hashes`.
+    pub ti_hashes: Vec<NamedHash>,
+    /// `Lora hashes`.
+    pub lora_hashes: Vec<NamedHash>,
     /// Every other pair (and known keys whose values could not be read), in text order.
     pub extras: Vec<(String, String)>,
     /// Whether a settings line (`Steps: ...`) was found at all.
@@ -161,6 +165,8 @@ impl Parsed {
                 .unwrap_or_else(|| "original".to_string()),
             // A1111 writes 8-bit images by truncation.
             quantize: "truncate".into(),
+            ti_hashes: self.ti_hashes.clone(),
+            lora_hashes: self.lora_hashes.clone(),
         })
     }
 }
@@ -204,6 +210,13 @@ pub fn format(p: &GenerationParams) -> String {
     // A1111 writes no RNG for its default source, the GPU's generator.
     if !p.noise_source.is_empty() && p.noise_source != "gpu" {
         pairs.push(("RNG", rng_to_a1111(&p.noise_source)));
+    }
+    // A1111 adds these while it runs: LoRAs when they activate, then the text encoder's notes.
+    if !p.lora_hashes.is_empty() {
+        pairs.push(("Lora hashes", format_hashes(&p.lora_hashes)));
+    }
+    if !p.ti_hashes.is_empty() {
+        pairs.push(("TI hashes", format_hashes(&p.ti_hashes)));
     }
     if let Some(name) = emphasis_to_a1111(&p.emphasis).filter(|_| has_weights(&p.prompt)) {
         pairs.push(("Emphasis", name.to_string()));
@@ -255,6 +268,32 @@ const EMPHASIS_NAMES: &[(&str, &str)] = &[
 /// Whether a prompt has emphasis brackets (A1111 writes `Emphasis` only then).
 fn has_weights(prompt: &str) -> bool {
     prompt.contains(['(', ')', '[', ']'])
+}
+
+/// `name: hash, name: hash`, as A1111 writes `Lora hashes` and `TI hashes`.
+fn format_hashes(list: &[NamedHash]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|h| format!("{}: {}", h.name, h.hash))
+        .collect();
+    items.join(", ")
+}
+
+/// Reads a `name: hash, name: hash` list; `None` when an item is not `name: hash`.
+fn parse_hashes(value: &str) -> Option<Vec<NamedHash>> {
+    value
+        .split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let (name, hash) = item.rsplit_once(':')?;
+            let (name, hash) = (name.trim(), hash.trim());
+            let hex = !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit());
+            (hex && !name.is_empty()).then(|| NamedHash {
+                name: name.to_string(),
+                hash: hash.to_ascii_lowercase(),
+            })
+        })
+        .collect()
 }
 
 /// The inverse of [`rng_to_a1111`].
@@ -370,6 +409,8 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             .map(|v| p.variation_strength = Some(v))
             .is_some(),
         "Clip skip" => value.parse().map(|v| p.clip_skip = Some(v)).is_ok(),
+        "TI hashes" => parse_hashes(&value).map(|v| p.ti_hashes = v).is_some(),
+        "Lora hashes" => parse_hashes(&value).map(|v| p.lora_hashes = v).is_some(),
         "Emphasis" => {
             let mode = EMPHASIS_NAMES
                 .iter()

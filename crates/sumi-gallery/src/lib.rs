@@ -57,7 +57,9 @@ pub use files::STALE_AFTER;
 pub use import::ImportReport;
 pub use managed::{is_inside_a_gallery, is_managed_by};
 pub use reconcile::OpenReport;
-pub use record::{ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams};
+pub use record::{
+    ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams, NamedHash,
+};
 pub use schema::SCHEMA_VERSION;
 pub use store::{fts_query, Cursor, Filter, Page};
 

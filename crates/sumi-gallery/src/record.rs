@@ -53,6 +53,31 @@ pub struct GenerationParams {
     /// ComfyUI).
     #[serde(default = "round")]
     pub quantize: String,
+    /// Textual-inversion embeddings the prompts used, as A1111's `TI hashes` lists them.
+    #[serde(default)]
+    pub ti_hashes: Vec<NamedHash>,
+    /// LoRAs applied, as A1111's `Lora hashes` lists them (the name as the prompt's tag gives it).
+    #[serde(default)]
+    pub lora_hashes: Vec<NamedHash>,
+}
+
+/// A file named in a prompt and A1111's short hash of it (`name: 0123456789ab`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct NamedHash {
+    /// The name the prompt uses (A1111 drops `:` and `,` from it).
+    pub name: String,
+    /// The short hash: 12 hex digits for LoRAs and embeddings.
+    pub hash: String,
+}
+
+impl NamedHash {
+    /// A name and hash, with the characters A1111 drops from names dropped.
+    pub fn new(name: &str, hash: &str) -> Self {
+        Self {
+            name: name.replace([':', ','], ""),
+            hash: hash.to_string(),
+        }
+    }
 }
 
 fn round() -> String {
@@ -88,6 +113,8 @@ impl Default for GenerationParams {
             clip_skip: 1,
             emphasis: original(),
             quantize: round(),
+            ti_hashes: Vec::new(),
+            lora_hashes: Vec::new(),
         }
     }
 }
@@ -100,6 +127,15 @@ impl GenerationParams {
             (Some(recorded), Some(hash)) => recorded.eq_ignore_ascii_case(hash),
             _ => self.model_name == name,
         }
+    }
+
+    /// The hash recorded for the LoRA the prompt names `name`, if any.
+    pub fn lora_hash(&self, name: &str) -> Option<&str> {
+        let name = name.replace([':', ','], "");
+        self.lora_hashes
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.hash.as_str())
     }
 
     /// The model as a person would name it: `name [hash]`.

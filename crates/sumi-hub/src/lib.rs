@@ -9,6 +9,7 @@ pub mod discover;
 pub mod download;
 mod error;
 pub mod hashes;
+pub mod networks;
 pub mod tokenizers;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ pub mod form;
 pub mod import;
 pub mod limits;
 pub mod load;
+pub mod networks;
 pub mod record;
 pub mod rerun;
 pub mod seed;

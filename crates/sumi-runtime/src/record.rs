@@ -38,6 +38,8 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
             sumi_engine::text::default_clip_skip(model.text.style(), request.emphasis)
         }),
         emphasis: request.emphasis.name().into(),
+        // The hashes of the LoRAs and embeddings used are known after the prompt is encoded.
+        ..Default::default()
     }
 }
 

@@ -7,15 +7,16 @@ use std::collections::VecDeque;
 use std::io::Cursor as IoCursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use image::RgbImage;
 use serde::Serialize;
 use sumi_engine::{Event, Model, Request};
-use sumi_gallery::{ComparisonSlot, Gallery};
+use sumi_gallery::{ComparisonSlot, Gallery, NamedHash};
 use ts_rs::TS;
 
+use crate::networks::{self, LoraLibrary, NetworkDirs};
 use crate::record;
 
 /// What the worker reports; sent to the page as JSON.
@@ -224,11 +225,15 @@ pub struct Job {
     /// The model to run it on, loaded first when another one is loaded (a re-run on the model
     /// that made an image); `None` runs on the loaded model.
     pub model: Option<PathBuf>,
+    /// For a re-run: the LoRAs the image recorded, found by hash before name.
+    pub lora_hashes: Vec<NamedHash>,
+    /// For a re-run: the embeddings the image recorded, checked by name and hash.
+    pub ti_hashes: Vec<NamedHash>,
 }
 
 enum Task {
     Load(PathBuf),
-    Generate(u64, Job),
+    Generate(u64, Box<Job>),
 }
 
 #[derive(Default)]
@@ -249,6 +254,9 @@ struct Shared {
     cancel: AtomicBool,
     gallery: Arc<Mutex<Gallery>>,
     sink: Arc<dyn Sink>,
+    /// The loaded model: written by the worker thread only (loads, LoRA changes); read while
+    /// generating and by token counts.
+    model: RwLock<Option<Model>>,
 }
 
 /// Handle to the worker thread.
@@ -280,6 +288,7 @@ impl Worker {
             cancel: AtomicBool::new(false),
             gallery,
             sink,
+            model: RwLock::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -305,7 +314,7 @@ impl Worker {
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.shared.state.lock().unwrap();
-            st.pending.push_back(Task::Generate(id, job));
+            st.pending.push_back(Task::Generate(id, Box::new(job)));
             self.shared.wake.notify_all();
         }
         self.publish_queue();
@@ -332,6 +341,34 @@ impl Worker {
     /// The running job and the pending ones.
     pub fn queue(&self) -> Vec<QueueItem> {
         queue_items(&self.shared.state.lock().unwrap())
+    }
+
+    /// `text`'s length in tokens as the loaded model's first text encoder reads it under
+    /// `opts`' rules (embeddings from Sumi's folders count their vectors); `None` while no model
+    /// is loaded or one is loading.
+    pub fn token_count(
+        &self,
+        text: &str,
+        positive: bool,
+        emphasis: sumi_engine::text::Emphasis,
+        clip_skip: Option<u32>,
+        steps: u32,
+    ) -> crate::Result<Option<sumi_engine::text::TokenCount>> {
+        let Ok(guard) = self.shared.model.try_read() else {
+            return Ok(None);
+        };
+        let Some(model) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let home = self.shared.gallery.lock().unwrap().home().to_path_buf();
+        let embeddings = NetworkDirs::with_defaults(&home, &[], &[]).embeddings()?;
+        let opts = sumi_engine::text::EncodeOptions {
+            emphasis,
+            clip_skip,
+            embeddings: &embeddings,
+            steps: steps.max(1),
+        };
+        Ok(Some(model.text.token_count(text, positive, &opts)?))
     }
 
     /// The loaded model, if any.
@@ -395,7 +432,8 @@ fn queue_items(st: &State) -> Vec<QueueItem> {
 }
 
 fn run(shared: &Shared) {
-    let mut model: Option<Model> = None;
+    // Kept between jobs, so that the LoRA files stay open and an unchanged set is not re-applied.
+    let mut library = LoraLibrary::default();
     loop {
         let task = {
             let mut st = shared.state.lock().unwrap();
@@ -413,25 +451,22 @@ fn run(shared: &Shared) {
             }
         };
         match task {
-            Task::Load(path) => load_task(shared, &mut model, &path),
+            Task::Load(path) => load_task(shared, &path),
             Task::Generate(id, job) => {
                 let items = queue_items(&shared.state.lock().unwrap());
                 shared.sink.event(WorkerEvent::Queue { items });
                 if let Some(path) = &job.model {
-                    if !model
+                    let loaded = shared
+                        .model
+                        .read()
+                        .unwrap()
                         .as_ref()
-                        .is_some_and(|m| same_path(&m.info.path, path))
-                    {
-                        load_task(shared, &mut model, path);
+                        .is_some_and(|m| same_path(&m.info.path, path));
+                    if !loaded {
+                        load_task(shared, path);
                     }
                 }
-                let event = match &model {
-                    Some(m) => generate(shared, m, id, &job),
-                    None => WorkerEvent::Failed {
-                        job: id,
-                        message: "No model is loaded: choose a model first.".into(),
-                    },
-                };
+                let event = generate(shared, &mut library, id, &job);
                 shared.sink.event(event);
                 let items = {
                     let mut st = shared.state.lock().unwrap();
@@ -453,7 +488,7 @@ fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// Replaces the loaded model with the one at `path`, reporting the load as it goes.
-fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path) {
+fn load_task(shared: &Shared, path: &std::path::Path) {
     let shown = path.display().to_string();
     {
         let mut st = shared.state.lock().unwrap();
@@ -465,7 +500,7 @@ fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path)
         st.load_error = None;
     }
     shared.sink.event(WorkerEvent::ModelLoading { path: shown });
-    *model = None; // free the old weights before reading new ones
+    *shared.model.write().unwrap() = None; // free the old weights before reading new ones
     sumi_engine::alloc::release_free();
     let loaded = load(path, shared);
     let mut st = shared.state.lock().unwrap();
@@ -474,7 +509,7 @@ fn load_task(shared: &Shared, model: &mut Option<Model>, path: &std::path::Path)
         Ok(m) => {
             let view = ModelView::of(&m);
             st.model = Some(view.clone());
-            *model = Some(m);
+            *shared.model.write().unwrap() = Some(m);
             drop(st);
             shared.sink.event(WorkerEvent::ModelLoaded { model: view });
         }
@@ -522,46 +557,90 @@ pub fn png_bytes(img: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-fn generate(shared: &Shared, model: &Model, job: u64, spec: &Job) -> WorkerEvent {
+/// The embeddings and LoRAs of Sumi's folders, applied to `model` for `spec`: the embeddings
+/// and the LoRAs' record.
+fn prepare(
+    shared: &Shared,
+    model: &mut Model,
+    library: &mut LoraLibrary,
+    spec: &Job,
+) -> crate::Result<(sumi_engine::text::Embeddings, networks::AppliedLoras)> {
+    spec.request.validate(model.info.downscale)?;
+    let home = shared.gallery.lock().unwrap().home().to_path_buf();
+    let dirs = NetworkDirs::with_defaults(&home, &[], &[]);
+    let embeddings = dirs.embeddings()?;
+    for note in networks::check_embeddings(&spec.ti_hashes, &embeddings)? {
+        tracing::warn!("{note}");
+    }
+    match library.list().is_empty() {
+        true => *library = LoraLibrary::scan(&dirs),
+        false => library.rescan(),
+    }
+    let loras = library.apply(model, &spec.request.prompt, &spec.lora_hashes)?;
+    for note in &loras.notes {
+        tracing::warn!("{note}");
+    }
+    Ok((embeddings, loras))
+}
+
+fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) -> WorkerEvent {
     shared.cancel.store(false, Ordering::SeqCst);
     let req = &spec.request;
-    if let Err(e) = req.validate(model.info.downscale) {
-        return WorkerEvent::Failed {
-            job,
-            message: e.to_string(),
-        };
-    }
+    let failed = |message: String| WorkerEvent::Failed { job, message };
+    let prepared = match shared.model.write().unwrap().as_mut() {
+        Some(m) => prepare(shared, m, library, spec),
+        None => return failed("No model is loaded: choose a model first.".into()),
+    };
+    let (embeddings, loras) = match prepared {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string()),
+    };
+    // Only this thread writes the model: it is still there, as prepared.
+    let guard = shared.model.read().unwrap();
+    let Some(model) = guard.as_ref() else {
+        return failed("No model is loaded: choose a model first.".into());
+    };
+    let inputs = sumi_engine::pipeline::GenerateInputs {
+        embeddings: &embeddings,
+    };
     let started = Instant::now();
     let sink = &shared.sink;
-    let result = sumi_engine::generate(model, req, &shared.cancel, &mut |event| match event {
-        Event::Started { total, seed } => sink.event(WorkerEvent::Started { job, seed, total }),
-        Event::Step {
-            index,
-            total,
-            elapsed,
-            preview,
-            ..
-        } => {
-            let secs = elapsed.as_secs_f64().max(1e-6);
-            let it_per_sec = (index + 1) as f64 / secs;
-            let eta_secs = (total - index - 1) as f64 / it_per_sec;
-            sink.event(WorkerEvent::Step {
-                job,
-                index,
-                total,
-                it_per_sec,
-                eta_secs,
-            });
-            if let Some(p) = preview {
-                sink.preview(job, index, png_bytes(&p));
+    let result =
+        sumi_engine::pipeline::generate_with(model, req, &inputs, &shared.cancel, &mut |event| {
+            match event {
+                Event::Started { total, seed } => {
+                    sink.event(WorkerEvent::Started { job, seed, total })
+                }
+                Event::Step {
+                    index,
+                    total,
+                    elapsed,
+                    preview,
+                    ..
+                } => {
+                    let secs = elapsed.as_secs_f64().max(1e-6);
+                    let it_per_sec = (index + 1) as f64 / secs;
+                    let eta_secs = (total - index - 1) as f64 / it_per_sec;
+                    sink.event(WorkerEvent::Step {
+                        job,
+                        index,
+                        total,
+                        it_per_sec,
+                        eta_secs,
+                    });
+                    if let Some(p) = preview {
+                        sink.preview(job, index, png_bytes(&p));
+                    }
+                }
+                _ => {}
             }
-        }
-        _ => {}
-    });
+        });
     match result {
-        Ok(image) => {
+        Ok(generated) => {
+            let image = generated.image;
             let elapsed = started.elapsed();
-            let params = record::params(req, model);
+            let mut params = record::params(req, model);
+            networks::record_hashes(&mut params, &generated.prompt, &loras);
             let meta = record::meta(model, elapsed, spec.comparison);
             let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
             match saved {

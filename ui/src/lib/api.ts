@@ -6,13 +6,16 @@ import { applyEvent, emptyJobs, type JobsState } from "./jobs";
 import type {
   Comparison,
   Cursor,
+  Emphasis,
   GenerateForm,
   Generation,
+  LoraEntry,
   ModelsView,
   Page,
   Queued,
   Request,
   Tables,
+  TokenCountView,
   Variant,
   WorkerEvent,
 } from "./types";
@@ -76,4 +79,7 @@ export const api = {
   group: (group: number) => invoke<Generation[]>("comparison_group", { group }),
   exportGrid: (group: number) => invoke<string>("export_grid", { group }),
   showInFolder: (id: number | null) => invoke<void>("show_in_folder", { id }),
+  loras: () => invoke<LoraEntry[]>("loras"),
+  tokenCount: (text: string, positive: boolean, emphasis: Emphasis, clipSkip: number | null, steps: number) =>
+    invoke<TokenCountView | null>("token_count", { text, positive, emphasis, clipSkip, steps }),
 };

@@ -57,11 +57,22 @@ variation_strength: number,
 /**
  * How colours become 8-bit values (A1111 and ComfyUI images truncate).
  */
-quantize: Quantize, };
+quantize: Quantize, 
+/**
+ * Clip skip: 1 is the text encoder's last layer, 2 the one before, ... (A1111 applies it
+ * to SD 1.x only; ComfyUI's rules to any model). `None` is the default of the rules.
+ */
+clip_skip: number | null, 
+/**
+ * How prompt weights are read and applied.
+ */
+emphasis: Emphasis, };
 
 export type NoiseSource = "cpu" | "nv" | "comfy-cpu" | "comfy-nv";
 
 export type Quantize = "round" | "truncate";
+
+export type Emphasis = "original" | "no-norm" | "ignore" | "none" | "comfy";
 
 export type GenerateForm = { 
 /**
@@ -482,7 +493,25 @@ emphasis: string,
  * How colours became 8-bit values: "round" (Sumi, diffusers) or "truncate" (A1111,
  * ComfyUI).
  */
-quantize: string, };
+quantize: string, 
+/**
+ * Textual-inversion embeddings the prompts used, as A1111's `TI hashes` lists them.
+ */
+ti_hashes: Array<NamedHash>, 
+/**
+ * LoRAs applied, as A1111's `Lora hashes` lists them (the name as the prompt's tag gives it).
+ */
+lora_hashes: Array<NamedHash>, };
+
+export type NamedHash = { 
+/**
+ * The name the prompt uses (A1111 drops `:` and `,` from it).
+ */
+name: string, 
+/**
+ * The short hash: 12 hex digits for LoRAs and embeddings.
+ */
+hash: string, };
 
 export type GenerationMeta = { 
 /**
@@ -542,3 +571,47 @@ items: Array<Generation>,
  * Cursor for the following page, if there may be one.
  */
 next: Cursor | null, };
+
+export type LoraEntry = { 
+/**
+ * The name its tag uses (the file stem).
+ */
+name: string, 
+/**
+ * The name it was trained as, when that differs.
+ */
+alias: string | null, 
+/**
+ * Its format, e.g. "kohya LoRA".
+ */
+format: string, 
+/**
+ * The family it fits, when its shapes tell.
+ */
+family: string | null, 
+/**
+ * Its largest rank.
+ */
+rank: number | null, 
+/**
+ * Bytes on disk.
+ */
+size: number, 
+/**
+ * Where it is.
+ */
+path: string, 
+/**
+ * Why Sumi cannot use it, if it cannot.
+ */
+unusable: string | null, };
+
+export type TokenCountView = { 
+/**
+ * Tokens the longest text of the prompt takes.
+ */
+tokens: number, 
+/**
+ * What its chunks hold (75 per chunk).
+ */
+capacity: number, };

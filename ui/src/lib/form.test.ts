@@ -58,6 +58,12 @@ describe("validate", () => {
       batch: "Batch count must be from 1 to 8.",
     });
   });
+  it("checks the advanced settings", () => {
+    const f = { ...initialForm(defaults), prompt: "p", clipSkip: 0, ensd: -1, variationSeed: NaN, variationStrength: 1.5 };
+    expect(Object.keys(validate(f, limits, 8)).sort()).toEqual(["clipSkip", "ensd", "variationSeed", "variationStrength"]);
+    const ok = { ...f, clipSkip: 2, ensd: 31337, variationSeed: 5, variationStrength: 0.3 };
+    expect(validate(ok, limits, 8)).toEqual({});
+  });
   it("checks a locked seed only", () => {
     const f = { ...initialForm(defaults), prompt: "x", seedText: "nope" };
     expect(validate(f, limits, 8)).toEqual({});
@@ -89,6 +95,8 @@ describe("toForm", () => {
       variation_seed: 7,
       variation_strength: 0.25,
       quantize: "truncate" as const,
+      clip_skip: 2,
+      emphasis: "no-norm" as const,
     };
     const f = fromRequest(initialForm(defaults), request);
     expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1 });

@@ -1,7 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
-import type { GenerateForm, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
+import type { Emphasis, GenerateForm, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -23,6 +23,10 @@ export interface FormState {
   variationStrength: number;
   /** How colours become 8-bit values (a re-run of an A1111 image truncates as A1111 did). */
   quantize: Quantize;
+  /** Clip skip (1 = the last layer); null is the default of the emphasis rules. */
+  clipSkip: number | null;
+  /** How prompt weights apply (A1111's "Emphasis mode", or ComfyUI's rules). */
+  emphasis: Emphasis;
 }
 
 /** Model defaults the form starts from. */
@@ -30,6 +34,18 @@ export type Defaults = Pick<ModelView, "steps" | "cfg" | "sampler" | "schedule" 
 
 /** Largest seed the engine takes without losing precision in JavaScript numbers. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
+
+/** Largest clip skip the engine takes (its `MAX_CLIP_SKIP`). */
+export const MAX_CLIP_SKIP = 32;
+
+/** The emphasis modes, with the names A1111's settings use. */
+export const EMPHASIS_MODES: [Emphasis, string][] = [
+  ["original", "Original (A1111)"],
+  ["no-norm", "No norm"],
+  ["ignore", "Ignore"],
+  ["none", "None (brackets are text)"],
+  ["comfy", "ComfyUI"],
+];
 
 /** A fresh form from a model's defaults. */
 export function initialForm(d: Defaults): FormState {
@@ -50,6 +66,8 @@ export function initialForm(d: Defaults): FormState {
     variationSeed: null,
     variationStrength: 0,
     quantize: "round",
+    clipSkip: null,
+    emphasis: "original",
   };
 }
 
@@ -84,6 +102,13 @@ export function validate(f: FormState, limits: Limits, downscale: number): Recor
   }
   if (!Number.isInteger(f.batch) || f.batch < 1 || f.batch > limits.maxBatch)
     errors.batch = `Batch count must be from 1 to ${limits.maxBatch}.`;
+  if (f.clipSkip !== null && (!Number.isInteger(f.clipSkip) || f.clipSkip < 1 || f.clipSkip > MAX_CLIP_SKIP))
+    errors.clipSkip = `Clip skip must be a whole number from 1 to ${MAX_CLIP_SKIP}.`;
+  if (f.variationSeed !== null && !(Number.isSafeInteger(f.variationSeed) && f.variationSeed >= 0))
+    errors.variationSeed = "Variation seed must be a whole number (or empty for none).";
+  if (!Number.isInteger(f.ensd) || f.ensd < 0) errors.ensd = "ENSD must be a whole number, 0 or more.";
+  if (!Number.isFinite(f.variationStrength) || f.variationStrength < 0 || f.variationStrength > 1)
+    errors.variationStrength = "Variation strength must be between 0 and 1.";
   if (f.sampler === "") errors.sampler = "Pick a sampler.";
   if (f.schedule === "") errors.schedule = "Pick a schedule.";
   if (f.seedLocked) {
@@ -114,6 +139,8 @@ export function toForm(f: FormState): GenerateForm {
       variation_seed: f.variationSeed,
       variation_strength: f.variationStrength,
       quantize: f.quantize,
+      clip_skip: f.clipSkip,
+      emphasis: f.emphasis,
     },
     randomSeed: seed === null,
     batch: f.batch,
@@ -145,5 +172,7 @@ export function fromRequest(base: FormState, r: Request): FormState {
     variationSeed: r.variation_seed,
     variationStrength: r.variation_strength,
     quantize: r.quantize,
+    clipSkip: r.clip_skip,
+    emphasis: r.emphasis,
   };
 }

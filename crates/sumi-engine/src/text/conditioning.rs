@@ -225,14 +225,18 @@ impl TextEncoder {
         let mut texts: Vec<String> = Vec::new();
         let mut calls: Vec<Vec<usize>> = Vec::new();
         let (cond, uncond) = if opts.emphasis.is_comfy() {
+            // ComfyUI has no tags, but its images' LoRA loaders are recorded as tags (applied
+            // to the model by the caller, as A1111's are): they are not prompt text.
+            let (stripped, networks) = strip_extra_networks(prompt);
+            info.networks = networks;
             let mut missing = Vec::new();
-            let c = self.comfy_side(prompt, &encoders, opts.steps, &mut missing)?;
+            let c = self.comfy_side(&stripped, &encoders, opts.steps, &mut missing)?;
             let u = guided
                 .then(|| self.comfy_side(negative, &encoders, opts.steps, &mut missing))
                 .transpose()?;
             missing.dedup();
             info.missing_embeddings = missing;
-            texts.extend([prompt.to_string(), negative.to_string()]);
+            texts.extend([stripped, negative.to_string()]);
             calls.extend(u.iter().flat_map(|s| s.calls.clone()));
             calls.extend(c.calls);
             (vec![(1.0, c.schedule)], u.map(|s| s.schedule))
@@ -298,7 +302,11 @@ impl TextEncoder {
         let mut count = |i: usize| enc.vector_count(i);
         if opts.emphasis.is_comfy() {
             let find = |name: &str| opts.embeddings.find_comfy(name);
-            let chunks = comfy_chunks(text, enc.tok, &find, &mut count, &mut Vec::new())?;
+            let text = match positive {
+                true => strip_extra_networks(text).0,
+                false => text.to_string(),
+            };
+            let chunks = comfy_chunks(&text, enc.tok, &find, &mut count, &mut Vec::new())?;
             let eos = enc.tok.eos_id();
             let tokens = chunks
                 .iter()

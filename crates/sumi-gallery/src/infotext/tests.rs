@@ -97,11 +97,10 @@ fn reads_a1111_v1_6_with_legacy_sampler_and_extras() {
             "Denoising strength",
             "Hires upscale",
             "Hires upscaler",
-            "Lora hashes",
             "Version"
         ]
     );
-    assert_eq!(p.extras[3].1, "detail: 62e6ad0d3e7f");
+    assert_eq!(p.lora_hashes, [NamedHash::new("detail", "62e6ad0d3e7f")]);
     assert_eq!(p.clip_skip, Some(2));
     let params = p.to_params().unwrap();
     assert_eq!(params.noise_source, "gpu");
@@ -294,6 +293,33 @@ fn comfy_ids_in_a_text_read_as_a1111_names() {
 }
 
 /// Strings Sumi might write: printable text with newlines, commas, colons and quotes.
+#[test]
+fn lora_and_ti_hashes_are_written_and_read_as_a1111_does() {
+    let mut p = sample();
+    p.prompt = "a fox <lora:ink wash:0.7>, sumired".into();
+    p.lora_hashes = vec![
+        NamedHash::new("ink wash", "62e6ad0d3e7f"),
+        NamedHash::new("b,a:d", "0123456789ab"),
+    ];
+    p.ti_hashes = vec![NamedHash::new("sumired", "abcdef012345")];
+    let text = format(&p);
+    assert!(
+        text.ends_with(
+            "RNG: CPU, Lora hashes: \"ink wash: 62e6ad0d3e7f, bad: 0123456789ab\", \
+             TI hashes: \"sumired: abcdef012345\""
+        ),
+        "{text}"
+    );
+    assert_eq!(parse(&text).to_params().unwrap(), p);
+    // A value that is not a list of `name: hash` is kept as an unknown pair.
+    let odd = parse("p\nSteps: 2, Sampler: Euler, Seed: 1, TI hashes: \"x: not hex\"");
+    assert!(odd.ti_hashes.is_empty());
+    assert_eq!(
+        odd.extras,
+        [("TI hashes".to_string(), "x: not hex".to_string())]
+    );
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9 ,:\"\\\\()\\n\\té-]{0,40}"
         .prop_filter("a line starting with the negative key is ambiguous", |s| {
@@ -320,6 +346,10 @@ fn params() -> impl Strategy<Value = GenerationParams> {
             proptest::option::of((any::<u64>(), 0.01f64..1.0)),
             1u32..12,
         ),
+        (
+            proptest::collection::vec(("[a-zA-Z0-9_-]{1,12}", "[0-9a-f]{12}"), 0..3),
+            proptest::collection::vec(("[a-zA-Z0-9_-]{1,12}", "[0-9a-f]{12}"), 0..3),
+        ),
     )
         .prop_map(
             |(
@@ -327,6 +357,7 @@ fn params() -> impl Strategy<Value = GenerationParams> {
                 (sampler, schedule, width, height),
                 (model_name, model_hash, noise_source),
                 (ensd, variation, clip_skip),
+                (loras, tis),
             )| GenerationParams {
                 prompt,
                 negative_prompt,
@@ -345,6 +376,8 @@ fn params() -> impl Strategy<Value = GenerationParams> {
                 variation_strength: variation.map_or(0.0, |v| v.1),
                 clip_skip,
                 quantize: "truncate".into(),
+                lora_hashes: loras.iter().map(|(n, h)| NamedHash::new(n, h)).collect(),
+                ti_hashes: tis.iter().map(|(n, h)| NamedHash::new(n, h)).collect(),
                 ..Default::default()
             },
         )

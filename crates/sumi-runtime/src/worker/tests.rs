@@ -76,6 +76,8 @@ fn generates_streams_previews_saves_and_reruns_identically() {
         request: request(3),
         comparison: None,
         model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
     });
     // Without a model the job fails with a readable message.
     let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Failed { .. }));
@@ -118,6 +120,8 @@ fn generates_streams_previews_saves_and_reruns_identically() {
         request: request(3),
         comparison: None,
         model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
     });
     let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Finished { .. }));
     let previews: Vec<_> = seen.iter().filter_map(|(_, p)| p.clone()).collect();
@@ -137,6 +141,8 @@ fn generates_streams_previews_saves_and_reruns_identically() {
         request: crate::record::request(&params),
         comparison: None,
         model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
     });
     let seen = wait_for(&rx, |e| matches!(e, WorkerEvent::Finished { .. }));
     let WorkerEvent::Finished { id: id2, .. } = seen.last().unwrap().0 else {
@@ -158,12 +164,16 @@ fn cancel_and_clear() {
         request: request(200),
         comparison: None,
         model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
     });
     for _ in 0..3 {
         worker.enqueue(Job {
             request: request(2),
             comparison: None,
             model: None,
+            lora_hashes: Vec::new(),
+            ti_hashes: Vec::new(),
         });
     }
     assert_eq!(worker.queue().len(), 4);
@@ -239,6 +249,8 @@ fn a_waiting_load_is_reported_with_its_path() {
         request: request(200),
         comparison: None,
         model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
     });
     wait_for(
         &rx,
@@ -259,4 +271,82 @@ fn a_waiting_load_is_reported_with_its_path() {
         .iter()
         .any(|(e, _)| matches!(e, WorkerEvent::ModelProgress { stage, .. } if stage == "VAE")));
     assert!(worker.loading().is_none());
+}
+
+fn job(request: Request) -> Job {
+    Job {
+        request,
+        comparison: None,
+        model: None,
+        lora_hashes: Vec::new(),
+        ti_hashes: Vec::new(),
+    }
+}
+
+fn finished_or_failed(rx: &Events) -> WorkerEvent {
+    let seen = wait_for(rx, |e| {
+        matches!(e, WorkerEvent::Finished { .. } | WorkerEvent::Failed { .. })
+    });
+    seen.last().unwrap().0.clone()
+}
+
+#[test]
+fn prompts_use_the_homes_loras_and_embeddings_and_record_them() {
+    let (d, gallery, worker, rx) = setup();
+    let fixtures = fixture().join("..");
+    for (from, to) in [
+        ("lora/sd15_kohya.safetensors", "loras/ink.safetensors"),
+        (
+            "prompt/embeddings/sumired.safetensors",
+            "embeddings/sumired.safetensors",
+        ),
+    ] {
+        let to = d.path().join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixtures.join(from), to).unwrap();
+    }
+    let count = |text: &str| {
+        worker
+            .token_count(text, true, Default::default(), None, 20)
+            .unwrap()
+            .map(|c| (c.tokens, c.capacity))
+    };
+    assert_eq!(count("a circle"), None, "no model yet");
+    worker.load(fixture());
+    wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
+    assert_eq!(count("a circle"), Some((2, 75)));
+    // The embedding counts its 3 vectors; the tag counts nothing.
+    assert_eq!(count("a sumired circle <lora:ink:0.6>"), Some((5, 75)));
+    let mut r = request(2);
+    r.prompt = "a sumired circle <lora:ink:0.6>".into();
+    worker.enqueue(job(r.clone()));
+    let WorkerEvent::Finished { id, .. } = finished_or_failed(&rx) else {
+        panic!("the job failed")
+    };
+    let p = gallery.lock().unwrap().get(id).unwrap().params;
+    assert_eq!(p.lora_hashes.len(), 1);
+    assert_eq!(p.lora_hashes[0].name, "ink");
+    assert_eq!(p.ti_hashes.len(), 1);
+    assert_eq!(p.ti_hashes[0].name, "sumired");
+
+    // A LoRA that is nowhere fails the job with its name.
+    r.prompt = "a circle <lora:gone:1>".into();
+    worker.enqueue(job(r.clone()));
+    match finished_or_failed(&rx) {
+        WorkerEvent::Failed { message, .. } => {
+            assert!(message.contains("no LoRA called \"gone\""), "{message}")
+        }
+        e => panic!("{e:?}"),
+    }
+    // A re-run of an image whose embedding is missing says which.
+    let mut rerun = job(r);
+    rerun.request.prompt = "a circle".into();
+    rerun.ti_hashes = vec![NamedHash::new("badhands", "0123456789ab")];
+    worker.enqueue(rerun);
+    match finished_or_failed(&rx) {
+        WorkerEvent::Failed { message, .. } => {
+            assert!(message.contains("badhands (0123456789ab)"), "{message}")
+        }
+        e => panic!("{e:?}"),
+    }
 }
