@@ -35,6 +35,14 @@ if (!fs.existsSync(app)) {
 
 const home = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-"));
 fs.mkdirSync(shots, { recursive: true });
+// A LoRA and an embedding in the app's own folders.
+fs.mkdirSync(path.join(home, "loras"));
+fs.copyFileSync(path.join(root, "tests/fixtures/lora/sd15_kohya.safetensors"), path.join(home, "loras/ink.safetensors"));
+fs.mkdirSync(path.join(home, "embeddings"));
+fs.copyFileSync(
+  path.join(root, "tests/fixtures/prompt/embeddings/sumired.safetensors"),
+  path.join(home, "embeddings/sumired.safetensors"),
+);
 
 const freePort = () =>
   new Promise((resolve) => {
@@ -150,6 +158,59 @@ try {
   // 1. The fixture model loads and the Generate view appears.
   const prompt = await one('[data-testid="prompt"]', "the Generate view with the fixture model loaded");
   check(true, "model loaded, Generate view shown");
+
+  // 1b. Prompt helpers: a LoRA inserted from the panel, the token counter, Ctrl+Up weights.
+  await type(prompt, "a red fox");
+  const value = () => js('return document.querySelector("[data-testid=prompt]").value');
+  const counted = async (want) => {
+    const until = Date.now() + 10000;
+    for (;;) {
+      const c = await find('[data-testid="token-count"]');
+      const t = c.length ? await text(c[0]) : "";
+      if ((want === null ? t !== "" : t === want) || Date.now() > until) return t;
+      await sleep(50);
+    }
+  };
+  const before = Number((await counted(null)).split("/")[0]);
+  check(before > 0, `the token counter counts the prompt (${before})`);
+  await click(await one('[data-testid="lora-panel"] summary', "LoRA panel"));
+  const item = await one('[data-testid="lora-item"]', "a LoRA in the panel");
+  check((await text(item)).includes("ink"), "the LoRA panel lists the home's LoRA");
+  await click(item);
+  check((await value()) === "a red fox, <lora:ink:1>", `clicking it inserts its tag (${await value()})`);
+  // The tag is not prompt text: only the comma before it counts.
+  const shownCount = await counted(`${before + 1}/75`);
+  check(shownCount === `${before + 1}/75`, `the token counter leaves the tag out (${shownCount})`);
+  await js('const p = document.querySelector("[data-testid=prompt]"); p.focus(); p.setSelectionRange(3, 3);');
+  const ctrl = (key) =>
+    wd("POST", s("/actions"), {
+      actions: [
+        {
+          type: "key",
+          id: "keyboard",
+          actions: [
+            { type: "keyDown", value: "\uE009" },
+            { type: "keyDown", value: key },
+            { type: "keyUp", value: key },
+            { type: "keyUp", value: "\uE009" },
+          ],
+        },
+      ],
+    });
+  await ctrl("\uE013");
+  await sleep(100);
+  check((await value()) === "a (red:1.1) fox, <lora:ink:1>", `Ctrl+Up weighs the word at the cursor (${await value()})`);
+  await ctrl("\uE015");
+  await sleep(100);
+  check((await value()) === "a red fox, <lora:ink:1>", `Ctrl+Down takes the weight back off (${await value()})`);
+  await js('const p = document.querySelector("[data-testid=prompt]"); p.setSelectionRange(p.value.length, p.value.length);');
+  await type(prompt, " sumired");
+  const withEmbedding = await counted(`${before + 4}/75`);
+  check(withEmbedding === `${before + 4}/75`, `an embedding counts its 3 vectors (${withEmbedding})`);
+  await click(await one('[data-testid="advanced"] summary', "advanced settings"));
+  check((await find('[data-testid="clip-skip"]')).length === 1, "advanced settings show clip skip");
+  await screenshot("0-prompt-tools");
+  await clear(prompt);
 
   // 2. Generate with enough steps to see several previews (at the fixture's own 64x64 size).
   await type(prompt, PROMPT);

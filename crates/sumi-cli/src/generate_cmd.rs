@@ -319,7 +319,11 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
             .map(|r| f(&r.generation.params).to_vec())
             .unwrap_or_default()
     };
-    for note in networks::check_embeddings(&recorded_hashes(|p| &p.ti_hashes), &embeddings)? {
+    for note in networks::check_embeddings(
+        &recorded_hashes(|p| &p.ti_hashes),
+        &embeddings,
+        &[&request.prompt, &request.negative_prompt],
+    )? {
         eprintln!("note: {note}");
     }
     let loras = library.apply(

@@ -202,6 +202,20 @@ fn loras_embeddings_clip_skip_and_emphasis_are_recorded_and_rerun() {
         !o.status.success() && err.contains(&format!("sumired ({ti_hash})")),
         "{err}"
     );
+    // Starting from the image with a prompt that names neither needs neither.
+    let o = sumi(
+        &home,
+        &[
+            "generate",
+            "--from",
+            "1",
+            "-p",
+            "a blue square",
+            "--output",
+            dir.path().join("new.png").to_str().unwrap(),
+        ],
+    );
+    ok(&o);
 }
 
 #[test]

@@ -404,12 +404,20 @@ pub fn prompt_notes(info: &PromptInfo) -> Vec<String> {
     notes
 }
 
-/// Checks that the embeddings an image recorded are here with the same hash: a missing one is an
-/// error (the prompt would read its name as words), another file under its name a note.
-pub fn check_embeddings(recorded: &[NamedHash], embeddings: &Embeddings) -> Result<Vec<String>> {
+/// Checks that the embeddings an image recorded, and that `prompts` still name, are here with the
+/// same hash: a missing one is an error (the prompt would read its name as words), another file
+/// under its name a note.
+pub fn check_embeddings(
+    recorded: &[NamedHash],
+    embeddings: &Embeddings,
+    prompts: &[&str],
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let mut missing = Vec::new();
     for want in recorded {
+        if !prompts.iter().any(|p| p.contains(want.name.as_str())) {
+            continue;
+        }
         let Some(i) = embeddings.find(&want.name) else {
             missing.push(format!("{} ({})", want.name, want.hash));
             continue;

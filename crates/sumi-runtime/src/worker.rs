@@ -569,7 +569,11 @@ fn prepare(
     let home = shared.gallery.lock().unwrap().home().to_path_buf();
     let dirs = NetworkDirs::with_defaults(&home, &[], &[]);
     let embeddings = dirs.embeddings()?;
-    for note in networks::check_embeddings(&spec.ti_hashes, &embeddings)? {
+    for note in networks::check_embeddings(
+        &spec.ti_hashes,
+        &embeddings,
+        &[&spec.request.prompt, &spec.request.negative_prompt],
+    )? {
         tracing::warn!("{note}");
     }
     match library.list().is_empty() {

@@ -154,16 +154,20 @@ fn recorded_embeddings_are_checked_by_name_and_hash() {
     };
     let emb = dirs.embeddings().unwrap();
     let red = emb.short_hash(emb.find("sumired").unwrap()).unwrap();
-    assert!(check_embeddings(&[NamedHash::new("sumired", &red)], &emb)
-        .unwrap()
-        .is_empty());
-    let notes = check_embeddings(&[NamedHash::new("sumired", "000000000000")], &emb).unwrap();
+    let prompts = ["a sumired cat", "badhands"];
+    let red = [NamedHash::new("sumired", &red)];
+    assert!(check_embeddings(&red, &emb, &prompts).unwrap().is_empty());
+    let other = [NamedHash::new("sumired", "000000000000")];
+    let notes = check_embeddings(&other, &emb, &prompts).unwrap();
     assert!(
         notes[0].contains("the image used 000000000000"),
         "{notes:?}"
     );
-    let e = check_embeddings(&[NamedHash::new("badhands", "abcabcabcabc")], &emb)
+    let bad = [NamedHash::new("badhands", "abcabcabcabc")];
+    let e = check_embeddings(&bad, &emb, &prompts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("badhands (abcabcabcabc)"), "{e}");
+    // A prompt that no longer names it does not need it.
+    assert!(check_embeddings(&bad, &emb, &["a cat"]).unwrap().is_empty());
 }

@@ -341,6 +341,7 @@ fn prompts_use_the_homes_loras_and_embeddings_and_record_them() {
     // A re-run of an image whose embedding is missing says which.
     let mut rerun = job(r);
     rerun.request.prompt = "a circle".into();
+    rerun.request.negative_prompt = "badhands".into();
     rerun.ti_hashes = vec![NamedHash::new("badhands", "0123456789ab")];
     worker.enqueue(rerun);
     match finished_or_failed(&rx) {
