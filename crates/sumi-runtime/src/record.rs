@@ -106,6 +106,8 @@ pub fn request(p: &GenerationParams) -> Request {
         // 1 is the default of A1111's rules, which record it; ComfyUI's records every value.
         clip_skip: Some(p.clip_skip).filter(|&n| n != 1 || emphasis.is_comfy()),
         emphasis,
+        img2img: None,
+        hires: None,
     }
 }
 
