@@ -13,6 +13,7 @@ pub mod load;
 pub mod record;
 pub mod rerun;
 pub mod seed;
+pub mod sources;
 pub mod worker;
 
 pub use error::{Result, RuntimeError};

@@ -224,11 +224,13 @@ pub struct Job {
     /// The model to run it on, loaded first when another one is loaded (a re-run on the model
     /// that made an image); `None` runs on the loaded model.
     pub model: Option<PathBuf>,
+    /// The gallery image an img2img request's init picture is, for the record's lineage.
+    pub made_from: Option<i64>,
 }
 
 enum Task {
     Load(PathBuf),
-    Generate(u64, Job),
+    Generate(u64, Box<Job>),
 }
 
 #[derive(Default)]
@@ -305,7 +307,7 @@ impl Worker {
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.shared.state.lock().unwrap();
-            st.pending.push_back(Task::Generate(id, job));
+            st.pending.push_back(Task::Generate(id, Box::new(job)));
             self.shared.wake.notify_all();
         }
         self.publish_queue();
@@ -531,37 +533,60 @@ fn generate(shared: &Shared, model: &Model, job: u64, spec: &Job) -> WorkerEvent
             message: e.to_string(),
         };
     }
-    let started = Instant::now();
-    let sink = &shared.sink;
-    let result = sumi_engine::generate(model, req, &shared.cancel, &mut |event| match event {
-        Event::Started { total, seed } => sink.event(WorkerEvent::Started { job, seed, total }),
-        Event::Step {
-            index,
-            total,
-            elapsed,
-            preview,
-            ..
-        } => {
-            let secs = elapsed.as_secs_f64().max(1e-6);
-            let it_per_sec = (index + 1) as f64 / secs;
-            let eta_secs = (total - index - 1) as f64 / it_per_sec;
-            sink.event(WorkerEvent::Step {
+    // The pictures an img2img request names are in the gallery's sources/ folder.
+    let sources = match crate::sources::from_gallery(&shared.gallery.lock().unwrap(), req) {
+        Ok(s) => s,
+        Err(e) => {
+            return WorkerEvent::Failed {
                 job,
-                index,
-                total,
-                it_per_sec,
-                eta_secs,
-            });
-            if let Some(p) = preview {
-                sink.preview(job, index, png_bytes(&p));
+                message: e.to_string(),
             }
         }
-        _ => {}
-    });
-    match result {
+    };
+    let inputs = sources.inputs();
+    let started = Instant::now();
+    let sink = &shared.sink;
+    let result =
+        sumi_engine::generate_with(
+            model,
+            req,
+            &inputs,
+            &shared.cancel,
+            &mut |event| match event {
+                Event::Started { total, seed } => {
+                    sink.event(WorkerEvent::Started { job, seed, total })
+                }
+                Event::Step {
+                    index,
+                    total,
+                    elapsed,
+                    preview,
+                    ..
+                } => {
+                    let secs = elapsed.as_secs_f64().max(1e-6);
+                    let it_per_sec = (index + 1) as f64 / secs;
+                    let eta_secs = (total - index - 1) as f64 / it_per_sec;
+                    sink.event(WorkerEvent::Step {
+                        job,
+                        index,
+                        total,
+                        it_per_sec,
+                        eta_secs,
+                    });
+                    if let Some(p) = preview {
+                        sink.preview(job, index, png_bytes(&p));
+                    }
+                }
+                _ => {}
+            },
+        );
+    match result.map(|g| g.image) {
         Ok(image) => {
             let elapsed = started.elapsed();
-            let params = record::params(req, model);
+            let mut params = record::params(req, model);
+            if let Some(i) = params.img2img.as_mut() {
+                i.made_from = spec.made_from;
+            }
             let meta = record::meta(model, elapsed, spec.comparison);
             let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
             match saved {
