@@ -98,11 +98,21 @@ pub struct GenerateArgs {
     /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// Image-to-image and hires fix.
+    #[command(flatten)]
+    img2img: crate::img2img_args::Img2ImgArgs,
 }
 
 impl GenerateArgs {
     /// `sumi gallery rerun`: generation `id` again, as it was, with these choices of how to run it.
-    pub fn rerun(id: i64, model: Option<String>, device: String, dtype: String) -> Self {
+    pub fn rerun(
+        id: i64,
+        model: Option<String>,
+        device: String,
+        dtype: String,
+        init_image: Option<String>,
+        mask: Option<PathBuf>,
+    ) -> Self {
         Self {
             from: Some(id),
             model,
@@ -129,6 +139,11 @@ impl GenerateArgs {
             no_save: false,
             device,
             dtype,
+            img2img: crate::img2img_args::Img2ImgArgs {
+                init_image,
+                mask,
+                ..Default::default()
+            },
         }
     }
 }
@@ -151,7 +166,7 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     if let Some(name) = &args.schedule {
         schedule(name)?;
     }
-    Ok(())
+    args.img2img.check()
 }
 
 /// Runs `sumi generate`.
@@ -258,6 +273,14 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(v) = args.variation_strength {
         request.variation_strength = v;
     }
+    let sized = args.width.is_some() || args.height.is_some();
+    let sources = crate::img2img_args::apply(
+        &args.img2img,
+        &mut request,
+        home,
+        model.info.downscale,
+        sized,
+    )?;
     request.validate(model.info.downscale)?;
 
     let bar = ProgressBar::new(request.steps as u64);
@@ -271,26 +294,35 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let cancel = AtomicBool::new(false);
     let mut preview_error = None;
     let started = Instant::now();
-    let image = sumi_engine::generate(&model, &request, &cancel, &mut |event| match event {
-        Event::Started { total, .. } => bar.set_length(total as u64),
-        Event::Step { index, preview, .. } => {
-            bar.set_position(index as u64 + 1);
-            if let (Some(dir), Some(p)) = (&args.previews, preview) {
-                let scale = model.info.downscale;
-                let big = image::imageops::resize(
-                    &p,
-                    p.width() * scale,
-                    p.height() * scale,
-                    image::imageops::FilterType::Nearest,
-                );
-                if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
-                    preview_error.get_or_insert(e);
+    let inputs = sources.inputs();
+    let generated =
+        sumi_engine::generate_with(
+            &model,
+            &request,
+            &inputs,
+            &cancel,
+            &mut |event| match event {
+                Event::Started { total, .. } => bar.set_length(total as u64),
+                Event::Step { index, preview, .. } => {
+                    bar.set_position(index as u64 + 1);
+                    if let (Some(dir), Some(p)) = (&args.previews, preview) {
+                        let scale = model.info.downscale;
+                        let big = image::imageops::resize(
+                            &p,
+                            p.width() * scale,
+                            p.height() * scale,
+                            image::imageops::FilterType::Nearest,
+                        );
+                        if let Err(e) = big.save(dir.join(format!("step-{:03}.png", index + 1))) {
+                            preview_error.get_or_insert(e);
+                        }
+                    }
                 }
-            }
-        }
-        Event::Finished { .. } => bar.finish_and_clear(),
-        Event::Cancelled | Event::Failed { .. } => bar.abandon(),
-    })?;
+                Event::Finished { .. } => bar.finish_and_clear(),
+                Event::Cancelled | Event::Failed { .. } => bar.abandon(),
+            },
+        )?;
+    let image = generated.image;
     let elapsed = started.elapsed();
     if let Some(e) = preview_error {
         eprintln!("warning: could not write previews: {e}");
@@ -300,8 +332,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
-    let gallery =
-        (!args.no_save).then(|| crate::save::to_gallery(home, &image, &request, &model, elapsed));
+    let gallery = (!args.no_save)
+        .then(|| crate::save::to_gallery(home, &image, &request, &model, elapsed, &sources));
     if let Some(Ok((id, file))) = &gallery {
         eprintln!("saved to gallery as #{id} ({})", file.display());
     }
