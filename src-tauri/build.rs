@@ -22,6 +22,8 @@ const COMMANDS: &[&str] = &[
     "comparison_group",
     "export_grid",
     "show_in_folder",
+    "add_source",
+    "source_from_gallery",
 ];
 
 fn main() {

@@ -6,11 +6,15 @@ use ts_rs::TS;
 
 /// Every type the page sends or receives, in a readable order.
 fn declarations() -> Vec<String> {
+    use sumi_engine::imaging::{Extend, MaskedContent, ResizeMode};
     use sumi_engine::noise::NoiseSource;
+    use sumi_engine::pipeline::{Hires, Img2Img};
     use sumi_engine::preview::Quantize;
+    use sumi_engine::text::Emphasis;
     use sumi_engine::Request;
     use sumi_gallery::{
-        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, Page,
+        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, HiresParams, Page,
+        SourceParams,
     };
     use sumi_runtime::compare::Variant;
     use sumi_runtime::form::GenerateForm;
@@ -18,9 +22,17 @@ fn declarations() -> Vec<String> {
     use sumi_runtime::worker::{LoadingView, ModelView, QueueItem, WorkerEvent};
 
     use crate::commands::{Comparison, ModelEntry, ModelsView, Queued};
+    use crate::sources::SourceInfo;
     vec![
         Request::decl(),
+        Img2Img::decl(),
+        Hires::decl(),
+        Extend::decl(),
+        ResizeMode::decl(),
+        MaskedContent::decl(),
+        SourceInfo::decl(),
         NoiseSource::decl(),
+        Emphasis::decl(),
         Quantize::decl(),
         GenerateForm::decl(),
         Variant::decl(),
@@ -37,6 +49,8 @@ fn declarations() -> Vec<String> {
         ModelsView::decl(),
         Generation::decl(),
         GenerationParams::decl(),
+        SourceParams::decl(),
+        HiresParams::decl(),
         GenerationMeta::decl(),
         ComparisonSlot::decl(),
         Cursor::decl(),

@@ -5,6 +5,7 @@ mod bindings;
 pub mod commands;
 pub mod protocol;
 pub mod settings;
+pub mod sources;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -202,6 +203,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::comparison_group,
             commands::export_grid,
             commands::show_in_folder,
+            sources::add_source,
+            sources::source_from_gallery,
         ])
         .run(tauri::generate_context!())
         .context("the app stopped with an error")

@@ -12,6 +12,7 @@ import type {
   Page,
   Queued,
   Request,
+  SourceInfo,
   Tables,
   Variant,
   WorkerEvent,
@@ -76,4 +77,6 @@ export const api = {
   group: (group: number) => invoke<Generation[]>("comparison_group", { group }),
   exportGrid: (group: number) => invoke<string>("export_grid", { group }),
   showInFolder: (id: number | null) => invoke<void>("show_in_folder", { id }),
+  addSource: (data: Uint8Array) => invoke<SourceInfo>("add_source", { data: Array.from(data) }),
+  sourceFromGallery: (id: number) => invoke<SourceInfo>("source_from_gallery", { id }),
 };

@@ -89,9 +89,13 @@ describe("toForm", () => {
       variation_seed: 7,
       variation_strength: 0.25,
       quantize: "truncate" as const,
+      clip_skip: 2,
+      emphasis: "no-norm" as const,
+      img2img: null,
+      hires: null,
     };
     const f = fromRequest(initialForm(defaults), request);
-    expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1 });
+    expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1, madeFrom: null });
   });
 });
 

@@ -1,7 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
-import type { GenerateForm, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
+import type { Emphasis, GenerateForm, Hires, Img2Img, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -23,6 +23,9 @@ export interface FormState {
   variationStrength: number;
   /** How colours become 8-bit values (a re-run of an A1111 image truncates as A1111 did). */
   quantize: Quantize;
+  /** Clip skip and emphasis: kept as a gallery image had them. */
+  clipSkip: number | null;
+  emphasis: Emphasis;
 }
 
 /** Model defaults the form starts from. */
@@ -50,6 +53,8 @@ export function initialForm(d: Defaults): FormState {
     variationSeed: null,
     variationStrength: 0,
     quantize: "round",
+    clipSkip: null,
+    emphasis: "original",
   };
 }
 
@@ -93,8 +98,17 @@ export function validate(f: FormState, limits: Limits, downscale: number): Recor
   return errors;
 }
 
+/** The image-to-image and hires parts of a request (none by default). */
+export interface Extras {
+  img2img: Img2Img | null;
+  hires: Hires | null;
+  madeFrom: number | null;
+}
+
+const NO_EXTRAS: Extras = { img2img: null, hires: null, madeFrom: null };
+
 /** What `generate` and `compare` take: a random seed unless the seed is locked. */
-export function toForm(f: FormState): GenerateForm {
+export function toForm(f: FormState, extras: Extras = NO_EXTRAS): GenerateForm {
   const parsed = parseSeed(f.seedText);
   const seed = f.seedLocked && "seed" in parsed ? parsed.seed : null;
   return {
@@ -114,9 +128,14 @@ export function toForm(f: FormState): GenerateForm {
       variation_seed: f.variationSeed,
       variation_strength: f.variationStrength,
       quantize: f.quantize,
+      clip_skip: f.clipSkip,
+      emphasis: f.emphasis,
+      img2img: extras.img2img,
+      hires: extras.hires,
     },
     randomSeed: seed === null,
     batch: f.batch,
+    madeFrom: extras.madeFrom,
   };
 }
 
@@ -145,5 +164,7 @@ export function fromRequest(base: FormState, r: Request): FormState {
     variationSeed: r.variation_seed,
     variationStrength: r.variation_strength,
     quantize: r.quantize,
+    clipSkip: r.clip_skip,
+    emphasis: r.emphasis,
   };
 }
