@@ -14,7 +14,11 @@ mod support;
 use support::{fixtures, max_abs};
 
 fn load() -> Model {
-    Model::load(&fixtures().join("sd15"), &Device::Cpu, DType::F32).expect("fixture model loads")
+    load_named("sd15")
+}
+
+fn load_named(name: &str) -> Model {
+    Model::load(&fixtures().join(name), &Device::Cpu, DType::F32).expect("fixture model loads")
 }
 
 fn refs() -> (HashMap<String, Tensor>, serde_json::Value) {
@@ -68,7 +72,10 @@ fn check(model: &Model, t: &HashMap<String, Tensor>, name: &str, latent: &Tensor
 
 #[test]
 fn img2img_inpainting_and_hires_match_reference() {
-    let model = load();
+    let models: HashMap<&str, Model> = [("sd15", load()), ("sd15inp", load_named("sd15inp"))]
+        .into_iter()
+        .collect();
+    assert_eq!(models["sd15inp"].network.in_channels(), 9);
     let (t, j) = refs();
     let init = bytes("init.png");
     let mask = bytes("mask.png");
@@ -80,6 +87,7 @@ fn img2img_inpainting_and_hires_match_reference() {
     };
     for case in j["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
+        let model = &models[case["model"].as_str().unwrap()];
         let mut request = base(
             &j,
             case["sampler"].as_str().unwrap(),
@@ -95,6 +103,7 @@ fn img2img_inpainting_and_hires_match_reference() {
                     ..Default::default()
                 });
             }
+            "txt2img" => {}
             "hires" => {
                 request.hires = Some(Hires {
                     scale: case["hires_scale"].as_f64().unwrap(),
@@ -107,13 +116,13 @@ fn img2img_inpainting_and_hires_match_reference() {
             other => panic!("case kind {other}"),
         }
         let mut steps = Vec::new();
-        let (latent, _) = sample_latent_with(&model, &request, &inputs, &cancel, &mut |e| {
+        let (latent, _) = sample_latent_with(model, &request, &inputs, &cancel, &mut |e| {
             if let Event::Step { index, total, .. } = e {
                 steps.push((index, total));
             }
         })
         .unwrap();
-        check(&model, &t, name, &latent);
+        check(model, &t, name, &latent);
         let runs = case["sigmas"].as_array().unwrap().len() - 1;
         let expected = match case["kind"].as_str().unwrap() {
             "hires" => request.steps as usize + runs,
