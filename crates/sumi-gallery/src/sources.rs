@@ -41,10 +41,13 @@ pub fn store(dir: &Path, bytes: &[u8]) -> Result<String> {
     let name = source_name(bytes);
     let target = dir.join(&name);
     if target.exists() {
-        return match read(dir, &name) {
-            Ok(_) => Ok(name),
-            Err(e) => Err(e),
-        };
+        read(dir, &name)?;
+        // Fresh again: a source a queued request names is not pruned (see `prune`).
+        let _ = fs::File::options()
+            .write(true)
+            .open(&target)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        return Ok(name);
     }
     let tmp = dir.join(format!(
         "{}{}-{:016x}",
@@ -89,6 +92,20 @@ pub fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
         )));
     }
     Ok(bytes)
+}
+
+/// Removes source `name` when `in_use` is false and it was last stored at least
+/// [`crate::STALE_AFTER`] ago (a picture just kept for a request still in the queue stays).
+/// Returns whether it was removed.
+pub fn prune(dir: &Path, name: &str, in_use: bool) -> Result<bool> {
+    let path = source_path(dir, name)?;
+    let stale = fs::metadata(&path).is_ok_and(|m| crate::files::is_stale(&m));
+    if in_use || !stale {
+        return Ok(false);
+    }
+    crate::files::remove_if_present(&path)?;
+    crate::files::sync_dir(dir)?;
+    Ok(true)
 }
 
 #[cfg(test)]
