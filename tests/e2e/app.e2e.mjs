@@ -433,6 +433,14 @@ try {
     let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
     return n;`);
   check(painted > 0, `a mask was painted over the init image (${painted} pixels)`);
+  const paintedNow = () =>
+    js(`const c = document.querySelector('[data-testid=mask-canvas]');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;`);
+  await click(await one('[data-testid="undo-mask"]', "undo"));
+  check((await paintedNow()) === 0, "undo takes the stroke away");
+  await click(await one('[data-testid="redo-mask"]', "redo"));
+  check((await paintedNow()) === painted, "redo puts it back");
   await setField('[data-testid="prompt"]', "a green apple");
   await setField('[data-testid="steps"]', 4);
   await screenshot("9-inpaint-form");

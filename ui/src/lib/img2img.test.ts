@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
+  History,
+  outpaintedSize,
   canvasPoint,
   initialHires,
   initialImg2Img,
@@ -54,5 +56,31 @@ describe("mask painting", () => {
     paintToMask(px);
     expect(Array.from(px)).toEqual([255, 255, 255, 255, 55, 55, 55, 255]);
     expect(maskIsEmpty(new Uint8ClampedArray(8))).toBe(true);
+  });
+});
+
+describe("outpainting and undo", () => {
+  it("outpainting sends margins, no mask, and fills the new area", () => {
+    const s = { ...initialImg2Img(), source, outpaint: [0, 32, 8, 0] as [number, number, number, number] };
+    const r = toImg2Img(s, "c".repeat(64));
+    expect(r?.outpaint).toEqual({ left: 0, right: 32, top: 8, bottom: 0 });
+    expect(r?.mask).toBeNull();
+    expect(r?.masked_content).toBe("fill");
+    expect(outpaintedSize(s, 64, 64)).toEqual({ width: 96, height: 72 });
+    expect(validateImg2Img({ ...s, outpaint: [-1, 0, 0, 0] }, initialHires()).outpaint).toBeDefined();
+  });
+
+  it("history undoes and redoes, and a new change drops the redo", () => {
+    const h = new History<number>(2);
+    expect(h.undo(0)).toBeNull();
+    h.push(1);
+    h.push(2);
+    h.push(3); // the oldest (1) falls off
+    expect(h.undo(4)).toBe(3);
+    expect(h.undo(3)).toBe(2);
+    expect(h.undo(2)).toBeNull();
+    expect(h.redo(2)).toBe(3);
+    h.push(9);
+    expect(h.canRedo).toBe(false);
   });
 });

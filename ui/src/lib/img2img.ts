@@ -16,6 +16,8 @@ export interface Img2ImgState {
   maskedContent: MaskedContent;
   onlyMasked: boolean;
   maskedPadding: number;
+  /** Outpainting: pixels added left, right, top, bottom (all 0: none). */
+  outpaint: [number, number, number, number];
 }
 
 /** The hires fix options. */
@@ -50,7 +52,13 @@ export function initialImg2Img(): Img2ImgState {
     maskedContent: "original",
     onlyMasked: false,
     maskedPadding: 32,
+    outpaint: [0, 0, 0, 0],
   };
+}
+
+/** Whether the settings extend the canvas. */
+export function outpainting(s: Img2ImgState): boolean {
+  return s.outpaint.some((v) => v > 0);
 }
 
 export function initialHires(): HiresState {
@@ -71,7 +79,11 @@ export function toImg2Img(s: Img2ImgState, mask: string | null): Img2Img | null 
     masked_content: s.maskedContent,
     only_masked: s.onlyMasked,
     masked_padding: s.maskedPadding,
-    outpaint: null,
+    outpaint: outpainting(s)
+      ? { left: s.outpaint[0], right: s.outpaint[1], top: s.outpaint[2], bottom: s.outpaint[3] }
+      : null,
+    // Outpainting fills the new area from the picture's edge (A1111's "fill") and repaints it.
+    ...(outpainting(s) ? { mask: null, masked_content: s.maskedContent === "original" ? "fill" : s.maskedContent } : {}),
   };
 }
 
@@ -97,6 +109,8 @@ export function validateImg2Img(s: Img2ImgState, h: HiresState): Record<string, 
   const errors: Record<string, string> = {};
   const unit = (v: number) => Number.isFinite(v) && v >= 0 && v <= 1;
   if (s.source && !unit(s.strength)) errors.strength = "Denoising strength must be from 0 to 1.";
+  if (s.source && s.outpaint.some((v) => !Number.isInteger(v) || v < 0 || v > 2048))
+    errors.outpaint = "Outpaint margins must be whole numbers from 0 to 2048.";
   if (s.source && (!Number.isInteger(s.maskBlur) || s.maskBlur < 0 || s.maskBlur > 64))
     errors.maskBlur = "Mask blur must be a whole number from 0 to 64.";
   if (h.enabled) {
@@ -106,6 +120,46 @@ export function validateImg2Img(s: Img2ImgState, h: HiresState): Record<string, 
     if (!Number.isInteger(h.steps) || h.steps < 0) errors.hiresSteps = "Hires steps must be a whole number (0: same as steps).";
   }
   return errors;
+}
+
+/** The canvas size after outpainting a `w x h` picture. */
+export function outpaintedSize(s: Img2ImgState, w: number, h: number): { width: number; height: number } {
+  const [l, r, t, b] = s.outpaint;
+  return { width: w + l + r, height: h + t + b };
+}
+
+/** A bounded undo history of snapshots: `push` before a change, `undo`/`redo` move along it. */
+export class History<T> {
+  private past: T[] = [];
+  private future: T[] = [];
+  constructor(private readonly limit = 30) {}
+  push(state: T): void {
+    this.past.push(state);
+    if (this.past.length > this.limit) this.past.shift();
+    this.future = [];
+  }
+  undo(current: T): T | null {
+    const prev = this.past.pop();
+    if (prev === undefined) return null;
+    this.future.push(current);
+    return prev;
+  }
+  redo(current: T): T | null {
+    const next = this.future.pop();
+    if (next === undefined) return null;
+    this.past.push(current);
+    return next;
+  }
+  clear(): void {
+    this.past = [];
+    this.future = [];
+  }
+  get canUndo(): boolean {
+    return this.past.length > 0;
+  }
+  get canRedo(): boolean {
+    return this.future.length > 0;
+  }
 }
 
 /** The picture's size snapped down to the model's multiple, within the largest size. */
