@@ -39,11 +39,10 @@ pub(super) fn is_inpainting_model(model: &Model) -> bool {
 /// The extra input of a 9-channel model for a run without a mask (text-to-image, hires fix):
 /// a mask of ones and an all-grey picture, as A1111 gives it.
 pub(super) fn unmasked_conditioning(model: &Model, width: u32, height: u32) -> Result<Tensor> {
-    let full = GrayImage::from_pixel(width, height, image::Luma([255]));
     inpaint_conditioning(
         &model.vae,
         &RgbImage::new(width, height),
-        Some(&full),
+        None,
         &model.device,
         model.dtype,
     )
