@@ -24,6 +24,8 @@ const COMMANDS: &[&str] = &[
     "show_in_folder",
     "loras",
     "token_count",
+    "add_source",
+    "source_from_gallery",
 ];
 
 fn main() {

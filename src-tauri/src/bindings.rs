@@ -6,12 +6,15 @@ use ts_rs::TS;
 
 /// Every type the page sends or receives, in a readable order.
 fn declarations() -> Vec<String> {
+    use sumi_engine::imaging::{Extend, MaskedContent, ResizeMode};
     use sumi_engine::noise::NoiseSource;
+    use sumi_engine::pipeline::{Hires, Img2Img};
     use sumi_engine::preview::Quantize;
     use sumi_engine::text::Emphasis;
     use sumi_engine::Request;
     use sumi_gallery::{
-        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, NamedHash, Page,
+        ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, HiresParams,
+        NamedHash, Page, SourceParams,
     };
     use sumi_runtime::compare::Variant;
     use sumi_runtime::form::GenerateForm;
@@ -20,11 +23,18 @@ fn declarations() -> Vec<String> {
 
     use crate::commands::{Comparison, ModelEntry, ModelsView, Queued};
     use crate::prompting::{LoraEntry, TokenCountView};
+    use crate::sources::SourceInfo;
     vec![
         Request::decl(),
+        Img2Img::decl(),
+        Hires::decl(),
+        Extend::decl(),
+        ResizeMode::decl(),
+        MaskedContent::decl(),
+        SourceInfo::decl(),
         NoiseSource::decl(),
-        Quantize::decl(),
         Emphasis::decl(),
+        Quantize::decl(),
         GenerateForm::decl(),
         Variant::decl(),
         Queued::decl(),
@@ -41,6 +51,8 @@ fn declarations() -> Vec<String> {
         Generation::decl(),
         GenerationParams::decl(),
         NamedHash::decl(),
+        SourceParams::decl(),
+        HiresParams::decl(),
         GenerationMeta::decl(),
         ComparisonSlot::decl(),
         Cursor::decl(),

@@ -42,7 +42,7 @@ impl Serialize for CommandError {
     }
 }
 
-type Res<T> = Result<T, CommandError>;
+pub type Res<T> = Result<T, CommandError>;
 
 /// The two channels the page listens on: JSON events and raw preview bytes.
 #[tauri::command]
@@ -224,6 +224,7 @@ pub fn generate(state: State<'_, AppState>, form: GenerateForm) -> Res<Vec<Queue
         .map(|r| {
             let seed = r.seed;
             let job = state.worker.enqueue(Job {
+                made_from: form.made_from,
                 request: r,
                 comparison: None,
                 model: None,
@@ -266,6 +267,7 @@ pub fn compare(
         .enumerate()
         .map(|(i, r)| {
             let job = state.worker.enqueue(Job {
+                made_from: None,
                 request: r,
                 comparison: Some(ComparisonSlot {
                     group,
@@ -482,6 +484,7 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
     let r = sumi_runtime::record::request(&g.params);
     let seed = r.seed;
     let job = state.worker.enqueue(Job {
+        made_from: g.params.img2img.as_ref().and_then(|i| i.made_from),
         request: r,
         comparison: None,
         model,

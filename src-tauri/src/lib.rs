@@ -6,6 +6,7 @@ pub mod commands;
 pub mod prompting;
 pub mod protocol;
 pub mod settings;
+pub mod sources;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -205,6 +206,8 @@ pub fn run() -> anyhow::Result<()> {
             commands::show_in_folder,
             prompting::loras,
             prompting::token_count,
+            sources::add_source,
+            sources::source_from_gallery,
         ])
         .run(tauri::generate_context!())
         .context("the app stopped with an error")

@@ -464,6 +464,71 @@ try {
   await one('[data-testid="prompt"]', "the Generate view after adding the model", 60000);
   check(true, "no-model screen, then adding the fixture folder loads it");
   fs.rmSync(broken, { recursive: true, force: true });
+
+  // 10. Image to image: a gallery image sent to the Generate view as init image, a mask painted
+  // over it (pointer events, as mouse, pen and touch send them), generated; the gallery shows
+  // what the new image was made from. Then hires fix from the Generate form.
+  async function runToEnd(what) {
+    await click(await one('[data-testid="generate"]', "generate button"));
+    await sleep(200);
+    const end = await one('[data-testid="done"], [data-testid="failed"]', what, 120000);
+    const t = await text(end);
+    if (!t.startsWith("Done")) throw new Error(`${what} failed: ${t}`);
+    return Number(t.match(/#(\d+)/)[1]);
+  }
+  await setField('[data-testid="prompt"]', "a red circle");
+  await setField('[data-testid="steps"]', 3);
+  const made = await runToEnd("the picture to start from");
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await click((await waitFor('[data-testid="thumb"]', "thumbs"))[0]);
+  const sourceId = Number((await text(await one('[data-testid="detail"] h2', "detail title"))).replace(/\D/g, ""));
+  check(sourceId === made, `the newest gallery image is the one just made (#${made})`);
+  await click(await one('[data-testid="use-as-init"]', "use as init image button"));
+  await one('[data-testid="init-image"]', "the init image in the Generate view");
+  const painted = await js(`
+    const c = document.querySelector('[data-testid=mask-canvas]');
+    const r = c.getBoundingClientRect();
+    const ev = (t, x, y) => c.dispatchEvent(new PointerEvent(t, { clientX: r.left + x * r.width, clientY: r.top + y * r.height, pointerId: 7, pointerType: 'pen', bubbles: true }));
+    ev('pointerdown', 0.3, 0.3); ev('pointermove', 0.5, 0.4); ev('pointermove', 0.7, 0.6); ev('pointerup', 0.7, 0.6);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+    return n;`);
+  check(painted > 0, `a mask was painted over the init image (${painted} pixels)`);
+  const paintedNow = () =>
+    js(`const c = document.querySelector('[data-testid=mask-canvas]');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;`);
+  await click(await one('[data-testid="undo-mask"]', "undo"));
+  check((await paintedNow()) === 0, "undo takes the stroke away");
+  await click(await one('[data-testid="redo-mask"]', "redo"));
+  check((await paintedNow()) === painted, "redo puts it back");
+  await setField('[data-testid="prompt"]', "a green apple");
+  await setField('[data-testid="steps"]', 4);
+  await screenshot("9-inpaint-form");
+  const inpainted = await runToEnd("the inpainting run");
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await click((await waitFor('[data-testid="thumb"]', "thumbs"))[0]);
+  check((await text(await one('[data-testid="detail"] h2', "detail title"))) === `Image #${inpainted}`, "the inpainted image is the newest");
+  const lineage = await text(await one('[data-testid="lineage"]', "the lineage line"));
+  check(lineage.startsWith(`Inpainted from #${sourceId}`), `the gallery says what it was made from (${lineage})`);
+  await click(await one('[data-testid="made-from"]', "the source link"));
+  await sleep(200);
+  check((await text(await one('[data-testid="detail"] h2', "detail title"))) === `Image #${sourceId}`, "the link opens the source image");
+  await screenshot("10-lineage");
+
+  await click(await one('[data-testid="nav-generate"]', "generate tab"));
+  await click(await one('[data-testid="remove-init"]', "remove init image"));
+  await js("document.querySelector('[data-testid=hires]').open = true; return true;");
+  await click(await one('[data-testid="hires-enabled"]', "hires fix checkbox"));
+  await setField('[data-testid="hires-scale"]', 2);
+  const width = Number(await js("return document.querySelector('[data-testid=width]').value"));
+  await runToEnd("the hires fix run");
+  let hiresWidth = 0;
+  for (const until = Date.now() + 10000; hiresWidth === 0 && Date.now() < until; await sleep(50)) {
+    hiresWidth = await js("const i = document.querySelector('[data-testid=result]'); return i && i.complete ? i.naturalWidth : 0;");
+  }
+  check(hiresWidth === 2 * width, `hires fix from the Generate form doubles the width (${width} -> ${hiresWidth})`);
+  await screenshot("11-hires");
 } catch (e) {
   failed = true;
   console.error(`FAIL e2e: ${e.message}`);

@@ -154,6 +154,7 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     }
     let inputs = sumi_engine::pipeline::GenerateInputs {
         embeddings: &embeddings,
+        ..Default::default()
     };
     let params: Vec<GenerationParams> = requests.iter().map(|r| params(r, &model)).collect();
     let refs: Vec<&GenerationParams> = params.iter().collect();

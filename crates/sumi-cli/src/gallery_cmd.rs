@@ -54,6 +54,12 @@ pub enum GalleryCommand {
         /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
         #[arg(long, default_value = "auto")]
         dtype: String,
+        /// The init picture of an img2img image whose source Sumi does not have (imported).
+        #[arg(long, value_name = "FILE")]
+        init_image: Option<String>,
+        /// The mask of such an inpainted image.
+        #[arg(long, value_name = "FILE")]
+        mask: Option<PathBuf>,
     },
     /// Delete generations: their rows, images and thumbnails.
     Delete {
@@ -172,10 +178,14 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
             model,
             device,
             dtype,
+            init_image,
+            mask,
             ..
         } => {
             drop(gallery);
-            let args = crate::generate_cmd::GenerateArgs::rerun(id, model, device, dtype);
+            let args = crate::generate_cmd::GenerateArgs::rerun(
+                id, model, device, dtype, init_image, mask,
+            );
             crate::generate_cmd::run(args, home)
         }
         GalleryCommand::Delete { ids } => {
@@ -396,9 +406,48 @@ fn show(gallery: &Gallery, id: i64, json: bool) -> Result<()> {
     if let Some(c) = m.comparison {
         writeln!(text, "comparison group {} position {}", c.group, c.position)?;
     }
+    if let Some(i) = &g.params.img2img {
+        writeln!(text, "{}", made_from(gallery, i))?;
+    }
     writeln!(text, "image {}", gallery.image_path(&g).display())?;
     write!(text, "thumbnail {}", gallery.thumb_path(&g).display())?;
     emit(&text)
+}
+
+/// What an img2img image was made from, in words.
+fn made_from(gallery: &Gallery, i: &sumi_gallery::SourceParams) -> String {
+    let kind = match (&i.mask, i.outpaint) {
+        (_, Some(_)) => "outpainted",
+        (Some(_), None) => "inpainted",
+        (None, None) => "img2img",
+    };
+    let source = match (i.made_from, i.init_image.as_str()) {
+        (Some(id), _) => format!("made from #{id}"),
+        (None, "") => {
+            "made from a picture Sumi does not have (re-run with --init-image FILE)".into()
+        }
+        (None, name) => format!(
+            "made from {}",
+            gallery
+                .home()
+                .join(sumi_gallery::SOURCES_DIR)
+                .join(name)
+                .display()
+        ),
+    };
+    let mask = match i.mask.as_deref() {
+        Some("") => ", mask not kept".to_string(),
+        Some(name) => format!(
+            ", mask {}",
+            gallery
+                .home()
+                .join(sumi_gallery::SOURCES_DIR)
+                .join(name)
+                .display()
+        ),
+        None => String::new(),
+    };
+    format!("{kind} {source}{mask} (strength {})", i.strength)
 }
 
 /// The text, or "an unknown tool" when empty.

@@ -119,11 +119,21 @@ pub struct GenerateArgs {
     /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
     #[arg(long, default_value = "auto")]
     dtype: String,
+    /// Image-to-image and hires fix.
+    #[command(flatten)]
+    img2img: crate::img2img_args::Img2ImgArgs,
 }
 
 impl GenerateArgs {
     /// `sumi gallery rerun`: generation `id` again, as it was, with these choices of how to run it.
-    pub fn rerun(id: i64, model: Option<String>, device: String, dtype: String) -> Self {
+    pub fn rerun(
+        id: i64,
+        model: Option<String>,
+        device: String,
+        dtype: String,
+        init_image: Option<String>,
+        mask: Option<PathBuf>,
+    ) -> Self {
         Self {
             from: Some(id),
             model,
@@ -155,6 +165,11 @@ impl GenerateArgs {
             no_save: false,
             device,
             dtype,
+            img2img: crate::img2img_args::Img2ImgArgs {
+                init_image,
+                mask,
+                ..Default::default()
+            },
         }
     }
 }
@@ -189,7 +204,7 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     if let Some(name) = &args.schedule {
         schedule(name)?;
     }
-    Ok(())
+    args.img2img.check()
 }
 
 /// Runs `sumi generate`.
@@ -312,6 +327,14 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         .map(|s| parse_lora_arg(s))
         .collect::<sumi_runtime::Result<Vec<_>>>()?;
     request.prompt = library.add_tags(&request.prompt, &lora_args)?;
+    let sized = args.width.is_some() || args.height.is_some();
+    let sources = crate::img2img_args::apply(
+        &args.img2img,
+        &mut request,
+        home,
+        model.info.downscale,
+        sized,
+    )?;
     request.validate(model.info.downscale)?;
     let recorded_hashes = |f: fn(&sumi_gallery::GenerationParams) -> &[sumi_gallery::NamedHash]| {
         recorded
@@ -348,6 +371,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     let started = Instant::now();
     let inputs = sumi_engine::pipeline::GenerateInputs {
         embeddings: &embeddings,
+        ..sources.inputs()
     };
     let generated =
         sumi_engine::pipeline::generate_with(&model, &request, &inputs, &cancel, &mut |event| {
@@ -387,8 +411,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     }
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
-    let gallery =
-        (!args.no_save).then(|| crate::save::to_gallery(home, &image, &params, &model, elapsed));
+    let gallery = (!args.no_save)
+        .then(|| crate::save::to_gallery(home, &image, &params, &model, elapsed, &sources));
     if let Some(Ok((id, file))) = &gallery {
         eprintln!("saved to gallery as #{id} ({})", file.display());
     }

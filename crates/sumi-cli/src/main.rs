@@ -4,6 +4,7 @@ mod bench_cmd;
 mod compare_cmd;
 mod gallery_cmd;
 mod generate_cmd;
+mod img2img_args;
 mod models_cmd;
 mod reproduce;
 mod save;

@@ -62,10 +62,17 @@ pub fn to_gallery(
     params: &GenerationParams,
     model: &Model,
     elapsed: Duration,
+    sources: &sumi_runtime::sources::SourceBytes,
 ) -> Result<(i64, PathBuf)> {
     let gallery = Gallery::open(home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
-    let g = gallery.add(params, &meta(model, elapsed, None), image)?;
+    // The init picture and mask first: a record never names a source that is not kept.
+    sources.store(&gallery)?;
+    let mut p = params.clone();
+    if let Some(i) = p.img2img.as_mut() {
+        i.made_from = sources.made_from;
+    }
+    let g = gallery.add(&p, &meta(model, elapsed, None), image)?;
     Ok((g.id, gallery.image_path(&g)))
 }
 

@@ -111,6 +111,8 @@ pub struct ModelDenoiser<'a> {
     dtype: DType,
     cancel: &'a AtomicBool,
     evals: Cell<usize>,
+    /// Channels appended to the network's input (9-channel inpainting models), one row.
+    concat: Option<Tensor>,
 }
 
 impl<'a> ModelDenoiser<'a> {
@@ -146,7 +148,15 @@ impl<'a> ModelDenoiser<'a> {
             dtype,
             cancel,
             evals: Cell::new(0),
+            concat: None,
         })
+    }
+
+    /// Appends `extra` (one row, e.g. `imaging::inpaint_conditioning`) to the network's input
+    /// channels at every call, repeated for the guidance batch.
+    pub fn with_concat(mut self, extra: Tensor) -> Result<Self> {
+        self.concat = Some(extra.to_dtype(self.dtype)?);
+        Ok(self)
     }
 
     /// Model evaluations so far.
@@ -158,6 +168,14 @@ impl<'a> ModelDenoiser<'a> {
     /// row, repeated to the conditioning's rows.
     fn run(&self, x_in: &Tensor, t: f64, cond: &NetCond) -> Result<Tensor> {
         let rows = cond.rows()?;
+        let joined;
+        let x_in = match &self.concat {
+            Some(extra) => {
+                joined = Tensor::cat(&[x_in, extra], 1)?;
+                &joined
+            }
+            None => x_in,
+        };
         let x = match rows {
             1 => x_in.clone(),
             n => Tensor::cat(&vec![x_in; n], 0)?,
@@ -231,6 +249,33 @@ impl Denoiser for ModelDenoiser<'_> {
         };
         self.evals.set(self.evals.get() + 1);
         Ok(self.parametrization.to_x0(x, &out, sigma)?)
+    }
+}
+
+/// A1111's inpainting with a normal model: after every model call the estimate outside the
+/// mask is replaced by the init latent, `init * keep + repaint * x0` (`CFGDenoiser`'s
+/// `init_latent * mask + nmask * denoised`).
+pub struct InpaintBlend<'a> {
+    /// The denoiser being wrapped.
+    pub inner: &'a dyn Denoiser,
+    /// The encoded init picture.
+    pub init: &'a Tensor,
+    /// 1 where the picture is kept, `[1, 1, h, w]`.
+    pub keep: &'a Tensor,
+    /// 1 where it is repainted (`1 - keep`).
+    pub repaint: &'a Tensor,
+}
+
+impl InpaintBlend<'_> {
+    /// The blend of an estimate (also applied once more to the sampler's result).
+    pub fn blend(&self, x0: &Tensor) -> Result<Tensor> {
+        Ok((self.init.broadcast_mul(self.keep)? + x0.broadcast_mul(self.repaint)?)?)
+    }
+}
+
+impl Denoiser for InpaintBlend<'_> {
+    fn denoise(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        self.blend(&self.inner.denoise(x, sigma)?)
     }
 }
 

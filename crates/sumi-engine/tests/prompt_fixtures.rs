@@ -280,7 +280,10 @@ fn clip_skip_needs_the_layer() {
 }
 
 fn sample(model: &Model, request: &Request, embeddings: &Embeddings) -> (Tensor, Tensor) {
-    let inputs = GenerateInputs { embeddings };
+    let inputs = GenerateInputs {
+        embeddings,
+        ..Default::default()
+    };
     let cancel = AtomicBool::new(false);
     let (latent, _) = sample_latent_with(model, request, &inputs, &cancel, &mut |_| {}).unwrap();
     let image = ((decode(model, &latent).unwrap() / 2.0).unwrap() + 0.5)

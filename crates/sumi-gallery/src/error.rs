@@ -41,6 +41,10 @@ pub enum GalleryError {
     /// A database operation failed.
     #[error("gallery database error: {0}; if this repeats, the database may be damaged (run `PRAGMA integrity_check` or restore a backup)")]
     Db(#[from] rusqlite::Error),
+    /// A source picture (the init image or mask of an image-to-image generation) is missing,
+    /// changed or misnamed; the message says which and what to do.
+    #[error("{0}")]
+    Source(String),
     /// No generation has the given id.
     #[error("no generation with id {0} in the gallery; see `sumi gallery list` for ids")]
     NotFound(i64),

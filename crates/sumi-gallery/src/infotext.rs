@@ -8,6 +8,7 @@
 
 use crate::record::{GenerationParams, NamedHash};
 
+mod img2img;
 mod lenient;
 
 pub use lenient::{Lenient, A1111_CFG, A1111_SAMPLER, A1111_SIZE, A1111_STEPS};
@@ -109,6 +110,8 @@ pub struct Parsed {
     pub ti_hashes: Vec<NamedHash>,
     /// `Lora hashes`.
     pub lora_hashes: Vec<NamedHash>,
+    /// The image-to-image and hires fix keys.
+    pub img2img: img2img::Img2ImgKeys,
     /// Every other pair (and known keys whose values could not be read), in text order.
     pub extras: Vec<(String, String)>,
     /// Whether a settings line (`Steps: ...`) was found at all.
@@ -132,7 +135,7 @@ impl Parsed {
         if !self.has_settings {
             return Err(InfotextError::NoSettings);
         }
-        Ok(GenerationParams {
+        let mut p = GenerationParams {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             seed: self.seed.ok_or(InfotextError::Missing("Seed"))?,
@@ -167,7 +170,11 @@ impl Parsed {
             quantize: "truncate".into(),
             ti_hashes: self.ti_hashes.clone(),
             lora_hashes: self.lora_hashes.clone(),
-        })
+            img2img: None,
+            hires: None,
+        };
+        img2img::into_params(&self.img2img, &mut p);
+        Ok(p)
     }
 }
 
@@ -201,6 +208,7 @@ pub fn format(p: &GenerationParams) -> String {
         pairs.push(("Variation seed", seed.to_string()));
         pairs.push(("Variation seed strength", p.variation_strength.to_string()));
     }
+    pairs.extend(img2img::strength_pair(p));
     if p.clip_skip > 1 {
         pairs.push(("Clip skip", p.clip_skip.to_string()));
     }
@@ -221,6 +229,7 @@ pub fn format(p: &GenerationParams) -> String {
     if let Some(name) = emphasis_to_a1111(&p.emphasis).filter(|_| has_weights(&p.prompt)) {
         pairs.push(("Emphasis", name.to_string()));
     }
+    pairs.extend(img2img::extra_pairs(p));
     let line: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}: {}", quote(v)))
@@ -419,7 +428,7 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             p.emphasis = Some(mode.to_string());
             true
         }
-        _ => false,
+        other => img2img::apply(&mut p.img2img, other, &value),
     };
     if !ok {
         p.extras.push((key, value));

@@ -40,6 +40,7 @@ pub mod png_meta;
 mod reconcile;
 pub mod record;
 mod schema;
+pub mod sources;
 mod store;
 mod write;
 
@@ -58,7 +59,8 @@ pub use import::ImportReport;
 pub use managed::{is_inside_a_gallery, is_managed_by};
 pub use reconcile::OpenReport;
 pub use record::{
-    ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams, NamedHash,
+    ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams, HiresParams,
+    NamedHash, SourceParams,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{fts_query, Cursor, Filter, Page};
@@ -235,6 +237,28 @@ impl Gallery {
     fn stamp(&self, tx: &Connection) -> Result<()> {
         let stamp = files::folder_stamp(&self.images, &self.thumbs)?;
         Ok(store::set_state(tx, STAMP_KEY, &stamp)?)
+    }
+
+    /// Keeps a source picture (init image or mask) in `sources/` under the SHA-256 of its
+    /// bytes, written atomically and never overwritten; returns the name.
+    pub fn store_source(&self, bytes: &[u8]) -> Result<String> {
+        sources::store(&self.home.join(SOURCES_DIR), bytes)
+    }
+
+    /// The bytes of source picture `name`, checked against the name.
+    pub fn read_source(&self, name: &str) -> Result<Vec<u8>> {
+        sources::read(&self.home.join(SOURCES_DIR), name)
+    }
+
+    /// The generation whose image file is `path` (a file in this gallery's `images/`), if any.
+    pub fn generation_of_file(&self, path: &Path) -> Result<Option<Generation>> {
+        if !self.is_managed_path(path) {
+            return Ok(None);
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(None);
+        };
+        Ok(store::by_image_file(&self.conn, name)?)
     }
 
     /// The folder this gallery lives in.

@@ -59,6 +59,108 @@ pub struct GenerationParams {
     /// LoRAs applied, as A1111's `Lora hashes` lists them (the name as the prompt's tag gives it).
     #[serde(default)]
     pub lora_hashes: Vec<NamedHash>,
+    /// What an image-to-image generation started from and how (A1111's img2img settings).
+    #[serde(default)]
+    #[ts(type = "SourceParams | null")]
+    pub img2img: Option<SourceParams>,
+    /// The hires fix pass, if any.
+    #[serde(default)]
+    #[ts(type = "HiresParams | null")]
+    pub hires: Option<HiresParams>,
+}
+
+/// The settings of an image-to-image generation and what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+pub struct SourceParams {
+    /// SHA-256 of the init picture's bytes, kept in the gallery's `sources/` folder under that
+    /// name; empty for an imported image whose source Sumi does not have.
+    pub init_image: String,
+    /// The gallery image the init picture is, when it is one.
+    #[ts(type = "number | null")]
+    pub made_from: Option<i64>,
+    /// A1111's `Denoising strength`.
+    pub strength: f64,
+    /// `just`, `crop_and_resize` or `resize_and_fill`.
+    pub resize_mode: String,
+    /// A1111's "img2img fix steps".
+    pub fixed_steps: bool,
+    /// SHA-256 of the mask's bytes (in `sources/`), if inpainting.
+    pub mask: Option<String>,
+    /// A1111's `Mask blur`.
+    pub mask_blur: u32,
+    /// Whether the mask was inverted.
+    pub invert_mask: bool,
+    /// `fill`, `original`, `latent_noise` or `latent_nothing`.
+    pub masked_content: String,
+    /// A1111's `Inpaint area: Only masked`.
+    pub only_masked: bool,
+    /// A1111's `Masked area padding`.
+    pub masked_padding: u32,
+    /// Outpainting: pixels added left, right, top, bottom.
+    pub outpaint: Option<[u32; 4]>,
+}
+
+impl Default for SourceParams {
+    fn default() -> Self {
+        Self {
+            init_image: String::new(),
+            made_from: None,
+            strength: 0.75,
+            resize_mode: "just".into(),
+            fixed_steps: false,
+            mask: None,
+            mask_blur: 4,
+            invert_mask: false,
+            masked_content: "original".into(),
+            only_masked: false,
+            masked_padding: 32,
+            outpaint: None,
+        }
+    }
+}
+
+/// A hires fix pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(default)]
+pub struct HiresParams {
+    /// A1111's `Hires upscale` (used when width and height are 0).
+    pub scale: f64,
+    /// A1111's `Hires resize` width (0: from the height or the scale).
+    pub width: u32,
+    /// `Hires resize` height.
+    pub height: u32,
+    /// A1111's `Hires upscaler` name.
+    pub upscaler: String,
+    /// A1111's `Hires steps` (0: the first pass's).
+    pub steps: u32,
+    /// The second pass's `Denoising strength`.
+    pub strength: f64,
+    /// `Hires sampler` (empty: the first pass's).
+    pub sampler: String,
+    /// `Hires schedule type` (empty: the first pass's).
+    pub schedule: String,
+    /// `Hires prompt` (empty: the first pass's).
+    pub prompt: String,
+    /// `Hires negative prompt` (empty: the first pass's).
+    pub negative_prompt: String,
+}
+
+impl Default for HiresParams {
+    fn default() -> Self {
+        Self {
+            scale: 2.0,
+            width: 0,
+            height: 0,
+            upscaler: "Latent".into(),
+            steps: 0,
+            strength: 0.7,
+            sampler: String::new(),
+            schedule: String::new(),
+            prompt: String::new(),
+            negative_prompt: String::new(),
+        }
+    }
 }
 
 /// A file named in a prompt and A1111's short hash of it (`name: 0123456789ab`).
@@ -115,6 +217,8 @@ impl Default for GenerationParams {
             quantize: round(),
             ti_hashes: Vec::new(),
             lora_hashes: Vec::new(),
+            img2img: None,
+            hires: None,
         }
     }
 }

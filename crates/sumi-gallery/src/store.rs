@@ -205,6 +205,15 @@ pub(crate) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<Generat
     .optional()
 }
 
+/// Fetches the generation whose image file is `name`.
+pub(crate) fn by_image_file(conn: &Connection, name: &str) -> rusqlite::Result<Option<Generation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM generations g WHERE g.image_file = ?1"
+    ))?
+    .query_row([name], from_row)
+    .optional()
+}
+
 /// Appends the filter's SQL conditions and their values.
 fn push_filter(filter: &Filter, conds: &mut Vec<&'static str>, args: &mut Vec<Value>) {
     if filter.favourites_only {

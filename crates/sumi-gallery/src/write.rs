@@ -211,7 +211,29 @@ impl Gallery {
         write_tx(&self.conn, |tx| -> Result<()> {
             journal::clear(tx, &g.image_file)?;
             self.stamp(tx)
-        })
+        })?;
+        self.prune_sources(&g.params)
+    }
+
+    /// Removes the init picture and mask of a deleted generation when no other record names
+    /// them (and they were not just kept for a queued request).
+    fn prune_sources(&self, p: &GenerationParams) -> Result<()> {
+        let Some(i) = &p.img2img else {
+            return Ok(());
+        };
+        let dir = self.home.join(crate::SOURCES_DIR);
+        for name in std::iter::once(&i.init_image).chain(i.mask.as_ref()) {
+            if !crate::sources::is_source_name(name) {
+                continue;
+            }
+            let in_use: bool = self.conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM generations WHERE instr(extra, ?1) > 0)",
+                [name],
+                |r| r.get(0),
+            )?;
+            crate::sources::prune(&dir, name, in_use)?;
+        }
+        Ok(())
     }
 
     /// Writes a copy of a generation's PNG to `path` (atomically: a temp file renamed over

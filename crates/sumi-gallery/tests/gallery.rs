@@ -471,3 +471,43 @@ fn integrity_check_is_clean_on_a_fresh_gallery() {
     let (_dir, g, _) = filled(3);
     assert!(g.integrity_check().unwrap().is_empty());
 }
+
+#[test]
+fn img2img_records_keep_their_sources_until_the_last_one_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gallery::open(dir.path()).unwrap();
+    let init = g.store_source(b"init picture bytes").unwrap();
+    let with = |seed: u64| sumi_gallery::GenerationParams {
+        img2img: Some(sumi_gallery::SourceParams {
+            init_image: init.clone(),
+            made_from: Some(7),
+            strength: 0.5,
+            ..Default::default()
+        }),
+        ..params(seed)
+    };
+    let a = g.add(&with(1), &meta(), &image(1)).unwrap().id;
+    let b = g.add(&with(2), &meta(), &image(2)).unwrap().id;
+    assert_eq!(g.get(a).unwrap().params, with(1));
+    assert_eq!(g.rerun(b).unwrap().img2img.unwrap().made_from, Some(7));
+    let path = dir.path().join("sources").join(&init);
+    let old = std::time::SystemTime::now() - sumi_gallery::STALE_AFTER * 2;
+    let age = || {
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap()
+    };
+    age();
+    g.delete(a).unwrap();
+    assert!(path.exists(), "still named by #{b}");
+    g.delete(b).unwrap();
+    assert!(!path.exists(), "no record names it any more");
+    assert!(g
+        .read_source(&init)
+        .unwrap_err()
+        .to_string()
+        .contains("give the picture again"));
+}

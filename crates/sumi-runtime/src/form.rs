@@ -20,6 +20,10 @@ pub struct GenerateForm {
     /// How many images; their seeds count up from the first.
     #[serde(default = "one")]
     pub batch: u32,
+    /// The gallery image an img2img request's init picture is (for the record's lineage).
+    #[serde(default)]
+    #[ts(type = "number | null")]
+    pub made_from: Option<i64>,
 }
 
 fn one() -> u32 {
@@ -82,6 +86,7 @@ mod tests {
             },
             random_seed,
             batch,
+            made_from: None,
         }
     }
 

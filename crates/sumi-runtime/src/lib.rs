@@ -14,6 +14,7 @@ pub mod networks;
 pub mod record;
 pub mod rerun;
 pub mod seed;
+pub mod sources;
 pub mod worker;
 
 pub use error::{Result, RuntimeError};

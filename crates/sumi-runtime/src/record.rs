@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use sumi_engine::imaging::Extend;
 use sumi_engine::noise::NoiseSource;
+use sumi_engine::pipeline::{Hires, Img2Img};
 use sumi_engine::preview::Quantize;
 use sumi_engine::text::Emphasis;
 use sumi_engine::{Model, Request};
-use sumi_gallery::{ComparisonSlot, GenerationMeta, GenerationParams};
+use sumi_gallery::{ComparisonSlot, GenerationMeta, GenerationParams, HiresParams, SourceParams};
 
 /// The gallery's record of `request` run on `model`.
 pub fn params(request: &Request, model: &Model) -> GenerationParams {
@@ -38,8 +40,74 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
             sumi_engine::text::default_clip_skip(model.text.style(), request.emphasis)
         }),
         emphasis: request.emphasis.name().into(),
+        img2img: request.img2img.as_ref().map(source_params),
+        hires: request.hires.as_ref().map(|h| HiresParams {
+            scale: h.scale,
+            width: h.width,
+            height: h.height,
+            upscaler: h.upscaler.clone(),
+            steps: h.steps,
+            strength: h.strength,
+            sampler: h.sampler.clone(),
+            schedule: h.schedule.clone(),
+            prompt: h.prompt.clone(),
+            negative_prompt: h.negative_prompt.clone(),
+        }),
         // The hashes of the LoRAs and embeddings used are known after the prompt is encoded.
         ..Default::default()
+    }
+}
+
+/// The record of an img2img request's settings (`made_from` is the caller's to fill).
+fn source_params(i: &Img2Img) -> SourceParams {
+    SourceParams {
+        init_image: i.init_image.clone(),
+        made_from: None,
+        strength: i.strength,
+        resize_mode: enum_name(&i.resize_mode),
+        fixed_steps: i.fixed_steps,
+        mask: i.mask.clone(),
+        mask_blur: i.mask_blur,
+        invert_mask: i.invert_mask,
+        masked_content: enum_name(&i.masked_content),
+        only_masked: i.only_masked,
+        masked_padding: i.masked_padding,
+        outpaint: i.outpaint.map(|e| [e.left, e.right, e.top, e.bottom]),
+    }
+}
+
+/// The serde name of a unit enum value.
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The enum value a serde name names, or the default.
+fn from_name<T: serde::de::DeserializeOwned + Default>(name: &str) -> T {
+    serde_json::from_value(serde_json::Value::String(name.into())).unwrap_or_default()
+}
+
+/// The img2img request a record names.
+fn img2img(s: &SourceParams) -> Img2Img {
+    Img2Img {
+        init_image: s.init_image.clone(),
+        strength: s.strength,
+        resize_mode: from_name(&s.resize_mode),
+        fixed_steps: s.fixed_steps,
+        mask: s.mask.clone(),
+        mask_blur: s.mask_blur,
+        invert_mask: s.invert_mask,
+        masked_content: from_name(&s.masked_content),
+        only_masked: s.only_masked,
+        masked_padding: s.masked_padding,
+        outpaint: s.outpaint.map(|[left, right, top, bottom]| Extend {
+            left,
+            right,
+            top,
+            bottom,
+        }),
     }
 }
 
@@ -107,6 +175,19 @@ pub fn request(p: &GenerationParams) -> Request {
         // 1 is the default of A1111's rules, which record it; ComfyUI's records every value.
         clip_skip: Some(p.clip_skip).filter(|&n| n != 1 || emphasis.is_comfy()),
         emphasis,
+        img2img: p.img2img.as_ref().map(img2img),
+        hires: p.hires.as_ref().map(|h| Hires {
+            scale: h.scale,
+            width: h.width,
+            height: h.height,
+            upscaler: h.upscaler.clone(),
+            steps: h.steps,
+            strength: h.strength,
+            sampler: h.sampler.clone(),
+            schedule: h.schedule.clone(),
+            prompt: h.prompt.clone(),
+            negative_prompt: h.negative_prompt.clone(),
+        }),
     }
 }
 
@@ -118,6 +199,44 @@ fn emphasis(recorded: &str) -> Emphasis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn img2img_and_hires_settings_survive_the_record() {
+        let p = GenerationParams {
+            img2img: Some(SourceParams {
+                init_image: "a".repeat(64),
+                mask: Some("b".repeat(64)),
+                resize_mode: "crop_and_resize".into(),
+                masked_content: "latent_noise".into(),
+                outpaint: Some([1, 2, 3, 4]),
+                only_masked: true,
+                strength: 0.3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = request(&p);
+        let i = r.img2img.clone().unwrap();
+        assert_eq!(
+            i.resize_mode,
+            sumi_engine::imaging::ResizeMode::CropAndResize
+        );
+        assert_eq!(
+            i.masked_content,
+            sumi_engine::imaging::MaskedContent::LatentNoise
+        );
+        assert_eq!(i.outpaint.unwrap().bottom, 4);
+        assert_eq!(source_params(&i), p.img2img.clone().unwrap());
+        let h = GenerationParams {
+            hires: Some(HiresParams {
+                steps: 7,
+                upscaler: "Lanczos".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(request(&h).hires.unwrap().upscaler, "Lanczos");
+    }
 
     #[test]
     fn a1111_images_without_rng_re_run_with_nv() {

@@ -229,6 +229,8 @@ pub struct Job {
     pub lora_hashes: Vec<NamedHash>,
     /// For a re-run: the embeddings the image recorded, checked by name and hash.
     pub ti_hashes: Vec<NamedHash>,
+    /// The gallery image an img2img request's init picture is, for the record's lineage.
+    pub made_from: Option<i64>,
 }
 
 enum Task {
@@ -591,6 +593,11 @@ fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) ->
     shared.cancel.store(false, Ordering::SeqCst);
     let req = &spec.request;
     let failed = |message: String| WorkerEvent::Failed { job, message };
+    // The pictures an img2img request names are in the gallery's sources/ folder.
+    let sources = match crate::sources::from_gallery(&shared.gallery.lock().unwrap(), req) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string()),
+    };
     let prepared = match shared.model.write().unwrap().as_mut() {
         Some(m) => prepare(shared, m, library, spec),
         None => return failed("No model is loaded: choose a model first.".into()),
@@ -606,6 +613,7 @@ fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) ->
     };
     let inputs = sumi_engine::pipeline::GenerateInputs {
         embeddings: &embeddings,
+        ..sources.inputs()
     };
     let started = Instant::now();
     let sink = &shared.sink;
@@ -645,6 +653,9 @@ fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) ->
             let elapsed = started.elapsed();
             let mut params = record::params(req, model);
             networks::record_hashes(&mut params, &generated.prompt, &loras);
+            if let Some(i) = params.img2img.as_mut() {
+                i.made_from = spec.made_from;
+            }
             let meta = record::meta(model, elapsed, spec.comparison);
             let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
             match saved {

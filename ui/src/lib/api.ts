@@ -14,6 +14,7 @@ import type {
   Page,
   Queued,
   Request,
+  SourceInfo,
   Tables,
   TokenCountView,
   Variant,
@@ -82,4 +83,6 @@ export const api = {
   loras: () => invoke<LoraEntry[]>("loras"),
   tokenCount: (text: string, positive: boolean, emphasis: Emphasis, clipSkip: number | null, steps: number) =>
     invoke<TokenCountView | null>("token_count", { text, positive, emphasis, clipSkip, steps }),
+  addSource: (data: Uint8Array) => invoke<SourceInfo>("add_source", { data: Array.from(data) }),
+  sourceFromGallery: (id: number) => invoke<SourceInfo>("source_from_gallery", { id }),
 };

@@ -66,13 +66,151 @@ clip_skip: number | null,
 /**
  * How prompt weights are read and applied.
  */
-emphasis: Emphasis, };
+emphasis: Emphasis, 
+/**
+ * Start from a picture (img2img, inpainting, outpainting) instead of pure noise.
+ */
+img2img: Img2Img | null, 
+/**
+ * A second pass at a larger size over the first pass's result.
+ */
+hires: Hires | null, };
+
+export type Img2Img = { 
+/**
+ * SHA-256 (lowercase hex) of the init picture's file bytes (see [`source_hash`]).
+ */
+init_image: string, 
+/**
+ * Denoising strength, 0 (keep) to 1 (repaint fully).
+ */
+strength: number, 
+/**
+ * How a picture of another size is fitted to the requested size.
+ */
+resize_mode: ResizeMode, 
+/**
+ * A1111's "img2img fix steps": run exactly `steps` steps of a longer schedule.
+ */
+fixed_steps: boolean, 
+/**
+ * SHA-256 of the mask's file bytes (white repaints); `None`: plain img2img.
+ */
+mask: string | null, 
+/**
+ * Mask blur in pixels (A1111's "Mask blur").
+ */
+mask_blur: number, 
+/**
+ * Repaint the black part of the mask instead of the white.
+ */
+invert_mask: boolean, 
+/**
+ * What the masked area starts from.
+ */
+masked_content: MaskedContent, 
+/**
+ * Repaint only the masked area (plus `masked_padding`) at the requested size.
+ */
+only_masked: boolean, 
+/**
+ * Pixels around the mask for `only_masked` (A1111's "Masked area padding").
+ */
+masked_padding: number, 
+/**
+ * Pixels added on each side before inpainting the new area (outpainting).
+ */
+outpaint: Extend | null, };
+
+export type Hires = { 
+/**
+ * Upscale factor (A1111's "Upscale by"); used when `width` and `height` are both 0.
+ */
+scale: number, 
+/**
+ * Target width (A1111's "Resize width to"; 0 keeps the aspect ratio or uses `scale`).
+ */
+width: number, 
+/**
+ * Target height (0 keeps the aspect ratio or uses `scale`).
+ */
+height: number, 
+/**
+ * A1111 upscaler name: `Latent`, `Latent (antialiased)`, `Latent (bicubic)`,
+ * `Latent (bicubic antialiased)`, `Latent (nearest)`, `Latent (nearest-exact)`, `Lanczos`,
+ * `Nearest`.
+ */
+upscaler: string, 
+/**
+ * Steps of the second pass (0: the first pass's steps).
+ */
+steps: number, 
+/**
+ * Denoising strength of the second pass.
+ */
+strength: number, 
+/**
+ * Sampler of the second pass (empty: the first pass's).
+ */
+sampler: string, 
+/**
+ * Schedule of the second pass (empty: the first pass's).
+ */
+schedule: string, 
+/**
+ * Prompt of the second pass (empty: the first pass's).
+ */
+prompt: string, 
+/**
+ * Negative prompt of the second pass (empty: the first pass's).
+ */
+negative_prompt: string, };
+
+export type Extend = { 
+/**
+ * Added on the left.
+ */
+left: number, 
+/**
+ * Added on the right.
+ */
+right: number, 
+/**
+ * Added on the top.
+ */
+top: number, 
+/**
+ * Added on the bottom.
+ */
+bottom: number, };
+
+export type ResizeMode = "just" | "crop_and_resize" | "resize_and_fill";
+
+export type MaskedContent = "fill" | "original" | "latent_noise" | "latent_nothing";
+
+export type SourceInfo = { 
+/**
+ * SHA-256 of the picture's bytes (`Img2Img::init_image` / `mask`).
+ */
+name: string, 
+/**
+ * Width in pixels.
+ */
+width: number, 
+/**
+ * Height in pixels.
+ */
+height: number, 
+/**
+ * The gallery image it is, if it is one.
+ */
+made_from: number | null, };
 
 export type NoiseSource = "cpu" | "nv" | "comfy-cpu" | "comfy-nv";
 
-export type Quantize = "round" | "truncate";
-
 export type Emphasis = "original" | "no-norm" | "ignore" | "none" | "comfy";
+
+export type Quantize = "round" | "truncate";
 
 export type GenerateForm = { 
 /**
@@ -86,7 +224,11 @@ randomSeed: boolean,
 /**
  * How many images; their seeds count up from the first.
  */
-batch: number, };
+batch: number, 
+/**
+ * The gallery image an img2img request's init picture is (for the record's lineage).
+ */
+madeFrom: number | null, };
 
 export type Variant = { 
 /**
@@ -501,7 +643,15 @@ ti_hashes: Array<NamedHash>,
 /**
  * LoRAs applied, as A1111's `Lora hashes` lists them (the name as the prompt's tag gives it).
  */
-lora_hashes: Array<NamedHash>, };
+lora_hashes: Array<NamedHash>, 
+/**
+ * What an image-to-image generation started from and how (A1111's img2img settings).
+ */
+img2img: SourceParams | null, 
+/**
+ * The hires fix pass, if any.
+ */
+hires: HiresParams | null, };
 
 export type NamedHash = { 
 /**
@@ -512,6 +662,99 @@ name: string,
  * The short hash: 12 hex digits for LoRAs and embeddings.
  */
 hash: string, };
+
+export type SourceParams = { 
+/**
+ * SHA-256 of the init picture's bytes, kept in the gallery's `sources/` folder under that
+ * name; empty for an imported image whose source Sumi does not have.
+ */
+init_image: string, 
+/**
+ * The gallery image the init picture is, when it is one.
+ */
+made_from: number | null, 
+/**
+ * A1111's `Denoising strength`.
+ */
+strength: number, 
+/**
+ * `just`, `crop_and_resize` or `resize_and_fill`.
+ */
+resize_mode: string, 
+/**
+ * A1111's "img2img fix steps".
+ */
+fixed_steps: boolean, 
+/**
+ * SHA-256 of the mask's bytes (in `sources/`), if inpainting.
+ */
+mask: string | null, 
+/**
+ * A1111's `Mask blur`.
+ */
+mask_blur: number, 
+/**
+ * Whether the mask was inverted.
+ */
+invert_mask: boolean, 
+/**
+ * `fill`, `original`, `latent_noise` or `latent_nothing`.
+ */
+masked_content: string, 
+/**
+ * A1111's `Inpaint area: Only masked`.
+ */
+only_masked: boolean, 
+/**
+ * A1111's `Masked area padding`.
+ */
+masked_padding: number, 
+/**
+ * Outpainting: pixels added left, right, top, bottom.
+ */
+outpaint: [number, number, number, number] | null, };
+
+export type HiresParams = { 
+/**
+ * A1111's `Hires upscale` (used when width and height are 0).
+ */
+scale: number, 
+/**
+ * A1111's `Hires resize` width (0: from the height or the scale).
+ */
+width: number, 
+/**
+ * `Hires resize` height.
+ */
+height: number, 
+/**
+ * A1111's `Hires upscaler` name.
+ */
+upscaler: string, 
+/**
+ * A1111's `Hires steps` (0: the first pass's).
+ */
+steps: number, 
+/**
+ * The second pass's `Denoising strength`.
+ */
+strength: number, 
+/**
+ * `Hires sampler` (empty: the first pass's).
+ */
+sampler: string, 
+/**
+ * `Hires schedule type` (empty: the first pass's).
+ */
+schedule: string, 
+/**
+ * `Hires prompt` (empty: the first pass's).
+ */
+prompt: string, 
+/**
+ * `Hires negative prompt` (empty: the first pass's).
+ */
+negative_prompt: string, };
 
 export type GenerationMeta = { 
 /**

@@ -97,9 +97,11 @@ describe("toForm", () => {
       quantize: "truncate" as const,
       clip_skip: 2,
       emphasis: "no-norm" as const,
+      img2img: null,
+      hires: null,
     };
     const f = fromRequest(initialForm(defaults), request);
-    expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1 });
+    expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1, madeFrom: null });
   });
 });
 

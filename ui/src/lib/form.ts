@@ -1,7 +1,7 @@
 // The generation form: its values, validation and what is sent to the app.
 
 import { snap } from "./aspect";
-import type { Emphasis, GenerateForm, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
+import type { Emphasis, GenerateForm, Hires, Img2Img, Limits, ModelView, NoiseSource, Quantize, Request } from "./types";
 
 /** Everything the Generate view edits. */
 export interface FormState {
@@ -118,8 +118,17 @@ export function validate(f: FormState, limits: Limits, downscale: number): Recor
   return errors;
 }
 
+/** The image-to-image and hires parts of a request (none by default). */
+export interface Extras {
+  img2img: Img2Img | null;
+  hires: Hires | null;
+  madeFrom: number | null;
+}
+
+const NO_EXTRAS: Extras = { img2img: null, hires: null, madeFrom: null };
+
 /** What `generate` and `compare` take: a random seed unless the seed is locked. */
-export function toForm(f: FormState): GenerateForm {
+export function toForm(f: FormState, extras: Extras = NO_EXTRAS): GenerateForm {
   const parsed = parseSeed(f.seedText);
   const seed = f.seedLocked && "seed" in parsed ? parsed.seed : null;
   return {
@@ -141,9 +150,12 @@ export function toForm(f: FormState): GenerateForm {
       quantize: f.quantize,
       clip_skip: f.clipSkip,
       emphasis: f.emphasis,
+      img2img: extras.img2img,
+      hires: extras.hires,
     },
     randomSeed: seed === null,
     batch: f.batch,
+    madeFrom: extras.madeFrom,
   };
 }
 

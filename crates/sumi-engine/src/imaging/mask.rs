@@ -3,6 +3,8 @@
 //! models' mask.
 
 use image::{DynamicImage, GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use super::composite::{
     alpha_composite, drop_alpha, luma, opaque, paste, premultiply, unpremultiply,
@@ -11,7 +13,8 @@ use super::pil::{resample, Filter};
 use super::pil_blur::gaussian_blur;
 
 /// What the masked area starts from (A1111's "Masked content").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
 pub enum MaskedContent {
     /// The picture under the mask filled with blurred colours from around it (A1111's 0,
     /// "fill").

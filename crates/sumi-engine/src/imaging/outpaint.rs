@@ -9,11 +9,14 @@
 //! does with "fill", in one pass.
 
 use image::{GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::{Error, Result};
 
 /// Pixels added on each side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(default)]
 pub struct Extend {
     /// Added on the left.
     pub left: u32,

@@ -2,12 +2,15 @@
 //! no img2img upscaler), Lanczos throughout.
 
 use image::{ImageBuffer, Pixel};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use super::composite::paste;
 use super::pil::{resample, Filter, Image8};
 
 /// How an init picture (or mask) of another size is fitted to the requested size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// Stretch to the size (A1111 mode 0, "Just resize").
     #[default]
@@ -27,6 +30,15 @@ impl ResizeMode {
             "crop" | "crop and resize" | "1" => Some(Self::CropAndResize),
             "fill" | "resize and fill" | "2" => Some(Self::ResizeAndFill),
             _ => None,
+        }
+    }
+
+    /// A1111's label (`Resize mode` in infotexts).
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            Self::Just => "Just resize",
+            Self::CropAndResize => "Crop and resize",
+            Self::ResizeAndFill => "Resize and fill",
         }
     }
 }

@@ -62,7 +62,8 @@ pub fn masked_image_tensor(
 /// repaint, rounded, nearest-downsampled to the latent) then the latent of the masked picture
 /// (the VAE's mean, scaled: A1111 and diffusers sample it). The UNet's input is
 /// `cat([x, this], dim 1)`. Without a mask (text-to-image and hires fix on an inpainting model)
-/// A1111 uses a mask of ones and a black picture.
+/// A1111 uses a mask of ones and an all-grey picture (0.5 in [0, 1], 0 in [-1, 1]): the same as
+/// any picture under a full mask.
 pub fn inpaint_conditioning(
     vae: &Vae,
     img: &RgbImage,
@@ -79,7 +80,7 @@ pub fn inpaint_conditioning(
             Tensor::from_vec(conditioning_mask(m), (1, 1, h, w), &Device::Cpu)?,
         ),
         None => (
-            Tensor::full(-1f32, (1, 3, h, w), device)?.to_dtype(dtype)?,
+            Tensor::zeros((1, 3, h, w), dtype, device)?,
             Tensor::ones((1, 1, h, w), DType::F32, &Device::Cpu)?,
         ),
     };

@@ -522,4 +522,15 @@ fn nine_channel_conditioning_matches_diffusers() {
         .to_scalar()
         .unwrap();
     assert_eq!(ones, 1.0);
+    // Without a mask: the picture is grey, as any picture under a full mask.
+    let full = GrayImage::from_pixel(pic.width(), pic.height(), image::Luma([255]));
+    let masked_all = super::tensor::inpaint_conditioning(
+        &vae,
+        &pic,
+        Some(&full),
+        &Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    assert!(crate::test_util::max_abs_diff(&none, &masked_all) < 1e-6);
 }

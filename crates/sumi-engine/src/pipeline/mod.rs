@@ -7,22 +7,31 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use crate::denoiser::ModelDenoiser;
+use crate::denoiser::{InpaintBlend, ModelDenoiser, PromptGuidance};
 use crate::model::Model;
 use crate::preview::{latent_preview, to_rgb_image};
 use crate::sampling::brownian::BrownianNoise;
-use crate::sampling::table::{parse_sampler, schedule_for, NoiseKind};
+use crate::sampling::img2img::{img2img_sigmas, img2img_steps};
+use crate::sampling::table::{parse_sampler, schedule_for, NoiseKind, SamplerEntry, ScheduleEntry};
 use crate::sampling::types::{Flow, SampleCtx, StepInfo, StepNoise};
 use crate::text::PromptInfo;
 use crate::{Error, Result};
 
+mod decode;
+mod limits;
 mod memory;
 mod prompts;
 mod request;
+mod source;
+mod start;
 
+pub use decode::{check_finite, decode};
 pub use memory::check_fits;
 pub use prompts::{schedule_steps, GenerateInputs};
 pub use request::{check_cfg, check_size, check_steps, Request, MAX_CFG, MAX_SIZE, MAX_STEPS};
+pub use source::{
+    check_hash, check_source, parse_upscaler, source_hash, Hires, Img2Img, Upscaler, UPSCALERS,
+};
 
 /// A small RGB picture of the current x0 estimate.
 pub type Preview = RgbImage;
@@ -116,15 +125,20 @@ fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Generated> {
     let start = Instant::now();
-    let (latent, prompt) =
-        sample_latent_with(model, request, inputs, cancel, &mut |e| on_event(e))?;
-    let decoded = decode(model, &latent)?;
-    let image = to_rgb_image(&decoded, request.quantize)?;
+    let sampled = sample(model, request, inputs, cancel, &mut |e| on_event(e))?;
+    let decoded = decode(model, &sampled.latent)?;
+    let mut image = to_rgb_image(&decoded, request.quantize)?;
+    if let Some(overlay) = &sampled.overlay {
+        image = crate::imaging::apply_overlay(&image, overlay);
+    }
     on_event(Event::Finished {
         image: image.clone(),
         elapsed: start.elapsed(),
     });
-    Ok(Generated { image, prompt })
+    Ok(Generated {
+        image,
+        prompt: sampled.prompt,
+    })
 }
 
 /// Runs the sampler and returns the final latent in the VAE's (variance-preserving, scaled)
@@ -139,7 +153,9 @@ pub fn sample_latent(
     sample_latent_with(model, request, &inputs, cancel, on_event).map(|(latent, _)| latent)
 }
 
-/// [`sample_latent`] with the files the prompts may name; also returns what the prompts used.
+/// [`sample_latent`] with the files the prompts and img2img may name; also returns what the
+/// prompts used. For inpainting, the latent is before the final composite over the original
+/// pixels (`imaging::apply_overlay`), which [`generate_with`] applies.
 pub fn sample_latent_with(
     model: &Model,
     request: &Request,
@@ -147,32 +163,56 @@ pub fn sample_latent_with(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Tensor, PromptInfo)> {
+    sample(model, request, inputs, cancel, on_event).map(|s| (s.latent, s.prompt))
+}
+
+/// What sampling produced.
+struct Sampled {
+    latent: Tensor,
+    prompt: PromptInfo,
+    overlay: Option<crate::imaging::Overlay>,
+}
+
+/// The sampler and schedule a request names (a legacy combined name's schedule counts when the
+/// schedule is empty or "Automatic").
+fn resolve(
+    sampler: &str,
+    schedule: &str,
+) -> Result<(&'static SamplerEntry, &'static ScheduleEntry)> {
+    let (sampler, legacy_schedule) = parse_sampler(sampler)?;
+    let schedule = match legacy_schedule {
+        Some(s) if schedule.trim().is_empty() || schedule.eq_ignore_ascii_case("automatic") => s,
+        _ => schedule_for(sampler, schedule)?,
+    };
+    Ok((sampler, schedule))
+}
+
+/// One sampling pass.
+struct Pass<'a> {
+    sampler: &'static SamplerEntry,
+    sigmas: &'a [f64],
+    x: Tensor,
+    guidance: PromptGuidance,
+    source: Option<&'a start::Source>,
+    concat: Option<Tensor>,
+    /// Steps of earlier passes, and of all passes, for the events.
+    offset: usize,
+    total: usize,
+}
+
+fn sample(
+    model: &Model,
+    request: &Request,
+    inputs: &GenerateInputs,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Sampled> {
     request.validate(model.info.downscale)?;
     check_memory(model, request)?;
-    let (sampler, legacy_schedule) = parse_sampler(&request.sampler)?;
-    let schedule = match legacy_schedule {
-        Some(s)
-            if request.schedule.trim().is_empty()
-                || request.schedule.eq_ignore_ascii_case("automatic") =>
-        {
-            s
-        }
-        _ => schedule_for(sampler, &request.schedule)?,
-    };
+    let (sampler, schedule) = resolve(&request.sampler, &request.schedule)?;
     let start = Instant::now();
     let device = &model.device;
     let (guidance, prompt) = prompts::guidance(model, request, sampler, inputs)?;
-    let denoiser = ModelDenoiser::new(
-        model.network.as_ref(),
-        &model.levels,
-        model.info.prediction,
-        guidance,
-        model.dtype,
-        cancel,
-    )?;
-
-    let sigmas = (schedule.func)(&model.levels, request.steps as usize)?;
-    let total = sigmas.len() - 1;
     let down = model.info.downscale;
     let shape = [
         1,
@@ -181,19 +221,174 @@ pub fn sample_latent_with(
         (request.width / down) as usize,
     ];
     let mut noise = request.noise_spec().stream();
-    let init = noise.initial_latent(&shape, device, DType::F32)?;
-    let x = (init * sampler.init_noise.scale(sigmas[0]))?;
-    // SDE samplers take Brownian-tree noise (stable across step counts), seeded like the rest.
-    let mut brownian = BrownianNoise::for_sigmas(request.seed, &sigmas);
-    let step_noise: &mut dyn StepNoise = match sampler.noise {
-        NoiseKind::Brownian => &mut brownian,
-        NoiseKind::None | NoiseKind::PerStep => &mut noise,
+    let noise0 = noise.initial_latent(&shape, device, DType::F32)?;
+    let (source, sigmas, x) = match &request.img2img {
+        None => {
+            let sigmas = (schedule.func)(&model.levels, request.steps as usize)?;
+            let x = (&noise0 * sampler.init_noise.scale(sigmas[0]))?;
+            (None, sigmas, x)
+        }
+        Some(img) => {
+            let source = start::prepare_source(model, request, img, inputs, &noise0)?;
+            let plan = img2img_steps(request.steps as usize, img.strength, img.fixed_steps)?;
+            let full = (schedule.func)(&model.levels, plan.schedule_steps)?;
+            let sigmas = img2img_sigmas(&full, plan)?.to_vec();
+            let x = model
+                .info
+                .prediction
+                .noised(&source.init_latent, &noise0, sigmas[0])?;
+            (Some(source), sigmas, x)
+        }
     };
+    let concat = match &source {
+        Some(s) => s.concat.clone(),
+        None if start::is_inpainting_model(model) => Some(start::unmasked_conditioning(
+            model,
+            request.width,
+            request.height,
+        )?),
+        None => None,
+    };
+    let hires = match &request.hires {
+        Some(h) => {
+            let steps = if h.steps == 0 { request.steps } else { h.steps };
+            Some((steps, img2img_steps(steps as usize, h.strength, true)?))
+        }
+        None => None,
+    };
+    let first = sigmas.len() - 1;
+    let total = first + hires.map_or(0, |(_, plan)| plan.t_enc + 1);
     on_event(Event::Started {
         total,
         seed: request.seed,
     });
+    let pass = Pass {
+        sampler,
+        sigmas: &sigmas,
+        x,
+        guidance,
+        source: source.as_ref(),
+        concat,
+        offset: 0,
+        total,
+    };
+    let mut latent = run_pass(
+        model,
+        request.seed,
+        pass,
+        &mut noise,
+        cancel,
+        start,
+        on_event,
+    )?;
+    if let (Some(h), Some((steps, plan))) = (&request.hires, hires) {
+        let (up, width, height) = start::upscale_first_pass(model, request, &latent)?;
+        let pick = |own: &str, base: &str| {
+            if own.trim().is_empty() {
+                base.to_string()
+            } else {
+                own.to_string()
+            }
+        };
+        let second = Request {
+            prompt: pick(&h.prompt, &request.prompt),
+            negative_prompt: pick(&h.negative_prompt, &request.negative_prompt),
+            steps,
+            sampler: request.hires_sampler().to_string(),
+            schedule: request.hires_schedule().to_string(),
+            width,
+            height,
+            hires: None,
+            img2img: None,
+            ..request.clone()
+        };
+        check_memory(model, &second)?;
+        let (sampler, schedule) = resolve(&second.sampler, &second.schedule)?;
+        let (guidance, _) = prompts::guidance(model, &second, sampler, inputs)?;
+        let full = (schedule.func)(&model.levels, plan.schedule_steps)?;
+        let sigmas = img2img_sigmas(&full, plan)?;
+        // A1111 draws the second pass's noise from a fresh generator for the same seed.
+        let mut noise = second.noise_spec().stream();
+        let shape = up.dims().to_vec();
+        let noise0 = noise.initial_latent(&shape, device, DType::F32)?;
+        let x = model.info.prediction.noised(&up, &noise0, sigmas[0])?;
+        let concat = match start::is_inpainting_model(model) {
+            true => Some(start::unmasked_conditioning(model, width, height)?),
+            false => None,
+        };
+        let pass = Pass {
+            sampler,
+            sigmas,
+            x,
+            guidance,
+            source: None,
+            concat,
+            offset: first,
+            total,
+        };
+        latent = run_pass(
+            model,
+            request.seed,
+            pass,
+            &mut noise,
+            cancel,
+            start,
+            on_event,
+        )?;
+    }
+    Ok(Sampled {
+        latent,
+        prompt,
+        overlay: source.and_then(|s| s.overlay),
+    })
+}
 
+/// Runs one pass and returns its latent in the VAE's (variance-preserving) space, blended with
+/// the init latent outside an inpainting mask.
+fn run_pass(
+    model: &Model,
+    seed: u64,
+    pass: Pass,
+    noise: &mut crate::noise::SeededNoise,
+    cancel: &AtomicBool,
+    start: Instant,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Tensor> {
+    let mut denoiser = ModelDenoiser::new(
+        model.network.as_ref(),
+        &model.levels,
+        model.info.prediction,
+        pass.guidance,
+        model.dtype,
+        cancel,
+    )?;
+    if let Some(extra) = pass.concat {
+        denoiser = denoiser.with_concat(extra)?;
+    }
+    let blend = match pass.source {
+        Some(start::Source {
+            init_latent,
+            blend: Some((keep, repaint)),
+            ..
+        }) => Some(InpaintBlend {
+            inner: &denoiser,
+            init: init_latent,
+            keep,
+            repaint,
+        }),
+        _ => None,
+    };
+    let d: &dyn crate::sampling::types::Denoiser = match &blend {
+        Some(b) => b,
+        None => &denoiser,
+    };
+    // SDE samplers take Brownian-tree noise (stable across step counts), seeded like the rest.
+    let mut brownian = BrownianNoise::for_sigmas(seed, pass.sigmas);
+    let step_noise: &mut dyn StepNoise = match pass.sampler.noise {
+        NoiseKind::Brownian => &mut brownian,
+        NoiseKind::None | NoiseKind::PerStep => noise,
+    };
+    let (offset, total) = (pass.offset, pass.total);
     let mut on_step = |info: &StepInfo| {
         let preview = match latent_preview(info.denoised, &model.preview) {
             Ok(p) => p,
@@ -203,8 +398,8 @@ pub fn sample_latent_with(
             }
         };
         on_event(Event::Step {
-            index: info.index,
-            total: info.total,
+            index: offset + info.index,
+            total: if info.total == 0 { 0 } else { total },
             sigma: info.sigma,
             elapsed: start.elapsed(),
             model_evals: info.model_evals,
@@ -220,13 +415,16 @@ pub fn sample_latent_with(
         noise: step_noise,
         on_step: &mut on_step,
     };
-    let x = (sampler.func)(&denoiser, x, &sigmas, &mut ctx)?;
+    let mut x = (pass.sampler.func)(d, pass.x, pass.sigmas, &mut ctx)?;
+    if let Some(b) = &blend {
+        x = b.blend(&x)?;
+    }
     // The sampler works in k-diffusion's variance-exploding space; the VAE wants the
     // variance-preserving latent (they differ only when the schedule ends above 0).
     let latent =
-        crate::sampling::samplers::to_variance_preserving(&x, *sigmas.last().unwrap_or(&0.0))?;
-    check_sampled(&latent, model)?;
-    Ok((latent, prompt))
+        crate::sampling::samplers::to_variance_preserving(&x, *pass.sigmas.last().unwrap_or(&0.0))?;
+    decode::check_sampled(&latent, model)?;
+    Ok(latent)
 }
 
 /// Refuses a request whose activations the device cannot hold, before anything runs.
@@ -246,57 +444,4 @@ pub fn check_memory(model: &Model, request: &Request) -> Result<()> {
         free,
         &format!("a {}x{} image", request.width, request.height),
     )
-}
-
-/// Decodes a sampled latent to an image tensor `[1, 3, H, W]` in about [-1, 1]; fails with a
-/// clear message when the decoder produced NaN or infinite values (a black image otherwise).
-pub fn decode(model: &Model, latent: &Tensor) -> Result<Tensor> {
-    let image = model
-        .vae
-        .decode(&latent.to_dtype(model.dtype)?)?
-        .to_dtype(DType::F32)?;
-    check_finite(&image, model.dtype, &model.info.path)?;
-    Ok(image)
-}
-
-/// Whether every value of `t` is finite (NaN * 0 and inf * 0 are NaN, finite * 0 is 0: one
-/// reduction finds both).
-fn all_finite(t: &Tensor) -> Result<bool> {
-    let sum = (t.to_dtype(DType::F32)? * 0.0)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok(sum.is_finite())
-}
-
-/// Errors when the sampled latent holds NaN or infinity: the denoising network, not the VAE,
-/// produced them, so the message names the network and what usually fixes it.
-fn check_sampled(latent: &Tensor, model: &Model) -> Result<()> {
-    if all_finite(latent)? {
-        return Ok(());
-    }
-    let hint = if model.dtype == DType::F32 {
-        "its weights are broken (NaN or huge values); re-download the model"
-    } else {
-        "it overflowed in 16-bit precision; run it in f32 (--dtype f32), or check the weights"
-    };
-    Err(Error::model(
-        &model.info.path,
-        format!("sampling produced NaN or infinite values: the denoising network failed, not the VAE; {hint}"),
-    ))
-}
-
-/// Errors when `image` holds NaN or infinity, suggesting what usually fixes it.
-pub fn check_finite(image: &Tensor, dtype: DType, model: &std::path::Path) -> Result<()> {
-    if all_finite(image)? {
-        return Ok(());
-    }
-    let hint = if dtype == DType::F32 {
-        "the VAE weights themselves are broken; try another VAE with --vae"
-    } else {
-        "the VAE overflowed in 16-bit precision (common with SDXL's VAE): decode in f32, or use an fp16-fixed VAE (e.g. madebyollin/sdxl-vae-fp16-fix) with --vae"
-    };
-    Err(Error::model(
-        model,
-        format!("the decoded image contains NaN or infinite values; {hint}"),
-    ))
 }

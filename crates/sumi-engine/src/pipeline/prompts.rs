@@ -31,11 +31,16 @@ pub fn schedule_steps(sampler: &SamplerEntry, steps: u32) -> u32 {
     }
 }
 
-/// What a generation takes besides the request: files the prompts may name.
+/// What a generation takes besides the request: files the prompts may name, and the bytes of
+/// the pictures an img2img request names by hash.
 #[derive(Debug, Clone, Copy)]
 pub struct GenerateInputs<'a> {
     /// Textual-inversion embeddings the prompts may use.
     pub embeddings: &'a Embeddings,
+    /// The init picture's file bytes (`Img2Img::init_image` names their SHA-256).
+    pub init_image: Option<&'a [u8]>,
+    /// The mask's file bytes (`Img2Img::mask`).
+    pub mask: Option<&'a [u8]>,
 }
 
 static NO_EMBEDDINGS: LazyLock<Embeddings> = LazyLock::new(Embeddings::empty);
@@ -44,6 +49,8 @@ impl Default for GenerateInputs<'static> {
     fn default() -> Self {
         Self {
             embeddings: &NO_EMBEDDINGS,
+            init_image: None,
+            mask: None,
         }
     }
 }

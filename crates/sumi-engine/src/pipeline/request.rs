@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use super::source::{Hires, Img2Img};
 use crate::model::ModelInfo;
 use crate::noise::{NoiseSource, NoiseSpec, Variation};
 use crate::preview::Quantize;
@@ -10,12 +11,7 @@ use crate::sampling::table::{parse_sampler, schedule_for};
 use crate::text::{check_clip_skip, check_prompt, Emphasis};
 use crate::{Error, Result};
 
-/// Largest step count a request may ask for.
-pub const MAX_STEPS: u32 = 500;
-/// Largest width or height in pixels.
-pub const MAX_SIZE: u32 = 8192;
-/// Largest classifier-free guidance scale (A1111's slider stops at 30; larger only burns the image).
-pub const MAX_CFG: f64 = 100.0;
+pub use super::limits::{MAX_CFG, MAX_SIZE, MAX_STEPS};
 
 /// Everything that decides the picture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
@@ -64,6 +60,14 @@ pub struct Request {
     /// How prompt weights are read and applied.
     #[serde(default)]
     pub emphasis: Emphasis,
+    /// Start from a picture (img2img, inpainting, outpainting) instead of pure noise.
+    #[serde(default)]
+    #[ts(type = "Img2Img | null")]
+    pub img2img: Option<Img2Img>,
+    /// A second pass at a larger size over the first pass's result.
+    #[serde(default)]
+    #[ts(type = "Hires | null")]
+    pub hires: Option<Hires>,
 }
 
 impl Default for Request {
@@ -85,6 +89,8 @@ impl Default for Request {
             quantize: Quantize::default(),
             clip_skip: None,
             emphasis: Emphasis::default(),
+            img2img: None,
+            hires: None,
         }
     }
 }
@@ -137,7 +143,37 @@ impl Request {
         check_prompt("negative prompt", &self.negative_prompt)?;
         let (sampler, _) = parse_sampler(&self.sampler)?;
         schedule_for(sampler, &self.schedule)?;
+        if let Some(i) = &self.img2img {
+            i.validate()?;
+        }
+        if let Some(h) = &self.hires {
+            if self.img2img.is_some() {
+                return Err(Error::InvalidRequest(
+                    "hires fix is a second pass of text-to-image; for a larger img2img, give                      the larger size with --width/--height"
+                        .into(),
+                ));
+            }
+            h.validate()?;
+            let (s2, _) = parse_sampler(self.hires_sampler())?;
+            schedule_for(s2, self.hires_schedule())?;
+        }
         Ok(())
+    }
+
+    /// The sampler of the hires pass.
+    pub fn hires_sampler(&self) -> &str {
+        match &self.hires {
+            Some(h) if !h.sampler.trim().is_empty() => &h.sampler,
+            _ => &self.sampler,
+        }
+    }
+
+    /// The schedule of the hires pass.
+    pub fn hires_schedule(&self) -> &str {
+        match &self.hires {
+            Some(h) if !h.schedule.trim().is_empty() => &h.schedule,
+            _ => &self.schedule,
+        }
     }
 }
 

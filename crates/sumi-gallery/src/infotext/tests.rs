@@ -90,16 +90,13 @@ fn reads_a1111_v1_6_with_legacy_sampler_and_extras() {
     assert_eq!((p.width, p.height), (Some(512), Some(768)));
     assert_eq!(p.model_hash.as_deref(), Some("7f96a1a9ca"));
     assert_eq!(p.noise_source, None);
-    let keys: Vec<&str> = p.extras.iter().map(|(k, _)| k.as_str()).collect();
+    let hires = p.to_params().unwrap().hires.unwrap();
     assert_eq!(
-        keys,
-        [
-            "Denoising strength",
-            "Hires upscale",
-            "Hires upscaler",
-            "Version"
-        ]
+        (hires.scale, hires.strength, hires.upscaler.as_str()),
+        (2.0, 0.45, "Latent")
     );
+    let keys: Vec<&str> = p.extras.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["Version"]);
     assert_eq!(p.lora_hashes, [NamedHash::new("detail", "62e6ad0d3e7f")]);
     assert_eq!(p.clip_skip, Some(2));
     let params = p.to_params().unwrap();

@@ -73,6 +73,7 @@ fn request(steps: u32) -> Request {
 fn generates_streams_previews_saves_and_reruns_identically() {
     let (_d, gallery, worker, rx) = setup();
     let job = worker.enqueue(Job {
+        made_from: None,
         request: request(3),
         comparison: None,
         model: None,
@@ -117,6 +118,7 @@ fn generates_streams_previews_saves_and_reruns_identically() {
     );
 
     let job = worker.enqueue(Job {
+        made_from: None,
         request: request(3),
         comparison: None,
         model: None,
@@ -138,6 +140,7 @@ fn generates_streams_previews_saves_and_reruns_identically() {
 
     let params = gallery.lock().unwrap().rerun(id).unwrap();
     worker.enqueue(Job {
+        made_from: None,
         request: crate::record::request(&params),
         comparison: None,
         model: None,
@@ -161,6 +164,7 @@ fn cancel_and_clear() {
     worker.load(fixture());
     wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
     let first = worker.enqueue(Job {
+        made_from: None,
         request: request(200),
         comparison: None,
         model: None,
@@ -169,6 +173,7 @@ fn cancel_and_clear() {
     });
     for _ in 0..3 {
         worker.enqueue(Job {
+            made_from: None,
             request: request(2),
             comparison: None,
             model: None,
@@ -246,6 +251,7 @@ fn a_waiting_load_is_reported_with_its_path() {
     assert!(worker.loading().is_none());
     // A load asked for while a long job runs waits for it, and is reported as waiting.
     let long = worker.enqueue(Job {
+        made_from: None,
         request: request(200),
         comparison: None,
         model: None,
@@ -275,6 +281,7 @@ fn a_waiting_load_is_reported_with_its_path() {
 
 fn job(request: Request) -> Job {
     Job {
+        made_from: None,
         request,
         comparison: None,
         model: None,
