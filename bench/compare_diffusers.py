@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-DIFFUSERS_COMPONENTS = ["load", "text", "prompt", "unet", "vae", "generate"]
+DIFFUSERS_COMPONENTS = ["load", "text", "prompt", "unet", "vae", "vae-encode", "generate"]
 
 
 def run_sumi(args, components):
@@ -166,6 +166,10 @@ def diffusers_worker(folder, threads, size, repeats, steps, components, device, 
         if "vae" in components:
             z = torch.randn(1, 4, lat, lat, device=device, dtype=dt)
             timings["vae"] = best(lambda: vae.decode(z).sample, repeats)
+        if "vae-encode" in components:
+            # Sumi takes the latent distribution's mean, so the sample is not drawn here either.
+            image = (torch.randn(1, 3, size, size, device=device) * 0.5).clamp(-1, 1).to(dt)
+            timings["vae-encode"] = best(lambda: vae.encode(image).latent_dist.mean, repeats)
         if "generate" in components and text_2 is None:
             sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
                                            beta_schedule="scaled_linear", steps_offset=1)

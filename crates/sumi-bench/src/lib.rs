@@ -61,7 +61,15 @@ impl Preset {
 
 /// The components a benchmark can time.
 pub const COMPONENTS: &[&str] = &[
-    "load", "text", "prompt", "unet", "vae", "preview", "generate", "lora",
+    "load",
+    "text",
+    "prompt",
+    "unet",
+    "vae",
+    "vae-encode",
+    "preview",
+    "generate",
+    "lora",
 ];
 
 /// What to run.
@@ -319,6 +327,24 @@ fn measure(
             Ok(())
         })?;
         push("vae", r, format!("VAE decode to {0}x{0}", opts.size));
+    }
+    if want("vae-encode") {
+        progress("vae-encode");
+        let image = Tensor::randn(0f32, 0.5f32, (1, 3, opts.size, opts.size), device)?
+            .clamp(-1f32, 1f32)?
+            .to_dtype(dtype)?;
+        let r = time_runs(device, opts.repeats, || {
+            model.vae.encode(&image)?;
+            Ok(())
+        })?;
+        push(
+            "vae-encode",
+            r,
+            format!(
+                "VAE encode of a {0}x{0} picture (image-to-image)",
+                opts.size
+            ),
+        );
     }
     if want("preview") {
         progress("preview");

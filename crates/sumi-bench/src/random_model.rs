@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use serde_json::{json, Value};
 use sumi_engine::arch::clip::{ClipTextConfig, ClipTextModel};
 use sumi_engine::arch::unet::{UNet, UNetConfig};
-use sumi_engine::arch::vae::{VaeConfig, VaeDecoder};
+use sumi_engine::arch::vae::{VaeConfig, VaeDecoder, VaeEncoder};
 use sumi_engine::{Error, Result};
 
 use crate::Preset;
@@ -316,7 +316,11 @@ pub fn write_random_model(
 
     let vae_v = vae_config(preset);
     let vae_cfg: VaeConfig = from_json(&vae_v)?;
-    let shapes = record(None, |vb| VaeDecoder::new(vae_cfg, vb).map(|_| ()))?;
+    // Decoder and encoder (image-to-image), as the published VAE files hold both.
+    let mut shapes = record(None, |vb| VaeDecoder::new(vae_cfg.clone(), vb).map(|_| ()))?;
+    let encoder = record(None, |vb| VaeEncoder::new(vae_cfg, vb).map(|_| ()))?;
+    let encoder_params: usize = encoder.values().map(|s| s.iter().product::<usize>()).sum();
+    shapes.extend(encoder);
     std::fs::create_dir_all(dir.join("vae"))?;
     write_json(&dir.join("vae/config.json"), &vae_v)?;
     let n = write_random_safetensors(
@@ -325,7 +329,8 @@ pub fn write_random_model(
         seed + 1,
         weights,
     )?;
-    params.insert("vae_decoder".into(), n);
+    params.insert("vae_decoder".into(), n - encoder_params);
+    params.insert("vae_encoder".into(), encoder_params);
     configs.insert("vae".into(), vae_v);
 
     let demo_tokenizer = sumi_hub::builtin_demo_model()
