@@ -156,6 +156,8 @@ pub struct ModelView {
     pub schedule: String,
     /// Default width and height.
     pub size: u32,
+    /// Clip skip the model recommends in its `sumi.json` (null: the prompt rules' default).
+    pub clip_skip: Option<u32>,
 }
 
 impl ModelView {
@@ -178,6 +180,7 @@ impl ModelView {
             sampler: d.sampler.to_string(),
             schedule: d.schedule.to_string(),
             size: d.size,
+            clip_skip: d.clip_skip,
         }
     }
 }

@@ -483,7 +483,11 @@ schedule: string,
 /**
  * Default width and height.
  */
-size: number, };
+size: number, 
+/**
+ * Clip skip the model recommends in its `sumi.json` (null: the prompt rules' default).
+ */
+clipSkip: number | null, };
 
 export type LoadingView = { 
 /**

@@ -20,6 +20,13 @@ describe("parseSeed", () => {
   });
 });
 
+describe("initialForm", () => {
+  it("takes the clip skip a model recommends", () => {
+    expect(initialForm(defaults).clipSkip).toBeNull();
+    expect(initialForm({ ...defaults, clipSkip: 2 }).clipSkip).toBe(2);
+  });
+});
+
 describe("validate", () => {
   it("asks for a prompt", () => {
     const f = initialForm(defaults);

@@ -30,7 +30,8 @@ export interface FormState {
 }
 
 /** Model defaults the form starts from. */
-export type Defaults = Pick<ModelView, "steps" | "cfg" | "sampler" | "schedule" | "size">;
+export type Defaults = Pick<ModelView, "steps" | "cfg" | "sampler" | "schedule" | "size"> &
+  Partial<Pick<ModelView, "clipSkip">>;
 
 /** Largest seed the engine takes without losing precision in JavaScript numbers. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -66,7 +67,7 @@ export function initialForm(d: Defaults): FormState {
     variationSeed: null,
     variationStrength: 0,
     quantize: "round",
-    clipSkip: null,
+    clipSkip: d.clipSkip ?? null,
     emphasis: "original",
   };
 }

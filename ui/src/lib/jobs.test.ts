@@ -115,6 +115,7 @@ const demo: ModelView = {
   sampler: "DPM++ 2M",
   schedule: "Karras",
   size: 32,
+  clipSkip: null,
 };
 
 describe("the model at start", () => {

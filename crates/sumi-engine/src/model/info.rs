@@ -46,6 +46,8 @@ pub struct Defaults {
     pub schedule: &'static str,
     /// Width and height.
     pub size: u32,
+    /// Clip skip the model recommends (`None`: the default of the prompt rules).
+    pub clip_skip: Option<u32>,
 }
 
 impl ModelInfo {
@@ -58,6 +60,7 @@ impl ModelInfo {
                 sampler: "Euler a",
                 schedule: "Normal",
                 size: self.native_size,
+                clip_skip: None,
             }
         } else {
             Defaults {
@@ -66,6 +69,7 @@ impl ModelInfo {
                 sampler: "DPM++ 2M",
                 schedule: "Karras",
                 size: self.native_size,
+                clip_skip: None,
             }
         };
         if let Some(r) = &self.recommended {
@@ -73,6 +77,7 @@ impl ModelInfo {
             d.cfg = r.cfg.unwrap_or(d.cfg);
             d.sampler = r.sampler.unwrap_or(d.sampler);
             d.schedule = r.schedule.unwrap_or(d.schedule);
+            d.clip_skip = r.clip_skip.or(d.clip_skip);
         }
         d
     }

@@ -2,7 +2,7 @@
 //! `model_index.json`, like the "recommended settings" on a model's download page:
 //!
 //! ```json
-//! { "defaults": { "cfg": 4, "steps": 20, "sampler": "DPM++ 2M", "schedule": "Karras" } }
+//! { "defaults": { "cfg": 4, "steps": 20, "sampler": "DPM++ 2M", "schedule": "Karras", "clip_skip": 2 } }
 //! ```
 //!
 //! Every field of `defaults` is optional; the ones given replace what the model's family implies.
@@ -26,6 +26,8 @@ pub struct Recommended {
     pub sampler: Option<&'static str>,
     /// A schedule's display name from the schedule table.
     pub schedule: Option<&'static str>,
+    /// Clip skip (many SD 1.x anime models are made for 2).
+    pub clip_skip: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +43,7 @@ struct Defaults {
     cfg: Option<f64>,
     sampler: Option<String>,
     schedule: Option<String>,
+    clip_skip: Option<u32>,
 }
 
 /// Reads `dir/sumi.json`: none when the folder has no such file, an error naming the file and
@@ -61,6 +64,10 @@ pub fn read(dir: &Path) -> Result<Option<Recommended>> {
     if let Some(cfg) = d.cfg.filter(|c| !c.is_finite() || *c < 0.0) {
         return Err(bad(format!("defaults.cfg must be 0 or more, not {cfg}")));
     }
+    if let Some(n) = d.clip_skip {
+        crate::text::check_clip_skip(Some(n))
+            .map_err(|e| bad(format!("defaults.clip_skip: {e}")))?;
+    }
     let sampler = match d.sampler.as_deref() {
         Some(name) => Some(table::sampler(name).map_err(|e| bad(e.to_string()))?.name),
         None => None,
@@ -74,6 +81,7 @@ pub fn read(dir: &Path) -> Result<Option<Recommended>> {
         cfg: d.cfg,
         sampler,
         schedule,
+        clip_skip: d.clip_skip,
     }))
 }
 
@@ -102,6 +110,9 @@ mod tests {
         assert_eq!(r.steps, None);
         assert_eq!(r.sampler, Some("Euler a"));
         assert_eq!(r.schedule, Some("Karras"));
+        assert_eq!(r.clip_skip, None);
+        let dir = folder_with(r#"{"defaults": {"clip_skip": 2}}"#);
+        assert_eq!(read(dir.path()).unwrap().unwrap().clip_skip, Some(2));
     }
 
     #[test]
@@ -113,6 +124,7 @@ mod tests {
                 "unknown field `guidance`",
             ),
             (r#"{"defaults": {"steps": 0}}"#, "steps must be at least 1"),
+            (r#"{"defaults": {"clip_skip": 0}}"#, "clip_skip"),
             (r#"{"defaults": {"cfg": -1}}"#, "cfg must be 0 or more"),
             (r#"{"defaults": {"sampler": "Euler z"}}"#, "Euler z"),
             (r#"{"defaults": {"schedule": "Cosine-ish"}}"#, "Cosine-ish"),

@@ -109,6 +109,7 @@ impl Request {
             schedule: d.schedule.into(),
             width: d.size,
             height: d.size,
+            clip_skip: d.clip_skip,
             ..Default::default()
         }
     }
