@@ -284,12 +284,12 @@ fn parts(p: &GenerationParams) -> [String; SETTINGS] {
             .as_ref()
             .map(|i| format!("strength {}", i.strength))
             .unwrap_or_default(),
-        lora_tags(&p.prompt),
+        lora_tags(&p.prompt).join(" "),
     ]
 }
 
-/// The `<lora:...>` (and `<lyco:...>`) tags of a prompt as "LoRA NAME:WEIGHT", space-separated.
-fn lora_tags(prompt: &str) -> String {
+/// The `<lora:...>` (and `<lyco:...>`) tags of a prompt, each as "LoRA NAME:WEIGHT".
+fn lora_tags(prompt: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = prompt;
     while let Some(i) = rest.find('<') {
@@ -304,7 +304,7 @@ fn lora_tags(prompt: &str) -> String {
             rest = &rest[end + 1..];
         }
     }
-    out.join(" ")
+    out
 }
 
 /// Which of the settings (sampler, schedule, steps, CFG, denoising strength, LoRA weights)
@@ -327,10 +327,19 @@ pub fn varying(params: &[&GenerationParams]) -> [bool; SETTINGS] {
 pub fn labels(params: &[&GenerationParams]) -> Vec<String> {
     let vary = varying(params);
     let any = vary.iter().any(|v| *v);
+    // LoRA tags every cell has the same are not what a cell changes.
+    let tags: Vec<Vec<String>> = params.iter().map(|p| lora_tags(&p.prompt)).collect();
     params
         .iter()
-        .map(|p| {
-            let parts = parts(p);
+        .zip(&tags)
+        .map(|(p, own)| {
+            let mut parts = parts(p);
+            parts[SETTINGS - 1] = own
+                .iter()
+                .filter(|t| !tags.iter().all(|other| other.contains(t)))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" ");
             let shown: Vec<&str> = parts
                 .iter()
                 .zip(vary)
@@ -570,7 +579,7 @@ mod tests {
     fn strength_and_lora_weight_axes_are_labelled_with_their_values() {
         let cell = |strength: f64, w: &str| {
             let mut p = params("Euler", 10, 7.0);
-            p.prompt = format!("a red fox <lora:ink:{w}> <hypernet:x:1>");
+            p.prompt = format!("a red fox <lora:paper:1> <lora:ink:{w}> <hypernet:x:1>");
             p.img2img = Some(crate::SourceParams {
                 strength,
                 ..Default::default()
@@ -598,7 +607,7 @@ mod tests {
         assert_eq!(labels(&fixed), ["strength 0.3", "strength 0.6"]);
         assert_eq!(
             header(&fixed),
-            "a red fox <lora:ink:0> <hypernet:x:1>\nSeed 7 · 200x100 · demo · Euler · Karras · 10 steps · CFG 7"
+            "a red fox <lora:paper:1> <lora:ink:0> <hypernet:x:1>\nSeed 7 · 200x100 · demo · Euler · Karras · 10 steps · CFG 7"
         );
     }
 
