@@ -16,7 +16,7 @@ fn declarations() -> Vec<String> {
         ComparisonSlot, Cursor, Generation, GenerationMeta, GenerationParams, HiresParams,
         NamedHash, Page, SourceParams,
     };
-    use sumi_runtime::compare::Variant;
+    use sumi_runtime::compare::{LoraWeight, Variant};
     use sumi_runtime::form::GenerateForm;
     use sumi_runtime::limits::{Limits, SamplerView, Tables};
     use sumi_runtime::worker::{LoadingView, ModelView, QueueItem, WorkerEvent};
@@ -37,6 +37,7 @@ fn declarations() -> Vec<String> {
         Quantize::decl(),
         GenerateForm::decl(),
         Variant::decl(),
+        LoraWeight::decl(),
         Queued::decl(),
         Comparison::decl(),
         Tables::decl(),

@@ -267,7 +267,7 @@ pub fn compare(
         .enumerate()
         .map(|(i, r)| {
             let job = state.worker.enqueue(Job {
-                made_from: None,
+                made_from: form.made_from,
                 request: r,
                 comparison: Some(ComparisonSlot {
                     group,

@@ -1,5 +1,6 @@
-//! `sumi compare`: one prompt and seed through several samplers, schedules, step counts or
-//! CFG values (every combination), saved as one comparison group and drawn as a labelled grid.
+//! `sumi compare`: one prompt and seed through several samplers, schedules, step counts, CFG
+//! values, denoising strengths or weights of one LoRA (every combination), saved as one
+//! comparison group and drawn as a labelled grid.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -10,10 +11,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sumi_engine::{Event, Model, Request};
 use sumi_gallery::{grid, ComparisonSlot, Gallery, GenerationParams};
-use sumi_runtime::compare::{cells, Variant};
+use sumi_runtime::compare::{cell, cells, LoraWeight, Variant};
 use sumi_runtime::load::load_model;
 use sumi_runtime::networks::{self, LoraLibrary, NetworkDirs};
 use sumi_runtime::record::{meta, params};
+use sumi_runtime::sources::SourceBytes;
+
+use crate::img2img_args::Img2ImgArgs;
 
 /// Options of `sumi compare`.
 #[derive(Args)]
@@ -43,6 +47,12 @@ pub struct CompareArgs {
     /// CFG scales, comma-separated, e.g. 5,7.5 (default: the model's).
     #[arg(long, value_delimiter = ',')]
     cfg: Vec<f64>,
+    /// Denoising strengths, comma-separated, e.g. 0.3,0.5,0.7 (needs --init-image).
+    #[arg(long, value_delimiter = ',')]
+    strengths: Vec<f64>,
+    /// Weights of one LoRA of the prompt's `<lora:NAME:w>` tags, e.g. NAME:0,0.5,1.
+    #[arg(long, value_name = "NAME:W1,W2,...")]
+    lora_weights: Option<String>,
     /// Image width: a multiple of 8 (of 4 for the demo model); default: the model's
     #[arg(long)]
     width: Option<u32>,
@@ -61,6 +71,29 @@ pub struct CompareArgs {
     /// Compute device: cpu, cuda[:N] or metal.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Image-to-image and hires fix, as `sumi generate` takes them.
+    #[command(flatten)]
+    img2img: Img2ImgArgs,
+}
+
+/// Reads `NAME:W1,W2,...` of --lora-weights.
+fn parse_lora_weights(spec: &str) -> Result<(String, Vec<f64>)> {
+    let usage = "write NAME:W1,W2,..., e.g. inkwash:0,0.5,1";
+    let Some((name, weights)) = spec.rsplit_once(':') else {
+        bail!("--lora-weights {spec:?}: {usage}");
+    };
+    if name.trim().is_empty() {
+        bail!("--lora-weights {spec:?}: no LoRA named; {usage}");
+    }
+    let weights = weights
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<f64>()
+                .with_context(|| format!("--lora-weights {spec:?}: {w:?} is not a number; {usage}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name.trim().to_string(), weights))
 }
 
 fn trimmed(list: &[String]) -> Vec<&str> {
@@ -70,8 +103,17 @@ fn trimmed(list: &[String]) -> Vec<&str> {
         .collect()
 }
 
-/// The requests of every combination, samplers outermost and CFG innermost.
-fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
+/// Each value of an axis, or one `None` (the base's) when the axis is not compared.
+fn axis<T: Clone>(values: &[T]) -> Vec<Option<T>> {
+    match values {
+        [] => vec![None],
+        v => v.iter().cloned().map(Some).collect(),
+    }
+}
+
+/// The requests of every combination (samplers outermost, LoRA weights innermost) and the
+/// pictures img2img needs.
+fn requests(args: &CompareArgs, model: &Model, home: &Path) -> Result<(Vec<Request>, SourceBytes)> {
     let mut base = Request::with_defaults(&model.info, &args.prompt, args.seed);
     base.negative_prompt = args.negative_prompt.clone();
     if let Some(w) = args.width {
@@ -80,6 +122,9 @@ fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
     if let Some(h) = args.height {
         base.height = h;
     }
+    let sized = args.width.is_some() || args.height.is_some();
+    let sources =
+        crate::img2img_args::apply(&args.img2img, &mut base, home, model.info.downscale, sized)?;
     let samplers = trimmed(&args.samplers);
     let samplers = if samplers.is_empty() {
         vec![base.sampler.as_str()]
@@ -93,49 +138,61 @@ fn requests(args: &CompareArgs, model: &Model) -> Result<Vec<Request>> {
     } else {
         schedules
     };
-    let steps: Vec<Option<u32>> = match args.steps.as_slice() {
-        [] => vec![None],
-        s => s.iter().copied().map(Some).collect(),
-    };
-    let cfgs: Vec<Option<f64>> = match args.cfg.as_slice() {
-        [] => vec![None],
-        c => c.iter().copied().map(Some).collect(),
+    let loras: Vec<Option<LoraWeight>> = match &args.lora_weights {
+        None => vec![None],
+        Some(spec) => {
+            let (name, weights) = parse_lora_weights(spec)?;
+            weights
+                .into_iter()
+                .map(|weight| {
+                    Some(LoraWeight {
+                        name: name.clone(),
+                        weight,
+                    })
+                })
+                .collect()
+        }
     };
     let mut variants = Vec::new();
     for sampler in &samplers {
         for schedule in &schedules {
-            for &steps in &steps {
-                for &cfg in &cfgs {
-                    variants.push(Variant {
-                        sampler: sampler.to_string(),
-                        schedule: schedule.to_string(),
-                        steps,
-                        cfg,
-                    });
+            for steps in axis(&args.steps) {
+                for cfg in axis(&args.cfg) {
+                    for strength in axis(&args.strengths) {
+                        for lora in &loras {
+                            variants.push(Variant {
+                                sampler: sampler.to_string(),
+                                schedule: schedule.to_string(),
+                                steps,
+                                cfg,
+                                strength,
+                                lora: lora.clone(),
+                            });
+                        }
+                    }
                 }
             }
         }
     }
     // One combination is a comparison of one image: allowed from the CLI.
     let out = if variants.len() == 1 {
-        let mut r = base.clone();
-        let v = &variants[0];
-        sumi_runtime::compare::set_sampler(&mut r, &v.sampler, Some(&v.schedule))?;
-        r.steps = v.steps.unwrap_or(r.steps);
-        r.cfg = v.cfg.unwrap_or(r.cfg);
-        vec![r]
+        vec![cell(&base, &variants[0])?]
     } else {
         cells(&base, &variants)?
     };
     for r in &out {
         r.validate(model.info.downscale)?;
     }
-    Ok(out)
+    Ok((out, sources))
 }
 
 /// Runs `sumi compare`.
 pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     crate::save::check_output(&args.output, home, args.force)?;
+    args.img2img.check()?;
+    if let Some(spec) = &args.lora_weights {
+        parse_lora_weights(spec)?;
+    }
     let device = sumi_engine::device::pick(&args.device)?;
     let path = match &args.model {
         Some(spec) => sumi_hub::resolve(spec)?,
@@ -144,18 +201,16 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     eprintln!("loading {} ...", path.display());
     let dtype = sumi_engine::device::default_dtype(&device);
     let mut model = load_model(&path, Default::default(), &device, dtype, home, &mut |_| {})?;
-    let requests = requests(&args, &model)?;
-    // Every cell shares the prompt: its embeddings and LoRAs come from Sumi's folders, once.
+    let (requests, sources) = requests(&args, &model, home)?;
+    // Embeddings and LoRAs come from Sumi's folders; each cell applies its prompt's LoRAs (the
+    // same set again is not patched twice).
     let dirs = NetworkDirs::with_defaults(home, &[], &[]);
     let embeddings = dirs.embeddings()?;
-    let loras = LoraLibrary::scan(&dirs).apply(&mut model, &args.prompt, &[])?;
+    let mut library = LoraLibrary::scan(&dirs);
+    let loras = library.apply(&mut model, &requests[0].prompt, &[])?;
     for note in &loras.notes {
         eprintln!("note: {note}");
     }
-    let inputs = sumi_engine::pipeline::GenerateInputs {
-        embeddings: &embeddings,
-        ..Default::default()
-    };
     let params: Vec<GenerationParams> = requests.iter().map(|r| params(r, &model)).collect();
     let refs: Vec<&GenerationParams> = params.iter().collect();
     let labels = grid::labels(&refs);
@@ -169,7 +224,11 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
         )
     };
     let group = match &gallery {
-        Some(g) => Some(g.new_comparison_group()?),
+        Some(g) => {
+            // The init picture and mask first: a record never names a source that is not kept.
+            sources.store(g)?;
+            Some(g.new_comparison_group()?)
+        }
         None => None,
     };
 
@@ -185,6 +244,11 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     let mut done = 0u64;
     for (i, (request, label)) in requests.iter().zip(&labels).enumerate() {
         bar.set_message(format!("{}/{}: {label}", i + 1, requests.len()));
+        let loras = library.apply(&mut model, &request.prompt, &[])?;
+        let inputs = sumi_engine::pipeline::GenerateInputs {
+            embeddings: &embeddings,
+            ..sources.inputs()
+        };
         let started = Instant::now();
         let generated =
             sumi_engine::pipeline::generate_with(&model, request, &inputs, &cancel, &mut |event| {
@@ -196,6 +260,9 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
         let image = generated.image;
         let mut recorded = params[i].clone();
         networks::record_hashes(&mut recorded, &generated.prompt, &loras);
+        if let Some(i) = recorded.img2img.as_mut() {
+            i.made_from = sources.made_from;
+        }
         let elapsed = started.elapsed();
         done += request.steps as u64;
         bar.set_position(done);

@@ -270,19 +270,47 @@ pub fn compose(cells: &[Cell], columns: u32, header: &str) -> RgbImage {
     img
 }
 
+/// How many settings a cell can differ in (see [`varying`]).
+pub const SETTINGS: usize = 6;
+
 /// The settings a cell can differ in, as a label part.
-fn parts(p: &GenerationParams) -> [String; 4] {
+fn parts(p: &GenerationParams) -> [String; SETTINGS] {
     [
         p.sampler.clone(),
         p.schedule.clone(),
         format!("{} steps", p.steps),
         format!("CFG {}", p.cfg),
+        p.img2img
+            .as_ref()
+            .map(|i| format!("strength {}", i.strength))
+            .unwrap_or_default(),
+        lora_tags(&p.prompt).join(" "),
     ]
 }
 
-/// Which of the four settings (sampler, schedule, steps, CFG) differ within `params`.
-pub fn varying(params: &[&GenerationParams]) -> [bool; 4] {
-    let mut out = [false; 4];
+/// The `<lora:...>` (and `<lyco:...>`) tags of a prompt, each as "LoRA NAME:WEIGHT".
+fn lora_tags(prompt: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = prompt;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let Some(end) = rest.find('>') else { break };
+        let inner = &rest[..end];
+        if let Some(args) = inner
+            .strip_prefix("lora:")
+            .or_else(|| inner.strip_prefix("lyco:"))
+        {
+            out.push(format!("LoRA {args}"));
+            rest = &rest[end + 1..];
+        }
+    }
+    out
+}
+
+/// Which of the settings (sampler, schedule, steps, CFG, denoising strength, LoRA weights)
+/// differ within `params`.
+pub fn varying(params: &[&GenerationParams]) -> [bool; SETTINGS] {
+    let mut out = [false; SETTINGS];
     if let Some(first) = params.first() {
         let a = parts(first);
         for p in &params[1..] {
@@ -294,18 +322,30 @@ pub fn varying(params: &[&GenerationParams]) -> [bool; 4] {
     out
 }
 
-/// Each cell's label: the settings that differ, joined with " · " (all four when none differ).
+/// Each cell's label: the settings that differ, joined with " · " (the first four when none
+/// differ).
 pub fn labels(params: &[&GenerationParams]) -> Vec<String> {
     let vary = varying(params);
     let any = vary.iter().any(|v| *v);
+    // LoRA tags every cell has the same are not what a cell changes.
+    let tags: Vec<Vec<String>> = params.iter().map(|p| lora_tags(&p.prompt)).collect();
     params
         .iter()
-        .map(|p| {
-            let parts = parts(p);
+        .zip(&tags)
+        .map(|(p, own)| {
+            let mut parts = parts(p);
+            parts[SETTINGS - 1] = own
+                .iter()
+                .filter(|t| !tags.iter().all(|other| other.contains(t)))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" ");
             let shown: Vec<&str> = parts
                 .iter()
                 .zip(vary)
-                .filter(|(_, v)| *v || !any)
+                .enumerate()
+                .filter(|(k, (_, v))| *v || (!any && *k < 4))
+                .map(|(_, p)| p)
                 .map(|(s, _)| s.as_str())
                 .collect();
             shown.join(" · ")
@@ -327,10 +367,12 @@ pub fn header(params: &[&GenerationParams]) -> String {
         facts.push(first.model_name.clone());
     }
     facts.extend(
+        // The prompt shows the LoRA tags already.
         parts(first)
             .into_iter()
             .zip(vary)
-            .filter(|(_, v)| !*v)
+            .take(SETTINGS - 1)
+            .filter(|(s, v)| !*v && !s.is_empty())
             .map(|(s, _)| s),
     );
     format!("{}\n{}", first.prompt, facts.join(" · "))
@@ -341,7 +383,7 @@ pub fn header(params: &[&GenerationParams]) -> String {
 pub fn columns(params: &[&GenerationParams]) -> u32 {
     let n = params.len() as u32;
     let vary = varying(params);
-    let Some(inner) = (0..4).rev().find(|k| vary[*k]) else {
+    let Some(inner) = (0..SETTINGS).rev().find(|k| vary[*k]) else {
         return n.max(1);
     };
     if vary.iter().filter(|v| **v).count() == 1 {
@@ -356,7 +398,7 @@ pub fn columns(params: &[&GenerationParams]) -> u32 {
         .iter()
         .take_while(|p| {
             let q = parts(p);
-            (0..4).all(|k| k == inner || !vary[k] || q[k] == first[k])
+            (0..SETTINGS).all(|k| k == inner || !vary[k] || q[k] == first[k])
         })
         .count();
     run.max(1) as u32
@@ -518,7 +560,7 @@ mod tests {
             params("Heun", 20, 7.0),
         ];
         let refs: Vec<&GenerationParams> = ps.iter().collect();
-        assert_eq!(varying(&refs), [true, false, true, false]);
+        assert_eq!(varying(&refs), [true, false, true, false, false, false]);
         assert_eq!(labels(&refs)[2], "DPM++ 2M · 10 steps");
         assert_eq!(columns(&refs), 2);
         assert_eq!(
@@ -531,6 +573,42 @@ mod tests {
         let cfg = [params("Euler", 10, 5.0), params("Euler", 10, 7.5)];
         let refs: Vec<&GenerationParams> = cfg.iter().collect();
         assert_eq!(labels(&refs), ["CFG 5", "CFG 7.5"]);
+    }
+
+    #[test]
+    fn strength_and_lora_weight_axes_are_labelled_with_their_values() {
+        let cell = |strength: f64, w: &str| {
+            let mut p = params("Euler", 10, 7.0);
+            p.prompt = format!("a red fox <lora:paper:1> <lora:ink:{w}> <hypernet:x:1>");
+            p.img2img = Some(crate::SourceParams {
+                strength,
+                ..Default::default()
+            });
+            p
+        };
+        let ps = [
+            cell(0.3, "0"),
+            cell(0.3, "0.5"),
+            cell(0.6, "0"),
+            cell(0.6, "0.5"),
+        ];
+        let refs: Vec<&GenerationParams> = ps.iter().collect();
+        assert_eq!(
+            labels(&refs),
+            [
+                "strength 0.3 · LoRA ink:0",
+                "strength 0.3 · LoRA ink:0.5",
+                "strength 0.6 · LoRA ink:0",
+                "strength 0.6 · LoRA ink:0.5"
+            ]
+        );
+        assert_eq!(columns(&refs), 2);
+        let fixed: Vec<&GenerationParams> = refs.iter().step_by(2).copied().collect();
+        assert_eq!(labels(&fixed), ["strength 0.3", "strength 0.6"]);
+        assert_eq!(
+            header(&fixed),
+            "a red fox <lora:paper:1> <lora:ink:0> <hypernet:x:1>\nSeed 7 · 200x100 · demo · Euler · Karras · 10 steps · CFG 7"
+        );
     }
 
     #[test]

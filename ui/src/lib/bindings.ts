@@ -246,7 +246,26 @@ steps: number | null,
 /**
  * CFG scale, when this cell changes it.
  */
-cfg: number | null, };
+cfg: number | null, 
+/**
+ * Denoising strength, when this cell changes it (the request must be img2img).
+ */
+strength?: number, 
+/**
+ * The weight of one LoRA the prompt names with a `<lora:NAME:w>` tag, when this cell
+ * changes it.
+ */
+lora?: LoraWeight, };
+
+export type LoraWeight = { 
+/**
+ * The name in the prompt's `<lora:NAME:w>` tag.
+ */
+name: string, 
+/**
+ * The weight that replaces the tag's (text encoder and UNet alike).
+ */
+weight: number, };
 
 export type Queued = { job: number, seed: number, 
 /**

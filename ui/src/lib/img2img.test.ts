@@ -23,7 +23,21 @@ describe("img2img settings", () => {
     const r = toImg2Img({ ...s, source, strength: 0.4 }, "b".repeat(64));
     expect(r).toMatchObject({ init_image: source.name, strength: 0.4, mask: "b".repeat(64), mask_blur: 4 });
     expect(toHires(initialHires())).toBeNull();
-    expect(toHires({ ...initialHires(), enabled: true, scale: 1.5 })).toMatchObject({ scale: 1.5, upscaler: "Latent" });
+    expect(toHires({ ...initialHires(), enabled: true, scale: 1.5 })).toMatchObject({
+      scale: 1.5,
+      upscaler: "Latent",
+      sampler: "",
+      schedule: "",
+      prompt: "",
+      negative_prompt: "",
+    });
+    const own = { sampler: "DPM++ 2M", schedule: "Karras", prompt: " a sharp fox ", negativePrompt: "blur" };
+    expect(toHires({ ...initialHires(), enabled: true, ...own })).toMatchObject({
+      sampler: "DPM++ 2M",
+      schedule: "Karras",
+      prompt: "a sharp fox",
+      negative_prompt: "blur",
+    });
   });
 
   it("are checked", () => {

@@ -27,6 +27,11 @@ export interface HiresState {
   steps: number;
   strength: number;
   upscaler: string;
+  /** Second pass sampler, schedule, prompt and negative prompt ("": the first pass's). */
+  sampler: string;
+  schedule: string;
+  prompt: string;
+  negativePrompt: string;
 }
 
 /** The upscalers the engine has, by A1111 name. */
@@ -62,7 +67,17 @@ export function outpainting(s: Img2ImgState): boolean {
 }
 
 export function initialHires(): HiresState {
-  return { enabled: false, scale: 2, steps: 0, strength: 0.7, upscaler: "Latent" };
+  return {
+    enabled: false,
+    scale: 2,
+    steps: 0,
+    strength: 0.7,
+    upscaler: "Latent",
+    sampler: "",
+    schedule: "",
+    prompt: "",
+    negativePrompt: "",
+  };
 }
 
 /** The request's img2img part: null without a picture; `mask` is the kept mask's name. */
@@ -97,10 +112,11 @@ export function toHires(h: HiresState): Hires | null {
     upscaler: h.upscaler,
     steps: h.steps,
     strength: h.strength,
-    sampler: "",
-    schedule: "",
-    prompt: "",
-    negative_prompt: "",
+    // Empty: the engine uses the first pass's.
+    sampler: h.sampler.trim(),
+    schedule: h.schedule.trim(),
+    prompt: h.prompt.trim(),
+    negative_prompt: h.negativePrompt.trim(),
   };
 }
 

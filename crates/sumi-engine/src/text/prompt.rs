@@ -626,23 +626,34 @@ pub struct ExtraNetwork {
 /// A1111's `extra_networks.parse_prompt`, and returns the text left and the tags in order.
 pub fn strip_extra_networks(text: &str) -> (String, Vec<ExtraNetwork>) {
     let mut out = String::with_capacity(text.len());
-    let mut nets = Vec::new();
+    let mut last = 0;
+    let spans = extra_network_spans(text);
+    for (range, _) in &spans {
+        out.push_str(&text[last..range.start]);
+        last = range.end;
+    }
+    out.push_str(&text[last..]);
+    (out, spans.into_iter().map(|(_, net)| net).collect())
+}
+
+/// Every extra-network tag of `text` with the byte range it spans, in order (the tags that
+/// [`strip_extra_networks`] cuts out), for rewriting one tag in place.
+pub fn extra_network_spans(text: &str) -> Vec<(std::ops::Range<usize>, ExtraNetwork)> {
+    let mut spans = Vec::new();
     // With no `>` after the arguments' start a tag cannot match; knowing that keeps many `<` linear.
     let last_gt = text.rfind('>');
-    let (mut last, mut i) = (0, 0);
+    let mut i = 0;
     while let Some(off) = text[i..].find('<') {
         i += off;
         match tag_at(text, i, last_gt) {
             Some((end, net)) => {
-                out.push_str(&text[last..i]);
-                nets.push(net);
-                (last, i) = (end, end);
+                spans.push((i..end, net));
+                i = end;
             }
             None => i += 1,
         }
     }
-    out.push_str(&text[last..]);
-    (out, nets)
+    spans
 }
 
 fn tag_at(text: &str, i: usize, last_gt: Option<usize>) -> Option<(usize, ExtraNetwork)> {
