@@ -9,7 +9,7 @@
 //! are split. A name that is not found is dropped with a warning, as ComfyUI does.
 
 use super::chunks::{Chunk, Fix, VectorCount};
-use super::prompt::py_float;
+use super::pychars::py_float;
 use super::tokenizer::ClipTokenizer;
 use crate::{Error, Result};
 

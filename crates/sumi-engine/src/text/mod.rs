@@ -15,6 +15,7 @@ mod encoder;
 mod encoding;
 pub mod options;
 pub mod prompt;
+mod pychars;
 pub mod tokenizer;
 mod weighting;
 
