@@ -1,7 +1,8 @@
 //! Finding the add-on files prompts name: textual-inversion embeddings and LoRAs, in Sumi's own
 //! folders (`embeddings/` and `loras/` in its home), the folders in `SUMI_EMBEDDINGS_DIRS` /
 //! `SUMI_LORA_DIRS`, and the A1111 (`embeddings/`, `models/Lora`, `models/LyCORIS`) and ComfyUI
-//! (`models/embeddings`, `models/loras`) trees of the folders in `SUMI_MODEL_DIRS`.
+//! (`models/embeddings`, `models/loras`) trees of the folders in `SUMI_MODEL_DIRS`; LoRAs also
+//! in the Hugging Face cache, where they are published as hub repos.
 
 use std::path::{Path, PathBuf};
 
@@ -47,9 +48,31 @@ pub fn embedding_dirs(home: &Path) -> Vec<PathBuf> {
     )
 }
 
-/// The LoRA folders Sumi searches by default (only those that exist), earlier first.
+/// The LoRA folders Sumi searches by default (only those that exist), earlier first: the
+/// Hugging Face cache's snapshots last.
 pub fn lora_dirs(home: &Path) -> Vec<PathBuf> {
-    dirs(home, LORAS_FOLDER, "SUMI_LORA_DIRS", &LORA_TREES)
+    let mut out = dirs(home, LORAS_FOLDER, "SUMI_LORA_DIRS", &LORA_TREES);
+    if let Some(cache) = crate::cache::cache_dir() {
+        out.extend(hub_snapshots(&cache));
+    }
+    out
+}
+
+/// The current snapshot folder of every model repo in the hub cache `cache`, sorted.
+pub fn hub_snapshots(cache: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let repo = name.strip_prefix("models--")?.replacen("--", "/", 1);
+            crate::cache::snapshot_in(cache, &repo).ok()
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// One LoRA file found on disk.
@@ -83,10 +106,27 @@ pub fn find_loras(dirs: &[PathBuf]) -> Vec<FoundLora> {
     for dir in dirs {
         walk(dir, 0, &mut files);
     }
+    // Hub repos hold many pickled weights that are no LoRA: only their safetensors are listed.
+    files.retain(|p| {
+        p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+            || !in_hub_snapshot(p)
+    });
     let mut found: Vec<FoundLora> = files.iter().filter_map(|p| describe(p)).collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found.dedup_by(|a, b| a.path == b.path);
     found
+}
+
+/// Whether `path` lies in a snapshot of a Hugging Face cache repo (`models--*/snapshots/`).
+fn in_hub_snapshot(path: &Path) -> bool {
+    path.ancestors().any(|a| {
+        a.file_name().is_some_and(|n| n == "snapshots")
+            && a.parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("models--"))
+    })
 }
 
 fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
@@ -142,6 +182,29 @@ mod tests {
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    }
+
+    #[test]
+    fn loras_published_as_hub_repos_are_found_in_the_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = cache.path().join("models--someone--inkwash-lora");
+        let snap = repo.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+        std::fs::copy(
+            fixtures().join("lora/sd15_kohya.safetensors"),
+            snap.join("inkwash.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(snap.join("pytorch_model.bin"), b"not a lora").unwrap();
+        std::fs::create_dir_all(cache.path().join("datasets--x--y")).unwrap();
+        let dirs = hub_snapshots(cache.path());
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        let found = find_loras(&dirs);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "inkwash");
+        assert!(found[0].unusable.is_none());
     }
 
     #[test]
