@@ -159,6 +159,19 @@ pub fn differences(g: &Generation, model: &Model) -> Vec<String> {
         ));
     }
     let now = crate::record::meta(model, Default::default(), None);
+    // An imported image records no device: another tool made it.
+    if g.meta.device.is_empty() {
+        let version = match g.meta.engine_version.as_str() {
+            "" => String::new(),
+            v => format!(" ({v})"),
+        };
+        why.push(format!(
+            "#{} was made by another tool{version} on hardware it does not record; this run is \
+             Sumi {} on {} in {}",
+            g.id, now.engine_version, now.device, now.dtype
+        ));
+        return why;
+    }
     if (&g.meta.device, &g.meta.dtype) != (&now.device, &now.dtype) {
         why.push(format!(
             "#{} ran on {} in {}, this run on {} in {}",
