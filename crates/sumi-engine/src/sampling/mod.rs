@@ -15,6 +15,7 @@
 //!    unless the schedule ends above 0, as diffusers' DDIM timesteps do for SD1.x).
 
 pub mod brownian;
+pub mod flow;
 pub mod img2img;
 pub mod samplers;
 pub mod schedules;
@@ -25,6 +26,7 @@ mod tests;
 pub mod types;
 
 pub use brownian::BrownianNoise;
+pub use flow::FlowSchedulerConfig;
 
 pub use schedules::{NoiseLevels, ScheduleFn, SchedulerConfig, TimestepSpacing};
 pub use table::{
