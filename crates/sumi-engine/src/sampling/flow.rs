@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::schedules::linspace;
 use crate::{Error, Result};
 
 /// diffusers' `FlowMatchEulerDiscreteScheduler` config, the fields that decide the sigmas
@@ -158,9 +159,10 @@ impl FlowSchedulerConfig {
             ));
         }
         let shift = self.time_shift(image_seq_len);
-        let ts: Vec<f32> = linspace_1_to_inverse(steps)
+        // numpy's `linspace(1, 1/N, N)` in f64, then the scheduler's float32 array.
+        let ts: Vec<f32> = linspace(1.0, 1.0 / steps as f64, steps)
             .into_iter()
-            .map(|t| shift_t(shift, t))
+            .map(|t| shift_t(shift, t as f32))
             .collect();
         let mut sigmas: Vec<f64> = match self.shift_terminal {
             Some(terminal) => stretch_to_terminal(&ts, terminal as f32),
@@ -177,24 +179,6 @@ impl FlowSchedulerConfig {
         sigmas.push(0.0);
         Ok(sigmas)
     }
-}
-
-/// numpy's `linspace(1.0, 1/N, N)` (f64) cast to f32, as `FluxPipeline` builds it.
-fn linspace_1_to_inverse(steps: usize) -> Vec<f32> {
-    let end = 1.0 / steps as f64;
-    if steps == 1 {
-        return vec![1.0];
-    }
-    let step = (end - 1.0) / (steps - 1) as f64;
-    (0..steps)
-        .map(|i| {
-            if i == steps - 1 {
-                end as f32
-            } else {
-                (1.0 + step * i as f64) as f32
-            }
-        })
-        .collect()
 }
 
 /// One shifted timestep, in f32 as numpy computes it (Python floats meet f32 arrays as f32).
