@@ -122,6 +122,12 @@ impl FlowSchedulerConfig {
         Ok(())
     }
 
+    /// The sigma to stretch the list to, if any (diffusers tests `if shift_terminal:`, so 0
+    /// means none).
+    fn terminal(&self) -> Option<f64> {
+        self.shift_terminal.filter(|&t| t != 0.0)
+    }
+
     /// diffusers' `calculate_shift`: `mu` on the line through (base_image_seq_len, base_shift)
     /// and (max_image_seq_len, max_shift), at `image_seq_len` tokens.
     pub fn mu(&self, image_seq_len: usize) -> f64 {
@@ -151,7 +157,7 @@ impl FlowSchedulerConfig {
         if steps == 0 {
             return Err(Error::InvalidRequest("steps must be at least 1".into()));
         }
-        if self.shift_terminal.is_some() && steps < 2 {
+        if self.terminal().is_some() && steps < 2 {
             return Err(Error::InvalidRequest(
                 "this model's scheduler stretches its sigmas to end at shift_terminal, which \
                  needs at least 2 steps"
@@ -164,7 +170,7 @@ impl FlowSchedulerConfig {
             .into_iter()
             .map(|t| shift_t(shift, t as f32))
             .collect();
-        let mut sigmas: Vec<f64> = match self.shift_terminal {
+        let mut sigmas: Vec<f64> = match self.terminal() {
             Some(terminal) => stretch_to_terminal(&ts, terminal as f32),
             None => ts,
         }
@@ -291,7 +297,9 @@ mod tests {
         let terminal = FlowSchedulerConfig::from_json(r#"{"shift_terminal": 0.1}"#).unwrap();
         let err = terminal.sigmas(1, 256).unwrap_err().to_string();
         assert!(err.contains("at least 2 steps"), "{err}");
+        let zero = FlowSchedulerConfig::from_json(r#"{"shift_terminal": 0.0}"#).unwrap();
         let plain = FlowSchedulerConfig::default();
+        assert_eq!(zero.sigmas(4, 256).unwrap(), plain.sigmas(4, 256).unwrap());
         assert!(plain.sigmas(0, 256).is_err());
         assert_eq!(plain.sigmas(1, 256).unwrap(), vec![1.0, 0.0]);
     }
