@@ -40,7 +40,8 @@ pub struct BenchArgs {
     /// Compute device: cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+    /// Precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16 (on the CPU: bf16
+    /// weight matrices, f32 activations).
     #[arg(long, default_value = "auto")]
     dtype: String,
 }

@@ -51,7 +51,8 @@ pub enum GalleryCommand {
         /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
         #[arg(long, default_value = "auto")]
         device: String,
-        /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+        /// Precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16 (on the CPU:
+        /// bf16 weight matrices, f32 activations).
         #[arg(long, default_value = "auto")]
         dtype: String,
         /// The init picture of an img2img image whose source Sumi does not have (imported).

@@ -116,7 +116,8 @@ pub struct GenerateArgs {
     /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Compute precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16.
+    /// Precision: auto (f32 on the CPU, f16 on a GPU), f32, f16 or bf16 (on the CPU: bf16
+    /// weight matrices, f32 activations).
     #[arg(long, default_value = "auto")]
     dtype: String,
     /// Image-to-image and hires fix.

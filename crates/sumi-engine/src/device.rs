@@ -74,6 +74,17 @@ pub fn default_dtype(device: &Device) -> candle_core::DType {
     }
 }
 
+/// The dtype a model loaded for `dtype` on `device` computes in: f32 for `bf16` on the CPU,
+/// whose bf16 weight matrices the kernels multiply with f32 activations
+/// ([`crate::weights::storage`]).
+pub fn compute_dtype(dtype: candle_core::DType, device: &Device) -> candle_core::DType {
+    if dtype == candle_core::DType::BF16 && device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        dtype
+    }
+}
+
 /// `auto` (f32 on the CPU, f16 on a GPU), `f32`, `f16` or `bf16`.
 pub fn pick_dtype(name: &str, device: &Device) -> Result<candle_core::DType> {
     use candle_core::DType;
@@ -81,10 +92,6 @@ pub fn pick_dtype(name: &str, device: &Device) -> Result<candle_core::DType> {
         "auto" => Ok(default_dtype(device)),
         "f32" | "fp32" | "float32" => Ok(DType::F32),
         "f16" | "fp16" | "float16" => Ok(DType::F16),
-        "bf16" | "bfloat16" if device.is_cpu() => Err(Error::InvalidRequest(
-            "bf16 is not supported on the CPU (its matrix products have no bf16 kernel): use f32"
-                .into(),
-        )),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         other => Err(Error::InvalidRequest(format!(
             "unknown dtype {other:?}: use auto, f32, f16 or bf16"
@@ -135,8 +142,9 @@ mod tests {
         assert_eq!(pick_dtype("auto", &cpu).unwrap(), DType::F32);
         assert_eq!(pick_dtype("F16", &cpu).unwrap(), DType::F16);
         assert_eq!(pick_dtype(" fp32 ", &cpu).unwrap(), DType::F32);
-        let bf16 = pick_dtype("bf16", &cpu).unwrap_err().to_string();
-        assert!(bf16.contains("use f32"), "{bf16}");
+        assert_eq!(pick_dtype("bf16", &cpu).unwrap(), DType::BF16);
+        assert_eq!(compute_dtype(DType::BF16, &cpu), DType::F32);
+        assert_eq!(compute_dtype(DType::F16, &cpu), DType::F16);
         let bad = pick_dtype("f8", &cpu).unwrap_err().to_string();
         assert!(bad.contains("auto, f32, f16 or bf16"), "{bad}");
     }

@@ -41,7 +41,7 @@ impl PreviewMap {
         {
             return Ok(standard);
         }
-        Self::fit(vae, device, dtype)
+        Self::fit(vae, device, crate::device::compute_dtype(dtype, device))
     }
 
     /// Fits a map to `vae` by least squares over decoded random latents: smooth random fields

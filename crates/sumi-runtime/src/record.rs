@@ -143,7 +143,7 @@ pub fn meta(
     GenerationMeta {
         engine_version: sumi_engine::VERSION.to_string(),
         device: sumi_engine::device::name(&model.device),
-        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        dtype: format!("{:?}", model.weights_dtype).to_lowercase(),
         duration_ms: elapsed.as_millis() as u64,
         comparison,
         note: None,

@@ -4,14 +4,13 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{
-    embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
+use crate::nn::{linear, linear_no_bias, Linear};
 use crate::weights::find::find_weights;
 use crate::weights::safetensors::var_builder;
-use crate::{kernels, Error, Result};
+use crate::{Error, Result};
 
 /// The activation inside each encoder layer's MLP, as named by `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,13 +187,13 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split((kernels::linear(&self.q, x)? * self.scale)?)?;
-        let k = split(kernels::linear(&self.k, x)?)?;
-        let v = split(kernels::linear(&self.v, x)?)?;
+        let q = split((self.q.forward(x)? * self.scale)?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        kernels::linear(&self.out, &y)
+        self.out.forward(&y)
     }
 }
 
@@ -222,10 +221,8 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let h = self
-            .act
-            .apply(&kernels::linear(&self.fc1, &self.ln2.forward(&x)?)?)?;
-        x + kernels::linear(&self.fc2, &h)?
+        let h = self.act.apply(&self.fc1.forward(&self.ln2.forward(&x)?)?)?;
+        x + self.fc2.forward(&h)?
     }
 }
 
@@ -321,7 +318,7 @@ impl ClipTextModel {
             projection,
             config,
             device: device.clone(),
-            dtype,
+            dtype: crate::device::compute_dtype(dtype, device),
         })
     }
 

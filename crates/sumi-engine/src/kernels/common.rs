@@ -92,6 +92,19 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Re
     }
 }
 
+/// Runs `f` on the bf16 contents of a contiguous CPU tensor.
+pub(crate) fn with_bf16<R>(t: &Tensor, f: impl FnOnce(&[half::bf16]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("with_bf16: not a CPU tensor");
+    };
+    let data = cpu.as_slice::<half::bf16>()?;
+    match layout.contiguous_offsets() {
+        Some((a, b)) => f(&data[a..b]),
+        None => candle_core::bail!("with_bf16: not contiguous"),
+    }
+}
+
 /// The gemm parallelism matching candle's CPU thread count.
 pub(crate) fn parallelism() -> gemm::Parallelism {
     match candle_core::utils::get_num_threads() {

@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::common::{enabled, parallelism, with_f32};
+use super::bf16_gemm::{self, PackedB, PairRows};
+use super::common::{enabled, parallelism, with_bf16, with_f32};
 use super::tiles::{Band, SharedMut};
 use super::{bounded, winograd4};
 
@@ -33,7 +34,15 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
     let (cout, cin_w, kh, kw) = w.dims4()?;
-    if !enabled() || !cpu_f32 || w.dtype() != DType::F32 || kh != kw || stride == 0 {
+    if cpu_f32 && w.dtype() == DType::BF16 && !bf16_im2col(x, w, stride, pad)? {
+        // Winograd transforms the weights in f32 anyway, and without AVX512-BF16 the products
+        // are f32: the weights are widened for this call only.
+        let wide = with_bf16(&w.contiguous()?, |ws| Ok(bf16_gemm::widen(ws)))?;
+        let wide = Tensor::from_vec(wide, w.dims(), w.device())?;
+        return conv2d(x, &wide, bias, stride, pad);
+    }
+    let weight_ok = matches!(w.dtype(), DType::F32 | DType::BF16);
+    if !enabled() || !cpu_f32 || !weight_ok || kh != kw || stride == 0 {
         return bounded::conv2d(x, w, bias, stride, pad);
     }
     let (b, cin, h, wd) = x.dims4()?;
@@ -50,7 +59,7 @@ pub fn conv2d(
     let bias = bias.map(|t| t.contiguous()).transpose()?;
     let mut out = vec![0f32; b * cout * oh * ow];
     with_f32(&x, |xs| {
-        with_f32(&w, |ws| {
+        with_weights(&w, |ws| {
             let bias_vals = match &bias {
                 Some(t) => Some(with_f32(t, |v| Ok(v.to_vec()))?),
                 None => None,
@@ -65,7 +74,7 @@ pub fn conv2d(
                 oh,
                 ow,
             };
-            if let Some(tiling) = winograd_tiling(b, &geo, cout) {
+            if let (Some(tiling), Weights::F32(ws)) = (winograd_tiling(b, &geo, cout), &ws) {
                 // Transformed per call, not kept: a cache would hold 16/9 of every 3x3 weight
                 // (3.8 GiB more for SD1.5) for a transform that costs ~1% of the convolution.
                 with_winograd_weights(ws, cout, cin, tiling, |u| {
@@ -75,7 +84,7 @@ pub fn conv2d(
             }
             for (img, dst) in out.chunks_mut(cout * oh * ow).enumerate() {
                 let src = &xs[img * cin * h * wd..(img + 1) * cin * h * wd];
-                conv_image(src, ws, bias_vals.as_deref(), cout, &geo, dst);
+                conv_image(src, &ws, bias_vals.as_deref(), cout, &geo, dst);
             }
             Ok(())
         })
@@ -95,10 +104,48 @@ struct Geometry {
     ow: usize,
 }
 
+/// Whether a bf16 weight runs as it is, through im2col and [`bf16_gemm`]: where the CPU has
+/// AVX512-BF16 and Winograd does not apply.
+fn bf16_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<bool> {
+    let (cout, cin, kh, kw) = w.dims4()?;
+    let (b, _, h, wd) = x.dims4()?;
+    if !enabled() || !bf16_gemm::available() || kh != kw || stride == 0 {
+        return Ok(false);
+    }
+    let geo = Geometry {
+        cin,
+        h,
+        w: wd,
+        k: kh,
+        stride,
+        pad,
+        oh: 0,
+        ow: 0,
+    };
+    Ok(winograd_tiling(b, &geo, cout).is_none())
+}
+
+/// A convolution's `[Cout, Cin*k*k]` weight matrix as the products take it.
+enum Weights<'a> {
+    F32(&'a [f32]),
+    Bf16(PairRows<'a>),
+}
+
+/// Runs `f` on the weights of a contiguous f32 or bf16 `[Cout, Cin, k, k]` tensor.
+fn with_weights<R>(w: &Tensor, f: impl FnOnce(Weights) -> Result<R>) -> Result<R> {
+    let (cout, cin, kh, kw) = w.dims4()?;
+    match w.dtype() {
+        DType::BF16 => with_bf16(w, |ws| {
+            f(Weights::Bf16(PairRows::from_bf16(ws, cout, cin * kh * kw)))
+        }),
+        _ => with_f32(w, |ws| f(Weights::F32(ws))),
+    }
+}
+
 /// One image: `src` is `[Cin, H, W]`, `dst` is `[Cout, OH*OW]`.
 fn conv_image(
     src: &[f32],
-    ws: &[f32],
+    ws: &Weights,
     bias: Option<&[f32]>,
     cout: usize,
     g: &Geometry,
@@ -200,7 +247,7 @@ fn gemm_into(
     ld: usize,
     col0: usize,
     n: usize,
-    lhs: &[f32],
+    lhs: &Weights,
     rhs: &[f32],
     k: usize,
     ldr: usize,
@@ -208,6 +255,14 @@ fn gemm_into(
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
+    let lhs = match lhs {
+        Weights::F32(lhs) => lhs,
+        Weights::Bf16(a) => {
+            let b = PackedB::from_f32(rhs, k, n, ldr);
+            bf16_gemm::gemm(a, &b, &mut dst[col0..], ld, accumulate);
+            return;
+        }
+    };
     assert!(lhs.len() >= m * k && rhs.len() >= (k - 1) * ldr + n);
     assert!(m == 0 || dst.len() >= (m - 1) * ld + col0 + n);
     // SAFETY: the asserts above keep every element gemm touches inside the three slices: dst
@@ -445,7 +500,7 @@ fn winograd(
                 n,
                 0,
                 n,
-                &u[xi * cout * cin..(xi + 1) * cout * cin],
+                &Weights::F32(&u[xi * cout * cin..(xi + 1) * cout * cin]),
                 &v[xi * cin * n..(xi + 1) * cin * n],
                 cin,
                 n,

@@ -9,6 +9,7 @@
 //! timed by [`crate::profile`] when `SUMI_PROFILE=1`.
 
 mod attention;
+mod bf16_gemm;
 mod bounded;
 mod common;
 mod conv;
@@ -17,6 +18,7 @@ mod cudnn;
 #[cfg(feature = "flash-attn")]
 mod flash;
 mod geglu;
+mod linear;
 mod math;
 mod norm;
 mod tiles;
@@ -66,47 +68,9 @@ pub fn group_norm(
     })
 }
 
-/// `lin` over the last dimension of `x` as one matrix product over all its rows: candle's `Linear`
-/// runs a `[B, T, D]` input as B products, each packing the whole weight matrix again.
-pub fn linear(lin: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
-    use candle_core::Module;
-    profile::time("linear", x.device(), || {
-        let mut dims = x.dims().to_vec();
-        let d = dims.pop().unwrap_or(1);
-        if dims.len() < 2 {
-            return lin.forward(x);
-        }
-        let y = lin.forward(&x.reshape((x.elem_count() / d.max(1), d))?)?;
-        dims.push(y.dim(1)?);
-        y.reshape(dims)
-    })
-}
-
-#[cfg(test)]
-mod linear_tests {
-    use candle_core::{Device, Module, Tensor};
-
-    #[test]
-    fn linear_over_all_rows_matches_candles_batched_one() {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
-        let lin = candle_nn::Linear::new(w, Some(b));
-        for dims in [vec![3, 4], vec![2, 3, 4], vec![2, 2, 3, 4]] {
-            let x = Tensor::randn(0f32, 1.0, dims.as_slice(), &dev).unwrap();
-            let ours = super::linear(&lin, &x).unwrap();
-            let theirs = lin.forward(&x).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            let diff = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap();
-            assert!(
-                diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-5,
-                "{dims:?}"
-            );
-        }
-    }
+/// `x w^T + bias` over the last dimension of `x` as one matrix product over all its rows
+/// (candle's `Linear` runs a `[B, T, D]` input as B products, each packing the whole weight
+/// matrix again); a bf16 `w` with an f32 `x` on the CPU runs through [`bf16_gemm`].
+pub fn linear(w: &Tensor, bias: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
+    profile::time("linear", x.device(), || linear::linear(w, bias, x))
 }

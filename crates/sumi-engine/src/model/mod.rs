@@ -48,6 +48,9 @@ pub struct Model {
     pub device: Device,
     /// Compute dtype.
     pub dtype: DType,
+    /// The dtype it was loaded for: the compute dtype, or bf16 on the CPU, where the weight
+    /// matrices are kept in bf16 and the model computes in f32.
+    pub weights_dtype: DType,
     /// How previews turn latents into colours (fitted to the VAE when it is not a standard one).
     pub preview: PreviewMap,
     /// The networks' parameters and the LoRAs patched into them.
@@ -110,7 +113,8 @@ impl Model {
             scheduler: parts.scheduler,
             levels: parts.levels,
             device: device.clone(),
-            dtype,
+            dtype: crate::device::compute_dtype(dtype, device),
+            weights_dtype: dtype,
             preview,
             lora: Patcher::new(parts.params),
         })

@@ -1,7 +1,9 @@
 //! Multi-head attention with diffusers' projection names.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::nn::Linear;
 
 use crate::kernels;
 
@@ -31,16 +33,16 @@ impl Attention {
     ) -> Result<Self> {
         let lin = |i, o, name: &str| {
             if qkv_bias {
-                candle_nn::linear(i, o, vb.pp(name))
+                crate::nn::linear(i, o, vb.pp(name))
             } else {
-                candle_nn::linear_no_bias(i, o, vb.pp(name))
+                crate::nn::linear_no_bias(i, o, vb.pp(name))
             }
         };
         Ok(Self {
             to_q: lin(dim, dim, "to_q")?,
             to_k: lin(kv_dim, dim, "to_k")?,
             to_v: lin(kv_dim, dim, "to_v")?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            to_out: crate::nn::linear(dim, dim, vb.pp("to_out.0"))?,
             heads,
         })
     }
@@ -48,9 +50,9 @@ impl Attention {
     /// Self-attention when `context` is `None`, cross-attention otherwise.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let ctx = context.unwrap_or(xs);
-        let q = kernels::linear(&self.to_q, xs)?;
-        let k = kernels::linear(&self.to_k, ctx)?;
-        let v = kernels::linear(&self.to_v, ctx)?;
-        kernels::linear(&self.to_out, &attention(&q, &k, &v, self.heads)?)
+        let q = self.to_q.forward(xs)?;
+        let k = self.to_k.forward(ctx)?;
+        let v = self.to_v.forward(ctx)?;
+        self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
     }
 }

@@ -1,7 +1,9 @@
 //! diffusers' `Transformer2DModel` for spatial latents with text cross-attention, and its blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use crate::nn::Linear;
 
 use super::attention::Attention;
 use super::conv::{conv2d, Conv2d};
@@ -29,8 +31,8 @@ impl TransformerBlock {
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(dim, ctx_dim, heads, false, vb.pp("attn2"))?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: candle_nn::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
-            ff_out: candle_nn::linear(inner, dim, vb.pp("ff.net.2"))?,
+            ff_in: crate::nn::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
+            ff_out: crate::nn::linear(inner, dim, vb.pp("ff.net.2"))?,
         })
     }
 
@@ -40,8 +42,8 @@ impl TransformerBlock {
             .attn2
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
-        let proj = kernels::linear(&self.ff_in, &self.norm3.forward(&xs)?)?;
-        let ff = kernels::linear(&self.ff_out, &kernels::geglu(&proj)?)?;
+        let proj = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
+        let ff = self.ff_out.forward(&kernels::geglu(&proj)?)?;
         ff + xs
     }
 }
@@ -84,7 +86,7 @@ impl SpatialTransformer {
         let c = s.channels;
         let proj = |name: &str| -> Result<Projection> {
             Ok(if s.linear_projection {
-                Projection::Linear(candle_nn::linear(c, c, vb.pp(name))?)
+                Projection::Linear(crate::nn::linear(c, c, vb.pp(name))?)
             } else {
                 Projection::Conv(conv2d(c, c, 1, 1, 0, vb.pp(name))?)
             })
@@ -114,7 +116,7 @@ impl SpatialTransformer {
         let to_seq = |t: Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
         let mut hs = match &self.proj_in {
             Projection::Conv(conv) => to_seq(conv.forward(&normed)?)?,
-            Projection::Linear(lin) => kernels::linear(lin, &to_seq(normed)?)?,
+            Projection::Linear(lin) => lin.forward(&to_seq(normed)?)?,
         };
         for block in &self.blocks {
             hs = block.forward(&hs, context)?;
@@ -122,7 +124,7 @@ impl SpatialTransformer {
         let to_img = |t: Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?.contiguous();
         let out = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_img(hs)?)?,
-            Projection::Linear(lin) => to_img(kernels::linear(lin, &hs)?)?,
+            Projection::Linear(lin) => to_img(lin.forward(&hs)?)?,
         };
         out + xs
     }

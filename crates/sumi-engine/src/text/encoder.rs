@@ -89,7 +89,7 @@ impl TextEncoder {
             encoders,
             style,
             force_zeros_for_empty_prompt,
-            dtype,
+            dtype: crate::device::compute_dtype(dtype, device),
         })
     }
 
@@ -99,7 +99,7 @@ impl TextEncoder {
         encoders: Vec<(ClipTokenizer, ClipTextModel)>,
         style: TextStyle,
         force_zeros_for_empty_prompt: bool,
-        _device: &Device,
+        device: &Device,
         dtype: DType,
     ) -> Result<Self> {
         let Some(len) = encoders.first().map(|(t, _)| t.max_len()) else {
@@ -121,7 +121,7 @@ impl TextEncoder {
             style,
             force_zeros_for_empty_prompt: force_zeros_for_empty_prompt
                 && style == TextStyle::Penultimate,
-            dtype,
+            dtype: crate::device::compute_dtype(dtype, device),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod lora;
 pub mod params;
 pub mod pickle;
 pub mod safetensors;
+pub mod storage;
 pub mod torch_zip;
 
 pub use find::find_weights;

@@ -21,10 +21,10 @@ pub fn var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
     let st = SafetensorsFiles::open(files)?;
-    Ok(VarBuilder::from_backend(
+    Ok(super::storage::builder(
         params::backend(st, files.to_vec()),
         dtype,
-        device.clone(),
+        device,
     ))
 }
 

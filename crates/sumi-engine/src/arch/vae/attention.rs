@@ -1,9 +1,10 @@
 //! The single-head spatial self-attention of the VAE's mid blocks.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::kernels;
+use crate::nn::Linear;
+
 use crate::nn::{attention, group_norm, GroupNorm};
 
 /// Single-head self-attention over spatial positions (the VAE mid block's attention).
@@ -21,10 +22,10 @@ impl SpatialSelfAttention {
     pub(crate) fn new(c: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm: group_norm(groups, c, 1e-6, vb.pp("group_norm"))?,
-            to_q: candle_nn::linear(c, c, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(c, c, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(c, c, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(c, c, vb.pp("to_out.0"))?,
+            to_q: crate::nn::linear(c, c, vb.pp("to_q"))?,
+            to_k: crate::nn::linear(c, c, vb.pp("to_k"))?,
+            to_v: crate::nn::linear(c, c, vb.pp("to_v"))?,
+            to_out: crate::nn::linear(c, c, vb.pp("to_out.0"))?,
         })
     }
 }
@@ -38,10 +39,10 @@ impl Module for SpatialSelfAttention {
             .reshape((b, c, h * w))?
             .transpose(1, 2)?
             .contiguous()?;
-        let q = kernels::linear(&self.to_q, &seq)?;
-        let k = kernels::linear(&self.to_k, &seq)?;
-        let v = kernels::linear(&self.to_v, &seq)?;
-        let out = kernels::linear(&self.to_out, &attention(&q, &k, &v, 1)?)?;
+        let q = self.to_q.forward(&seq)?;
+        let k = self.to_k.forward(&seq)?;
+        let v = self.to_v.forward(&seq)?;
+        let out = self.to_out.forward(&attention(&q, &k, &v, 1)?)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         out + xs
     }

@@ -93,7 +93,7 @@ fn im2col(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let mut out = vec![0f32; b * cout * h * wd];
     for (img, dst) in out.chunks_mut(cout * h * wd).enumerate() {
         let src = &xs[img * cin * h * wd..(img + 1) * cin * h * wd];
-        conv_image(src, &ws, bs.as_deref(), cout, &geo, dst);
+        conv_image(src, &Weights::F32(&ws), bs.as_deref(), cout, &geo, dst);
     }
     Tensor::from_vec(out, (b, cout, h, wd), &Device::Cpu).unwrap()
 }
@@ -232,5 +232,52 @@ fn same_size_3x3(cin: usize, h: usize, w: usize) -> Geometry {
         pad: 1,
         oh: h,
         ow: w,
+    }
+}
+
+#[test]
+fn bf16_weights_match_candle_on_the_rounded_operands() {
+    let dev = Device::Cpu;
+    let round = |t: &Tensor| {
+        t.to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    // (batch, cin, cout, h, w, k, stride, pad): odd k*k*cin, 1x1, stride 2, and one shape that
+    // Winograd takes (f32 products on widened weights).
+    let cases = [
+        (1, 3, 5, 7, 9, 3, 1, 1),
+        (2, 6, 40, 5, 11, 1, 1, 0),
+        (1, 4, 8, 8, 8, 3, 2, 1),
+        (2, 64, 64, 32, 32, 3, 1, 1),
+    ];
+    for &(b, cin, cout, h, w, k, stride, pad) in &cases {
+        let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, cout, &dev).unwrap();
+        let wb = wt.to_dtype(DType::BF16).unwrap();
+        let got = conv2d(&x, &wb, Some(&bias), stride, pad).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        let geo = Geometry {
+            cin,
+            h,
+            w,
+            k,
+            stride,
+            pad,
+            oh: 0,
+            ow: 0,
+        };
+        // The bf16 kernel rounds the input too; Winograd and the fallback keep it in f32.
+        let rounds_input =
+            super::bf16_gemm::available() && winograd_tiling(b, &geo, cout).is_none();
+        let xr = if rounds_input { round(&x) } else { x.clone() };
+        let want = reference(&xr, &round(&wt), &bias, stride, pad);
+        let case = (b, cin, cout, h, w, k, stride, pad);
+        assert!(rel_err(&got, &want) < 1e-4, "case {case:?}");
+        // Against the f32 convolution: within bf16's precision.
+        let full = reference(&x, &wt, &bias, stride, pad);
+        assert!(rel_err(&got, &full) < 2e-2, "case {case:?}");
     }
 }

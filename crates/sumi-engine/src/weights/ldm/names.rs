@@ -306,7 +306,7 @@ fn builder(
         map,
     };
     let backend = params::backend(store, vec![ck.path().to_path_buf()]);
-    VarBuilder::from_backend(backend, dtype, device.clone())
+    crate::weights::storage::builder(backend, dtype, device)
 }
 
 /// The original (LDM) names of a diffusers-layout UNet's tensors, as kohya's SDXL LoRAs spell

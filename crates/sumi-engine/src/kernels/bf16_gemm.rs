@@ -1,0 +1,395 @@
+//! Matrix products with bf16 operands and f32 accumulation, for weights stored in bf16 on the
+//! CPU (`--dtype bf16`).
+//!
+//! Where the CPU has AVX512-BF16, `vdpbf16ps` multiplies pairs of bf16 values along `k` and adds
+//! both products to an f32 lane, so both operands are laid out as pairs: the left one as rows of
+//! `k` bf16 values (a pair is one 32-bit word, broadcast to every lane), the right one packed in
+//! panels of [`NR`] columns, each `k` pair of a column one word. The activations are rounded to
+//! bf16 (nearest, ties to even) when they are packed, as PyTorch does for a bf16 model; sums stay
+//! in f32. A tile of [`MR`] x [`NR`] results lives in 24 registers for the whole `k`.
+//!
+//! Elsewhere the caller widens the bf16 weights to f32 and runs the f32 kernels ([`widen`]), so a
+//! bf16 model computes the same everywhere up to f32 rounding and keeps half the weight memory.
+
+use std::sync::OnceLock;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use super::tiles::SharedMut;
+
+/// Result columns per packed panel (two 16-lane vectors).
+pub(crate) const NR: usize = 32;
+/// Result rows per register tile.
+const MR: usize = 12;
+/// Result rows one task computes against one packed panel (the panel stays in cache meanwhile).
+const MC: usize = 10 * MR;
+
+/// Whether this CPU runs `vdpbf16ps` (checked once).
+pub(crate) fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::env::var("SUMI_BF16_KERNEL").as_deref() != Ok("0")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// `bf16` values as f32, in parallel for large slices.
+pub(crate) fn widen(src: &[bf16]) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(d, s)| {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = s.to_f32();
+            }
+        });
+    out
+}
+
+/// The left operand: `m` rows of `k` bf16 values, `ld` apart (`ld` even, the pad after `k`
+/// zero when `k` is odd), read as `ld / 2` pairs per row.
+pub(crate) struct PairRows<'a> {
+    data: std::borrow::Cow<'a, [bf16]>,
+    rows: usize,
+    ld: usize,
+}
+
+impl<'a> PairRows<'a> {
+    /// `m x k` f32 values (row-major) rounded to bf16.
+    pub(crate) fn from_f32(a: &[f32], m: usize, k: usize) -> PairRows<'static> {
+        let ld = k + k % 2;
+        let mut data = vec![bf16::ZERO; m * ld];
+        data.par_chunks_mut(ld)
+            .zip(a.par_chunks(k))
+            .for_each(|(d, s)| round_into(s, &mut d[..k]));
+        PairRows {
+            data: data.into(),
+            rows: m,
+            ld,
+        }
+    }
+
+    /// `m x k` bf16 values (row-major), borrowed when `k` is even.
+    pub(crate) fn from_bf16(a: &'a [bf16], m: usize, k: usize) -> Self {
+        if k % 2 == 0 {
+            return PairRows {
+                data: a[..m * k].into(),
+                rows: m,
+                ld: k,
+            };
+        }
+        let ld = k + 1;
+        let mut data = vec![bf16::ZERO; m * ld];
+        for (d, s) in data.chunks_mut(ld).zip(a.chunks(k)) {
+            d[..k].copy_from_slice(s);
+        }
+        PairRows {
+            data: data.into(),
+            rows: m,
+            ld,
+        }
+    }
+}
+
+/// The right operand `[k, n]` packed in panels of [`NR`] columns: panel `j` holds, for each pair
+/// `p` of `k`, the words `(b[2p][c], b[2p+1][c])` of its columns `c` (zero past `k` and `n`).
+pub(crate) struct PackedB {
+    words: Vec<u32>,
+    n: usize,
+    pairs: usize,
+}
+
+fn word(lo: bf16, hi: bf16) -> u32 {
+    lo.to_bits() as u32 | (hi.to_bits() as u32) << 16
+}
+
+impl PackedB {
+    fn zeroed(k: usize, n: usize) -> Self {
+        let pairs = k.div_ceil(2);
+        PackedB {
+            words: vec![0; n.div_ceil(NR) * pairs * NR],
+            n,
+            pairs,
+        }
+    }
+
+    /// `b = w^T` for a bf16 `w` of `n` rows of `k` (a linear layer's `[out, in]` weight).
+    pub(crate) fn from_transposed_bf16(w: &[bf16], n: usize, k: usize) -> Self {
+        let mut packed = Self::zeroed(k, n);
+        let pairs = packed.pairs;
+        packed
+            .words
+            .par_chunks_mut(pairs * NR)
+            .enumerate()
+            .for_each(|(j, panel)| {
+                for c in 0..NR.min(n - j * NR) {
+                    let row = &w[(j * NR + c) * k..(j * NR + c + 1) * k];
+                    for p in 0..pairs {
+                        let hi = row.get(2 * p + 1).copied().unwrap_or(bf16::ZERO);
+                        panel[p * NR + c] = word(row[2 * p], hi);
+                    }
+                }
+            });
+        packed
+    }
+
+    /// `b` given as f32 rows `[k, n]`, `ld` apart, rounded to bf16 (convolution patches).
+    pub(crate) fn from_f32(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        let mut packed = Self::zeroed(k, n);
+        let pairs = packed.pairs;
+        packed
+            .words
+            .par_chunks_mut(pairs * NR)
+            .enumerate()
+            .for_each(|(j, panel)| {
+                let c0 = j * NR;
+                let cols = NR.min(n - c0);
+                let mut lo = [bf16::ZERO; NR];
+                let mut hi = [bf16::ZERO; NR];
+                for p in 0..pairs {
+                    round_into(&b[2 * p * ld + c0..2 * p * ld + c0 + cols], &mut lo[..cols]);
+                    if 2 * p + 1 < k {
+                        let r = (2 * p + 1) * ld + c0;
+                        round_into(&b[r..r + cols], &mut hi[..cols]);
+                    } else {
+                        hi.fill(bf16::ZERO);
+                    }
+                    for c in 0..cols {
+                        panel[p * NR + c] = word(lo[c], hi[c]);
+                    }
+                }
+            });
+        packed
+    }
+}
+
+/// `dst[i] = bf16(src[i])`, rounded to nearest with ties to even.
+fn round_into(src: &[f32], dst: &mut [bf16]) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `available` checked that the CPU has AVX512F and AVX512-BF16.
+        unsafe { x86::round_into(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = bf16::from_f32(*s);
+    }
+}
+
+/// `c[i][j] (row stride ldc) = sum_k a[i][k] b[k][j]`, plus the old `c` when `accumulate`.
+/// Needs [`available`].
+pub(crate) fn gemm(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let m = a.rows;
+    assert!(available(), "bf16 gemm without AVX512-BF16");
+    assert_eq!(a.ld / 2, b.pairs, "bf16 gemm: inner sizes differ");
+    assert!(b.n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + b.n));
+    let panels = b.n.div_ceil(NR);
+    let blocks = m.div_ceil(MC);
+    let out = SharedMut(c.as_mut_ptr());
+    let task = |t: usize| {
+        let (j, blk) = (t % panels, t / panels);
+        let panel = &b.words[j * b.pairs * NR..(j + 1) * b.pairs * NR];
+        let cols = NR.min(b.n - j * NR);
+        let mut i0 = blk * MC;
+        while i0 < m.min((blk + 1) * MC) {
+            let rows = MR.min(m - i0);
+            let a_rows: [*const bf16; MR] =
+                std::array::from_fn(|r| a.data[(i0 + r.min(rows - 1)) * a.ld..].as_ptr());
+            // SAFETY: `available` checked the CPU features. Each row pointer has `b.pairs`
+            // words (ld / 2) from it; the panel has `b.pairs * NR` words; the task writes rows
+            // i0..i0+rows, columns j*NR..j*NR+cols of `c`, inside it by the assert above, and
+            // no other task writes the same (row block, panel) pair.
+            unsafe {
+                #[cfg(target_arch = "x86_64")]
+                x86::tile(
+                    b.pairs,
+                    &a_rows,
+                    panel.as_ptr(),
+                    out.get().add(i0 * ldc + j * NR),
+                    ldc,
+                    rows,
+                    cols,
+                    accumulate,
+                );
+            }
+            i0 += MR;
+        }
+    };
+    let tasks = panels * blocks;
+    if candle_core::utils::get_num_threads() > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::{MR, NR};
+
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(super) unsafe fn round_into(src: &[f32], dst: &mut [bf16]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i + 16 <= n {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i) as *mut __m256i, h);
+            i += 16;
+        }
+        for j in i..n {
+            dst[j] = bf16::from_f32(src[j]);
+        }
+    }
+
+    /// One `MR x NR` tile over all `pairs`; stores `rows x cols` of it.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        pairs: usize,
+        a: &[*const bf16; MR],
+        panel: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..pairs {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(panel.add(p * NR) as _));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(panel.add(p * NR + 16) as _));
+            for r in 0..MR {
+                let w = (a[r].add(2 * p) as *const i32).read_unaligned();
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(w));
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+            }
+        }
+        let m0: __mmask16 = if cols >= 16 { 0xffff } else { (1 << cols) - 1 };
+        let m1: __mmask16 = if cols >= 32 {
+            0xffff
+        } else if cols > 16 {
+            (1 << (cols - 16)) - 1
+        } else {
+            0
+        };
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            let row = c.add(r * ldc);
+            for (h, (mask, v)) in [(m0, acc[0]), (m1, acc[1])].into_iter().enumerate() {
+                let dst = row.add(16 * h);
+                let v = if accumulate {
+                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst))
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_ps(dst, mask, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The product of the bf16-rounded operands in f64.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let r = |x: f32| bf16::from_f32(x).to_f32() as f64;
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| r(a[i * k + p]) * r(b[p * n + j]))
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_match_the_rounded_operands_at_every_edge_size() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (13, 7, 33),
+            (25, 64, 31),
+            (130, 77, 70),
+            (3, 320, 96),
+        ] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let want = reference(&a, &b, m, k, n);
+            // b as f32 [k, n] rows, and as the bf16 rows of its transpose.
+            let bt: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(b[(i % k) * n + i / k]))
+                .collect();
+            for packed in [
+                PackedB::from_f32(&b, k, n, n),
+                PackedB::from_transposed_bf16(&bt, n, k),
+            ] {
+                let mut c = vec![0.5f32; m * (n + 3)];
+                gemm(&PairRows::from_f32(&a, m, k), &packed, &mut c, n + 3, true);
+                for i in 0..m {
+                    for j in 0..n {
+                        let got = c[i * (n + 3) + j] - 0.5;
+                        let w = want[i * n + j];
+                        assert!(
+                            (got - w).abs() < 1e-4 * (1.0 + w.abs()),
+                            "{m}x{k}x{n} [{i},{j}]"
+                        );
+                    }
+                    assert_eq!(c[i * (n + 3) + n], 0.5, "wrote past the columns");
+                }
+            }
+            let ab: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
+            let mut c = vec![0f32; m * n];
+            gemm(
+                &PairRows::from_bf16(&ab, m, k),
+                &PackedB::from_f32(&b, k, n, n),
+                &mut c,
+                n,
+                false,
+            );
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()));
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even_like_half() {
+        let src: Vec<f32> = values(1000, 9)
+            .into_iter()
+            .chain([1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, f32::MAX, -0.0])
+            .collect();
+        let mut got = vec![bf16::ZERO; src.len()];
+        round_into(&src, &mut got);
+        for (g, s) in got.iter().zip(&src) {
+            assert_eq!(g.to_bits(), bf16::from_f32(*s).to_bits(), "{s}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Linear layers as one matrix product over all rows of the input, with bf16-stored weights on
+//! the CPU multiplied by [`bf16_gemm`] where the CPU can, widened to f32 where it cannot.
+
+use candle_core::{DType, Result, Tensor};
+
+use super::bf16_gemm::{self, PackedB, PairRows};
+use super::common::{with_bf16, with_f32};
+
+pub(super) fn linear(w: &Tensor, bias: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let d = dims.pop().unwrap_or(1);
+    let rows = x.reshape((x.elem_count() / d.max(1), d))?;
+    let y = if w.dtype() == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cpu() {
+        bf16_weights(&rows, w, bias)?
+    } else {
+        product(&rows, w, bias)?
+    };
+    dims.push(y.dim(1)?);
+    y.reshape(dims)
+}
+
+/// `x w^T + bias` with candle's matmul, the weight and bias in `x`'s dtype.
+fn product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.to_dtype(x.dtype())?.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?),
+        None => Ok(y),
+    }
+}
+
+/// An f32 `x` (rows) times a bf16 weight.
+fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, kw) = w.dims2()?;
+    if k != kw {
+        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
+    }
+    let w = w.contiguous()?;
+    if !bf16_gemm::available() {
+        let wide = with_bf16(&w, |ws| Ok(bf16_gemm::widen(ws)))?;
+        return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
+    }
+    let x = x.contiguous()?;
+    let mut out = match bias {
+        Some(b) => {
+            let b = b.to_dtype(DType::F32)?.contiguous()?;
+            with_f32(&b, |bv| Ok(bv.repeat(m)))?
+        }
+        None => vec![0f32; m * n],
+    };
+    let a = with_f32(&x, |xs| Ok(PairRows::from_f32(xs, m, k)))?;
+    let b = with_bf16(&w, |ws| Ok(PackedB::from_transposed_bf16(ws, n, k)))?;
+    bf16_gemm::gemm(&a, &b, &mut out, n, bias.is_some());
+    Tensor::from_vec(out, (m, n), x.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Module, Tensor};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn linear_over_all_rows_matches_candles_batched_one() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let lin = candle_nn::Linear::new(w.clone(), Some(b.clone()));
+        for dims in [vec![3, 4], vec![2, 3, 4], vec![2, 2, 3, 4]] {
+            let x = Tensor::randn(0f32, 1.0, dims.as_slice(), &dev).unwrap();
+            let ours = super::linear(&w, Some(&b), &x).unwrap();
+            let theirs = lin.forward(&x).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_diff(&ours, &theirs) < 1e-5, "{dims:?}");
+        }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_product_of_the_rounded_operands() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [(1, 3, 2), (154, 77, 45), (40, 320, 100)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, m, k), &dev).unwrap();
+            let wb = w.to_dtype(DType::BF16).unwrap();
+            let got = super::linear(&wb, Some(&b), &x).unwrap();
+            assert_eq!(got.dtype(), DType::F32);
+            // The kernel rounds x to bf16 too where it runs; the fallback keeps x in f32.
+            let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32);
+            let xr = if super::bf16_gemm::available() {
+                round(&x).unwrap()
+            } else {
+                x.clone()
+            };
+            let want = candle_nn::Linear::new(round(&w).unwrap(), Some(b.clone()))
+                .forward(&xr)
+                .unwrap();
+            let tol = 1e-4 * (k as f32).sqrt();
+            assert!(max_diff(&got, &want) < tol, "{m}x{k}x{n}");
+            // Against the f32 layer: bf16's 8-bit mantissa, relative error about 2^-8 per term.
+            let full = candle_nn::Linear::new(w, Some(b)).forward(&x).unwrap();
+            assert!(
+                max_diff(&got, &full) < 0.02 * (k as f32).sqrt(),
+                "{m}x{k}x{n}"
+            );
+        }
+    }
+}
