@@ -246,6 +246,8 @@ fn measure(
         Ok(())
     })?;
     let mut model = loaded.ok_or_else(|| invalid("model not loaded"))?;
+    // What the model computes in (f32 for bf16 on the CPU, which keeps only weights in bf16).
+    let dtype = model.dtype;
     if want("load") {
         push(
             "load",

@@ -32,9 +32,22 @@ pub fn conv2d(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
+    conv2d_with(x, w, bias, stride, pad, bf16_gemm::available())
+}
+
+/// [`conv2d`], with bf16 weights through [`bf16_gemm`] when `bf16_kernel` (else widened).
+fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+    bf16_kernel: bool,
+) -> Result<Tensor> {
     let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
     let (cout, cin_w, kh, kw) = w.dims4()?;
-    if cpu_f32 && w.dtype() == DType::BF16 && !bf16_im2col(x, w, stride, pad)? {
+    let im2col = bf16_kernel && bf16_im2col(x, w, stride, pad)?;
+    if cpu_f32 && w.dtype() == DType::BF16 && !im2col {
         // Winograd transforms the weights in f32 anyway, and without AVX512-BF16 the products
         // are f32: the weights are widened for this call only.
         let wide = with_bf16(&w.contiguous()?, |ws| Ok(bf16_gemm::widen(ws)))?;
@@ -104,12 +117,12 @@ struct Geometry {
     ow: usize,
 }
 
-/// Whether a bf16 weight runs as it is, through im2col and [`bf16_gemm`]: where the CPU has
-/// AVX512-BF16 and Winograd does not apply.
+/// Whether a bf16 weight can run as it is, through im2col and [`bf16_gemm`]: where Winograd
+/// does not apply.
 fn bf16_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<bool> {
     let (cout, cin, kh, kw) = w.dims4()?;
     let (b, _, h, wd) = x.dims4()?;
-    if !enabled() || !bf16_gemm::available() || kh != kw || stride == 0 {
+    if !enabled() || kh != kw || stride == 0 {
         return Ok(false);
     }
     let geo = Geometry {

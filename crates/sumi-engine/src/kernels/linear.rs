@@ -11,7 +11,7 @@ pub(super) fn linear(w: &Tensor, bias: Option<&Tensor>, x: &Tensor) -> Result<Te
     let d = dims.pop().unwrap_or(1);
     let rows = x.reshape((x.elem_count() / d.max(1), d))?;
     let y = if w.dtype() == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cpu() {
-        bf16_weights(&rows, w, bias)?
+        bf16_weights(&rows, w, bias, bf16_gemm::available())?
     } else {
         product(&rows, w, bias)?
     };
@@ -28,15 +28,15 @@ fn product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-/// An f32 `x` (rows) times a bf16 weight.
-fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// An f32 `x` (rows) times a bf16 weight, with [`bf16_gemm`] when `kernel`, else widened.
+fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, kw) = w.dims2()?;
     if k != kw {
         candle_core::bail!("linear: input has {k} features, weight expects {kw}");
     }
     let w = w.contiguous()?;
-    if !bf16_gemm::available() {
+    if !kernel {
         let wide = with_bf16(&w, |ws| Ok(bf16_gemm::widen(ws)))?;
         return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
     }
@@ -89,31 +89,38 @@ mod tests {
     #[test]
     fn bf16_weights_give_the_product_of_the_rounded_operands() {
         let dev = Device::Cpu;
+        let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32);
         for (m, k, n) in [(1, 3, 2), (154, 77, 45), (40, 320, 100)] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (2, m, k), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2 * m, k), &dev).unwrap();
             let wb = w.to_dtype(DType::BF16).unwrap();
+            let full = candle_nn::Linear::new(w.clone(), Some(b.clone()))
+                .forward(&x)
+                .unwrap();
             let got = super::linear(&wb, Some(&b), &x).unwrap();
             assert_eq!(got.dtype(), DType::F32);
-            // The kernel rounds x to bf16 too where it runs; the fallback keeps x in f32.
-            let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32);
-            let xr = if super::bf16_gemm::available() {
-                round(&x).unwrap()
-            } else {
-                x.clone()
-            };
-            let want = candle_nn::Linear::new(round(&w).unwrap(), Some(b.clone()))
-                .forward(&xr)
-                .unwrap();
-            let tol = 1e-4 * (k as f32).sqrt();
-            assert!(max_diff(&got, &want) < tol, "{m}x{k}x{n}");
-            // Against the f32 layer: bf16's 8-bit mantissa, relative error about 2^-8 per term.
-            let full = candle_nn::Linear::new(w, Some(b)).forward(&x).unwrap();
-            assert!(
-                max_diff(&got, &full) < 0.02 * (k as f32).sqrt(),
-                "{m}x{k}x{n}"
-            );
+            let mut kernels = vec![false];
+            if super::bf16_gemm::has_instruction() {
+                kernels.push(true);
+            }
+            for kernel in kernels {
+                let got = super::bf16_weights(&x, &wb, Some(&b), kernel).unwrap();
+                // The kernel rounds x to bf16 too; widened weights meet x in f32.
+                let xr = if kernel {
+                    round(&x).unwrap()
+                } else {
+                    x.clone()
+                };
+                let want = candle_nn::Linear::new(round(&w).unwrap(), Some(b.clone()))
+                    .forward(&xr)
+                    .unwrap();
+                let tol = 1e-4 * (k as f32).sqrt();
+                assert!(max_diff(&got, &want) < tol, "{m}x{k}x{n} kernel {kernel}");
+                // Against the f32 layer: bf16's 8-bit mantissa, about 2^-8 relative per term.
+                let bound = 0.02 * (k as f32).sqrt();
+                assert!(max_diff(&got, &full) < bound, "{m}x{k}x{n} kernel {kernel}");
+            }
         }
     }
 }
