@@ -527,9 +527,17 @@ fn load_task(shared: &Shared, path: &std::path::Path) {
     }
 }
 
+/// The precision the app loads models in (`auto`, `f32`, `f16`, `bf16`), as `--dtype` for the
+/// CLI; unset means `auto`.
+pub const DTYPE_ENV: &str = "SUMI_DTYPE";
+
 fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
     let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
-    let dtype = sumi_engine::device::default_dtype(&device);
+    let dtype = match std::env::var(DTYPE_ENV) {
+        Ok(name) => sumi_engine::device::pick_dtype(&name, &device)
+            .map_err(|e| format!("{DTYPE_ENV}={name}: {e}"))?,
+        Err(_) => sumi_engine::device::default_dtype(&device),
+    };
     let mut progress = |stage: sumi_engine::model::LoadStage| {
         let percent = (stage.fraction * 100.0).round().clamp(0.0, 100.0) as u32;
         if let Some(l) = shared.state.lock().unwrap().load.as_mut() {
