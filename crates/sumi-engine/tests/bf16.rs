@@ -8,6 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use sumi_engine::pipeline::{decode, sample_latent};
 use sumi_engine::{Model, Request};
 
+#[path = "support/lora.rs"]
+mod lora_support;
 #[path = "support/fixtures.rs"]
 mod support;
 use support::{fixtures, refs};
@@ -89,4 +91,52 @@ fn sd2v_bf16_images_match_the_f32_reference_within_bf16_precision() {
 fn sdxl_bf16_images_match_the_f32_reference_within_bf16_precision() {
     let (mean, max) = bf16_against_reference("sdxl");
     assert_within_bf16(mean, max);
+}
+
+/// Every parameter's bits (bf16 ones widened, which is exact), by part and name.
+fn weights(model: &Model) -> Vec<(String, Vec<u32>)> {
+    let p = model.params();
+    let tables = std::iter::once(("unet".to_string(), &p.unet))
+        .chain(p.text.iter().map(|(s, t)| (format!("te{s}"), t)));
+    let mut out = Vec::new();
+    for (part, table) in tables {
+        for (name, param) in table.iter() {
+            let t = param.tensor.to_dtype(DType::F32).unwrap();
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            out.push((
+                format!("{part}.{name}"),
+                v.iter().map(|x| x.to_bits()).collect(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn loras_patch_bf16_weights_in_place_and_come_out_bit_for_bit() {
+    let (t, j) = lora_support::lora_refs();
+    let mut model = Model::load(&fixtures().join("sd15"), &Device::Cpu, DType::BF16).unwrap();
+    let before = weights(&model);
+    let mut seen = 0;
+    for (name, fx) in j["fixtures"].as_object().unwrap() {
+        if fx["model"] != "sd15" {
+            continue;
+        }
+        seen += 1;
+        let file = lora_support::open(fx["file"].as_str().unwrap());
+        let (te, unet) = (fx["te"].as_f64().unwrap(), fx["unet"].as_f64().unwrap());
+        model
+            .set_loras(&[lora_support::lora(&file, te, unet)])
+            .unwrap();
+        let got = lora_support::outputs(&model, "sd15");
+        let err = lora_support::rel(&got["unet.out"], &t[&format!("{name}.unet.out")]);
+        eprintln!("{name} in bf16: UNet output {err:.2e} (relative) from the f32 reference");
+        assert!(err < 2e-2, "{name}: differs by {err:.2e}");
+    }
+    assert!(seen >= 3, "only {seen} fixtures");
+    model.clear_loras().unwrap();
+    assert!(
+        before == weights(&model),
+        "the loaded bf16 weights came back"
+    );
 }
