@@ -236,7 +236,14 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         }
         (None, None) => sumi_hub::builtin_demo_model()?,
     };
-    let dtype = sumi_engine::device::pick_dtype(&args.dtype, &device)?;
+    // `auto` re-runs a bf16 image from the CPU in bf16 on the CPU, so its pixels can match.
+    let dtype_name = match &recorded {
+        Some(r) if args.dtype == "auto" && device.is_cpu() && r.generation.meta.dtype == "bf16" => {
+            "bf16"
+        }
+        _ => args.dtype.as_str(),
+    };
+    let dtype = sumi_engine::device::pick_dtype(dtype_name, &device)?;
     let t0 = Instant::now();
     eprintln!("loading {} ...", path.display());
     let prediction = match args.prediction.as_deref() {

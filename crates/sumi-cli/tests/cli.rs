@@ -538,3 +538,56 @@ fn gallery_import_keeps_images_with_unusable_settings_and_shows_their_note() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn bf16_on_the_cpu_is_recorded_and_re_run_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let fixtures = fixtures();
+    let dirs = fixtures.to_str().unwrap();
+    let sd15 = fixtures.join("sd15");
+    let generate = |dtype: &str| {
+        let o = sumi_finding(
+            &home,
+            "",
+            &[
+                "generate",
+                "--model",
+                sd15.to_str().unwrap(),
+                "-p",
+                "a red circle",
+                "--seed",
+                "5",
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+                "--dtype",
+                dtype,
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    generate("bf16");
+    generate("f32");
+    let shown = sumi_finding(&home, dirs, &["gallery", "show", "1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(json["meta"]["dtype"], "bf16", "{json}");
+    let image = |id: u32| {
+        let o = sumi_finding(&home, dirs, &["gallery", "show", &id.to_string(), "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let path = json["image_path"].as_str().unwrap().to_string();
+        image::open(path).unwrap().to_rgb8()
+    };
+    assert_ne!(
+        image(1),
+        image(2),
+        "bf16 and f32 give (slightly) other pixels"
+    );
+
+    // Re-run with the default precision: bf16 again, the same pixels.
+    let o = sumi_finding(&home, dirs, &["gallery", "rerun", "1", "--device", "cpu"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("identical pixels to #1"), "{err}");
+}
