@@ -108,7 +108,7 @@ impl<'a> PairRows<'a> {
 
     /// `m x k` bf16 values (row-major), borrowed when `k` is even.
     pub(crate) fn from_bf16(a: &'a [bf16], m: usize, k: usize) -> Self {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return PairRows {
                 data: a[..m * k].into(),
                 rows: m,
