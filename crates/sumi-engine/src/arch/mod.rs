@@ -1,7 +1,9 @@
-//! Network architectures, one per file, built from their configs: the denoising UNet, the VAE
-//! and the CLIP text encoder, and the interface every denoising network offers.
+//! Network architectures, one per file, built from their configs: the denoising UNet, the Flux
+//! transformer, the VAE and the CLIP text encoder, and the interface every denoising network
+//! offers.
 
 pub mod clip;
+pub mod flux;
 pub mod network;
 pub mod unet;
 mod unet_memory;

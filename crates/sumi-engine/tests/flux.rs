@@ -1,0 +1,61 @@
+//! The Flux transformer against diffusers' `FluxTransformer2DModel` on tiny random models
+//! (`tests/fixtures/flux/make_flux_fixtures.py`): dev (guidance embeddings) and schnell.
+
+use candle_core::{DType, Device, Tensor};
+use sumi_engine::arch::flux::{FluxInputs, FluxTransformer, Rope};
+
+#[path = "support/fixtures.rs"]
+mod support;
+use support::{fixtures, max_abs};
+
+fn ids(t: &Tensor) -> Vec<[f32; 3]> {
+    t.to_vec2::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|r| [r[0], r[1], r[2]])
+        .collect()
+}
+
+fn check(name: &str, dtype: DType, tolerance: f32) {
+    let dir = fixtures().join("flux");
+    let t = candle_core::safetensors::load(dir.join("transformer_ref.safetensors"), &Device::Cpu)
+        .unwrap();
+    let model = FluxTransformer::load(&dir.join(name).join("transformer"), &Device::Cpu, dtype)
+        .expect("fixture transformer loads");
+    let mut all_ids = ids(&t["txt_ids"]);
+    all_ids.extend(ids(&t["img_ids"]));
+    let rope = Rope::new(&all_ids, &model.config().axes_dims_rope, &Device::Cpu).unwrap();
+    let out = model
+        .forward(&FluxInputs {
+            img: &t["img"],
+            txt: &t["txt"],
+            pooled: &t["pooled"],
+            timestep: &t["timestep"],
+            guidance: model.has_guidance().then_some(&t["guidance"]),
+            rope: &rope,
+        })
+        .unwrap();
+    let want = &t[&format!("{name}.out")];
+    assert_eq!(out.dims(), want.dims());
+    let scale = max_abs(want, &want.zeros_like().unwrap());
+    let err = max_abs(&out, want) / scale;
+    eprintln!(
+        "flux {name} {dtype:?}: max error {err:.2e} relative to the largest output {scale:.2}"
+    );
+    assert!(err < tolerance, "{name}: differs by {err:.2e}");
+}
+
+#[test]
+fn dev_transformer_matches_diffusers() {
+    check("dev", DType::F32, 1e-4);
+}
+
+#[test]
+fn schnell_transformer_matches_diffusers() {
+    check("schnell", DType::F32, 1e-4);
+}
+
+#[test]
+fn bf16_weights_on_the_cpu_stay_within_bf16_precision() {
+    check("dev", DType::BF16, 2e-2);
+}
