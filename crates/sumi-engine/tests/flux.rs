@@ -59,3 +59,25 @@ fn schnell_transformer_matches_diffusers() {
 fn bf16_weights_on_the_cpu_stay_within_bf16_precision() {
     check("dev", DType::BF16, 2e-2);
 }
+
+#[test]
+fn t5_encoder_matches_transformers() {
+    use sumi_engine::arch::t5::{bucket, T5Encoder};
+    let dir = fixtures().join("flux");
+    let t = candle_core::safetensors::load(dir.join("t5_ref.safetensors"), &Device::Cpu).unwrap();
+    let rel: Vec<i64> = t["relative"].to_vec1().unwrap();
+    let want: Vec<i64> = t["buckets"].to_vec1().unwrap();
+    for (r, w) in rel.iter().zip(&want) {
+        assert_eq!(bucket(*r, 32, 128) as i64, *w, "distance {r}");
+    }
+    for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        let model = T5Encoder::load(&dir.join("dev/text_encoder_2"), &Device::Cpu, dtype).unwrap();
+        let ids = t["ids"].to_dtype(DType::U32).unwrap();
+        let got = model.forward(&ids).unwrap();
+        let want = &t["hidden"];
+        let scale = max_abs(want, &want.zeros_like().unwrap());
+        let err = max_abs(&got, want) / scale;
+        eprintln!("t5 {dtype:?}: max error {err:.2e} relative to the largest value {scale:.2}");
+        assert!(err < tolerance, "{dtype:?}: differs by {err:.2e}");
+    }
+}
