@@ -81,3 +81,27 @@ fn t5_encoder_matches_transformers() {
         assert!(err < tolerance, "{dtype:?}: differs by {err:.2e}");
     }
 }
+
+#[test]
+fn sixteen_channel_vae_with_shift_matches_diffusers() {
+    use sumi_engine::arch::vae::{Vae, VaeConfig};
+    let dir = fixtures().join("flux");
+    let t = candle_core::safetensors::load(dir.join("vae_ref.safetensors"), &Device::Cpu).unwrap();
+    let vae_dir = dir.join("dev/vae");
+    let config: VaeConfig = sumi_engine::weights::read_json(&vae_dir.join("config.json")).unwrap();
+    assert_eq!(
+        (config.latent_channels, config.shift_factor),
+        (16, Some(0.1159))
+    );
+    let files = sumi_engine::weights::find_weights(&vae_dir, "diffusion_pytorch_model").unwrap();
+    let vb = sumi_engine::weights::var_builder(&files, DType::F32, &Device::Cpu).unwrap();
+    let vae = Vae::new(config, vb).unwrap();
+    let image = vae.decode(&t["latent"]).unwrap();
+    let err = max_abs(&image, &t["image"]);
+    eprintln!("flux vae decode: max error {err:.2e}");
+    assert!(err < 1e-4, "decode differs by {err:.2e}");
+    let encoded = vae.encode(&t["source"]).unwrap();
+    let err = max_abs(&encoded, &t["encoded"]);
+    eprintln!("flux vae encode: max error {err:.2e}");
+    assert!(err < 1e-4, "encode differs by {err:.2e}");
+}
