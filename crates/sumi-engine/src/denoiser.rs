@@ -70,7 +70,9 @@ enum Batch {
 /// `cond` with its context made `len` tokens long by repeating its last token vector (A1111's
 /// `stack_conds` for `AND` parts of different lengths).
 fn pad_context(cond: &NetCond, len: usize) -> Result<NetCond> {
-    let NetCond::CrossAttention { context, added } = cond;
+    let NetCond::CrossAttention { context, added } = cond else {
+        return Ok(cond.clone());
+    };
     let (b, n, d) = context.dims3()?;
     if n >= len || n == 0 {
         return Ok(cond.clone());
@@ -86,7 +88,10 @@ fn pad_context(cond: &NetCond, len: usize) -> Result<NetCond> {
 fn join_parts(parts: &[&NetCond]) -> Result<NetCond> {
     let len = parts
         .iter()
-        .map(|NetCond::CrossAttention { context, .. }| context.dim(1))
+        .map(|c| match c {
+            NetCond::CrossAttention { context, .. } => context.dim(1),
+            NetCond::Flow { txt, .. } => txt.dim(1),
+        })
         .collect::<candle_core::Result<Vec<_>>>()?
         .into_iter()
         .max()

@@ -105,3 +105,31 @@ fn sixteen_channel_vae_with_shift_matches_diffusers() {
     eprintln!("flux vae encode: max error {err:.2e}");
     assert!(err < 1e-4, "encode differs by {err:.2e}");
 }
+
+#[test]
+fn network_packs_and_unpacks_the_latent_as_flux_pipeline() {
+    use sumi_engine::arch::flux_network::FluxNetwork;
+    use sumi_engine::arch::network::{DenoisingNetwork, NetCond};
+    let dir = fixtures().join("flux");
+    let t = candle_core::safetensors::load(dir.join("transformer_ref.safetensors"), &Device::Cpu)
+        .unwrap();
+    let transformer =
+        FluxTransformer::load(&dir.join("dev/transformer"), &Device::Cpu, DType::F32).unwrap();
+    let net = FluxNetwork::new(transformer);
+    assert_eq!(net.in_channels(), 4);
+    let cond = NetCond::Flow {
+        txt: t["txt"].clone(),
+        pooled: t["pooled"].clone(),
+        guidance: Some(t["guidance"].clone()),
+    };
+    let out = net
+        .forward(&t["net.latent"], &t["timestep"], &cond)
+        .unwrap();
+    let want = &t["net.out"];
+    assert_eq!(out.dims(), want.dims());
+    let err = max_abs(&out, want) / max_abs(want, &want.zeros_like().unwrap());
+    eprintln!("flux network: max error {err:.2e} (relative)");
+    assert!(err < 1e-4, "differs by {err:.2e}");
+    let odd = Tensor::zeros((1, 4, 7, 12), DType::F32, &Device::Cpu).unwrap();
+    assert!(net.forward(&odd, &t["timestep"], &cond).is_err());
+}

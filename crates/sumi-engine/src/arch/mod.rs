@@ -4,6 +4,7 @@
 
 pub mod clip;
 pub mod flux;
+pub mod flux_network;
 pub mod network;
 pub mod t5;
 pub mod unet;

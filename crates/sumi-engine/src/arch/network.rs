@@ -23,6 +23,16 @@ pub enum NetCond {
         /// SDXL's pooled text and size ids.
         added: Option<AddedCond>,
     },
+    /// Flux: T5 token states `[B, L, D]` for the joint attention, the pooled CLIP vector
+    /// `[B, P]`, and the distilled guidance scale per row (dev).
+    Flow {
+        /// T5 token states.
+        txt: Tensor,
+        /// Pooled CLIP vector.
+        pooled: Tensor,
+        /// `[B]` guidance scales, for models with guidance embeddings.
+        guidance: Option<Tensor>,
+    },
 }
 
 impl NetCond {
@@ -30,17 +40,23 @@ impl NetCond {
     pub fn rows(&self) -> Result<usize> {
         match self {
             NetCond::CrossAttention { context, .. } => context.dim(0),
+            NetCond::Flow { txt, .. } => txt.dim(0),
         }
     }
 
     /// `parts` joined along the batch axis, so one network call runs them all; `None` when they
     /// cannot be joined (e.g. prompts of different token lengths), and each part must run alone.
     pub fn join(parts: &[&NetCond]) -> Result<Option<NetCond>> {
+        if let Some(NetCond::Flow { .. }) = parts.first() {
+            return join_flow(parts);
+        }
         let mut contexts = Vec::with_capacity(parts.len());
         let mut embeds = Vec::new();
         let mut ids = Vec::new();
         for part in parts {
-            let NetCond::CrossAttention { context, added } = part;
+            let NetCond::CrossAttention { context, added } = part else {
+                return Ok(None);
+            };
             if let Some(first) = contexts.first() {
                 let first: &&Tensor = first;
                 if first.dims()[1..] != context.dims()[1..] {
@@ -69,6 +85,41 @@ impl NetCond {
             added,
         }))
     }
+}
+
+/// Flux conditionings joined along the batch axis, when their text lengths and guidance agree.
+fn join_flow(parts: &[&NetCond]) -> Result<Option<NetCond>> {
+    let (mut txts, mut pooled, mut guidance) = (Vec::new(), Vec::new(), Vec::new());
+    for part in parts {
+        let NetCond::Flow {
+            txt,
+            pooled: p,
+            guidance: g,
+        } = part
+        else {
+            return Ok(None);
+        };
+        if txts
+            .first()
+            .is_some_and(|f: &&Tensor| f.dims()[1..] != txt.dims()[1..])
+        {
+            return Ok(None);
+        }
+        txts.push(txt);
+        pooled.push(p);
+        guidance.extend(g);
+    }
+    if !guidance.is_empty() && guidance.len() != parts.len() {
+        return Ok(None);
+    }
+    Ok(Some(NetCond::Flow {
+        txt: Tensor::cat(&txts, 0)?,
+        pooled: Tensor::cat(&pooled, 0)?,
+        guidance: match guidance.is_empty() {
+            true => None,
+            false => Some(Tensor::cat(&guidance, 0)?),
+        },
+    }))
 }
 
 /// A denoising network: latents and timesteps in, the network's prediction (noise, v or

@@ -270,7 +270,9 @@ impl UNetConfig {
 
 impl DenoisingNetwork for UNet {
     fn forward(&self, x: &Tensor, t: &Tensor, cond: &NetCond) -> Result<Tensor> {
-        let NetCond::CrossAttention { context, added } = cond;
+        let NetCond::CrossAttention { context, added } = cond else {
+            candle_core::bail!("a UNet takes cross-attention conditioning, not Flux's");
+        };
         UNet::forward(self, x, t, context, added.as_ref())
     }
 
