@@ -14,7 +14,9 @@ struct Probe {
 
 impl DenoisingNetwork for Probe {
     fn forward(&self, x: &Tensor, _t: &Tensor, cond: &NetCond) -> candle_core::Result<Tensor> {
-        let NetCond::CrossAttention { context, .. } = cond;
+        let NetCond::CrossAttention { context, .. } = cond else {
+            candle_core::bail!("the probe takes cross-attention conditioning");
+        };
         let (b, n, _) = context.dims3()?;
         self.calls.lock().unwrap().push(vec![b, n]);
         let m = context

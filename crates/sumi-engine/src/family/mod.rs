@@ -122,7 +122,10 @@ mod tests {
         );
         let NetCond::CrossAttention { added, .. } = Family::Sd1
             .conditioning(pooled.clone(), None, 64, 64)
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("SD1 takes cross-attention conditioning")
+        };
         assert!(added.is_none());
     }
 }
