@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nn::Linear;
+use super::linear::Linear;
 
 use crate::kernels;
 
@@ -33,16 +33,16 @@ impl Attention {
     ) -> Result<Self> {
         let lin = |i, o, name: &str| {
             if qkv_bias {
-                crate::nn::linear(i, o, vb.pp(name))
+                super::linear::linear(i, o, vb.pp(name))
             } else {
-                crate::nn::linear_no_bias(i, o, vb.pp(name))
+                super::linear::linear_no_bias(i, o, vb.pp(name))
             }
         };
         Ok(Self {
             to_q: lin(dim, dim, "to_q")?,
             to_k: lin(kv_dim, dim, "to_k")?,
             to_v: lin(kv_dim, dim, "to_v")?,
-            to_out: crate::nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            to_out: super::linear::linear(dim, dim, vb.pp("to_out.0"))?,
             heads,
         })
     }

@@ -3,7 +3,7 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::nn::Linear;
+use super::linear::Linear;
 
 /// The sinusoidal timestep features of diffusers' `Timesteps` (computed in f32).
 pub fn timestep_features(
@@ -44,8 +44,8 @@ impl TimestepEmbedding {
     /// Loads `linear_1`/`linear_2` under `vb`.
     pub fn new(cin: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            linear_1: crate::nn::linear(cin, dim, vb.pp("linear_1"))?,
-            linear_2: crate::nn::linear(dim, dim, vb.pp("linear_2"))?,
+            linear_1: super::linear::linear(cin, dim, vb.pp("linear_1"))?,
+            linear_2: super::linear::linear(dim, dim, vb.pp("linear_2"))?,
         })
     }
 }

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::nn::Linear;
+use super::linear::Linear;
 
 use super::conv::{conv2d, Conv2d};
 use super::norm::{group_norm, GroupNorm};
@@ -33,7 +33,7 @@ impl ResnetBlock {
             norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
             conv1: conv2d(cin, cout, 3, 1, 1, vb.pp("conv1"))?,
             time_emb_proj: match temb {
-                Some(t) => Some(crate::nn::linear(t, cout, vb.pp("time_emb_proj"))?),
+                Some(t) => Some(super::linear::linear(t, cout, vb.pp("time_emb_proj"))?),
                 None => None,
             },
             norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::nn::Linear;
+use super::linear::Linear;
 
 use super::attention::Attention;
 use super::conv::{conv2d, Conv2d};
@@ -31,8 +31,8 @@ impl TransformerBlock {
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(dim, ctx_dim, heads, false, vb.pp("attn2"))?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: crate::nn::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
-            ff_out: crate::nn::linear(inner, dim, vb.pp("ff.net.2"))?,
+            ff_in: super::linear::linear(dim, inner * 2, vb.pp("ff.net.0.proj"))?,
+            ff_out: super::linear::linear(inner, dim, vb.pp("ff.net.2"))?,
         })
     }
 
@@ -86,7 +86,7 @@ impl SpatialTransformer {
         let c = s.channels;
         let proj = |name: &str| -> Result<Projection> {
             Ok(if s.linear_projection {
-                Projection::Linear(crate::nn::linear(c, c, vb.pp(name))?)
+                Projection::Linear(super::linear::linear(c, c, vb.pp(name))?)
             } else {
                 Projection::Conv(conv2d(c, c, 1, 1, 0, vb.pp(name))?)
             })
