@@ -320,18 +320,19 @@ def main():
     print(f"{args.model} {s0['size']}x{s0['size']}, {args.dtype}, {args.device}, "
           f"{args.threads} thread(s), "
           f"min of {args.rounds} rounds x {args.repeats} repeats; torch {diff_runs[0]['torch']}")
-    print(f"{'component':<16} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
+    w = max([16] + [len(c) for c, _, _ in rows])
+    print(f"{'component':<{w}} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
           f"{'sumi cpu s':>10} {'diff cpu s':>10} {'cpu ratio':>9}")
     num = lambda v, w: f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
     rat = lambda a, b, w: f"{a / b:{w}.2f}" if a and b else f"{'-':>{w}}"
     for c, (a, ac), (b, bc) in rows:
-        print(f"{c:<16} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
+        print(f"{c:<{w}} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
               f"{num(ac, 10)} {num(bc, 10)} {rat(ac, bc, 9)}")
     for group in groups:
         rss_s = min(s["peak_rss_bytes"] or 0 for s in sumi_runs if s["group"] == group)
         rss_d = min(d["peak_rss_bytes"] for d in diff_runs if d["group"] == group)
         label = "peak_rss" + (" first-image" if group == "first-image" else "")
-        print(f"{label:<20} {rss_s / 2**30:5.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
+        print(f"{label:<{w}} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
     gpu_peaks = [d["peak_gpu_bytes"] for d in diff_runs if d.get("peak_gpu_bytes")]
     if gpu_peaks:
         reserved = max(d.get("peak_gpu_reserved_bytes") or 0 for d in diff_runs)
