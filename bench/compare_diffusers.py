@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-DIFFUSERS_COMPONENTS = ["load", "text", "prompt", "unet", "vae", "vae-encode", "generate"]
+DIFFUSERS_COMPONENTS = ["load", "text", "prompt", "unet", "vae", "vae-encode", "generate",
+                        "first-image"]
 
 
 def run_sumi(args, components):
@@ -93,12 +94,49 @@ def prepare_diffusers(configs, folder, tokenizer_dir):
         f.write(tokenizer_dir)
 
 
-def diffusers_worker(folder, threads, size, repeats, steps, components, device, dtype):
-    """Loads the saved models and times the components; prints JSON on stdout."""
+def euler_pipeline(vae, text, tok, unet):
+    """diffusers' SD pipeline with the Euler scheduler `sumi bench` runs ("Euler", "Normal")."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                   beta_schedule="scaled_linear", steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=sched, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def first_image(folder, size, steps, device, dt, sync):
+    """From before `from_pretrained` of the pipeline's parts to the first decoded image (PIL) of
+    one Euler generation with CFG 7; the models are dropped afterwards."""
     import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    sync()
+    c, t = time.process_time(), time.perf_counter()
+    load = lambda cls, name: cls.from_pretrained(os.path.join(folder, name), torch_dtype=dt).to(
+        device).eval()
+    unet = load(UNet2DConditionModel, "unet")
+    vae = load(AutoencoderKL, "vae")
+    text = load(CLIPTextModel, "text_encoder")
+    tok = CLIPTokenizer.from_pretrained(open(os.path.join(folder, "tokenizer_dir")).read())
+    pipe = euler_pipeline(vae, text, tok, unet)
+    with torch.inference_mode():
+        pipe("a photograph of an astronaut riding a horse", height=size, width=size,
+             num_inference_steps=steps, guidance_scale=7.0)
+    sync()
+    took = (time.perf_counter() - t, time.process_time() - c)
+    del pipe, unet, vae, text
+    gc.collect()
+    return took
+
+
+def diffusers_worker(folder, threads, size, repeats, steps, components, device, dtype):
+    """Times the components ("first-image" first, before anything else is loaded); prints JSON on
+    stdout."""
+    import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -106,6 +144,30 @@ def diffusers_worker(folder, threads, size, repeats, steps, components, device, 
     gpu = device != "cpu"
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     timings = {}
+    if "first-image" in components:
+        # SD pipelines only (an SDXL run leaves it out, as it does "generate").
+        if not os.path.isdir(os.path.join(folder, "text_encoder_2")):
+            for n in dict.fromkeys([1, steps]):
+                timings[f"first-image {n} step{'s' if n != 1 else ''}"] = first_image(
+                    folder, size, n, device, dt, sync)
+        components = [c for c in components if c != "first-image"]
+    if components:
+        time_components(folder, size, repeats, steps, components, device, dt, sync, timings)
+    gc.collect()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"timings": timings, "peak_rss_bytes": peak, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__,
+                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None,
+                      "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if gpu else None}))
+
+
+def time_components(folder, size, repeats, steps, components, device, dt, sync, timings):
+    """Loads the saved models and times the components into `timings`."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    gpu = device != "cpu"
 
     def best(fn, n):
         if gpu:
@@ -171,21 +233,10 @@ def diffusers_worker(folder, threads, size, repeats, steps, components, device, 
             image = (torch.randn(1, 3, size, size, device=device) * 0.5).clamp(-1, 1).to(dt)
             timings["vae-encode"] = best(lambda: vae.encode(image).latent_dist.mean, repeats)
         if "generate" in components and text_2 is None:
-            sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                           beta_schedule="scaled_linear", steps_offset=1)
-            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                           scheduler=sched, safety_checker=None,
-                                           feature_extractor=None, requires_safety_checker=False)
-            pipe.set_progress_bar_config(disable=True)
+            pipe = euler_pipeline(vae, text, tok, unet)
             gen = lambda: pipe("a photograph of an astronaut riding a horse", height=size,
                                width=size, num_inference_steps=steps, guidance_scale=7.0)
             timings["generate"] = best(gen, 1)
-    gc.collect()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"timings": timings, "peak_rss_bytes": peak, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__,
-                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None,
-                      "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if gpu else None}))
 
 
 def main():
@@ -217,25 +268,37 @@ def main():
         return
 
     comps = args.components
+    # "first-image" runs in processes of its own, so that each side's peak memory is its own.
+    groups = [g for g in (",".join(c for c in comps.split(",") if c != "first-image"),
+                          "first-image" if "first-image" in comps.split(",") else "") if g]
     sumi_runs, diff_runs = [], []
+    prepared = False
     with tempfile.TemporaryDirectory(prefix="sumi-diffusers-") as folder:
         for r in range(args.rounds):
-            print(f"{time.time():.1f} round {r + 1}/{args.rounds}: sumi", file=sys.stderr, flush=True)
-            s = run_sumi(args, comps)
-            sumi_runs.append(s)
-            if r == 0:
-                cfg_path = os.path.join(folder, "configs.json")
-                with open(cfg_path, "w") as f:
-                    json.dump(s["configs"], f)
-                subprocess.run([sys.executable, __file__, "--prepare", cfg_path, folder], check=True)
-            size = s["size"]
-            print(f"{time.time():.1f} round {r + 1}/{args.rounds}: diffusers", file=sys.stderr, flush=True)
-            dcomps = ",".join(c for c in comps.split(",") if c in DIFFUSERS_COMPONENTS)
-            out = subprocess.run([sys.executable, __file__, "--worker", folder, str(args.threads),
-                                  str(size), str(args.repeats), str(args.steps), dcomps,
-                                  args.device, args.dtype],
-                                 check=True, capture_output=True, text=True)
-            diff_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for group in groups:
+                print(f"{time.time():.1f} round {r + 1}/{args.rounds}: sumi {group}", file=sys.stderr,
+                      flush=True)
+                s = run_sumi(args, group)
+                s["group"] = group
+                sumi_runs.append(s)
+                if not prepared:
+                    cfg_path = os.path.join(folder, "configs.json")
+                    with open(cfg_path, "w") as f:
+                        json.dump(s["configs"], f)
+                    subprocess.run([sys.executable, __file__, "--prepare", cfg_path, folder],
+                                   check=True)
+                    prepared = True
+                size = s["size"]
+                print(f"{time.time():.1f} round {r + 1}/{args.rounds}: diffusers {group}",
+                      file=sys.stderr, flush=True)
+                dcomps = ",".join(c for c in group.split(",") if c in DIFFUSERS_COMPONENTS)
+                out = subprocess.run([sys.executable, __file__, "--worker", folder,
+                                      str(args.threads), str(size), str(args.repeats),
+                                      str(args.steps), dcomps, args.device, args.dtype],
+                                     check=True, capture_output=True, text=True)
+                d = json.loads(out.stdout.strip().splitlines()[-1])
+                d["group"] = group
+                diff_runs.append(d)
 
     def sumi_best(c):
         vals = [(t["seconds"], t["cpu_seconds"]) for s in sumi_runs for t in s["timings"]
@@ -250,23 +313,26 @@ def main():
     rows = []
     for c in comps.split(","):
         # "prompt" times several cases ("prompt plain", "prompt weighted", ...).
-        names = [t["component"] for t in s0["timings"]
+        names = [t["component"] for s in sumi_runs for t in s["timings"]
                  if t["component"] == c or t["component"].startswith(c + " ")] or [c]
         for name in dict.fromkeys(names):
             rows.append((name, sumi_best(name), diff_best(name)))
-    rss_s = min(s["peak_rss_bytes"] or 0 for s in sumi_runs)
-    rss_d = min(d["peak_rss_bytes"] for d in diff_runs)
     print(f"{args.model} {s0['size']}x{s0['size']}, {args.dtype}, {args.device}, "
           f"{args.threads} thread(s), "
           f"min of {args.rounds} rounds x {args.repeats} repeats; torch {diff_runs[0]['torch']}")
-    print(f"{'component':<16} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
+    w = max([16] + [len(c) for c, _, _ in rows])
+    print(f"{'component':<{w}} {'sumi s':>10} {'diffusers s':>12} {'ratio':>7}   "
           f"{'sumi cpu s':>10} {'diff cpu s':>10} {'cpu ratio':>9}")
     num = lambda v, w: f"{v:{w}.3f}" if v is not None else f"{'-':>{w}}"
     rat = lambda a, b, w: f"{a / b:{w}.2f}" if a and b else f"{'-':>{w}}"
     for c, (a, ac), (b, bc) in rows:
-        print(f"{c:<16} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
+        print(f"{c:<{w}} {num(a, 10)} {num(b, 12)} {rat(a, b, 7)}   "
               f"{num(ac, 10)} {num(bc, 10)} {rat(ac, bc, 9)}")
-    print(f"{'peak_rss':<16} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
+    for group in groups:
+        rss_s = min(s["peak_rss_bytes"] or 0 for s in sumi_runs if s["group"] == group)
+        rss_d = min(d["peak_rss_bytes"] for d in diff_runs if d["group"] == group)
+        label = "peak_rss" + (" first-image" if group == "first-image" else "")
+        print(f"{label:<{w}} {rss_s / 2**30:9.2f}G {rss_d / 2**30:11.2f}G {rss_s / rss_d:7.2f}")
     gpu_peaks = [d["peak_gpu_bytes"] for d in diff_runs if d.get("peak_gpu_bytes")]
     if gpu_peaks:
         reserved = max(d.get("peak_gpu_reserved_bytes") or 0 for d in diff_runs)

@@ -2,6 +2,7 @@
 //! folder (configs from the published models, weights from a seeded generator) to a temporary
 //! folder, loads it like any model and times each component. Used by `sumi bench`.
 
+mod first_image;
 mod lora;
 mod measure;
 mod prompt;
@@ -70,6 +71,7 @@ pub const COMPONENTS: &[&str] = &[
     "preview",
     "generate",
     "lora",
+    "first-image",
 ];
 
 /// What to run.
@@ -239,6 +241,25 @@ fn measure(
         })
     };
 
+    let prompt = "a photograph of an astronaut riding a horse";
+    if want("first-image") {
+        // Before anything else is loaded, each from a fresh load: what a user waits for after
+        // choosing a model.
+        for steps in first_image::step_counts(opts) {
+            let name = first_image::component(steps);
+            progress(&name);
+            let runs = first_image::time_first_image(opts, dir, prompt, steps)?;
+            let what = format!(
+                "Model::load, then a {steps}-step Euler run with CFG 7 at {0}x{0} and decode",
+                opts.size
+            );
+            push(&name, runs, what);
+        }
+        if opts.components.iter().all(|c| c == "first-image") {
+            return Ok(timings);
+        }
+    }
+
     progress("load");
     let mut loaded = None;
     let load = time_runs(device, 1, || {
@@ -256,7 +277,6 @@ fn measure(
         );
     }
 
-    let prompt = "a photograph of an astronaut riding a horse";
     let latent_hw = opts.size / model.info.downscale as usize;
     let channels = model.vae.latent_channels();
     let mut cond = None;

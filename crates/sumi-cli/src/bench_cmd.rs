@@ -1,5 +1,5 @@
-//! `sumi bench`: times text encoding, a UNet step, VAE decoding, previews, a whole generation
-//! and model loading on SD1.5- or SDXL-shaped models with random weights.
+//! `sumi bench`: times text encoding, a UNet step, VAE decoding, previews, a whole generation,
+//! model loading and the time to a first image on SD1.5- or SDXL-shaped models with random weights.
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -23,8 +23,10 @@ pub struct BenchArgs {
     /// Compute threads (sets RAYON_NUM_THREADS; default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Comma-separated components: load,text,prompt,unet,vae,preview,generate,lora ("prompt":
-    /// a 3-chunk prompt plain, weighted, with ComfyUI's rules and with an embedding).
+    /// Comma-separated components: load,text,prompt,unet,vae,preview,generate,lora,first-image
+    /// ("prompt": a 3-chunk prompt plain, weighted, with ComfyUI's rules and with an embedding;
+    /// "first-image": from a fresh load of the written model to the first decoded image, at 1
+    /// step and at --steps, timed before anything else is loaded).
     #[arg(long, default_value = "load,text,unet,vae,preview,generate")]
     components: String,
     /// Tiny shapes, 2 steps, one repeat: checks the command works (numbers mean nothing).

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::nn::{linear, linear_no_bias, Linear};
 use crate::weights::find::find_weights;
-use crate::weights::safetensors::var_builder;
+use crate::weights::safetensors::build_with_weights;
 use crate::{Error, Result};
 
 /// The activation inside each encoder layer's MLP, as named by `hidden_act`.
@@ -265,14 +265,15 @@ impl ClipTextModel {
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = ClipTextConfig::load(&dir.join("config.json"))?;
         let files = find_weights(dir, "model")?;
-        let vb = var_builder(&files, dtype, device)?;
         let file_label = if files.len() == 1 {
             files[0].clone()
         } else {
             dir.to_owned()
         };
-        Self::from_var_builder(config, vb, device, dtype)
-            .map_err(|e| Error::model(&file_label, format!("bad CLIP text weights: {e}")))
+        build_with_weights(&files, dtype, device, |vb| {
+            Self::from_var_builder(config, vb, device, dtype)
+        })?
+        .map_err(|e| Error::model(&file_label, format!("bad CLIP text weights: {e}")))
     }
 
     /// Builds the model from weights named as transformers names them, with or without the

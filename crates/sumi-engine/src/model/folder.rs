@@ -20,7 +20,7 @@ use crate::weights::find::find_weights;
 use crate::weights::json::read_json;
 use crate::weights::ldm::LdmUnetNames;
 use crate::weights::params::{record, ParamTable};
-use crate::weights::safetensors::var_builder;
+use crate::weights::safetensors::build_with_weights;
 use crate::{Error, Result};
 
 #[derive(Deserialize)]
@@ -164,12 +164,8 @@ pub fn read_vae_config(vae_dir: &Path) -> Result<VaeConfig> {
 
 /// Loads the UNet weights of a `unet/` folder for `config`.
 fn load_unet(unet_dir: &Path, config: UNetConfig, device: &Device, dtype: DType) -> Result<UNet> {
-    let vb = var_builder(
-        &find_weights(unet_dir, "diffusion_pytorch_model")?,
-        dtype,
-        device,
-    )?;
-    UNet::new(config, vb)
+    let files = find_weights(unet_dir, "diffusion_pytorch_model")?;
+    build_with_weights(&files, dtype, device, |vb| UNet::new(config, vb))?
         .map_err(|e| Error::model(unet_dir, format!("weights do not match config.json: {e}")))
 }
 
@@ -180,12 +176,8 @@ pub(super) fn load_vae(
     device: &Device,
     dtype: DType,
 ) -> Result<Vae> {
-    let vb = var_builder(
-        &find_weights(vae_dir, "diffusion_pytorch_model")?,
-        dtype,
-        device,
-    )?;
-    Vae::new(config, vb)
+    let files = find_weights(vae_dir, "diffusion_pytorch_model")?;
+    build_with_weights(&files, dtype, device, |vb| Vae::new(config, vb))?
         .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
 }
 

@@ -16,4 +16,4 @@ pub mod torch_zip;
 
 pub use find::find_weights;
 pub use json::read_json;
-pub use safetensors::{var_builder, SafetensorsFiles};
+pub use safetensors::{build_with_weights, var_builder, SafetensorsFiles};

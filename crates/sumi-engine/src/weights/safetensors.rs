@@ -28,6 +28,34 @@ pub fn var_builder(
     ))
 }
 
+/// Runs `build` over a `VarBuilder` on `files` (as [`var_builder`]) with, on the CPU, every
+/// tensor of the files read beforehand on all compute threads, so that the layers' requests (one
+/// at a time, most of them too small to split) do not leave cores idle; the reads convert stored
+/// f16/bf16 values in parallel too. Each tensor read ahead is handed out once (a second request
+/// reads the file again) and whatever no layer asked for is dropped when `build` returns.
+pub fn build_with_weights<R>(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder<'static>) -> R,
+) -> Result<R> {
+    let st = SafetensorsFiles::open(files)?;
+    let ahead = st.ahead.clone();
+    if device.is_cpu() {
+        st.read_ahead(|name, shape| super::storage::stored_dtype(name, shape, dtype, device));
+    }
+    let vb = super::storage::builder(params::backend(st, files.to_vec()), dtype, device);
+    let built = build(vb);
+    ahead
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+    Ok(built)
+}
+
+/// Tensors read before the layers asked for them, by name.
+type Ahead = std::sync::Arc<std::sync::Mutex<HashMap<String, Tensor>>>;
+
 /// Element types a safetensors header can name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum StoredType {
@@ -113,6 +141,8 @@ pub struct SafetensorsFiles {
     stamps: Vec<Stamp>,
     /// The first file's `__metadata__` strings.
     metadata: BTreeMap<String, String>,
+    /// Tensors read ahead ([`build_with_weights`]), each taken out when first asked for.
+    ahead: Ahead,
     /// Serialises seek+read pairs where positioned reads are not available.
     #[cfg(not(unix))]
     seek_lock: std::sync::Mutex<()>,
@@ -153,6 +183,7 @@ impl SafetensorsFiles {
             entries,
             stamps,
             metadata: metadata.unwrap_or_default(),
+            ahead: Ahead::default(),
             #[cfg(not(unix))]
             seek_lock: std::sync::Mutex::new(()),
         })
@@ -204,6 +235,9 @@ impl SafetensorsFiles {
     /// gets the stored values and converts them itself, which is far quicker than candle's
     /// one-thread conversion on the CPU.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.take_ahead(name, dtype, device) {
+            return Ok(t);
+        }
         let entry = self
             .entries
             .get(name)
@@ -215,6 +249,39 @@ impl SafetensorsFiles {
                 .to_device(device)?
                 .to_dtype(dtype),
         }
+    }
+
+    /// Reads every floating-point tensor into [`Self::ahead`] on the CPU, in parallel, each in
+    /// the dtype `dtype_of(name, shape)` says its layer will ask for.
+    /// A tensor that fails to read is left out (asking for it reads it again and says why).
+    fn read_ahead(&self, dtype_of: impl Fn(&str, &Shape) -> DType + Sync) {
+        use rayon::prelude::*;
+        let names: Vec<(&String, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dtype.dtype().is_some_and(|t| t.is_float()))
+            .collect();
+        let read: Vec<(String, Tensor)> = names
+            .into_par_iter()
+            .filter_map(|(name, e)| {
+                let dtype = dtype_of(name, &Shape::from_dims(&e.shape));
+                Some((name.clone(), self.load_cpu(name, e, dtype).ok()?))
+            })
+            .collect();
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(read);
+    }
+
+    /// The tensor read ahead for `name`, when it was read as `dtype` for `device`.
+    fn take_ahead(&self, name: &str, dtype: DType, device: &Device) -> Option<Tensor> {
+        let t = self
+            .ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)?;
+        (device.is_cpu() && t.dtype() == dtype).then_some(t)
     }
 
     fn load_cpu(&self, name: &str, e: &Entry, dtype: DType) -> candle_core::Result<Tensor> {

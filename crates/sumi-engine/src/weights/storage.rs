@@ -20,6 +20,16 @@ pub fn builder(
     VarBuilder::from_backend(backend, dtype, device.clone())
 }
 
+/// The dtype the tensor `name` of `shape` is handed out in for a model loaded in `dtype` on
+/// `device` (when its layer asks for the builder's dtype, as all of Sumi's do).
+pub(crate) fn stored_dtype(name: &str, shape: &Shape, dtype: DType, device: &Device) -> DType {
+    match dtype == DType::BF16 && device.is_cpu() {
+        true if kept_in_bf16(name, shape) => DType::BF16,
+        true => DType::F32,
+        false => dtype,
+    }
+}
+
 /// Whether a tensor asked for in f32 is kept in bf16: the `weight` of a linear layer (2-D) or a
 /// convolution (4-D), not an embedding table, which is indexed rather than multiplied.
 fn kept_in_bf16(name: &str, shape: &Shape) -> bool {

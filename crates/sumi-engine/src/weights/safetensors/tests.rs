@@ -265,3 +265,61 @@ fn large_tensors_read_in_parallel_chunks_keep_their_values() {
     let e = err_text(st.load("big", DType::F32, &Device::Cpu));
     assert!(e.contains("reading tensor big"), "{e}");
 }
+
+#[test]
+fn read_ahead_hands_out_the_files_values_once_and_drops_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = sample((3, 5), 0.0);
+    let b = sample((4, 7), 1.0).to_dtype(DType::F16).unwrap();
+    let c = sample((2, 9), 2.0).to_dtype(DType::BF16).unwrap();
+    let path = dir.path().join("one.safetensors");
+    save(
+        &path,
+        &[
+            ("a", a),
+            ("b", b),
+            ("c", c),
+            ("unused", sample((2, 2), 4.0)),
+        ],
+    );
+    let files = vec![path];
+    let plain = var_builder(&files, DType::F32, &Device::Cpu).unwrap();
+    let (got, tables) = params::record(|| {
+        build_with_weights(&files, DType::F32, &Device::Cpu, |vb| {
+            let first = vb.get((3, 5), "a").unwrap();
+            // A second request reads the file again: a tensor of its own, same values.
+            let again = vb.get((3, 5), "a").unwrap();
+            let b = vb.get((4, 7), "b").unwrap();
+            // Another dtype than the one read ahead, and a wrong shape, as without reading ahead.
+            let c16 = vb.get_with_hints_dtype((2, 9), "c", Default::default(), DType::F16);
+            let bad = vb.get((9, 2), "c").is_err();
+            (first, again, b, c16.unwrap(), bad)
+        })
+        .unwrap()
+    });
+    let (first, again, b, c16, bad) = got;
+    assert!(bad);
+    assert_eq!(values(&first), values(&plain.get((3, 5), "a").unwrap()));
+    assert_eq!(values(&again), values(&first));
+    let storage = |t: &Tensor| &*t.storage_and_layout().0 as *const candle_core::Storage as usize;
+    assert_ne!(storage(&first), storage(&again));
+    assert_eq!(values(&b), values(&plain.get((4, 7), "b").unwrap()));
+    assert_eq!(c16.dtype(), DType::F16);
+    let want = plain
+        .get((2, 9), "c")
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
+    assert_eq!(
+        values(&c16.to_dtype(DType::F32).unwrap()),
+        values(&want.to_dtype(DType::F32).unwrap())
+    );
+    // The recorded parameters are the tensors handed out (what a LoRA patches in place).
+    let table = &tables[0];
+    let a_param = &table.get("a").unwrap().tensor;
+    assert_eq!(values(a_param), values(&first));
+    assert_eq!(
+        values(&table.get("a").unwrap().reread().unwrap()),
+        values(&first)
+    );
+}
