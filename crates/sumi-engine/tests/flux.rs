@@ -43,6 +43,20 @@ fn check(name: &str, dtype: DType, tolerance: f32) {
         "flux {name} {dtype:?}: max error {err:.2e} relative to the largest output {scale:.2}"
     );
     assert!(err < tolerance, "{name}: differs by {err:.2e}");
+    if model.has_guidance() {
+        let missing = model.forward(&FluxInputs {
+            img: &t["img"],
+            txt: &t["txt"],
+            pooled: &t["pooled"],
+            timestep: &t["timestep"],
+            guidance: None,
+            rope: &rope,
+        });
+        let msg = missing
+            .expect_err("dev without guidance is refused")
+            .to_string();
+        assert!(msg.contains("needs a guidance scale"), "{msg}");
+    }
 }
 
 #[test]

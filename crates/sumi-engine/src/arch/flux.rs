@@ -444,8 +444,14 @@ impl FluxTransformer {
         let mut temb = self
             .time
             .forward(&features(inputs.timestep)?.to_dtype(dtype)?)?;
-        if let (Some(g), Some(scale)) = (&self.guidance, inputs.guidance) {
-            temb = (temb + g.forward(&features(scale)?.to_dtype(dtype)?)?)?;
+        match (&self.guidance, inputs.guidance) {
+            (Some(g), Some(scale)) => {
+                temb = (temb + g.forward(&features(scale)?.to_dtype(dtype)?)?)?;
+            }
+            (Some(_), None) => candle_core::bail!(
+                "this Flux model (dev) is guidance-distilled and needs a guidance scale"
+            ),
+            (None, _) => {}
         }
         let temb = (temb + self.text.forward(inputs.pooled)?)?;
         let mut img = self.x_embedder.forward(inputs.img)?;

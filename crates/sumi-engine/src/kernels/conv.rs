@@ -46,8 +46,7 @@ fn conv2d_with(
 ) -> Result<Tensor> {
     let cpu_f32 = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32;
     let (cout, cin_w, kh, kw) = w.dims4()?;
-    let im2col = bf16_kernel && bf16_im2col(x, w, stride, pad)?;
-    if cpu_f32 && w.dtype() == DType::BF16 && !im2col {
+    if cpu_f32 && w.dtype() == DType::BF16 && !(bf16_kernel && bf16_im2col(x, w, stride, pad)?) {
         // Winograd transforms the weights in f32 anyway, and without AVX512-BF16 the products
         // are f32: the weights are widened for this call only.
         let wide = with_bf16(&w.contiguous()?, |ws| Ok(bf16_gemm::widen(ws)))?;
