@@ -311,7 +311,7 @@ fn measure(
                 .as_ref()
                 .map(|p| p.narrow(0, i, 1))
                 .transpose()?;
-            family.conditioning(cond.context.narrow(0, i, 1)?, pooled.as_ref(), s, s)
+            family.conditioning(cond.context.narrow(0, i, 1)?, pooled.as_ref(), s, s, 0.0)
         };
         let guidance = Guidance {
             cond: row(1)?,

@@ -51,6 +51,7 @@ pub(crate) fn timings(
         clip_skip: None,
         embeddings: &none,
         steps: opts.steps,
+        max_sequence_length: None,
     };
     let n = phrases(model, &plain_opts)?;
     let plain = prompt(n, |_, p| p.to_string());
@@ -101,6 +102,7 @@ pub(crate) fn timings(
             clip_skip: None,
             embeddings,
             steps: opts.steps,
+            max_sequence_length: None,
         };
         let count = model.text.token_count(&text, true, &opts_enc)?;
         let runs = time_runs(&opts.device, opts.repeats, || {

@@ -123,8 +123,13 @@ fn requests(args: &CompareArgs, model: &Model, home: &Path) -> Result<(Vec<Reque
         base.height = h;
     }
     let sized = args.width.is_some() || args.height.is_some();
-    let sources =
-        crate::img2img_args::apply(&args.img2img, &mut base, home, model.info.downscale, sized)?;
+    let sources = crate::img2img_args::apply(
+        &args.img2img,
+        &mut base,
+        home,
+        model.info.size_multiple(),
+        sized,
+    )?;
     let samplers = trimmed(&args.samplers);
     let samplers = if samplers.is_empty() {
         vec![base.sampler.as_str()]
@@ -181,7 +186,7 @@ fn requests(args: &CompareArgs, model: &Model, home: &Path) -> Result<(Vec<Reque
         cells(&base, &variants)?
     };
     for r in &out {
-        r.validate(model.info.downscale)?;
+        r.validate(model.info.size_multiple())?;
     }
     Ok((out, sources))
 }

@@ -55,6 +55,13 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (default: the model's; 1 disables guidance).
     #[arg(long, allow_negative_numbers = true)]
     cfg: Option<f64>,
+    /// Distilled guidance scale of guidance-distilled models (Flux dev, default 3.5; Forge's
+    /// "Distilled CFG Scale"); ignored with a warning by other models.
+    #[arg(long, value_name = "X")]
+    guidance: Option<f64>,
+    /// T5 tokens per prompt for Flux (default: 512 for dev, 256 for schnell).
+    #[arg(long, value_name = "N")]
+    max_sequence_length: Option<u32>,
     /// Sampler name, e.g. "Euler a", "DPM++ 2M" or a ComfyUI id; legacy names like "DPM++ 2M Karras" work.
     #[arg(long)]
     sampler: Option<String>,
@@ -147,6 +154,8 @@ impl GenerateArgs {
             seed: None,
             steps: None,
             cfg: None,
+            guidance: None,
+            max_sequence_length: None,
             sampler: None,
             schedule: None,
             width: None,
@@ -297,6 +306,21 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
     if let Some(v) = args.cfg {
         request.cfg = v;
     }
+    match (args.guidance, model.info.guidance_distilled) {
+        (Some(v), true) => request.guidance = Some(v),
+        (Some(_), false) => eprintln!(
+            "warning: --guidance is ignored: {} takes no distilled guidance scale (use --cfg)",
+            model.info.name
+        ),
+        _ => {}
+    }
+    if let Some(v) = args.max_sequence_length {
+        if model.text.t5().is_none() {
+            eprintln!("warning: --max-sequence-length is ignored: the model has no T5 encoder");
+        } else {
+            request.max_sequence_length = Some(v);
+        }
+    }
     if let Some(name) = &args.sampler {
         set_sampler(&mut request, name, args.schedule.as_deref())?;
     } else if let Some(v) = &args.schedule {
@@ -340,10 +364,10 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         &args.img2img,
         &mut request,
         home,
-        model.info.downscale,
+        model.info.size_multiple(),
         sized,
     )?;
-    request.validate(model.info.downscale)?;
+    request.validate(model.info.size_multiple())?;
     let recorded_hashes = |f: fn(&sumi_gallery::GenerationParams) -> &[sumi_gallery::NamedHash]| {
         recorded
             .as_ref()

@@ -71,6 +71,7 @@ fn opts<'a>(case: &Value, embeddings: &'a Embeddings) -> EncodeOptions<'a> {
         clip_skip: case["clip_skip"].as_u64().map(|n| n as u32),
         embeddings,
         steps: case["steps"].as_u64().unwrap() as u32,
+        max_sequence_length: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn prompt_info_reports_tags_and_notes() {
         clip_skip: Some(2),
         embeddings: &none,
         steps: 10,
+        max_sequence_length: None,
     };
     let got = enc
         .encode_prompts("a <lora:ink:0.7> (red) circle", "", true, &o)
@@ -218,6 +220,7 @@ fn embedding_error(model: &str, prompt: &str, emphasis: Emphasis) -> String {
         clip_skip: None,
         embeddings: &set,
         steps: 10,
+        max_sequence_length: None,
     };
     match enc.encode_prompts(prompt, "", true, &o) {
         Err(e @ Error::Embedding { .. }) => e.to_string(),
@@ -250,6 +253,7 @@ fn over_long_prompts_are_refused_before_tokenizing() {
         clip_skip: None,
         embeddings: &none,
         steps: 10,
+        max_sequence_length: None,
     };
     let long = "a ".repeat(sumi_engine::text::prompt::MAX_PROMPT_CHARS);
     let err = enc.encode_prompts(&long, "", true, &o).unwrap_err();
@@ -266,6 +270,7 @@ fn clip_skip_needs_the_layer() {
         clip_skip: Some(1),
         embeddings: &none,
         steps: 10,
+        max_sequence_length: None,
     };
     let err = load_text("sd2v")
         .encode_prompts("a", "", true, &o)
@@ -356,6 +361,7 @@ fn token_counts_read_like_a1111s_counter() {
         clip_skip: None,
         embeddings: &set,
         steps: 20,
+        max_sequence_length: None,
     };
     let count = |o: &EncodeOptions, text: &str, positive: bool| {
         let c = enc.token_count(text, positive, o).unwrap();

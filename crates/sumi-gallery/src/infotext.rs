@@ -84,6 +84,10 @@ pub struct Parsed {
     pub schedule: Option<String>,
     /// `CFG scale`.
     pub cfg: Option<f64>,
+    /// `Distilled CFG Scale` (Forge, Flux dev).
+    pub guidance: Option<f64>,
+    /// `Max sequence length` (Sumi, T5 tokens).
+    pub max_sequence_length: Option<u32>,
     /// `Seed`.
     pub seed: Option<u64>,
     /// Width from `Size`.
@@ -141,6 +145,8 @@ impl Parsed {
             seed: self.seed.ok_or(InfotextError::Missing("Seed"))?,
             steps: self.steps.ok_or(InfotextError::Missing("Steps"))?,
             cfg: self.cfg.ok_or(InfotextError::Missing("CFG scale"))?,
+            guidance: self.guidance,
+            max_sequence_length: self.max_sequence_length,
             sampler: self
                 .sampler
                 .clone()
@@ -196,6 +202,9 @@ pub fn format(p: &GenerationParams) -> String {
         pairs.push(("Schedule type", p.schedule.clone()));
     }
     pairs.push(("CFG scale", p.cfg.to_string()));
+    if let Some(g) = p.guidance {
+        pairs.push(("Distilled CFG Scale", g.to_string()));
+    }
     pairs.push(("Seed", p.seed.to_string()));
     pairs.push(("Size", format!("{}x{}", p.width, p.height)));
     if let Some(hash) = &p.model_hash {
@@ -214,6 +223,9 @@ pub fn format(p: &GenerationParams) -> String {
     }
     if p.ensd != 0 {
         pairs.push(("ENSD", p.ensd.to_string()));
+    }
+    if let Some(n) = p.max_sequence_length {
+        pairs.push(("Max sequence length", n.to_string()));
     }
     // A1111 writes no RNG for its default source, the GPU's generator.
     if !p.noise_source.is_empty() && p.noise_source != "gpu" {
@@ -418,6 +430,16 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             .map(|v| p.variation_strength = Some(v))
             .is_some(),
         "Clip skip" => value.parse().map(|v| p.clip_skip = Some(v)).is_ok(),
+        "Distilled CFG Scale" => value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| p.guidance = Some(v))
+            .is_some(),
+        "Max sequence length" => value
+            .parse()
+            .map(|v| p.max_sequence_length = Some(v))
+            .is_ok(),
         "TI hashes" => parse_hashes(&value).map(|v| p.ti_hashes = v).is_some(),
         "Lora hashes" => parse_hashes(&value).map(|v| p.lora_hashes = v).is_some(),
         "Emphasis" => {

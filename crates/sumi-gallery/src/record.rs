@@ -17,6 +17,13 @@ pub struct GenerationParams {
     pub steps: u32,
     /// Classifier-free guidance scale.
     pub cfg: f64,
+    /// Distilled guidance scale of guidance-distilled models (Flux dev; Forge's "Distilled CFG
+    /// Scale"); `None` for other models.
+    #[serde(default)]
+    pub guidance: Option<f64>,
+    /// T5 tokens per prompt when the request set them (Flux); `None`: the model's default.
+    #[serde(default)]
+    pub max_sequence_length: Option<u32>,
     /// Sampler, by its A1111 display name (e.g. "DPM++ 2M").
     pub sampler: String,
     /// Schedule type, by its A1111 display name (e.g. "Karras").
@@ -202,6 +209,8 @@ impl Default for GenerationParams {
             seed: 0,
             steps: 20,
             cfg: 7.0,
+            guidance: None,
+            max_sequence_length: None,
             sampler: "Euler".into(),
             schedule: "Normal".into(),
             width: 512,

@@ -18,6 +18,13 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
         seed: request.seed,
         steps: request.steps,
         cfg: request.cfg,
+        // Only a model that takes a distilled guidance scale is steered by it.
+        guidance: model.info.guidance_distilled.then(|| {
+            request
+                .guidance
+                .unwrap_or(sumi_engine::family::flux::DEFAULT_GUIDANCE)
+        }),
+        max_sequence_length: request.max_sequence_length,
         sampler: request.sampler.clone(),
         schedule: request.schedule.clone(),
         width: request.width,
@@ -159,6 +166,8 @@ pub fn request(p: &GenerationParams) -> Request {
         seed: p.seed,
         steps: p.steps,
         cfg: p.cfg,
+        guidance: p.guidance,
+        max_sequence_length: p.max_sequence_length,
         sampler: p.sampler.clone(),
         schedule: p.schedule.clone(),
         width: p.width,

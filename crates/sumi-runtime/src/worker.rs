@@ -138,7 +138,7 @@ pub struct ModelView {
     pub hash: Option<String>,
     /// Folder.
     pub path: String,
-    /// `sd1`, `sd2` or `sdxl`.
+    /// `sd1`, `sd2`, `sdxl` or `flux`.
     pub family: String,
     /// Human-readable family.
     pub family_name: String,
@@ -158,6 +158,8 @@ pub struct ModelView {
     pub size: u32,
     /// Clip skip the model recommends in its `sumi.json` (null: the prompt rules' default).
     pub clip_skip: Option<u32>,
+    /// Default distilled guidance scale, for models that take one (Flux dev); null otherwise.
+    pub guidance: Option<f64>,
 }
 
 impl ModelView {
@@ -174,13 +176,14 @@ impl ModelView {
             family,
             family_name: m.info.family.display_name().to_string(),
             turbo: m.info.turbo,
-            downscale: m.info.downscale,
+            downscale: m.info.size_multiple(),
             steps: d.steps,
             cfg: d.cfg,
             sampler: d.sampler.to_string(),
             schedule: d.schedule.to_string(),
             size: d.size,
             clip_skip: d.clip_skip,
+            guidance: d.guidance,
         }
     }
 }
@@ -372,6 +375,7 @@ impl Worker {
             clip_skip,
             embeddings: &embeddings,
             steps: steps.max(1),
+            max_sequence_length: None,
         };
         Ok(Some(model.text.token_count(text, positive, &opts)?))
     }
@@ -578,7 +582,7 @@ fn prepare(
     library: &mut LoraLibrary,
     spec: &Job,
 ) -> crate::Result<(sumi_engine::text::Embeddings, networks::AppliedLoras)> {
-    spec.request.validate(model.info.downscale)?;
+    spec.request.validate(model.info.size_multiple())?;
     let home = shared.gallery.lock().unwrap().home().to_path_buf();
     let dirs = NetworkDirs::with_defaults(&home, &[], &[]);
     let embeddings = dirs.embeddings()?;

@@ -42,9 +42,10 @@ export function snap(value: number, step: number, maxSize: number): number {
   return Math.min(max, Math.max(step, v));
 }
 
-/** Presets for a family: SDXL gets its buckets; SD 1.x/2.x keep the area of `base`². */
+/** Presets for a family: SDXL and Flux get the ~1 megapixel buckets; SD 1.x/2.x keep the area
+ *  of `base`². */
 export function presets(family: string, base: number, step: number, maxSize: number): Preset[] {
-  if (family === "sdxl" && base >= 1024) {
+  if ((family === "sdxl" || family === "flux") && base >= 1024) {
     return RATIOS.map(([label], i) => ({
       label,
       width: SDXL_BUCKETS[i][0],

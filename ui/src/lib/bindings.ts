@@ -23,6 +23,16 @@ steps: number,
  */
 cfg: number, 
 /**
+ * Distilled guidance scale of guidance-distilled models (Flux dev; Forge's "Distilled CFG
+ * Scale"); `None`: the model's default. Other models ignore it.
+ */
+guidance: number | null, 
+/**
+ * T5 tokens per prompt for models that encode with T5 (Flux); `None`: the model's (dev
+ * 512, schnell 256).
+ */
+max_sequence_length: number | null, 
+/**
  * Sampler name (A1111 display name or ComfyUI id).
  */
 sampler: string, 
@@ -468,7 +478,7 @@ hash: string | null,
  */
 path: string, 
 /**
- * `sd1`, `sd2` or `sdxl`.
+ * `sd1`, `sd2`, `sdxl` or `flux`.
  */
 family: string, 
 /**
@@ -506,7 +516,11 @@ size: number,
 /**
  * Clip skip the model recommends in its `sumi.json` (null: the prompt rules' default).
  */
-clipSkip: number | null, };
+clipSkip: number | null, 
+/**
+ * Default distilled guidance scale, for models that take one (Flux dev); null otherwise.
+ */
+guidance: number | null, };
 
 export type LoadingView = { 
 /**
@@ -605,6 +619,15 @@ steps: number,
  * Classifier-free guidance scale.
  */
 cfg: number, 
+/**
+ * Distilled guidance scale of guidance-distilled models (Flux dev; Forge's "Distilled CFG
+ * Scale"); `None` for other models.
+ */
+guidance: number | null, 
+/**
+ * T5 tokens per prompt when the request set them (Flux); `None`: the model's default.
+ */
+max_sequence_length: number | null, 
 /**
  * Sampler, by its A1111 display name (e.g. "DPM++ 2M").
  */

@@ -93,6 +93,8 @@ describe("toForm", () => {
       seed: 99,
       steps: 5,
       cfg: 3,
+      guidance: null,
+      max_sequence_length: null,
       sampler: "Euler a",
       schedule: "Normal",
       width: 64,
@@ -109,6 +111,15 @@ describe("toForm", () => {
     };
     const f = fromRequest(initialForm(defaults), request);
     expect(toForm(f)).toEqual({ request, randomSeed: false, batch: 1, madeFrom: null });
+  });
+  it("keeps a Flux dev image's guidance, and gives a model without guidance none", () => {
+    const dev = initialForm({ ...defaults, guidance: 3.5 });
+    expect(dev.guidance).toBe(3.5);
+    expect(validate({ ...dev, prompt: "p", guidance: -1 }, limits, 8).guidance).toMatch(/Guidance/);
+    const base = { ...toForm({ ...dev, prompt: "p" }).request, guidance: 2.5 };
+    expect(fromRequest(dev, base).guidance).toBe(2.5);
+    expect(fromRequest(dev, { ...base, guidance: null }).guidance).toBe(3.5);
+    expect(fromRequest(initialForm(defaults), base).guidance).toBeNull();
   });
 });
 

@@ -11,6 +11,8 @@ export interface FormState {
   seedLocked: boolean;
   steps: number;
   cfg: number;
+  /** Distilled guidance scale for models that take one (Flux dev); null for other models. */
+  guidance: number | null;
   sampler: string;
   schedule: string;
   width: number;
@@ -31,7 +33,7 @@ export interface FormState {
 
 /** Model defaults the form starts from. */
 export type Defaults = Pick<ModelView, "steps" | "cfg" | "sampler" | "schedule" | "size"> &
-  Partial<Pick<ModelView, "clipSkip">>;
+  Partial<Pick<ModelView, "clipSkip" | "guidance">>;
 
 /** Largest seed the engine takes without losing precision in JavaScript numbers. */
 export const MAX_SEED = Number.MAX_SAFE_INTEGER;
@@ -57,6 +59,7 @@ export function initialForm(d: Defaults): FormState {
     seedLocked: false,
     steps: d.steps,
     cfg: d.cfg,
+    guidance: d.guidance ?? null,
     sampler: d.sampler,
     schedule: d.schedule,
     width: d.size,
@@ -96,6 +99,8 @@ export function validate(f: FormState, limits: Limits, downscale: number): Recor
     errors.steps = `Steps must be a whole number from 1 to ${limits.maxSteps}.`;
   if (!Number.isFinite(f.cfg) || f.cfg < 0 || f.cfg > limits.maxCfg)
     errors.cfg = `CFG must be between 0 and ${limits.maxCfg}.`;
+  if (f.guidance !== null && (!Number.isFinite(f.guidance) || f.guidance < 0 || f.guidance > limits.maxCfg))
+    errors.guidance = `Guidance must be between 0 and ${limits.maxCfg}.`;
   for (const key of ["width", "height"] as const) {
     const v = f[key];
     if (!Number.isInteger(v) || v < downscale || v > limits.maxSize || v % downscale !== 0)
@@ -140,6 +145,8 @@ export function toForm(f: FormState, extras: Extras = NO_EXTRAS): GenerateForm {
       seed: seed ?? 0,
       steps: f.steps,
       cfg: f.cfg,
+      guidance: f.guidance,
+      max_sequence_length: null,
       sampler: f.sampler,
       schedule: f.schedule,
       width: f.width,
@@ -175,6 +182,8 @@ export function fromRequest(base: FormState, r: Request): FormState {
     seedLocked: true,
     steps: r.steps,
     cfg: r.cfg,
+    // A recorded scale is kept; a model that takes none keeps none.
+    guidance: base.guidance === null ? null : (r.guidance ?? base.guidance),
     sampler: r.sampler,
     schedule: r.schedule,
     width: r.width,

@@ -116,6 +116,7 @@ const demo: ModelView = {
   schedule: "Karras",
   size: 32,
   clipSkip: null,
+  guidance: null,
 };
 
 describe("the model at start", () => {

@@ -1,7 +1,8 @@
-//! Model families (SD 1.x, SD 2.x, SDXL): how a family is recognised from its configs, and what
+//! Model families (SD 1.x, SD 2.x, SDXL, Flux.1): how a family is recognised from its configs, and what
 //! each one decides (defaults, text encoder layers, preview colours, extra conditioning). Each
 //! family's knowledge lives in its own module; nothing elsewhere matches on the family.
 
+pub mod flux;
 mod sd1;
 mod sd2;
 pub mod sdxl;
@@ -24,11 +25,13 @@ pub enum Family {
     Sd2,
     /// Stable Diffusion XL (two text encoders, added size/crop conditioning).
     Sdxl,
+    /// Flux.1 dev and schnell (flow-matching transformer, T5 and CLIP-L).
+    Flux,
 }
 
 impl Family {
     /// Every family, in the order a UI lists them.
-    pub const ALL: [Family; 3] = [Family::Sd1, Family::Sd2, Family::Sdxl];
+    pub const ALL: [Family; 4] = [Family::Sd1, Family::Sd2, Family::Sdxl, Family::Flux];
 
     /// The family's facts and defaults.
     pub fn spec(self) -> &'static FamilySpec {
@@ -36,6 +39,7 @@ impl Family {
             Family::Sd1 => &sd1::SPEC,
             Family::Sd2 => &sd2::SPEC,
             Family::Sdxl => &sdxl::SPEC,
+            Family::Flux => &flux::SPEC,
         }
     }
 
@@ -71,14 +75,19 @@ impl Family {
     }
 
     /// The network conditioning for one image of `width` x `height`: the text context, plus
-    /// what the family adds (SDXL's pooled text and size ids).
+    /// what the family adds (SDXL's pooled text and size ids; Flux's pooled CLIP vector and
+    /// distilled `guidance` scale).
     pub fn conditioning(
         self,
         context: Tensor,
         pooled: Option<&Tensor>,
         width: u32,
         height: u32,
+        guidance: f64,
     ) -> Result<NetCond> {
+        if self == Family::Flux {
+            return flux::conditioning(context, pooled, guidance);
+        }
         let added = match (self, pooled) {
             (Family::Sdxl, Some(p)) => Some(sdxl::size_conditioning(p, width, height)?),
             _ => None,
@@ -111,7 +120,7 @@ mod tests {
         let pooled =
             Tensor::zeros((2, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
         let NetCond::CrossAttention { added: Some(a), .. } = Family::Sdxl
-            .conditioning(pooled.clone(), Some(&pooled), 832, 1216)
+            .conditioning(pooled.clone(), Some(&pooled), 832, 1216, 0.0)
             .unwrap()
         else {
             panic!("SDXL has added conditioning")
@@ -121,7 +130,7 @@ mod tests {
             vec![vec![1216.0, 832.0, 0.0, 0.0, 1216.0, 832.0]; 2]
         );
         let NetCond::CrossAttention { added, .. } = Family::Sd1
-            .conditioning(pooled.clone(), None, 64, 64)
+            .conditioning(pooled.clone(), None, 64, 64, 0.0)
             .unwrap()
         else {
             panic!("SD1 takes cross-attention conditioning")

@@ -11,6 +11,8 @@ pub enum TextStyle {
     TruncatedLastLayer,
     /// Second-to-last layer of each encoder, concatenated; pooled output of the last (SDXL).
     Penultimate,
+    /// T5's last layer makes the context; CLIP-L gives only its pooled output (Flux).
+    Flux,
 }
 
 /// A linear latent -> RGB map fitted to a family's standard VAE: `rgb = latent · weights + bias`

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
+use super::flux_folder::is_flux_folder;
 use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
@@ -57,6 +58,9 @@ pub(super) fn load(
         ));
     }
     let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
+    if is_flux_folder(dir, index.class_name.as_deref()) {
+        return super::flux_folder::load(dir, options, device, dtype, progress);
+    }
     let scheduler_path = dir.join("scheduler/scheduler_config.json");
     let scheduler = read_scheduler_config(&scheduler_path)?;
     let levels = NoiseLevels::from_config(&scheduler)
@@ -83,6 +87,7 @@ pub(super) fn load(
         family,
         prediction,
         turbo: scheduler.timestep_spacing == "trailing",
+        guidance_distilled: false,
         native_size: unet_cfg.sample_size as u32 * downscale,
         downscale,
         scaling_factor: vae_cfg.scaling_factor,
@@ -184,6 +189,9 @@ pub(super) fn load_vae(
 /// The family of a diffusers folder from its configs, without loading weights.
 pub fn folder_family(dir: &Path) -> Option<Family> {
     let index: ModelIndex = read_json(&dir.join("model_index.json")).ok()?;
+    if is_flux_folder(dir, index.class_name.as_deref()) {
+        return Some(Family::Flux);
+    }
     let unet: UNetConfig = read_json(&dir.join("unet/config.json")).ok()?;
     Some(detect(&unet, index.class_name.as_deref(), dir))
 }

@@ -21,6 +21,8 @@ pub struct ModelInfo {
     pub prediction: Parametrization,
     /// Distilled few-step model (trailing timesteps in its scheduler config).
     pub turbo: bool,
+    /// Takes a distilled guidance scale as input (Flux dev), instead of or besides CFG.
+    pub guidance_distilled: bool,
     /// The resolution it was trained at (UNet sample size times the VAE's downscale).
     pub native_size: u32,
     /// Pixels per latent cell.
@@ -48,12 +50,27 @@ pub struct Defaults {
     pub size: u32,
     /// Clip skip the model recommends (`None`: the default of the prompt rules).
     pub clip_skip: Option<u32>,
+    /// Distilled guidance scale, for models that take one (Flux dev).
+    pub guidance: Option<f64>,
 }
 
 impl ModelInfo {
     /// Request defaults for this model: its family's, then what the model recommends.
     pub fn defaults(&self) -> Defaults {
-        let mut d = if self.turbo {
+        let mut d = if self.family == Family::Flux {
+            // diffusers' and Forge's: schnell 4 steps, dev 20 with guidance 3.5, no CFG.
+            Defaults {
+                steps: if self.guidance_distilled { 20 } else { 4 },
+                cfg: 1.0,
+                sampler: "Euler",
+                schedule: "Flow",
+                size: self.native_size,
+                clip_skip: None,
+                guidance: self
+                    .guidance_distilled
+                    .then_some(crate::family::flux::DEFAULT_GUIDANCE),
+            }
+        } else if self.turbo {
             Defaults {
                 steps: 1,
                 cfg: 1.0,
@@ -61,6 +78,7 @@ impl ModelInfo {
                 schedule: "Normal",
                 size: self.native_size,
                 clip_skip: None,
+                guidance: None,
             }
         } else {
             Defaults {
@@ -70,6 +88,7 @@ impl ModelInfo {
                 schedule: "Karras",
                 size: self.native_size,
                 clip_skip: None,
+                guidance: None,
             }
         };
         if let Some(r) = &self.recommended {
@@ -80,6 +99,17 @@ impl ModelInfo {
             d.clip_skip = r.clip_skip.or(d.clip_skip);
         }
         d
+    }
+}
+
+impl ModelInfo {
+    /// What width and height must be multiples of: the VAE's downscale, times 2 for Flux's
+    /// 2x2 latent patches (diffusers floors other sizes silently; Sumi refuses them).
+    pub fn size_multiple(&self) -> u32 {
+        match self.family {
+            Family::Flux => self.downscale * 2,
+            _ => self.downscale,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! network, VAE, noise schedule) from a diffusers folder or a single-file checkpoint, the facts
 //! the family and configs imply, and the defaults for new requests.
 
+mod flux_folder;
 mod folder;
 mod info;
 mod options;
@@ -21,6 +22,7 @@ use crate::preview::PreviewMap;
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::Result;
+pub use flux_folder::{flux_levels, is_flux_folder};
 pub use folder::{folder_family, read_scheduler_config, read_unet_config, read_vae_config};
 pub use info::{model_name, Defaults, ModelInfo};
 pub use options::{LoadOptions, LoadStage};

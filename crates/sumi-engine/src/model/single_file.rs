@@ -135,6 +135,7 @@ pub(super) fn load(
         family,
         prediction: inferred.prediction,
         turbo: false,
+        guidance_distilled: false,
         native_size: unet_cfg.sample_size as u32 * downscale,
         downscale,
         scaling_factor: vae_cfg.scaling_factor,

@@ -187,6 +187,52 @@ fn resolve(
     Ok((sampler, schedule))
 }
 
+/// [`resolve`] for `model`: a flow model's "Automatic" schedule is its own (Flow), and the
+/// samplers made for Stable Diffusion's noise schedule are refused on it.
+fn resolve_for(
+    model: &Model,
+    sampler: &str,
+    schedule: &str,
+) -> Result<(&'static SamplerEntry, &'static ScheduleEntry)> {
+    if model.levels.flow_levels().is_none() {
+        return resolve(sampler, schedule);
+    }
+    let automatic = schedule.trim().is_empty() || schedule.eq_ignore_ascii_case("automatic");
+    let (entry, sched) = match automatic {
+        true => (
+            parse_sampler(sampler)?.0,
+            crate::sampling::table::schedule("Flow")?,
+        ),
+        false => resolve(sampler, schedule)?,
+    };
+    let fits = entry.init_noise == crate::sampling::table::InitNoise::SigmaMax && !entry.stochastic;
+    if !fits {
+        return Err(Error::InvalidRequest(format!(
+            "the {} sampler is not available for flow-matching models (Flux) yet; use Euler, \
+             Heun, DPM2, LMS, DPM++ 2M, DPM fast or DPM adaptive",
+            entry.name
+        )));
+    }
+    Ok((entry, sched))
+}
+
+/// The model's noise levels for an image of `width` x `height` pixels (a flow model's dynamic
+/// shift depends on its latent token count).
+fn levels_for(
+    model: &Model,
+    width: u32,
+    height: u32,
+) -> std::borrow::Cow<'_, crate::sampling::schedules::NoiseLevels> {
+    match model.levels.flow_levels() {
+        Some(_) => {
+            let cell = model.info.size_multiple().max(1);
+            let tokens = (width / cell) as usize * (height / cell) as usize;
+            std::borrow::Cow::Owned(model.levels.for_image_tokens(tokens))
+        }
+        None => std::borrow::Cow::Borrowed(&model.levels),
+    }
+}
+
 /// One sampling pass.
 struct Pass<'a> {
     sampler: &'static SamplerEntry,
@@ -207,9 +253,10 @@ fn sample(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Sampled> {
-    request.validate(model.info.downscale)?;
+    request.validate(model.info.size_multiple())?;
     check_memory(model, request)?;
-    let (sampler, schedule) = resolve(&request.sampler, &request.schedule)?;
+    let (sampler, schedule) = resolve_for(model, &request.sampler, &request.schedule)?;
+    let levels = levels_for(model, request.width, request.height);
     let start = Instant::now();
     let device = &model.device;
     let (guidance, prompt) = prompts::guidance(model, request, sampler, inputs)?;
@@ -224,14 +271,14 @@ fn sample(
     let noise0 = noise.initial_latent(&shape, device, DType::F32)?;
     let (source, sigmas, x) = match &request.img2img {
         None => {
-            let sigmas = (schedule.func)(&model.levels, request.steps as usize)?;
+            let sigmas = (schedule.func)(&levels, request.steps as usize)?;
             let x = (&noise0 * sampler.init_noise.scale(sigmas[0]))?;
             (None, sigmas, x)
         }
         Some(img) => {
             let source = start::prepare_source(model, request, img, inputs, &noise0)?;
             let plan = img2img_steps(request.steps as usize, img.strength, img.fixed_steps)?;
-            let full = (schedule.func)(&model.levels, plan.schedule_steps)?;
+            let full = (schedule.func)(&levels, plan.schedule_steps)?;
             let sigmas = img2img_sigmas(&full, plan)?.to_vec();
             let x = model
                 .info
@@ -303,9 +350,10 @@ fn sample(
             ..request.clone()
         };
         check_memory(model, &second)?;
-        let (sampler, schedule) = resolve(&second.sampler, &second.schedule)?;
+        let (sampler, schedule) = resolve_for(model, &second.sampler, &second.schedule)?;
         let (guidance, _) = prompts::guidance(model, &second, sampler, inputs)?;
-        let full = (schedule.func)(&model.levels, plan.schedule_steps)?;
+        let levels = levels_for(model, width, height);
+        let full = (schedule.func)(&levels, plan.schedule_steps)?;
         let sigmas = img2img_sigmas(&full, plan)?;
         // A1111 draws the second pass's noise from a fresh generator for the same seed.
         let mut noise = second.noise_spec().stream();
@@ -421,8 +469,11 @@ fn run_pass(
     }
     // The sampler works in k-diffusion's variance-exploding space; the VAE wants the
     // variance-preserving latent (they differ only when the schedule ends above 0).
-    let latent =
-        crate::sampling::samplers::to_variance_preserving(&x, *pass.sigmas.last().unwrap_or(&0.0))?;
+    let last = *pass.sigmas.last().unwrap_or(&0.0);
+    let latent = match model.info.prediction {
+        crate::parametrization::Parametrization::Flow => (x * (1.0 / (1.0 - last)))?,
+        _ => crate::sampling::samplers::to_variance_preserving(&x, last)?,
+    };
     decode::check_sampled(&latent, model)?;
     Ok(latent)
 }

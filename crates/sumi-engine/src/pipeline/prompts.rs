@@ -67,6 +67,7 @@ pub(crate) fn guidance(
         clip_skip: request.clip_skip,
         embeddings: inputs.embeddings,
         steps: schedule_steps(sampler, request.steps),
+        max_sequence_length: request.max_sequence_length.map(|n| n as usize),
     };
     let guided = request.cfg != 1.0;
     let encoded =
@@ -82,6 +83,9 @@ pub(crate) fn guidance(
                     c.pooled.as_ref(),
                     request.width,
                     request.height,
+                    request
+                        .guidance
+                        .unwrap_or(crate::family::flux::DEFAULT_GUIDANCE),
                 )?;
                 Ok((end, cond))
             })

@@ -13,6 +13,9 @@ use crate::{Error, Result};
 
 pub use super::limits::{MAX_CFG, MAX_SIZE, MAX_STEPS};
 
+/// The most T5 tokens a prompt may take (Flux dev was trained with 512).
+pub const MAX_SEQUENCE: u32 = 512;
+
 /// Everything that decides the picture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct Request {
@@ -28,6 +31,14 @@ pub struct Request {
     pub steps: u32,
     /// Classifier-free guidance scale (1 disables guidance).
     pub cfg: f64,
+    /// Distilled guidance scale of guidance-distilled models (Flux dev; Forge's "Distilled CFG
+    /// Scale"); `None`: the model's default. Other models ignore it.
+    #[serde(default)]
+    pub guidance: Option<f64>,
+    /// T5 tokens per prompt for models that encode with T5 (Flux); `None`: the model's (dev
+    /// 512, schnell 256).
+    #[serde(default)]
+    pub max_sequence_length: Option<u32>,
     /// Sampler name (A1111 display name or ComfyUI id).
     pub sampler: String,
     /// Schedule name.
@@ -78,6 +89,8 @@ impl Default for Request {
             seed: 0,
             steps: 20,
             cfg: 7.0,
+            guidance: None,
+            max_sequence_length: None,
             sampler: "Euler".into(),
             schedule: "Normal".into(),
             width: 512,
@@ -110,6 +123,7 @@ impl Request {
             width: d.size,
             height: d.size,
             clip_skip: d.clip_skip,
+            guidance: d.guidance,
             ..Default::default()
         }
     }
@@ -133,6 +147,20 @@ impl Request {
         check_size("height", self.height, downscale)?;
         check_steps(self.steps)?;
         check_cfg(self.cfg)?;
+        if let Some(g) = self.guidance {
+            if !g.is_finite() || !(0.0..=MAX_CFG).contains(&g) {
+                return Err(Error::InvalidRequest(format!(
+                    "guidance {g} must be a number from 0 to {MAX_CFG}"
+                )));
+            }
+        }
+        if let Some(n) = self.max_sequence_length {
+            if n == 0 || n > MAX_SEQUENCE {
+                return Err(Error::InvalidRequest(format!(
+                    "max sequence length {n} must be from 1 to {MAX_SEQUENCE} T5 tokens"
+                )));
+            }
+        }
         if !(0.0..=1.0).contains(&self.variation_strength) {
             return Err(Error::InvalidRequest(format!(
                 "variation strength {} must be from 0 to 1",

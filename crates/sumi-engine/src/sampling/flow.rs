@@ -187,6 +187,44 @@ impl FlowSchedulerConfig {
     }
 }
 
+/// How many levels ComfyUI's and Forge's Flux model sampling tabulates (`ModelSamplingFlux`).
+pub const FLOW_TABLE_LEVELS: usize = 10_000;
+
+/// What a flow-matching model's noise levels add to the discrete table: the scheduler config
+/// diffusers samples with, the constant shift ComfyUI and Forge sample with, and the size of
+/// the image being made (diffusers' dynamic shift depends on it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowLevels {
+    /// The model's `FlowMatchEulerDiscreteScheduler` config (the "Flow" schedule).
+    pub config: FlowSchedulerConfig,
+    /// ComfyUI's and Forge's constant `mu` (Flux dev 1.15, schnell 1.0).
+    pub shift: f64,
+    /// Latent tokens of the image being made: `(height / 16) * (width / 16)` for Flux.
+    pub image_tokens: usize,
+}
+
+impl FlowLevels {
+    /// The sigma at continuous time `t` in (0, 1]: `e^mu / (e^mu + 1/t - 1)` in f32, as
+    /// ComfyUI's `flux_time_shift` computes it on torch's f32 tensors (where a number divided
+    /// by a tensor is the number times the tensor's reciprocal).
+    pub fn sigma(&self, t: f64) -> f64 {
+        let (e, t) = (self.shift.exp() as f32, t as f32);
+        f64::from(e * (1.0 / (e + (1.0 / t - 1.0))))
+    }
+
+    /// ComfyUI's table: the sigmas at `t = k / 10000` for `k = 1..=10000`, ascending.
+    pub fn table(&self) -> Vec<f64> {
+        (1..=FLOW_TABLE_LEVELS)
+            .map(|k| self.sigma(f64::from(k as f32 / FLOW_TABLE_LEVELS as f32)))
+            .collect()
+    }
+
+    /// The sigmas diffusers' pipeline samples with for `steps` steps on this image.
+    pub fn pipeline_sigmas(&self, steps: usize) -> Result<Vec<f64>> {
+        self.config.sigmas(steps, self.image_tokens.max(1))
+    }
+}
+
 /// One shifted timestep, in f32 as numpy computes it (Python floats meet f32 arrays as f32).
 fn shift_t(shift: TimeShift, t: f32) -> f32 {
     match shift {

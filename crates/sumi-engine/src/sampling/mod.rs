@@ -26,7 +26,7 @@ mod tests;
 pub mod types;
 
 pub use brownian::BrownianNoise;
-pub use flow::FlowSchedulerConfig;
+pub use flow::{FlowLevels, FlowSchedulerConfig};
 
 pub use schedules::{NoiseLevels, ScheduleFn, SchedulerConfig, TimestepSpacing};
 pub use table::{

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::flow::FlowLevels;
 use crate::{Error, Result};
 
 /// A schedule: training noise levels and a step count -> sigmas (descending, last one 0 except
@@ -96,6 +97,8 @@ pub struct NoiseLevels {
     spacing: TimestepSpacing,
     steps_offset: usize,
     set_alpha_to_one: bool,
+    /// A flow-matching model's levels (`sigmas` is then ComfyUI's shifted table).
+    flow: Option<Box<FlowLevels>>,
 }
 
 /// torch.linspace in f32, bit for bit as its CPU kernel computes it: an f32 step, the first
@@ -224,7 +227,51 @@ impl NoiseLevels {
             spacing,
             steps_offset: cfg.steps_offset,
             set_alpha_to_one: cfg.set_alpha_to_one,
+            flow: None,
         })
+    }
+
+    /// The levels of a flow-matching model: ComfyUI's table of 10000 shifted sigmas, with
+    /// timestep = sigma (Flux's multiplier 1).
+    pub fn flow(flow: FlowLevels) -> Self {
+        let sigmas = flow.table();
+        let log_sigmas = sigmas.iter().map(|&s| (s as f32).ln() as f64).collect();
+        Self {
+            alphas_cumprod: Vec::new(),
+            sigmas,
+            log_sigmas,
+            spacing: TimestepSpacing::Leading,
+            steps_offset: 0,
+            set_alpha_to_one: true,
+            flow: Some(Box::new(flow)),
+        }
+    }
+
+    /// The flow-matching facts, for a flow model.
+    pub fn flow_levels(&self) -> Option<&FlowLevels> {
+        self.flow.as_deref()
+    }
+
+    /// These levels for an image of `tokens` latent tokens (diffusers' dynamic shift).
+    pub fn for_image_tokens(&self, tokens: usize) -> Self {
+        let mut out = self.clone();
+        if let Some(f) = &mut out.flow {
+            f.image_tokens = tokens;
+        }
+        out
+    }
+
+    /// Refuses a schedule or sampler made for the variance-preserving training schedule of
+    /// UNet models when these are a flow model's levels.
+    pub fn require_discrete(&self, what: &str) -> Result<()> {
+        match self.flow {
+            Some(_) => Err(Error::InvalidRequest(format!(
+                "{what} is made for Stable Diffusion's noise schedule and does not apply to a \
+                 flow-matching model (Flux); use the Flow, Simple, Normal, Beta, SGM Uniform or \
+                 Karras schedule"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Number of training timesteps.
@@ -265,6 +312,9 @@ impl NoiseLevels {
     /// Continuous timestep for `sigma`: linear interpolation in log-sigma between the two
     /// neighbouring training levels, clamped to [0, N-1] (k-diffusion, `quantize=False`).
     pub fn sigma_to_t(&self, sigma: f64) -> f64 {
+        if self.flow.is_some() {
+            return sigma;
+        }
         let ls = &self.log_sigmas;
         let log_sigma = sigma.ln();
         // Last index whose level is <= sigma, at most N-2 (0 when sigma is below them all).
@@ -280,6 +330,9 @@ impl NoiseLevels {
 
     /// Sigma at continuous timestep `t` (log-sigma interpolation; `t` clamped to [0, N-1]).
     pub fn t_to_sigma(&self, t: f64) -> f64 {
+        if let Some(f) = &self.flow {
+            return f.sigma(t);
+        }
         let t = t.clamp(0.0, (self.sigmas.len() - 1) as f64);
         let (low, high) = (t.floor() as usize, t.ceil() as usize);
         let w = t - t.floor();
@@ -352,13 +405,34 @@ fn append_zero(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// The timesteps of the largest and smallest training levels: N-1 and 0 for discrete
+/// schedules; for flow models the sigmas themselves (ComfyUI's `timestep(sigma_max)`).
+fn timestep_range(levels: &NoiseLevels) -> (f64, f64) {
+    match levels.flow {
+        Some(_) => (levels.sigma_max(), levels.sigma_min()),
+        None => ((levels.len() - 1) as f64, 0.0),
+    }
+}
+
+/// diffusers' flow-matching pipelines (`FluxPipeline`): `linspace(1, 1/N, N)` time-shifted as
+/// the model's scheduler config says (a dynamic shift from the image's token count, or the
+/// static `shift`), then 0. Flow models only.
+pub fn flow(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
+    match &levels.flow {
+        Some(f) => f.pipeline_sigmas(steps),
+        None => Err(Error::InvalidRequest(
+            "the Flow schedule is for flow-matching models (Flux); pick another schedule".into(),
+        )),
+    }
+}
+
 /// k-diffusion's `get_sigmas`: timesteps evenly spaced from N-1 down to 0, mapped to sigmas
 /// (ComfyUI "normal", A1111 "Normal"/"Automatic" for k-samplers).
 pub fn normal(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
     check_steps(steps)?;
-    let t_max = (levels.len() - 1) as f64;
+    let (t_max, t_min) = timestep_range(levels);
     Ok(append_zero(
-        linspace_f32(t_max, 0.0, steps)
+        linspace_f32(t_max, t_min, steps)
             .into_iter()
             .map(|t| levels.t_to_sigma(t as f64))
             .collect(),
@@ -368,8 +442,8 @@ pub fn normal(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
 /// ComfyUI's "sgm_uniform": `steps + 1` evenly spaced timesteps from N-1 to 0, last dropped.
 pub fn sgm_uniform(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
     check_steps(steps)?;
-    let t_max = (levels.len() - 1) as f64;
-    let ts = linspace_f32(t_max, 0.0, steps + 1);
+    let (t_max, t_min) = timestep_range(levels);
+    let ts = linspace_f32(t_max, t_min, steps + 1);
     Ok(append_zero(
         ts[..steps]
             .iter()
@@ -465,14 +539,16 @@ pub const AYS_SDXL: [f64; 11] = [
 
 /// Align Your Steps for SD1.x: the published table, log-linearly interpolated to other step
 /// counts; the last entry becomes 0.
-pub fn align_your_steps_sd1(_levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
+pub fn align_your_steps_sd1(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
     check_steps(steps)?;
+    levels.require_discrete("Align Your Steps")?;
     Ok(align_your_steps(&AYS_SD1, steps))
 }
 
 /// Align Your Steps for SDXL (see [`align_your_steps_sd1`]).
-pub fn align_your_steps_sdxl(_levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
+pub fn align_your_steps_sdxl(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
     check_steps(steps)?;
+    levels.require_discrete("Align Your Steps")?;
     Ok(align_your_steps(&AYS_SDXL, steps))
 }
 
@@ -507,6 +583,7 @@ pub fn align_your_steps(table: &[f64], steps: usize) -> Vec<f64> {
 /// final level (`set_alpha_to_one`): the schedule with which our VE-space DDIM step equals
 /// diffusers' DDIMScheduler (eta 0).
 pub fn ddim_timesteps(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
+    levels.require_discrete("The DDIM timesteps schedule")?;
     let mut sigs: Vec<f64> = levels
         .ddim_timesteps(steps)?
         .into_iter()
@@ -536,6 +613,7 @@ pub fn lcm(levels: &NoiseLevels, steps: usize) -> Result<Vec<f64>> {
             "the LCM schedule has at most {ORIGINAL_STEPS} steps; {steps} were asked for"
         )));
     }
+    levels.require_discrete("The LCM schedule")?;
     let k = levels.len() / ORIGINAL_STEPS;
     Ok(append_zero(
         (0..steps)

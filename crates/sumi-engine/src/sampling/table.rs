@@ -234,6 +234,12 @@ pub static SCHEDULES: &[ScheduleEntry] = &[
         func: sch::ddim_timesteps,
     },
     ScheduleEntry {
+        name: "Flow",
+        id: "flow",
+        aliases: &["FlowMatchEuler", "flux"],
+        func: sch::flow,
+    },
+    ScheduleEntry {
         name: "DDPM timesteps",
         id: "ddpm_timesteps",
         aliases: &[],

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::chunks::a1111_chunks;
-use super::comfy::comfy_chunks;
+use super::comfy::{comfy_chunks, comfy_weights};
 use super::embeddings::Slot;
 use super::encoder::{Conditioning, TextEncoder};
 use super::encoding::{Encoded, Encoder};
@@ -15,6 +15,7 @@ use super::options::{check_prompt, hidden_layer, Emphasis, EncodeOptions};
 use super::prompt::{
     parse_attention, schedule, split_and, strip_extra_networks, ExtraNetwork, Run,
 };
+use super::t5_text::T5Text;
 use crate::family::spec::TextStyle;
 use crate::{Error, Result};
 
@@ -110,7 +111,8 @@ impl TextEncoder {
                     comfy: opts.emphasis.is_comfy(),
                 },
                 layer,
-                pooled: self.style() == TextStyle::Penultimate && index + 1 == n,
+                pooled: matches!(self.style(), TextStyle::Penultimate | TextStyle::Flux)
+                    && index + 1 == n,
                 embeddings: opts.embeddings,
             });
         }
@@ -137,9 +139,10 @@ impl TextEncoder {
         &self,
         entries: &[(u32, String)],
         encoders: &[Encoder],
-        mode: Emphasis,
+        opts: &EncodeOptions,
         zero: bool,
     ) -> Result<Side> {
+        let mode = opts.emphasis;
         let mut distinct: Vec<(&str, usize)> = Vec::new();
         for (_, text) in entries {
             match distinct.iter_mut().find(|(t, _)| t == text) {
@@ -158,6 +161,17 @@ impl TextEncoder {
         let mut conds = Vec::with_capacity(distinct.len());
         for k in 0..distinct.len() {
             let mut c = self.join(&parts, k)?;
+            if let Some(t5) = self.t5() {
+                let runs: Vec<(String, f32)> = texts[k]
+                    .0
+                    .iter()
+                    .filter_map(|r| match r {
+                        Run::Text { text, weight } => Some((text.clone(), *weight as f32)),
+                        Run::Break => None,
+                    })
+                    .collect();
+                c.context = t5.encode(&runs, t5_len(t5, opts), mode)?;
+            }
             if zero {
                 c.context = c.context.zeros_like()?;
                 c.pooled = c.pooled.map(|p| p.zeros_like()).transpose()?;
@@ -180,9 +194,10 @@ impl TextEncoder {
         &self,
         text: &str,
         encoders: &[Encoder],
-        steps: u32,
+        opts: &EncodeOptions,
         missing: &mut Vec<String>,
     ) -> Result<Side> {
+        let steps = opts.steps;
         let mut parts = Vec::with_capacity(encoders.len());
         for e in encoders {
             parts.push(e.comfy(text, missing)?);
@@ -196,7 +211,14 @@ impl TextEncoder {
         for p in &mut parts {
             p.contexts[0] = p.contexts[0].narrow(1, 0, min)?;
         }
-        let cond = self.join(&parts, 0)?;
+        let mut cond = self.join(&parts, 0)?;
+        if let Some(t5) = self.t5() {
+            let runs: Vec<(String, f32)> = comfy_weights(text)?
+                .into_iter()
+                .map(|(t, w)| (t, w as f32))
+                .collect();
+            cond.context = t5.encode(&runs, t5_len(t5, opts), Emphasis::Comfy)?;
+        }
         let calls = parts.into_iter().map(|p| p.used).collect();
         Ok(Side {
             schedule: vec![(steps, cond)],
@@ -230,9 +252,9 @@ impl TextEncoder {
             let (stripped, networks) = strip_extra_networks(prompt);
             info.networks = networks;
             let mut missing = Vec::new();
-            let c = self.comfy_side(&stripped, &encoders, opts.steps, &mut missing)?;
+            let c = self.comfy_side(&stripped, &encoders, opts, &mut missing)?;
             let u = guided
-                .then(|| self.comfy_side(negative, &encoders, opts.steps, &mut missing))
+                .then(|| self.comfy_side(negative, &encoders, opts, &mut missing))
                 .transpose()?;
             missing.dedup();
             info.missing_embeddings = missing;
@@ -256,7 +278,7 @@ impl TextEncoder {
                 true => {
                     let zero = self.force_zeros_for_empty_prompt()
                         && entries.iter().all(|(_, t)| t.is_empty());
-                    Some(self.a1111_side(&entries, &encoders, opts.emphasis, zero)?)
+                    Some(self.a1111_side(&entries, &encoders, opts, zero)?)
                 }
                 false => None,
             };
@@ -268,7 +290,7 @@ impl TextEncoder {
                 if !done.contains_key(&sub) {
                     let entries = self.schedule(&sub, opts.steps)?;
                     texts.extend(entries.iter().map(|(_, t)| t.clone()));
-                    let side = self.a1111_side(&entries, &encoders, opts.emphasis, false)?;
+                    let side = self.a1111_side(&entries, &encoders, opts, false)?;
                     calls.extend(side.calls);
                     done.insert(sub.clone(), side.schedule);
                 }
@@ -351,11 +373,12 @@ impl TextEncoder {
             clip_skip: None,
             embeddings: &empty,
             steps: 1,
+            max_sequence_length: None,
         };
         let encoders = self.encoders_for(&opts)?;
         let one = |text: &str, zero: bool| -> Result<TextCond> {
             let entries = [(1, text.to_string())];
-            let side = self.a1111_side(&entries, &encoders, Emphasis::Original, zero)?;
+            let side = self.a1111_side(&entries, &encoders, &opts, zero)?;
             Ok(side.schedule[0].1.clone())
         };
         let mut rows = Vec::new();
@@ -395,6 +418,11 @@ impl TextEncoder {
             pooled,
         })
     }
+}
+
+/// T5's sequence length for a request: the one it names, else the model's.
+fn t5_len(t5: &T5Text, opts: &EncodeOptions) -> usize {
+    opts.max_sequence_length.unwrap_or(t5.max_len).max(1)
 }
 
 /// A1111's `TI hashes` entries: each encoder call puts its embeddings in front of those of the

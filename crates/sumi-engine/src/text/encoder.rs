@@ -5,8 +5,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::t5_text::{T5Text, T5Tokenizer};
 use super::tokenizer::ClipTokenizer;
 use crate::arch::clip::ClipTextModel;
+use crate::arch::t5::T5Encoder;
 use crate::family::spec::TextStyle;
 use crate::{Error, Result};
 
@@ -23,6 +25,8 @@ pub struct Conditioning {
 #[derive(Debug)]
 pub struct TextEncoder {
     encoders: Vec<(ClipTokenizer, ClipTextModel)>,
+    /// T5, for models whose context it makes (Flux).
+    t5: Option<T5Text>,
     style: TextStyle,
     force_zeros_for_empty_prompt: bool,
     dtype: DType,
@@ -64,6 +68,12 @@ impl TextEncoder {
     /// Loads text_encoder[/_2] and tokenizer[/_2] from a diffusers folder, using the layers
     /// `style` says; reads model_index.json for force_zeros_for_empty_prompt.
     pub fn load(model_dir: &Path, style: TextStyle, device: &Device, dtype: DType) -> Result<Self> {
+        if style == TextStyle::Flux {
+            let clip = load_pair(model_dir, "", device, dtype)?;
+            let model = T5Encoder::load(&model_dir.join("text_encoder_2"), device, dtype)?;
+            let tokenizer = T5Tokenizer::load(&model_dir.join("tokenizer_2"))?;
+            return Self::flux(clip, tokenizer, model, 512, device, dtype);
+        }
         let has_second = model_dir.join("text_encoder_2").is_dir();
         let mut encoders = Vec::new();
         // SDXL's refiner has only the second encoder; every other pipeline has the first.
@@ -87,10 +97,47 @@ impl TextEncoder {
             style == TextStyle::Penultimate && read_force_zeros(model_dir, true)?;
         Ok(Self {
             encoders,
+            t5: None,
             style,
             force_zeros_for_empty_prompt,
             dtype: crate::device::compute_dtype(dtype, device),
         })
+    }
+
+    /// A Flux model's encoders: CLIP-L for the pooled vector, T5 (with `max_len` tokens by
+    /// default) for the context.
+    pub fn flux(
+        clip: (ClipTokenizer, ClipTextModel),
+        tokenizer: T5Tokenizer,
+        model: T5Encoder,
+        max_len: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        Ok(Self {
+            encoders: vec![clip],
+            t5: Some(T5Text {
+                tokenizer,
+                model,
+                max_len,
+                device: device.clone(),
+            }),
+            style: TextStyle::Flux,
+            force_zeros_for_empty_prompt: false,
+            dtype: crate::device::compute_dtype(dtype, device),
+        })
+    }
+
+    /// T5 and its tokenizer, for models that encode with it (Flux).
+    pub fn t5(&self) -> Option<&T5Text> {
+        self.t5.as_ref()
+    }
+
+    /// Sets the T5 sequence length used when a request names none.
+    pub fn set_t5_max_len(&mut self, len: usize) {
+        if let Some(t5) = &mut self.t5 {
+            t5.max_len = len;
+        }
     }
 
     /// Builds an encoder from loaded parts (single-file checkpoints, already on their device);
@@ -118,6 +165,7 @@ impl TextEncoder {
         }
         Ok(Self {
             encoders,
+            t5: None,
             style,
             force_zeros_for_empty_prompt: force_zeros_for_empty_prompt
                 && style == TextStyle::Penultimate,
@@ -140,8 +188,11 @@ impl TextEncoder {
         self.encoders.iter().map(|(t, _)| t)
     }
 
-    /// Width of the context's feature axis (summed over encoders for SDXL).
+    /// Width of the context's feature axis (summed over encoders for SDXL; T5's for Flux).
     pub fn context_dim(&self) -> usize {
+        if let Some(t5) = &self.t5 {
+            return t5.model.config().d_model;
+        }
         self.encoders
             .iter()
             .map(|(_, m)| m.config().hidden_size)

@@ -16,6 +16,7 @@ mod encoding;
 pub mod options;
 pub mod prompt;
 mod pychars;
+pub mod t5_text;
 pub mod tokenizer;
 mod weighting;
 

@@ -143,6 +143,8 @@ pub struct EncodeOptions<'a> {
     /// The step count prompt editing and alternation count in: A1111 passes the sampler's
     /// total, which doubles the steps of second-order samplers.
     pub steps: u32,
+    /// T5's sequence length for models that encode with T5 (Flux); `None`: the model's.
+    pub max_sequence_length: Option<usize>,
 }
 
 /// The hidden state to take from a text encoder of `layers` stored layers in a model whose
@@ -166,6 +168,8 @@ pub fn hidden_layer(
     let skip = clip_skip.map(|n| n as usize);
     match (style, emphasis.is_comfy()) {
         // A1111 applies clip skip to SD 1.x only (SD 2.x and SDXL keep their layer).
+        // Flux takes only CLIP-L's pooled output, made from the last layer.
+        (TextStyle::Flux, _) => Ok(HiddenLayer::Last),
         (TextStyle::LastLayer, false) => from_end(skip.unwrap_or(1), true),
         (TextStyle::TruncatedLastLayer, false) => Ok(HiddenLayer::Last),
         (TextStyle::Penultimate, false) => from_end(2, false),
