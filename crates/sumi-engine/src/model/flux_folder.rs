@@ -6,11 +6,11 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use super::folder::{load_vae, read_vae_config};
 use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
 use super::recommended;
+use super::vae_folder::{load_vae, read_vae_config};
 use crate::arch::flux::{FluxConfig, FluxTransformer};
 use crate::arch::flux_network::FluxNetwork;
 use crate::family::flux::{DEV_MAX_SEQUENCE, DEV_SHIFT, SCHNELL_MAX_SEQUENCE};

@@ -11,8 +11,8 @@ use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
 use super::recommended;
+use super::vae_folder::{load_vae, read_vae_config};
 use crate::arch::unet::{UNet, UNetConfig};
-use crate::arch::vae::{Vae, VaeConfig};
 use crate::family::Family;
 use crate::parametrization::Parametrization;
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
@@ -159,31 +159,11 @@ pub fn read_unet_config(unet_dir: &Path) -> Result<UNetConfig> {
     Ok(cfg)
 }
 
-/// Reads `config.json` in a `vae/` folder.
-pub fn read_vae_config(vae_dir: &Path) -> Result<VaeConfig> {
-    let path = vae_dir.join("config.json");
-    let cfg: VaeConfig = read_json(&path)?;
-    cfg.validate().map_err(|e| Error::model(&path, e))?;
-    Ok(cfg)
-}
-
 /// Loads the UNet weights of a `unet/` folder for `config`.
 fn load_unet(unet_dir: &Path, config: UNetConfig, device: &Device, dtype: DType) -> Result<UNet> {
     let files = find_weights(unet_dir, "diffusion_pytorch_model")?;
     build_with_weights(&files, dtype, device, |vb| UNet::new(config, vb))?
         .map_err(|e| Error::model(unet_dir, format!("weights do not match config.json: {e}")))
-}
-
-/// Loads the VAE weights of a `vae/` folder for `config`.
-pub(super) fn load_vae(
-    vae_dir: &Path,
-    config: VaeConfig,
-    device: &Device,
-    dtype: DType,
-) -> Result<Vae> {
-    let files = find_weights(vae_dir, "diffusion_pytorch_model")?;
-    build_with_weights(&files, dtype, device, |vb| Vae::new(config, vb))?
-        .map_err(|e| Error::model(vae_dir, format!("weights do not match config.json: {e}")))
 }
 
 /// The family of a diffusers folder from its configs, without loading weights.

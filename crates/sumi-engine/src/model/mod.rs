@@ -11,6 +11,7 @@ pub mod recommended;
 mod single_file;
 mod tokenizers;
 mod vae_file;
+mod vae_folder;
 
 use std::path::Path;
 
@@ -23,7 +24,7 @@ use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::Result;
 pub use flux_folder::{flux_levels, is_flux_folder};
-pub use folder::{folder_family, read_scheduler_config, read_unet_config, read_vae_config};
+pub use folder::{folder_family, read_scheduler_config, read_unet_config};
 pub use info::{model_name, Defaults, ModelInfo};
 pub use options::{LoadOptions, LoadStage};
 use patch::Patcher;
@@ -31,6 +32,7 @@ pub use patch::{LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, MAX_L
 pub use recommended::Recommended;
 pub use tokenizers::{find_tokenizer, is_tokenizer_dir};
 pub use vae_file::load_vae_override;
+pub use vae_folder::read_vae_config;
 
 /// A model ready to generate: text encoders, denoising network, VAE and noise schedule.
 pub struct Model {

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
-use super::folder::{read_unet_config, read_vae_config};
+use super::folder::read_unet_config;
 use super::info::{model_name, ModelInfo};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
 use super::tokenizers::find_tokenizer;
+use super::vae_folder::read_vae_config;
 use crate::arch::clip::{ClipTextConfig, ClipTextModel};
 use crate::arch::unet::UNet;
 use crate::arch::vae::Vae;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use super::folder::{load_vae, read_vae_config};
+use super::vae_folder::{load_vae, read_vae_config};
 use crate::arch::vae::Vae;
 use crate::weights::ldm::{is_pickle_extension, refuse_pickle, standalone_vae};
 use crate::{Error, Result};

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::schedules::linspace;
+use super::spacing::linspace;
 use crate::{Error, Result};
 
 /// diffusers' `FlowMatchEulerDiscreteScheduler` config, the fields that decide the sigmas

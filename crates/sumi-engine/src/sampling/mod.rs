@@ -20,6 +20,7 @@ pub mod img2img;
 pub mod samplers;
 pub mod schedules;
 pub mod solvers;
+mod spacing;
 pub mod table;
 #[cfg(test)]
 mod tests;
