@@ -529,6 +529,38 @@ try {
   }
   check(hiresWidth === 2 * width, `hires fix from the Generate form doubles the width (${width} -> ${hiresWidth})`);
   await screenshot("11-hires");
+
+  // 12. A Flux model (the tiny dev fixture): the form offers its distilled guidance, a
+  // generation shows previews, the gallery records the guidance and a re-run is exact.
+  await restart({ SUMI_MODEL: path.join(root, "tests/fixtures/flux/pipe-dev") });
+  await one('[data-testid="guidance"]', "the guidance field of a Flux dev model", 60000);
+  const guidance = await js("return document.querySelector('[data-testid=guidance]').value");
+  check(guidance === "3.5", `a Flux dev model starts at guidance 3.5 (${guidance})`);
+  check((await js("return document.querySelector('[data-testid=cfg]').value")) === "1", "and CFG 1 (off)");
+  await setField('[data-testid="prompt"]', "a photo of a red cat");
+  await setField('[data-testid="guidance"]', 4);
+  await setField('[data-testid="width"]', 64);
+  await setField('[data-testid="height"]', 64);
+  await setField('[data-testid="steps"]', 6);
+  await setField('[data-testid="seed"]', 77);
+  await click(await one('[data-testid="generate"]', "generate button"));
+  let fluxPreviews = 0;
+  for (const until = Date.now() + 120000; !(await find('[data-testid="result"]')).length; await sleep(15)) {
+    const n = await js('const p = document.querySelector("[data-testid=preview]"); return p ? Number(p.dataset.count) : 0');
+    fluxPreviews = Math.max(fluxPreviews, n || 0);
+    if ((await find('[data-testid="failed"]')).length) throw new Error(await text((await find('[data-testid="failed"]'))[0]));
+    if (Date.now() > until) throw new Error("the Flux generation did not finish");
+  }
+  check(fluxPreviews >= 2, `Flux previews arrived (${fluxPreviews} counted by the page)`);
+  await screenshot("12-flux-generate");
+  await click(await one('[data-testid="nav-gallery"]', "gallery tab"));
+  await click((await waitFor('[data-testid="thumb"]', "thumbs"))[0]);
+  const recorded = await text(await one('[data-testid="detail-guidance"]', "the recorded guidance"));
+  check(recorded === "4", `the gallery records the Flux guidance (${recorded})`);
+  await click(await one('[data-testid="rerun"]', "re-run button"));
+  await one('[data-testid="identical"], [data-testid="different"]', "Flux re-run result", 120000);
+  check((await find('[data-testid="identical"]')).length === 1, "a Flux re-run gives identical pixels");
+  await screenshot("13-flux-rerun");
 } catch (e) {
   failed = true;
   console.error(`FAIL e2e: ${e.message}`);
