@@ -251,3 +251,37 @@ fn flux_refuses_what_does_not_apply() {
         }
     }
 }
+
+#[test]
+fn sd_loras_and_embeddings_are_refused_on_flux() {
+    let mut model = load("dev");
+    let lora =
+        sumi_engine::weights::lora::LoraFile::open(&fixtures().join("lora/sd15_kohya.safetensors"))
+            .unwrap();
+    let err = model
+        .set_loras(&[sumi_engine::model::LoraUse {
+            file: std::sync::Arc::new(lora),
+            te: 1.0,
+            unet: 1.0,
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is for a Stable Diffusion (UNet) model") && err.contains("Flux.1"),
+        "{err}"
+    );
+    let embeddings = Embeddings::from_paths(&[fixtures().join("prompt/embeddings")]).unwrap();
+    let opts = EncodeOptions {
+        emphasis: Default::default(),
+        clip_skip: None,
+        embeddings: &embeddings,
+        steps: 1,
+        max_sequence_length: Some(16),
+    };
+    let err = model
+        .text
+        .encode_prompts("a cat, sumired", "", false, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sumired") && err.contains("T5"), "{err}");
+}

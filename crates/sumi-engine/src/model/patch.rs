@@ -286,6 +286,23 @@ impl Patcher {
             fits,
             model: family.display_name().to_string(),
         };
+        if family == Family::Flux {
+            let flux = facts.parts.contains(&Part::Transformer)
+                || file.modules().iter().any(|m| {
+                    m.key.lookup.contains("double_blocks") || m.key.lookup.contains("single_blocks")
+                });
+            return Err(match flux {
+                true => LoraError::NotYet {
+                    path: file.path().to_path_buf(),
+                    model: family.display_name().to_string(),
+                },
+                false => wrong(match facts.fits {
+                    Some(f) => f.display_name().to_string(),
+                    None => "a Stable Diffusion (UNet) model".into(),
+                }),
+            }
+            .into());
+        }
         if facts.fits.is_some_and(|f| f != family) || facts.parts == [Part::Transformer] {
             return Err(wrong(facts.fits_label()).into());
         }

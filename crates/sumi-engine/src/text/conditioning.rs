@@ -298,6 +298,16 @@ impl TextEncoder {
             }
             (cond, negative_side.map(|s| s.schedule))
         };
+        if self.t5().is_some() {
+            if let Some(&index) = calls.iter().flatten().next() {
+                return Err(Error::InvalidRequest(format!(
+                    "the prompt names the textual-inversion embedding {:?}, made for Stable \
+                     Diffusion's CLIP text encoders; a Flux model reads the prompt with T5, which \
+                     cannot use it: take the name out of the prompt (or rename the file)",
+                    opts.embeddings.name(index)
+                )));
+            }
+        }
         info.emphasis_in_infotext = opts.emphasis != Emphasis::Original
             && texts.iter().any(|t| t.contains('(') || t.contains('['));
         info.ti_hashes = ti_hashes(&calls, opts)?;
