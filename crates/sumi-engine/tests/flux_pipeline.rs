@@ -205,7 +205,7 @@ fn flux_refuses_what_does_not_apply() {
         ),
         (
             Request {
-                sampler: "Euler a".into(),
+                sampler: "DPM++ SDE".into(),
                 ..base.clone()
             },
             "not available for flow-matching",
@@ -240,7 +240,7 @@ fn flux_refuses_what_does_not_apply() {
         "Karras",
         "Exponential",
     ] {
-        for sampler in ["Euler", "Heun", "DPM++ 2M", "LMS", "DPM2"] {
+        for sampler in ["Euler", "Euler a", "Heun", "DPM++ 2M", "LMS", "DPM2"] {
             let r = Request {
                 schedule: s.into(),
                 sampler: sampler.into(),

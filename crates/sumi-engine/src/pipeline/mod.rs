@@ -205,15 +205,14 @@ fn resolve_for(
         ),
         false => resolve(sampler, schedule)?,
     };
-    let fits = entry.init_noise == crate::sampling::table::InitNoise::SigmaMax && !entry.stochastic;
-    if !fits {
-        return Err(Error::InvalidRequest(format!(
+    match crate::sampling::table::flow_sampler(entry) {
+        Some(entry) => Ok((entry, sched)),
+        None => Err(Error::InvalidRequest(format!(
             "the {} sampler is not available for flow-matching models (Flux) yet; use Euler, \
-             Heun, DPM2, LMS, DPM++ 2M, DPM fast or DPM adaptive",
+             Euler a, Heun, DPM2, LMS, DPM++ 2M, DPM fast or DPM adaptive",
             entry.name
-        )));
+        ))),
     }
-    Ok((entry, sched))
 }
 
 /// The model's noise levels for an image of `width` x `height` pixels (a flow model's dynamic

@@ -128,6 +128,39 @@ pub fn euler_ancestral(
     Ok(x)
 }
 
+/// Euler ancestral for flow-matching models (ComfyUI's `sample_euler_ancestral_RF`, which it
+/// runs for "euler_ancestral" on them): an Euler step down to `sigma_down`, then the latent
+/// rescaled to `sigma_next`'s signal level with fresh noise making up the rest.
+pub fn euler_ancestral_rf(
+    model: &dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    ctx: &mut SampleCtx,
+) -> Result<Tensor> {
+    let mut run = Run::new(model);
+    for i in 0..steps(sigmas) {
+        let (s, s_next) = (sigmas[i], sigmas[i + 1]);
+        let denoised = run.denoise(&x, s)?;
+        if s_next == 0.0 {
+            x = denoised.clone();
+        } else {
+            // eta 1: sigma_down = s_next^2 / s.
+            let down = s_next * (1.0 + (s_next / s - 1.0));
+            let (alpha_next, alpha_down) = (1.0 - s_next, 1.0 - down);
+            let renoise = (s_next * s_next
+                - down * down * alpha_next * alpha_next / (alpha_down * alpha_down))
+                .max(0.0)
+                .sqrt();
+            let ratio = down / s;
+            x = lin(ratio, &x, 1.0 - ratio, &denoised)?;
+            let n = ctx.noise.sample(&x, s, s_next)?;
+            x = lin(alpha_next / alpha_down, &x, renoise, &n)?;
+        }
+        run.report(ctx, sigmas, i, &x, &denoised)?;
+    }
+    Ok(x)
+}
+
 /// DDIM with eta 0. In the variance-exploding space DDIM's update
 /// `x_prev = x0 + sigma_prev * eps` is exactly an Euler step, so with diffusers' DDIM timesteps
 /// (`schedules::ddim_timesteps`) and a start of `noise * sqrt(1 + sigma_max^2)` this reproduces

@@ -165,6 +165,24 @@ pub static SAMPLERS: &[SamplerEntry] = &[
     d!("LCM", "lcm", s::lcm, A, "lcm"),
 ];
 
+/// Samplers that run another way on flow-matching models, as ComfyUI runs them there.
+pub static FLOW_SAMPLERS: &[SamplerEntry] = &[k!(
+    "Euler a",
+    "euler_ancestral",
+    s::euler_ancestral_rf,
+    1,
+    A
+)];
+
+/// How `entry` runs on a flow-matching model: its flow variant, itself when its update holds
+/// for any parametrization (deterministic k-diffusion samplers), else `None`.
+pub fn flow_sampler(entry: &'static SamplerEntry) -> Option<&'static SamplerEntry> {
+    if let Some(v) = FLOW_SAMPLERS.iter().find(|f| f.id == entry.id) {
+        return Some(v);
+    }
+    (entry.init_noise == InitNoise::SigmaMax && !entry.stochastic).then_some(entry)
+}
+
 /// Every schedule.
 pub static SCHEDULES: &[ScheduleEntry] = &[
     ScheduleEntry {
