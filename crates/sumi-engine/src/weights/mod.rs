@@ -5,13 +5,18 @@
 
 pub mod bounds;
 pub mod find;
+pub mod flux_names;
+pub mod gguf;
 pub mod json;
 pub mod ldm;
 pub mod lora;
 pub mod params;
 pub mod pickle;
+pub mod quantized;
 pub mod safetensors;
+pub mod single_file;
 pub mod storage;
+pub mod t5_names;
 pub mod torch_zip;
 
 pub use find::find_weights;
