@@ -301,3 +301,44 @@ fn unknown_gguf_quantization_is_refused_with_a_reason() {
     let msg = load_err(&path);
     assert!(msg.contains("quantization type"), "{msg}");
 }
+
+#[test]
+fn loads_are_recorded_for_patching_and_gguf_matrices_stay_quantized() {
+    use sumi_engine::weights::params::record;
+    let (model, tables) = record(|| {
+        FluxTransformer::load_file(
+            &file("flux1-dev-tiny-prefixed.safetensors"),
+            &Device::Cpu,
+            DType::F32,
+        )
+    });
+    model.unwrap();
+    let table = &tables[0];
+    // Diffusers names, cut from BFL's fused tensors, read again bit for bit.
+    let q = table.get("transformer_blocks.1.attn.to_q.weight").unwrap();
+    assert_eq!(q.tensor.dims(), &[32, 32]);
+    let again = q.reread().unwrap();
+    assert_eq!(max_abs(&again, &q.tensor), 0.0);
+    let mlp = table
+        .get("single_transformer_blocks.0.proj_mlp.weight")
+        .unwrap();
+    assert_eq!(mlp.tensor.dims(), &[128, 32]);
+    let folder = tensors(&dir().join("dev/transformer/diffusion_pytorch_model.safetensors"));
+    for (name, p) in table.iter() {
+        assert_eq!(max_abs(&p.tensor, &folder[name]), 0.0, "{name}");
+    }
+    assert_eq!(table.len(), folder.len());
+
+    let (model, tables) = record(|| {
+        FluxTransformer::load_file(&file("flux1-dev-tiny-Q8_0.gguf"), &Device::Cpu, DType::F32)
+    });
+    model.unwrap();
+    let table = &tables[0];
+    // Quantized matrices never went through the dense loader; F32-kept ones and norms did.
+    assert!(table.get("transformer_blocks.0.attn.to_q.weight").is_none());
+    assert!(table
+        .get("single_transformer_blocks.1.proj_out.weight")
+        .is_none());
+    assert!(table.get("transformer_blocks.0.attn.to_q.bias").is_some());
+    assert!(table.get("x_embedder.weight").is_some()); // 16 wide: kept F32 in the file
+}

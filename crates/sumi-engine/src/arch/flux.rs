@@ -500,8 +500,7 @@ impl FluxTransformer {
         let file = crate::weights::flux_names::open_flux(path, device)?;
         let config = FluxConfig::infer(&|name| file.shape(name))
             .map_err(|reason| crate::Error::model(path, reason))?;
-        let vb = file.var_builder(dtype, device);
-        crate::weights::quantized::with_source(file.quantized_source(), || Self::new(config, vb))
+        file.build(dtype, device, |vb| Self::new(config, vb))
             .map_err(|e| crate::Error::model(path, format!("bad Flux transformer weights: {e}")))
     }
 

@@ -265,8 +265,7 @@ impl T5Encoder {
         let file = crate::weights::t5_names::open_t5(path, device)?;
         let config =
             infer_config(&|name| file.shape(name)).map_err(|r| crate::Error::model(path, r))?;
-        let vb = file.var_builder(dtype, device);
-        crate::weights::quantized::with_source(file.quantized_source(), || Self::new(config, vb))
+        file.build(dtype, device, |vb| Self::new(config, vb))
             .map_err(|e| crate::Error::model(path, format!("not a T5 encoder Sumi can run: {e}")))
     }
 

@@ -9,7 +9,7 @@
 //! dequantized to the dtype asked for.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Shape, Tensor};
@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 
 use super::gguf::GgufFile;
 use super::params::{self, Rereadable};
-use super::quantized::QuantizedSource;
+use super::quantized::{with_source, QuantizedSource};
 use super::safetensors::SafetensorsFiles;
 use crate::{Error, Result};
 
@@ -105,6 +105,9 @@ impl Store {
 /// The map from network names to file tensors.
 pub type NameMap = dyn Fn(&str) -> Option<Source> + Send + Sync;
 
+/// The last fused tensor read whole (its name and dtype), for the next part cut from it.
+type Fused = Arc<Mutex<Option<(String, DType, Tensor)>>>;
+
 /// A component's single file read through its name map.
 #[derive(Clone)]
 pub struct SingleFile {
@@ -112,6 +115,7 @@ pub struct SingleFile {
     store: Arc<Store>,
     map: Arc<NameMap>,
     device: Device,
+    fused: Fused,
 }
 
 impl std::fmt::Debug for SingleFile {
@@ -130,6 +134,7 @@ impl SingleFile {
             store,
             map,
             device: device.clone(),
+            fused: Fused::default(),
         }
     }
 
@@ -166,6 +171,20 @@ impl SingleFile {
         super::storage::builder(backend, dtype, device)
     }
 
+    /// Runs `build` over [`Self::var_builder`] with the file's quantized matrices offered to
+    /// the linear layers ([`with_source`]), then drops the fused tensor kept for cutting.
+    pub fn build<R>(
+        &self,
+        dtype: DType,
+        device: &Device,
+        build: impl FnOnce(VarBuilder<'static>) -> R,
+    ) -> R {
+        let vb = self.var_builder(dtype, device);
+        let built = with_source(self.quantized_source(), || build(vb));
+        *self.fused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        built
+    }
+
     /// The source of quantized linear weights, for a GGUF file.
     pub fn quantized_source(&self) -> Option<Arc<dyn QuantizedSource>> {
         match *self.store {
@@ -191,10 +210,26 @@ impl SingleFile {
         Ok(source)
     }
 
+    /// Fused tensor `key` read whole, once for all the parts layers ask for in a row (q, k,
+    /// v, MLP), which are then copied out so that no layer keeps the whole tensor alive.
+    fn fused(&self, key: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut last = self.fused.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, d, t)) = last.as_ref() {
+            if k == key && *d == dtype && t.device().same_device(dev) {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.store.load(key, dtype, dev)?;
+        *last = Some((key.to_string(), dtype, t.clone()));
+        Ok(t)
+    }
+
     fn load(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         match self.source(name)? {
             Source::Plain(k) => self.store.load(&k, dtype, dev),
-            Source::Rows(k, start, len) => self.store.load(&k, dtype, dev)?.narrow(0, start, len),
+            Source::Rows(k, start, len) => {
+                self.fused(&k, dtype, dev)?.narrow(0, start, len)?.copy()
+            }
             Source::SwapHalves(k) => {
                 let t = self.store.load(&k, dtype, dev)?;
                 let n = t.dim(0)?;
@@ -226,11 +261,11 @@ impl SimpleBackend for SingleFile {
             }
             .bt());
         }
-        self.load(name, dtype, dev)?.contiguous()
+        self.load(name, dtype, dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, dtype, dev)?.contiguous()
+        self.load(name, dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
