@@ -172,7 +172,7 @@ impl GgufFile {
             s => candle_core::bail!("tensor {name} of shape {s:?} is not a matrix"),
         };
         let row_bytes = k / e.dtype.block_size() * e.dtype.type_size();
-        let whole = [0..n];
+        let whole = [std::ops::Range { start: 0, end: n }];
         let ranges = if ranges.is_empty() {
             &whole[..]
         } else {

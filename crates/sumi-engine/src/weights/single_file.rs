@@ -292,7 +292,10 @@ impl QuantizedSource for SingleFile {
         }
         let ranges = match &source {
             Source::Plain(_) => vec![],
-            Source::Rows(_, start, len) => vec![*start..start + len],
+            Source::Rows(_, start, len) => vec![std::ops::Range {
+                start: *start,
+                end: start + len,
+            }],
             Source::SwapHalves(k) => {
                 let n = g.shape(k).and_then(|s| s.first().copied()).unwrap_or(0);
                 vec![n / 2..n, 0..n / 2]
