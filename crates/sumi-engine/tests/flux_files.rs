@@ -163,6 +163,22 @@ fn fp8_weights_are_converted_on_load() {
 }
 
 #[test]
+fn scaled_fp8_weights_are_multiplied_by_their_scales() {
+    check(
+        "flux1-dev-tiny-fp8-scaled.safetensors",
+        DType::F32,
+        "dev.fp8_scaled.out",
+        1e-4,
+    );
+    check(
+        "flux1-dev-tiny-fp8-scaled.safetensors",
+        DType::BF16,
+        "dev.fp8_scaled.out",
+        2e-2,
+    );
+}
+
+#[test]
 fn gguf_transformers_run_quantized_and_match_diffusers_on_the_dequantized_weights() {
     // candle quantizes each activation row to 8 bits (Q8_0 / Q8_K blocks) for the integer dot
     // products, so the outputs differ from float arithmetic on the dequantized weights by

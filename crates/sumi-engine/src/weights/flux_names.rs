@@ -21,13 +21,6 @@ const DIFFUSERS_PREFIXES: [&str; 3] = ["", "transformer.", "model.diffusion_mode
 /// Opens a Flux transformer file (`.safetensors` or `.gguf`) and recognises its naming.
 pub fn open_flux(path: &Path, device: &Device) -> Result<SingleFile> {
     let store = Store::open(path)?;
-    if store.shape("scaled_fp8").is_some() {
-        return Err(Error::model(
-            path,
-            "scaled fp8 files (a `scaled_fp8` marker and per-tensor `scale_weight`s) are not \
-             supported yet; use the plain fp8_e4m3fn, an fp16/bf16 or a GGUF file",
-        ));
-    }
     let has = |k: &str| store.shape(k).is_some();
     let map: Arc<super::single_file::NameMap> = if let Some(p) = BFL_PREFIXES
         .iter()

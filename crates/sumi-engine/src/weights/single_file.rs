@@ -225,13 +225,53 @@ impl SingleFile {
     }
 
     fn load(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        match self.source(name)? {
-            Source::Plain(k) => self.store.load(&k, dtype, dev),
+        let source = self.source(name)?;
+        match self.scale_of(source.key())? {
+            Some(scale) => self
+                .load_source(&source, DType::F32, dev)?
+                .affine(scale, 0.0)?
+                .to_dtype(dtype),
+            None => self.load_source(&source, dtype, dev),
+        }
+    }
+
+    /// The scale of ComfyUI's "scaled fp8" weights (`<layer>.scale_weight`, one f32 per
+    /// tensor: the stored values times it are the weight), when `key` has one.
+    fn scale_of(&self, key: &str) -> candle_core::Result<Option<f64>> {
+        let Some(stem) = key.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let Some(scale) = ["scale_weight", "weight_scale"]
+            .iter()
+            .map(|s| format!("{stem}.{s}"))
+            .find(|k| self.store.shape(k).is_some())
+        else {
+            return Ok(None);
+        };
+        let t = self.store.load(&scale, DType::F32, &Device::Cpu)?;
+        if t.elem_count() != 1 {
+            candle_core::bail!(
+                "{scale} holds {} scales; Sumi reads fp8 files with one scale per tensor \
+                 (block-wise scaled files are not supported: use an fp16/bf16 or GGUF file)",
+                t.elem_count()
+            );
+        }
+        Ok(Some(f64::from(t.flatten_all()?.to_vec1::<f32>()?[0])))
+    }
+
+    fn load_source(
+        &self,
+        source: &Source,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match source {
+            Source::Plain(k) => self.store.load(k, dtype, dev),
             Source::Rows(k, start, len) => {
-                self.fused(&k, dtype, dev)?.narrow(0, start, len)?.copy()
+                self.fused(k, dtype, dev)?.narrow(0, *start, *len)?.copy()
             }
             Source::SwapHalves(k) => {
-                let t = self.store.load(&k, dtype, dev)?;
+                let t = self.store.load(k, dtype, dev)?;
                 let n = t.dim(0)?;
                 if n % 2 != 0 {
                     candle_core::bail!("{k}: dim 0 of {n} does not split into halves");
