@@ -185,6 +185,7 @@ fn gguf_transformers_run_quantized_and_match_diffusers_on_the_dequantized_weight
     // about that rounding.
     let q8 = check("flux1-dev-tiny-Q8_0.gguf", DType::F32, "dev.Q8_0.out", 4e-2);
     let q4 = check("flux1-dev-tiny-Q4_0.gguf", DType::F32, "dev.Q4_0.out", 4e-2);
+    let q5 = check("flux1-dev-tiny-Q5_0.gguf", DType::F32, "dev.Q5_0.out", 4e-2);
     let k = check("flux1-k-tiny-Q4_K.gguf", DType::F32, "k.Q4_K.out", 4e-2);
     check(
         "flux1-dev-tiny-Q8_0.gguf",
@@ -204,7 +205,7 @@ fn gguf_transformers_run_quantized_and_match_diffusers_on_the_dequantized_weight
     // A Q8_0 model stays close to the f32 one.
     let close = check("flux1-dev-tiny-Q8_0.gguf", DType::F32, "dev.out", 4e-2);
     eprintln!(
-        "Q8_0 {q8:.2e}, Q4_0 {q4:.2e}, Q4_K {k:.2e} vs their references; Q8_0 vs f32 {close:.2e}"
+        "Q8_0 {q8:.2e}, Q4_0 {q4:.2e}, Q5_0 {q5:.2e}, Q4_K {k:.2e} vs their references; Q8_0 vs f32 {close:.2e}"
     );
 }
 
@@ -222,6 +223,20 @@ fn t5_gguf_matches_transformers_on_the_dequantized_weights() {
     let err = rel_err(&got, want);
     eprintln!("t5 Q8_0 vs transformers on the dequantized weights: {err:.2e}");
     assert!(err < 2e-2, "differs by {err:.2e}");
+}
+
+#[test]
+fn t5_fp8_file_matches_transformers_on_the_fp8_weights() {
+    let model = T5Encoder::load_file(&file("t5-tiny-fp8.safetensors"), &Device::Cpu, DType::F32)
+        .expect("T5 fp8 file loads");
+    let t = tensors(&dir().join("t5_ref.safetensors"));
+    let got = model
+        .forward(&t["ids"].to_dtype(DType::U32).unwrap())
+        .unwrap();
+    let want = &tensors(&file("files_ref.safetensors"))["t5.fp8.hidden"];
+    let err = rel_err(&got, want);
+    eprintln!("t5 fp8 vs transformers on the fp8 weights: {err:.2e}");
+    assert!(err < 1e-5, "differs by {err:.2e}");
 }
 
 #[test]

@@ -130,11 +130,21 @@ impl GgufFile {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
-    /// Whether `name` is stored in a block-quantized type (not F32/F16/BF16).
-    pub fn is_quantized(&self, name: &str) -> bool {
-        self.entries
-            .get(name)
-            .is_some_and(|e| !matches!(e.dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16))
+    /// Whether `name` is a block-quantized matrix (not F32/F16/BF16) that candle's kernels
+    /// multiply as stored: its Q4_1, Q5_0 and Q5_1 dot products take rows of an even number of
+    /// blocks (a debug assertion otherwise), so other such matrices are dequantized instead.
+    pub fn runs_quantized(&self, name: &str) -> bool {
+        let Some(e) = self.entries.get(name) else {
+            return false;
+        };
+        let k = e.shape.last().copied().unwrap_or(0);
+        match e.dtype {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => false,
+            GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
+                e.shape.len() == 2 && (k / e.dtype.block_size()) % 2 == 0
+            }
+            _ => e.shape.len() == 2,
+        }
     }
 
     fn entry(&self, name: &str) -> candle_core::Result<&Entry> {

@@ -327,7 +327,7 @@ impl QuantizedSource for SingleFile {
         let Some(source) = (self.map)(name) else {
             return Ok(None);
         };
-        if !g.is_quantized(source.key()) {
+        if !g.runs_quantized(source.key()) {
             return Ok(None);
         }
         let ranges = match &source {
