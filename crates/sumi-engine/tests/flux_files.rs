@@ -373,3 +373,58 @@ fn loads_are_recorded_for_patching_and_gguf_matrices_stay_quantized() {
     assert!(table.get("transformer_blocks.0.attn.to_q.bias").is_some());
     assert!(table.get("x_embedder.weight").is_some()); // 16 wide: kept F32 in the file
 }
+
+#[test]
+fn full_size_shapes_give_the_released_configs() {
+    use sumi_engine::arch::flux::FluxConfig;
+    for (guidance, single) in [(true, 38), (false, 38), (true, 20)] {
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::from([
+            ("x_embedder.weight".into(), vec![3072, 64]),
+            ("context_embedder.weight".into(), vec![3072, 4096]),
+            (
+                "time_text_embed.text_embedder.linear_1.weight".into(),
+                vec![3072, 768],
+            ),
+            ("proj_out.weight".into(), vec![64, 3072]),
+        ]);
+        if guidance {
+            shapes.insert(
+                "time_text_embed.guidance_embedder.linear_1.weight".into(),
+                vec![3072, 256],
+            );
+        }
+        for i in 0..19 {
+            let b = format!("transformer_blocks.{i}");
+            shapes.insert(format!("{b}.attn.to_q.weight"), vec![3072, 3072]);
+            shapes.insert(format!("{b}.attn.norm_q.weight"), vec![128]);
+            shapes.insert(format!("{b}.ff.net.0.proj.weight"), vec![12288, 3072]);
+        }
+        for i in 0..single {
+            let b = format!("single_transformer_blocks.{i}");
+            shapes.insert(format!("{b}.attn.to_q.weight"), vec![3072, 3072]);
+        }
+        let config = FluxConfig::infer(&|n: &str| shapes.get(n).cloned()).unwrap();
+        let mut want: FluxConfig = serde_json::from_str("{}").unwrap();
+        want.guidance_embeds = guidance;
+        want.num_single_layers = single;
+        assert_eq!(config, want);
+    }
+    // An MLP ratio other than 4 is refused with a reason.
+    let shapes: HashMap<String, Vec<usize>> = HashMap::from([
+        ("x_embedder.weight".into(), vec![64, 16]),
+        ("context_embedder.weight".into(), vec![64, 24]),
+        (
+            "time_text_embed.text_embedder.linear_1.weight".into(),
+            vec![64, 12],
+        ),
+        ("proj_out.weight".into(), vec![16, 64]),
+        ("transformer_blocks.0.attn.to_q.weight".into(), vec![64, 64]),
+        ("transformer_blocks.0.attn.norm_q.weight".into(), vec![16]),
+        (
+            "transformer_blocks.0.ff.net.0.proj.weight".into(),
+            vec![192, 64],
+        ),
+    ]);
+    let err = FluxConfig::infer(&|n: &str| shapes.get(n).cloned()).unwrap_err();
+    assert!(err.contains("MLP ratio"), "{err}");
+}
