@@ -428,3 +428,64 @@ fn full_size_shapes_give_the_released_configs() {
     let err = FluxConfig::infer(&|n: &str| shapes.get(n).cloned()).unwrap_err();
     assert!(err.contains("MLP ratio"), "{err}");
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cases() -> u32 {
+        std::env::var("SUMI_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    }
+
+    /// Loads `bytes` written as `name` and runs what loads: values or errors, never a panic.
+    fn load(name: &str, bytes: &[u8]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let t5_ids = Tensor::zeros((1, 4), DType::U32, &Device::Cpu).unwrap();
+        if name.starts_with("t5") {
+            if let Ok(model) = T5Encoder::load_file(&path, &Device::Cpu, DType::F32) {
+                let _ = model.forward(&t5_ids);
+            }
+        } else if let Ok(model) = FluxTransformer::load_file(&path, &Device::Cpu, DType::F32) {
+            let t = tensors(&dir().join("transformer_ref.safetensors"));
+            let mut all_ids = ids(&t["txt_ids"]);
+            all_ids.extend(ids(&t["img_ids"]));
+            if let Ok(rope) = Rope::new(&all_ids, &model.config().axes_dims_rope, &Device::Cpu) {
+                let _ = model.forward(&FluxInputs {
+                    img: &t["img"],
+                    txt: &t["txt"],
+                    pooled: &t["pooled"],
+                    timestep: &t["timestep"],
+                    guidance: model.has_guidance().then_some(&t["guidance"]),
+                    rope: &rope,
+                });
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+        #[test]
+        fn damaged_gguf_headers_give_errors_not_panics(
+            which in 0usize..2,
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..8),
+            cut in proptest::option::of(0usize..200_000),
+        ) {
+            let name = ["flux1-dev-tiny-Q8_0.gguf", "t5-tiny-Q8_0.gguf"][which];
+            let mut bytes = std::fs::read(file(name)).unwrap();
+            for (at, v) in flips {
+                let at = at % bytes.len();
+                bytes[at] = v;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % bytes.len());
+            }
+            load(name, &bytes);
+        }
+    }
+}

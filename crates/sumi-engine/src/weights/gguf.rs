@@ -74,7 +74,6 @@ impl GgufFile {
         let mut entries = HashMap::with_capacity(content.tensor_infos.len());
         for (name, info) in content.tensor_infos {
             let shape = info.shape.dims().to_vec();
-            let elems: usize = shape.iter().product();
             let block = info.ggml_dtype.block_size();
             if shape.last().is_some_and(|&k| k % block != 0) {
                 return Err(Error::model(
@@ -86,7 +85,11 @@ impl GgufFile {
                     ),
                 ));
             }
-            let len = (elems / block * info.ggml_dtype.type_size()) as u64;
+            let len = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .and_then(|elems| (elems / block).checked_mul(info.ggml_dtype.type_size()))
+                .map_or(u64::MAX, |len| len as u64);
             let start = content.tensor_data_offset.saturating_add(info.offset);
             if start.checked_add(len).is_none_or(|end| end > size) {
                 return Err(Error::model(
