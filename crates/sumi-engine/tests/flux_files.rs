@@ -330,7 +330,8 @@ fn unknown_gguf_quantization_is_refused_with_a_reason() {
     let path = tmp.path().join("iq.gguf");
     std::fs::write(&path, bytes).unwrap();
     let msg = load_err(&path);
-    assert!(msg.contains("quantization type"), "{msg}");
+    assert!(msg.contains("ggml type IQ4_NL (id 20)"), "{msg}");
+    assert!(msg.contains("Q4_K"), "{msg}");
 }
 
 #[test]

@@ -21,6 +21,33 @@ use crate::{Error, Result};
 pub const SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, \
                              Q5_K, Q6_K";
 
+/// The name of ggml tensor type `id` for the types candle cannot read (gguf-py's
+/// `GGMLQuantizationType`).
+fn ggml_type_name(id: u32) -> Option<&'static str> {
+    Some(match id {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        40 => "NVFP4",
+        41 => "Q1_0",
+        _ => return None,
+    })
+}
+
 /// Where one tensor's bytes are.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -60,11 +87,14 @@ impl GgufFile {
         let size = file.metadata()?.len();
         let mut reader = std::io::BufReader::new(&file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| {
-            let e = e.to_string();
-            let reason = if e.contains("unknown dtype") {
+            // The first line: candle appends a backtrace when RUST_BACKTRACE is set.
+            let e = e.to_string().lines().next().unwrap_or_default().to_string();
+            let reason = if let Some(id) = e.strip_prefix("unknown dtype for tensor ") {
+                let id: String = id.chars().take_while(char::is_ascii_digit).collect();
+                let name = id.parse().ok().and_then(ggml_type_name).unwrap_or("unknown");
                 format!(
-                    "a tensor has a quantization type Sumi cannot read ({e}; e.g. IQ*, TQ*, \
-                     MXFP4); use a GGUF file in one of {SUPPORTED}"
+                    "a tensor is stored as ggml type {name} (id {id}), which Sumi cannot read; \
+                     use a GGUF file in one of {SUPPORTED}"
                 )
             } else {
                 format!("not a readable GGUF file ({e}); the file may be truncated or in another format")
