@@ -336,7 +336,7 @@ impl ClipTextModel {
     /// Width of the pooled output: the projection's width, or the hidden size.
     pub fn pooled_dim(&self) -> usize {
         match &self.projection {
-            Some(p) => p.weight().dim(0).unwrap_or(self.config.hidden_size),
+            Some(p) => p.out_features(),
             None => self.config.hidden_size,
         }
     }

@@ -85,6 +85,73 @@ impl FluxConfig {
         self.num_attention_heads * self.attention_head_dim
     }
 
+    /// The config of the transformer whose diffusers-named tensors have the shapes `shape`
+    /// gives: widths, depths and guidance from the shapes; the rotary axes, which no shape
+    /// holds, are BFL's `[16, 56, 56]` for 128-wide heads and the same split for others (a
+    /// text axis of `min(16, head / 4)`, the rest halved between rows and columns).
+    pub fn infer(shape: &dyn Fn(&str) -> Option<Vec<usize>>) -> std::result::Result<Self, String> {
+        let need = |name: &str| -> std::result::Result<Vec<usize>, String> {
+            shape(name).ok_or_else(|| {
+                format!("tensor for {name} is missing; the file is not a complete Flux transformer")
+            })
+        };
+        let dims2 = |name: &str| -> std::result::Result<(usize, usize), String> {
+            match need(name)?.as_slice() {
+                &[o, i] => Ok((o, i)),
+                s => Err(format!("{name} has shape {s:?}, expected a matrix")),
+            }
+        };
+        let (dim, in_channels) = dims2("x_embedder.weight")?;
+        let (_, joint_attention_dim) = dims2("context_embedder.weight")?;
+        let (_, pooled_projection_dim) = dims2("time_text_embed.text_embedder.linear_1.weight")?;
+        let (out, _) = dims2("proj_out.weight")?;
+        let count = |pattern: &str| {
+            (0..)
+                .take_while(|i| shape(&pattern.replace("{}", &i.to_string())).is_some())
+                .count()
+        };
+        let num_layers = count("transformer_blocks.{}.attn.to_q.weight");
+        let num_single_layers = count("single_transformer_blocks.{}.attn.to_q.weight");
+        let head = match (num_layers, num_single_layers) {
+            (0, 0) => return Err("the file has no transformer blocks".into()),
+            (0, _) => need("single_transformer_blocks.0.attn.norm_q.weight")?,
+            _ => need("transformer_blocks.0.attn.norm_q.weight")?,
+        };
+        let head = head.first().copied().unwrap_or(0);
+        if head == 0 || dim % head != 0 {
+            return Err(format!(
+                "the heads' norm is {head} wide, which does not divide the width {dim}"
+            ));
+        }
+        let mlp = match num_layers {
+            0 => dims2("single_transformer_blocks.0.proj_mlp.weight")?.0,
+            _ => dims2("transformer_blocks.0.ff.net.0.proj.weight")?.0,
+        };
+        if mlp != 4 * dim {
+            return Err(format!(
+                "the MLP is {mlp} wide for a width of {dim}; Sumi runs Flux models with an MLP \
+                 ratio of 4"
+            ));
+        }
+        let text_axis = (head / 4).min(16);
+        let axes_dims_rope = vec![text_axis, (head - text_axis) / 2, (head - text_axis) / 2];
+        let config = Self {
+            patch_size: 1,
+            in_channels,
+            out_channels: (out != in_channels).then_some(out),
+            num_layers,
+            num_single_layers,
+            attention_head_dim: head,
+            num_attention_heads: dim / head,
+            joint_attention_dim,
+            pooled_projection_dim,
+            guidance_embeds: shape("time_text_embed.guidance_embedder.linear_1.weight").is_some(),
+            axes_dims_rope,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
     fn check(&self) -> std::result::Result<(), String> {
         let rope: usize = self.axes_dims_rope.iter().sum();
         if self.num_attention_heads == 0 || self.attention_head_dim == 0 || self.in_channels == 0 {
@@ -423,6 +490,18 @@ impl FluxTransformer {
         let vb = crate::weights::var_builder(&files, dtype, device)?;
         Self::new(config, vb)
             .map_err(|e| crate::Error::model(dir, format!("bad Flux transformer weights: {e}")))
+    }
+
+    /// Loads a transformer from one file as users have them (`.safetensors` with BFL names,
+    /// with or without `model.diffusion_model.`, or diffusers names; f32/f16/bf16 or fp8
+    /// `float8_e4m3fn` weights converted to `dtype`; or a `.gguf` file whose quantized
+    /// matrices stay quantized) on `device`. The config is inferred from the tensor shapes.
+    pub fn load_file(path: &Path, device: &Device, dtype: DType) -> crate::Result<Self> {
+        let file = crate::weights::flux_names::open_flux(path, device)?;
+        let config = FluxConfig::infer(&|name| file.shape(name))
+            .map_err(|reason| crate::Error::model(path, reason))?;
+        file.build(dtype, device, |vb| Self::new(config, vb))
+            .map_err(|e| crate::Error::model(path, format!("bad Flux transformer weights: {e}")))
     }
 
     /// The model's configuration.

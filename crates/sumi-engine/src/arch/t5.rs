@@ -157,6 +157,56 @@ impl Block {
     }
 }
 
+/// The config of the encoder whose transformers-named tensors have the shapes `shape` gives
+/// (relative attention max distance and epsilon at T5's defaults, which no shape holds).
+fn infer_config(
+    shape: &dyn Fn(&str) -> Option<Vec<usize>>,
+) -> std::result::Result<T5Config, String> {
+    let dims2 = |name: &str| -> std::result::Result<(usize, usize), String> {
+        match shape(name).as_deref() {
+            Some(&[a, b]) => Ok((a, b)),
+            Some(s) => Err(format!("{name} has shape {s:?}, expected a matrix")),
+            None => Err(format!(
+                "tensor for {name} is missing; the file is not a complete T5 encoder"
+            )),
+        }
+    };
+    let block = "encoder.block.0.layer.";
+    let (vocab_size, d_model) =
+        dims2("shared.weight").or_else(|_| dims2("encoder.embed_tokens.weight"))?;
+    let (buckets, num_heads) = dims2(&format!(
+        "{block}0.SelfAttention.relative_attention_bias.weight"
+    ))?;
+    let (inner, _) = dims2(&format!("{block}0.SelfAttention.q.weight"))?;
+    if num_heads == 0 || inner % num_heads != 0 {
+        return Err(format!(
+            "{num_heads} heads do not divide the attention width {inner}"
+        ));
+    }
+    let gated = shape(&format!("{block}1.DenseReluDense.wi_0.weight")).is_some();
+    let (d_ff, _) = match gated {
+        true => dims2(&format!("{block}1.DenseReluDense.wi_0.weight"))?,
+        false => dims2(&format!("{block}1.DenseReluDense.wi.weight"))?,
+    };
+    let num_layers = (0..)
+        .take_while(|i| {
+            shape(&format!("encoder.block.{i}.layer.0.SelfAttention.q.weight")).is_some()
+        })
+        .count();
+    Ok(T5Config {
+        vocab_size,
+        d_model,
+        d_kv: inner / num_heads,
+        d_ff,
+        num_layers,
+        num_heads,
+        relative_attention_num_buckets: buckets,
+        relative_attention_max_distance: max_distance(),
+        layer_norm_epsilon: eps(),
+        feed_forward_proj: if gated { "gated-gelu" } else { "relu" }.into(),
+    })
+}
+
 /// The T5 encoder stack.
 pub struct T5Encoder {
     config: T5Config,
@@ -204,6 +254,19 @@ impl T5Encoder {
         let vb = crate::weights::var_builder(&files, dtype, device)?;
         Self::new(config, vb)
             .map_err(|e| crate::Error::model(dir, format!("not a T5 encoder Sumi can run: {e}")))
+    }
+
+    /// Loads an encoder from one file as users have them (`.safetensors` with transformers'
+    /// names, f32/f16/bf16 or fp8 `float8_e4m3fn` weights converted to `dtype`, or a `.gguf`
+    /// file with llama.cpp's names whose quantized matrices stay quantized) on `device`. The
+    /// config is inferred from the tensor shapes: T5 v1.1 (gated GELU) when the feed-forward has
+    /// two input matrices, the head count from the relative attention bias.
+    pub fn load_file(path: &Path, device: &Device, dtype: DType) -> crate::Result<Self> {
+        let file = crate::weights::t5_names::open_t5(path, device)?;
+        let config =
+            infer_config(&|name| file.shape(name)).map_err(|r| crate::Error::model(path, r))?;
+        file.build(dtype, device, |vb| Self::new(config, vb))
+            .map_err(|e| crate::Error::model(path, format!("not a T5 encoder Sumi can run: {e}")))
     }
 
     /// The model's configuration.

@@ -1,35 +1,104 @@
 //! Linear layers with diffusers' weight names, run by [`kernels::linear`] (one product over all
-//! rows, and bf16-stored weights on the CPU).
+//! rows, and bf16-stored weights on the CPU), or by candle's quantized matrix product when the
+//! weight came quantized from a GGUF file.
 
-use candle_core::{Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::kernels;
+use crate::weights::quantized::quantized_weight;
+
+/// How the weight is held.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// A dense `[out, in]` matrix.
+    Dense(Tensor),
+    /// A block-quantized `[out, in]` matrix, multiplied by candle's `QMatMul` kernels.
+    Quantized(Arc<QTensor>),
+}
 
 /// `x w^T + b` over the last dimension of `x`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    /// The `[out, in]` weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The dense `[out, in]` weight; `None` when the weight is held quantized.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Dense(w) => Some(w),
+            Weight::Quantized(_) => None,
+        }
     }
+
+    /// The number of output features.
+    pub fn out_features(&self) -> usize {
+        match &self.weight {
+            Weight::Dense(w) => w.dims().first().copied().unwrap_or(0),
+            Weight::Quantized(q) => q.shape().dims().first().copied().unwrap_or(0),
+        }
+    }
+
+    /// Whether the weight is held quantized.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, Weight::Quantized(_))
+    }
+}
+
+/// `x q^T` for a quantized `q`: candle's CPU kernels take f32 (and bf16) rows and quantize them
+/// to the weight's dot-product type; other dtypes and devices go through f32.
+fn quantized_forward(q: &QTensor, xs: &Tensor) -> Result<Tensor> {
+    let dtype = xs.dtype();
+    let direct = xs.device().is_cpu() && matches!(dtype, DType::F32 | DType::BF16);
+    let x = match direct {
+        true => xs.contiguous()?,
+        false => xs.to_dtype(DType::F32)?.contiguous()?,
+    };
+    x.apply_op1_no_bwd(q)?.to_dtype(dtype)
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        kernels::linear(&self.weight, self.bias.as_ref(), xs)
+        match &self.weight {
+            Weight::Dense(w) => kernels::linear(w, self.bias.as_ref(), xs),
+            Weight::Quantized(q) => {
+                let y = quantized_forward(q, xs)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
+                    None => Ok(y),
+                }
+            }
+        }
     }
+}
+
+/// The `[cout, cin]` weight under `vb`: quantized when a quantized source has it, else dense.
+fn weight(cin: usize, cout: usize, vb: &VarBuilder) -> Result<Weight> {
+    let name = match vb.prefix() {
+        p if p.is_empty() => "weight".to_string(),
+        p => format!("{p}.weight"),
+    };
+    if let Some(q) = quantized_weight(&name)? {
+        if q.shape().dims() != [cout, cin] {
+            candle_core::bail!(
+                "quantized weight {name} has shape {:?}, expected [{cout}, {cin}]",
+                q.shape().dims()
+            );
+        }
+        return Ok(Weight::Quantized(q));
+    }
+    Ok(Weight::Dense(vb.get((cout, cin), "weight")?))
 }
 
 /// A linear layer from `cin` to `cout` features with `weight` and `bias` under `vb`.
 pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear {
-        weight: vb.get((cout, cin), "weight")?,
+        weight: weight(cin, cout, &vb)?,
         bias: Some(vb.get(cout, "bias")?),
     })
 }
@@ -37,7 +106,7 @@ pub fn linear(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
 /// A linear layer from `cin` to `cout` features with only a `weight` under `vb`.
 pub fn linear_no_bias(cin: usize, cout: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear {
-        weight: vb.get((cout, cin), "weight")?,
+        weight: weight(cin, cout, &vb)?,
         bias: None,
     })
 }

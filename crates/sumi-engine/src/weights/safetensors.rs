@@ -66,6 +66,9 @@ enum StoredType {
     I64,
     U32,
     U8,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinities (`float8_e4m3fn`, as
+    /// ComfyUI's fp8 files store weights); converted to the dtype asked for when read.
+    F8E4M3,
     /// A type Sumi cannot load (reading a tensor of this type is an error).
     Other(String),
 }
@@ -80,6 +83,7 @@ impl StoredType {
             "I64" => Self::I64,
             "U32" => Self::U32,
             "U8" => Self::U8,
+            "F8_E4M3" => Self::F8E4M3,
             other => Self::Other(other.to_string()),
         }
     }
@@ -94,7 +98,7 @@ impl StoredType {
             Self::I64 => DType::I64,
             Self::U32 => DType::U32,
             Self::U8 => DType::U8,
-            Self::Other(_) => return None,
+            Self::F8E4M3 | Self::Other(_) => return None,
         })
     }
 
@@ -104,7 +108,7 @@ impl StoredType {
             Self::F64 | Self::I64 => 8,
             Self::F32 | Self::U32 => 4,
             Self::F16 | Self::BF16 => 2,
-            Self::U8 => 1,
+            Self::U8 | Self::F8E4M3 => 1,
             Self::Other(_) => return None,
         })
     }
@@ -314,6 +318,12 @@ impl SafetensorsFiles {
             (StoredType::I64, _) => Tensor::from_vec(self.read_vec::<i64>(name, e)?, shape, cpu)?,
             (StoredType::U32, _) => Tensor::from_vec(self.read_vec::<u32>(name, e)?, shape, cpu)?,
             (StoredType::U8, _) => Tensor::from_vec(self.read_vec::<u8>(name, e)?, shape, cpu)?,
+            (StoredType::F8E4M3, _) => {
+                let bytes: Vec<u8> = self.read_vec(name, e)?;
+                let out: Vec<f32> = bytes.iter().map(|&b| f8e4m3_to_f32(b)).collect();
+                drop(bytes);
+                Tensor::from_vec(out, shape, cpu)?
+            }
             (StoredType::Other(t), _) => candle_core::bail!(
                 "tensor {name} in {} has element type {t}, which Sumi cannot load; \
                  convert the file to F32, F16 or BF16 weights",
@@ -420,6 +430,22 @@ impl Rereadable for SafetensorsFiles {
     fn check_unchanged(&self) -> Result<()> {
         SafetensorsFiles::check_unchanged(self)
     }
+}
+
+/// The value of a `float8_e4m3fn` byte: sign, 4 exponent bits (bias 7), 3 mantissa bits;
+/// exponent 0 is subnormal, and `S.1111.111` is NaN (the format has no infinities).
+pub(crate) fn f8e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((b >> 3) & 0x0f);
+    let man = f32::from(b & 0x07);
+    if exp == 0x0f && b & 0x07 == 0x07 {
+        return f32::NAN;
+    }
+    let magnitude = match exp {
+        0 => man / 8.0 * 2f32.powi(-6),
+        e => (1.0 + man / 8.0) * 2f32.powi(e - 7),
+    };
+    sign * magnitude
 }
 
 /// A file's length and modification time, read from the open file.

@@ -323,3 +323,23 @@ fn read_ahead_hands_out_the_files_values_once_and_drops_the_rest() {
         values(&first)
     );
 }
+
+#[test]
+fn fp8_e4m3_bytes_decode_as_candle_does() {
+    let bytes: Vec<u8> = (0..=255).collect();
+    let candle = Tensor::from_raw_buffer(&bytes, DType::F8E4M3, &[256], &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (b, want) in bytes.iter().zip(candle) {
+        let got = f8e4m3_to_f32(*b);
+        assert!(
+            got == want || (got.is_nan() && want.is_nan()),
+            "byte {b:#04x}: {got} vs {want}"
+        );
+    }
+    assert_eq!(f8e4m3_to_f32(0x7e), 448.0);
+    assert_eq!(f8e4m3_to_f32(0x01), 2f32.powi(-9));
+}
