@@ -270,7 +270,15 @@ fn sd_loras_and_embeddings_are_refused_on_flux() {
         err.contains("is for a Stable Diffusion (UNet) model") && err.contains("Flux.1"),
         "{err}"
     );
-    let embeddings = Embeddings::from_paths(&[fixtures().join("prompt/embeddings")]).unwrap();
+    // An embedding as wide as the fixture's CLIP-L (an SD 1.x one fits real CLIP-L too).
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = Tensor::ones((2, 64), DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([("emb_params".to_string(), vectors)]),
+        dir.path().join("sumired.safetensors"),
+    )
+    .unwrap();
+    let embeddings = Embeddings::from_paths(&[dir.path()]).unwrap();
     let opts = EncodeOptions {
         emphasis: Default::default(),
         clip_skip: None,
@@ -284,4 +292,56 @@ fn sd_loras_and_embeddings_are_refused_on_flux() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("sumired") && err.contains("T5"), "{err}");
+}
+
+#[test]
+fn a_flux_transformer_file_finds_its_parts_in_comfyui_folders() {
+    let (t, meta) = refs();
+    let file = fixtures().join("flux/comfy/models/diffusion_models/flux1-dev-tiny.safetensors");
+    assert!(sumi_engine::model::is_flux_file(&file));
+    let options = sumi_engine::model::LoadOptions {
+        tokenizer_dirs: vec![fixtures().join("flux/pipe-dev")],
+        ..Default::default()
+    };
+    let model = Model::load_with(&file, &options, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(model.info.family, Family::Flux);
+    assert!(model.info.guidance_distilled);
+    let case = &meta["dev"];
+    let cancel = AtomicBool::new(false);
+    let latent = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
+    let image = ((decode(&model, &latent).unwrap() / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .permute((1, 2, 0))
+        .unwrap();
+    let err = max_abs(&image, &t["dev.image"]);
+    eprintln!("single files: image max abs {err:.2e}");
+    assert!(err < 1e-4, "{err}");
+
+    // Alone in a folder, the file says which part is missing and how to give it.
+    let lone = tempfile::tempdir().unwrap();
+    let copy = lone.path().join("flux1-dev.safetensors");
+    std::fs::copy(&file, &copy).unwrap();
+    let err = Model::load_with(&copy, &options, &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("T5 text encoder") && err.contains("--t5"),
+        "{err}"
+    );
+    // Given by options, the parts load from anywhere.
+    let parts = fixtures().join("flux/comfy/models");
+    let given = sumi_engine::model::LoadOptions {
+        t5: Some(parts.join("text_encoders/t5xxl_tiny.safetensors")),
+        clip_l: Some(fixtures().join("flux/pipe-dev")),
+        vae: Some(parts.join("vae/ae.safetensors")),
+        ..options.clone()
+    };
+    let model = Model::load_with(&copy, &given, &Device::Cpu, DType::F32).unwrap();
+    let again = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
+    assert_eq!(max_abs(&again, &latent), 0.0);
 }

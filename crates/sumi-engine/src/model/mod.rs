@@ -2,6 +2,7 @@
 //! network, VAE, noise schedule) from a diffusers folder or a single-file checkpoint, the facts
 //! the family and configs imply, and the defaults for new requests.
 
+mod flux_file;
 mod flux_folder;
 mod folder;
 mod info;
@@ -23,6 +24,7 @@ use crate::preview::PreviewMap;
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::Result;
+pub use flux_file::is_flux_file;
 pub use flux_folder::{flux_levels, is_flux_folder};
 pub use folder::{folder_family, read_scheduler_config, read_unet_config};
 pub use info::{model_name, Defaults, ModelInfo};
@@ -31,7 +33,7 @@ use patch::Patcher;
 pub use patch::{LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, MAX_LORA_WEIGHT};
 pub use recommended::Recommended;
 pub use tokenizers::{find_tokenizer, is_tokenizer_dir};
-pub use vae_file::load_vae_override;
+pub use vae_file::{load_vae_override, load_vae_with_shift};
 pub use vae_folder::read_vae_config;
 
 /// A model ready to generate: text encoders, denoising network, VAE and noise schedule.
@@ -94,7 +96,9 @@ impl Model {
         if let Some(vae) = &options.vae {
             refuse_special(vae)?;
         }
-        let mut parts = if path.is_file() {
+        let mut parts = if path.is_file() && flux_file::is_flux_file(path) {
+            flux_file::load(path, options, device, dtype, progress)?
+        } else if path.is_file() {
             single_file::load(path, options, device, dtype, progress)?
         } else {
             folder::load(path, options, device, dtype, progress)?
@@ -103,8 +107,11 @@ impl Model {
             parts.info.name = name.clone();
         }
         if let Some(vae_path) = &options.vae {
-            let scaling = parts.vae.config().scaling_factor;
-            parts.vae = load_vae_override(vae_path, scaling, device, dtype)?;
+            let (scaling, shift) = (
+                parts.vae.config().scaling_factor,
+                parts.vae.config().shift_factor,
+            );
+            parts.vae = load_vae_with_shift(vae_path, scaling, shift, device, dtype)?;
             parts.info.downscale = parts.vae.downscale() as u32;
         }
         let preview = PreviewMap::for_vae(&parts.vae, parts.info.family, device, dtype)?;

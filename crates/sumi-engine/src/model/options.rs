@@ -29,6 +29,12 @@ pub struct LoadOptions {
     pub found_tokenizers: Vec<Option<PathBuf>>,
     /// A separate VAE (diffusers `vae/` folder, a model folder with `vae/`, or a `.safetensors` file).
     pub vae: Option<PathBuf>,
+    /// Flux's T5 text encoder for a transformer file: a `.safetensors` or `.gguf` file, or a
+    /// diffusers folder (`text_encoder_2/` or a model folder holding it).
+    pub t5: Option<PathBuf>,
+    /// Flux's CLIP-L text encoder for a transformer file: a `.safetensors` file with
+    /// transformers' names, or a diffusers folder.
+    pub clip_l: Option<PathBuf>,
 }
 
 /// A stage of loading a model, reported to [`Model::load_with_progress`]'s callback.

@@ -12,6 +12,18 @@ use crate::{Error, Result};
 /// Loads a separate VAE: a diffusers `vae/` folder, a model folder with `vae/`, or a
 /// `.safetensors` file (LDM or diffusers names). `scaling` is the model's latent scaling factor.
 pub fn load_vae_override(path: &Path, scaling: f64, device: &Device, dtype: DType) -> Result<Vae> {
+    load_vae_with_shift(path, scaling, None, device, dtype)
+}
+
+/// [`load_vae_override`] for a model whose latents are also shifted (Flux): a file that carries
+/// no config gets `shift`.
+pub fn load_vae_with_shift(
+    path: &Path,
+    scaling: f64,
+    shift: Option<f64>,
+    device: &Device,
+    dtype: DType,
+) -> Result<Vae> {
     if path.is_dir() {
         let dir = if path.join("vae").join("config.json").is_file() {
             path.join("vae")
@@ -33,7 +45,11 @@ pub fn load_vae_override(path: &Path, scaling: f64, device: &Device, dtype: DTyp
         Some(c) if c.is_file() => Some(read_vae_config(c.parent().unwrap_or(Path::new(".")))?),
         _ => None,
     };
-    let (cfg, vb) = standalone_vae(path, config, dtype, device, scaling)?;
+    let configured = config.is_some();
+    let (mut cfg, vb) = standalone_vae(path, config, dtype, device, scaling)?;
+    if !configured && cfg.shift_factor.is_none() {
+        cfg.shift_factor = shift;
+    }
     Vae::new(cfg, vb).map_err(|e| Error::model(path, format!("VAE weights do not load: {e}")))
 }
 

@@ -76,7 +76,7 @@ impl Checkpoint {
         self.shapes.get(name).map(Vec::as_slice)
     }
 
-    pub(super) fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.shapes.contains_key(name)
     }
 

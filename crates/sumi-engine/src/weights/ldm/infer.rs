@@ -239,6 +239,20 @@ pub(super) fn hf_root(ck: &Checkpoint, prefix: &str) -> String {
     }
 }
 
+/// The config of a CLIP text encoder stored on its own with transformers' names (ComfyUI's
+/// `clip_l.safetensors`), with or without the `text_model.` root.
+pub fn infer_standalone_clip(ck: &Checkpoint) -> Result<ClipTextConfig> {
+    infer_clip(
+        ck,
+        &LdmTextEncoder {
+            prefix: "",
+            openclip: false,
+            skip_last_layer: false,
+            projection: false,
+        },
+    )
+}
+
 fn infer_clip(ck: &Checkpoint, te: &LdmTextEncoder) -> Result<ClipTextConfig> {
     let prefix = te.prefix;
     let (tok, pos, fc1, layers, act, projection) = match te.openclip {

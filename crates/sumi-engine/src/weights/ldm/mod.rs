@@ -14,5 +14,7 @@ mod infer;
 mod names;
 
 pub use checkpoint::{is_pickle_extension, refuse_pickle, Checkpoint, YamlHints};
-pub use infer::{infer_config, standard_scheduler, InferredConfig};
-pub use names::{standalone_vae, text_builder, unet_builder, vae_builder, LdmUnetNames};
+pub use infer::{infer_config, infer_standalone_clip, standard_scheduler, InferredConfig};
+pub use names::{
+    standalone_text_builder, standalone_vae, text_builder, unet_builder, vae_builder, LdmUnetNames,
+};

@@ -379,6 +379,21 @@ pub fn vae_builder(
     )
 }
 
+/// A VarBuilder for a CLIP text encoder stored on its own with transformers' names (with or
+/// without the `text_model.` root).
+pub fn standalone_text_builder(
+    ck: &Arc<Checkpoint>,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    let root = hf_root(ck, "");
+    let map: Box<Mapper> = Box::new(move |n| {
+        let n = n.strip_prefix("text_model.")?;
+        Some(Source::Plain(format!("{root}{n}")))
+    });
+    builder(ck, map, dtype, device)
+}
+
 /// The weights of text encoder `index` (0 or 1), named as transformers names them.
 pub fn text_builder(
     ck: &Arc<Checkpoint>,

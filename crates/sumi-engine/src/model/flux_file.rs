@@ -1,0 +1,336 @@
+//! Loading Flux from a transformer file (`flux1-dev.safetensors`, a GGUF file, BFL or diffusers
+//! names) and its companions as users keep them apart: T5 and CLIP-L text encoders, the VAE and
+//! the tokenizers, each given by an option or found next to the file and in ComfyUI's sibling
+//! folders (`models/text_encoders`, `models/clip`, `models/vae`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+
+use super::flux_folder::flux_levels;
+use super::info::{model_name, ModelInfo};
+use super::options::{LoadOptions, LoadStage, Parts};
+use super::patch::ModelParams;
+use super::tokenizers::find_tokenizer;
+use super::vae_file::load_vae_with_shift;
+use crate::arch::clip::ClipTextModel;
+use crate::arch::flux::FluxTransformer;
+use crate::arch::flux_network::FluxNetwork;
+use crate::arch::t5::T5Encoder;
+use crate::arch::vae::Vae;
+use crate::family::flux::{DEV_MAX_SEQUENCE, SCHNELL_MAX_SEQUENCE};
+use crate::family::Family;
+use crate::parametrization::Parametrization;
+use crate::sampling::flow::FlowSchedulerConfig;
+use crate::sampling::schedules::SchedulerConfig;
+use crate::text::t5_text::T5Tokenizer;
+use crate::text::tokenizer::ClipTokenizer;
+use crate::text::TextEncoder;
+use crate::weights::ldm::{infer_standalone_clip, standalone_text_builder, Checkpoint};
+use crate::weights::params::record;
+use crate::{Error, Result};
+
+/// The Flux VAE's latent shift (BFL's autoencoder), for VAE files that carry no config.
+const VAE_SHIFT: f64 = 0.1159;
+
+/// Whether the single file at `path` holds a Flux transformer: a GGUF file, or a safetensors
+/// file with BFL or diffusers Flux block names (with or without ComfyUI's prefix).
+pub fn is_flux_file(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("gguf") => true,
+        Some("safetensors") => Checkpoint::open(path).is_ok_and(|ck| {
+            [
+                "double_blocks.0.img_attn.qkv.weight",
+                "model.diffusion_model.double_blocks.0.img_attn.qkv.weight",
+                "single_transformer_blocks.0.proj_mlp.weight",
+                "transformer_blocks.0.attn.add_q_proj.weight",
+            ]
+            .iter()
+            .any(|k| ck.has(k))
+        }),
+        _ => false,
+    }
+}
+
+/// The scheduler config Black Forest Labs' repositories ship: dev shifts with the image's size,
+/// schnell does not shift.
+fn scheduler_for(guidance_distilled: bool) -> FlowSchedulerConfig {
+    match guidance_distilled {
+        true => FlowSchedulerConfig {
+            shift: 3.0,
+            use_dynamic_shifting: true,
+            ..FlowSchedulerConfig::default()
+        },
+        false => FlowSchedulerConfig::default(),
+    }
+}
+
+/// The folders a companion of `file` may sit in: beside it, then ComfyUI's sibling `models/`
+/// folders named `siblings`.
+fn search_dirs(file: &Path, siblings: &[&str]) -> Vec<PathBuf> {
+    let Some(dir) = file.parent() else {
+        return Vec::new();
+    };
+    let mut out = vec![dir.to_path_buf()];
+    if let Some(models) = dir.parent() {
+        out.extend(siblings.iter().map(|s| models.join(s)));
+    }
+    out
+}
+
+/// The first file (by name) in `dirs` whose lower-case name `fits`.
+fn find_file(dirs: &[PathBuf], fits: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
+    dirs.iter().find_map(|d| {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(d)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| fits(&n.to_string_lossy().to_ascii_lowercase()))
+            })
+            .collect();
+        names.sort();
+        names.into_iter().next()
+    })
+}
+
+fn weights_ext(name: &str) -> bool {
+    name.ends_with(".safetensors") || name.ends_with(".gguf")
+}
+
+/// The companion named by an option or found near `file`, or an error saying what is missing,
+/// how to pass it and where Sumi looked.
+fn companion(
+    file: &Path,
+    given: Option<&PathBuf>,
+    what: &str,
+    flag: &str,
+    example: &str,
+    siblings: &[&str],
+    fits: &dyn Fn(&str) -> bool,
+) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return match p.exists() {
+            true => Ok(p.clone()),
+            false => Err(Error::model(
+                p,
+                format!("{what} file or folder does not exist"),
+            )),
+        };
+    }
+    let dirs = search_dirs(file, siblings);
+    find_file(&dirs, fits).ok_or_else(|| {
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        Error::model(
+            file,
+            format!(
+                "is a Flux transformer without its {what}: pass {flag} (e.g. {example}, or a \
+                 diffusers folder); Sumi looked in {}",
+                looked.join(", ")
+            ),
+        )
+    })
+}
+
+/// A folder given for a companion: itself when it holds `config.json`, else its `sub` folder.
+fn component_dir(dir: &Path, sub: &str) -> PathBuf {
+    match dir.join("config.json").is_file() {
+        true => dir.to_path_buf(),
+        false => dir.join(sub),
+    }
+}
+
+/// The folders that may hold `tokenizer/` or `tokenizer_2/` for companions given as folders.
+fn tokenizer_roots(paths: &[&Path]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| p.is_dir()) {
+        out.push(p.to_path_buf());
+        out.extend(p.parent().map(Path::to_path_buf));
+    }
+    out
+}
+
+/// Loads CLIP-L from a file with transformers' names (pooling at `eos`, the tokenizer's
+/// end-of-text token), or from a diffusers folder.
+fn load_clip(path: &Path, eos: u32, device: &Device, dtype: DType) -> Result<ClipTextModel> {
+    if path.is_dir() {
+        return ClipTextModel::load(&component_dir(path, "text_encoder"), device, dtype);
+    }
+    let ck = Arc::new(Checkpoint::open(path)?);
+    let mut cfg = infer_standalone_clip(&ck).map_err(|_| {
+        Error::model(
+            path,
+            "is not a CLIP-L text encoder (no text_model.* tensors); pass ComfyUI's \
+             clip_l.safetensors or a diffusers text_encoder folder",
+        )
+    })?;
+    cfg.eos_token_id = eos;
+    let vb = standalone_text_builder(&ck, dtype, device);
+    ClipTextModel::from_var_builder(cfg, vb, device, dtype)
+        .map_err(|e| Error::model(path, format!("CLIP-L does not load: {e}")))
+}
+
+/// Loads T5 from a single file (safetensors or GGUF) or a diffusers folder.
+fn load_t5(path: &Path, device: &Device, dtype: DType) -> Result<T5Encoder> {
+    match path.is_dir() {
+        true => T5Encoder::load(&component_dir(path, "text_encoder_2"), device, dtype),
+        false => T5Encoder::load_file(path, device, dtype),
+    }
+}
+
+/// T5's tokenizer: `tokenizer_2/` next to a T5 folder, in the config and tokenizer folders,
+/// `SUMI_TOKENIZERS` or beside the transformer file.
+fn t5_tokenizer(file: &Path, options: &LoadOptions, roots: &[PathBuf]) -> Result<T5Tokenizer> {
+    let mut dirs: Vec<PathBuf> = roots.to_vec();
+    dirs.extend(options.config_dir.iter().cloned());
+    dirs.extend(options.tokenizer_dirs.iter().cloned());
+    if let Some(env) = std::env::var_os("SUMI_TOKENIZERS") {
+        dirs.extend(std::env::split_paths(&env));
+    }
+    dirs.extend(file.parent().map(Path::to_path_buf));
+    let candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join("tokenizer_2")).collect();
+    if let Some(dir) = candidates
+        .iter()
+        .find(|d| d.join("tokenizer.json").is_file())
+    {
+        return T5Tokenizer::load(dir);
+    }
+    if let Some(dir) = candidates.iter().find(|d| d.join("spiece.model").is_file()) {
+        return T5Tokenizer::load(dir);
+    }
+    Err(Error::model(
+        file,
+        format!(
+            "has no T5 tokenizer: pass --tokenizers DIR with a tokenizer_2/ folder holding \
+             tokenizer.json (diffusers' Flux repositories ship it), e.g. {}",
+            candidates
+                .first()
+                .map_or("<folder>/tokenizer_2".into(), |c| c.display().to_string())
+        ),
+    ))
+}
+
+/// Loads the Flux transformer file `path` and its companions.
+pub(super) fn load(
+    path: &Path,
+    options: &LoadOptions,
+    device: &Device,
+    dtype: DType,
+    progress: &mut dyn FnMut(LoadStage),
+) -> Result<Parts> {
+    let t5_path = companion(
+        path,
+        options.t5.as_ref(),
+        "T5 text encoder",
+        "--t5 FILE",
+        "t5xxl_fp16.safetensors or t5-v1_1-xxl-encoder-Q8_0.gguf",
+        &["text_encoders", "clip"],
+        &|n| n.starts_with("t5") && weights_ext(n),
+    )?;
+    let clip_path = companion(
+        path,
+        options.clip_l.as_ref(),
+        "CLIP-L text encoder",
+        "--clip-l FILE",
+        "clip_l.safetensors",
+        &["text_encoders", "clip"],
+        &|n| n.starts_with("clip_l") && n.ends_with(".safetensors"),
+    )?;
+    // A VAE given with --vae replaces this one afterwards (Model::load_with_progress).
+    let vae_path = match &options.vae {
+        Some(v) => v.clone(),
+        None => companion(
+            path,
+            None,
+            "VAE",
+            "--vae FILE",
+            "ae.safetensors",
+            &["vae"],
+            &|n| {
+                n == "ae.safetensors"
+                    || (n.ends_with(".safetensors") && n.contains("flux") && n.contains("vae"))
+            },
+        )?,
+    };
+    let roots = tokenizer_roots(&[&t5_path, &clip_path]);
+    let extended = LoadOptions {
+        tokenizer_dirs: roots
+            .iter()
+            .cloned()
+            .chain(options.tokenizer_dirs.iter().cloned())
+            .collect(),
+        ..options.clone()
+    };
+    let clip_tok_dir = find_tokenizer(Family::Flux, 0, path, &extended)?;
+    let t5_tok = t5_tokenizer(path, options, &roots)?;
+
+    progress(LoadStage {
+        name: "text encoder",
+        fraction: 0.0,
+    });
+    let mut tok = ClipTokenizer::load(&clip_tok_dir)?;
+    let (clip, clip_tables) = record(|| load_clip(&clip_path, tok.eos_id(), device, dtype));
+    let clip = clip?;
+    tok.limit_len(clip.config().max_position_embeddings);
+    let t5 = load_t5(&t5_path, device, dtype)?;
+    progress(LoadStage {
+        name: "transformer",
+        fraction: 0.3,
+    });
+    let (transformer, tables) = record(|| FluxTransformer::load_file(path, device, dtype));
+    let transformer = transformer?;
+    let distilled = transformer.has_guidance();
+    let max_len = match distilled {
+        true => DEV_MAX_SEQUENCE,
+        false => SCHNELL_MAX_SEQUENCE,
+    };
+    let text = TextEncoder::flux((tok, clip), t5_tok, t5, max_len, device, dtype)?;
+    progress(LoadStage {
+        name: "VAE",
+        fraction: 0.95,
+    });
+    let vae: Vae = load_vae_with_shift(
+        &vae_path,
+        Family::Flux.spec().scaling_factor,
+        Some(VAE_SHIFT),
+        device,
+        dtype,
+    )?;
+    let downscale = vae.downscale() as u32;
+    let info = ModelInfo {
+        name: model_name(path),
+        path: path.to_path_buf(),
+        family: Family::Flux,
+        prediction: Parametrization::Flow,
+        turbo: false,
+        guidance_distilled: distilled,
+        native_size: 128 * downscale,
+        downscale,
+        scaling_factor: vae.config().scaling_factor,
+        hash: None,
+        recommended: None,
+    };
+    let params = ModelParams {
+        unet: tables.into_iter().next().unwrap_or_default(),
+        text: clip_tables.into_iter().take(1).map(|t| (0, t)).collect(),
+        ldm: None,
+    };
+    Ok(Parts {
+        info,
+        text,
+        network: Box::new(FluxNetwork::new(transformer)),
+        vae,
+        scheduler: SchedulerConfig {
+            prediction_type: Parametrization::Flow.config_name().into(),
+            ..SchedulerConfig::default()
+        },
+        levels: flux_levels(scheduler_for(distilled), distilled),
+        params,
+    })
+}
