@@ -31,6 +31,14 @@ pub struct GenerateArgs {
     /// A separate VAE: a .safetensors file or a diffusers (vae) folder.
     #[arg(long, value_name = "PATH")]
     vae: Option<PathBuf>,
+    /// Flux's T5 text encoder for a transformer file: .safetensors or .gguf, or a diffusers
+    /// folder (default: found beside the file or in ComfyUI's models/text_encoders, models/clip).
+    #[arg(long, value_name = "PATH")]
+    t5: Option<PathBuf>,
+    /// Flux's CLIP-L text encoder for a transformer file: ComfyUI's clip_l.safetensors or a
+    /// diffusers folder (default: found as --t5 is).
+    #[arg(long = "clip-l", value_name = "PATH")]
+    clip_l: Option<PathBuf>,
     /// Folder holding tokenizer/ (and tokenizer_2/) for single-file checkpoints; repeatable.
     #[arg(long = "tokenizers", value_name = "DIR")]
     tokenizers: Vec<PathBuf>,
@@ -146,6 +154,8 @@ impl GenerateArgs {
             from: Some(id),
             model,
             vae: None,
+            t5: None,
+            clip_l: None,
             tokenizers: Vec::new(),
             config_dir: None,
             prediction: None,
@@ -266,6 +276,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         config_dir: args.config_dir.clone(),
         tokenizer_dirs: args.tokenizers.clone(),
         vae: args.vae.clone(),
+        t5: args.t5.clone(),
+        clip_l: args.clip_l.clone(),
         ..Default::default()
     };
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);

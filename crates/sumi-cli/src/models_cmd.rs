@@ -221,6 +221,7 @@ pub fn run(args: ModelsArgs, home: &Path) -> Result<()> {
         let format = match m.format {
             Format::Diffusers => "diffusers",
             Format::SingleFile => "single-file",
+            Format::Gguf => "gguf",
             Format::Pickle => "pickle(no)",
         };
         println!(

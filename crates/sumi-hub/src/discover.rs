@@ -17,6 +17,8 @@ pub enum Format {
     SingleFile,
     /// A pickle checkpoint (`.ckpt`, `.pt`, `.bin`): listed, never opened.
     Pickle,
+    /// A GGUF file of quantized weights (a Flux transformer).
+    Gguf,
 }
 
 /// One model found on disk.
@@ -58,6 +60,13 @@ pub fn discover(dirs: &[PathBuf], hub: Option<&Path>) -> Vec<FoundModel> {
         let a1111 = dir.join("models/Stable-diffusion");
         let comfy = dir.join("models/checkpoints");
         let mut tree = false;
+        // ComfyUI keeps transformer-only models (Flux) apart from whole checkpoints.
+        for sub in ["models/diffusion_models", "models/unet"] {
+            if dir.join(sub).is_dir() {
+                scan(&dir.join(sub), "comfyui", 0, &mut found);
+                tree = true;
+            }
+        }
         if a1111.is_dir() {
             scan(&a1111, "a1111", 0, &mut found);
             tree = true;
@@ -124,6 +133,20 @@ fn file_entry(path: &Path, source: &'static str) -> Option<FoundModel> {
             source,
             format: Format::Pickle,
             family: None,
+            size,
+            hash: None,
+        });
+    }
+    if sumi_engine::model::is_flux_file(path) {
+        return Some(FoundModel {
+            name,
+            path: path.to_path_buf(),
+            source,
+            format: match path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+                true => Format::Gguf,
+                false => Format::SingleFile,
+            },
+            family: Some(Family::Flux),
             size,
             hash: None,
         });
@@ -222,6 +245,45 @@ mod tests {
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    }
+
+    #[test]
+    fn flux_transformer_files_in_comfyui_trees_are_flux_models() {
+        let root = tempfile::tempdir().unwrap();
+        let dm = root.path().join("ComfyUI/models/diffusion_models");
+        let te = root.path().join("ComfyUI/models/text_encoders");
+        std::fs::create_dir_all(&dm).unwrap();
+        std::fs::create_dir_all(&te).unwrap();
+        let flux = fixtures().join("flux");
+        std::fs::copy(
+            flux.join("comfy/models/diffusion_models/flux1-dev-tiny.safetensors"),
+            dm.join("flux1-dev.safetensors"),
+        )
+        .unwrap();
+        std::fs::copy(
+            flux.join("files/flux1-dev-tiny-Q8_0.gguf"),
+            dm.join("flux1-dev-Q8_0.gguf"),
+        )
+        .unwrap();
+        // Text encoders are not models, even in GGUF.
+        std::fs::copy(flux.join("files/t5-tiny-Q8_0.gguf"), dm.join("t5-Q8_0.gguf")).unwrap();
+        std::fs::copy(
+            flux.join("comfy/models/text_encoders/clip_l.safetensors"),
+            te.join("clip_l.safetensors"),
+        )
+        .unwrap();
+        let found = discover(&[root.path().join("ComfyUI")], None);
+        let summary: Vec<(String, Format, Option<Family>)> = found
+            .iter()
+            .map(|m| (m.name.clone(), m.format, m.family))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("flux1-dev".into(), Format::SingleFile, Some(Family::Flux)),
+                ("flux1-dev-Q8_0".into(), Format::Gguf, Some(Family::Flux)),
+            ]
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {

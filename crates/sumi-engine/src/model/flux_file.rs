@@ -27,6 +27,7 @@ use crate::sampling::schedules::SchedulerConfig;
 use crate::text::t5_text::T5Tokenizer;
 use crate::text::tokenizer::ClipTokenizer;
 use crate::text::TextEncoder;
+use crate::weights::gguf::GgufFile;
 use crate::weights::ldm::{infer_standalone_clip, standalone_text_builder, Checkpoint};
 use crate::weights::params::record;
 use crate::{Error, Result};
@@ -40,18 +41,15 @@ pub fn is_flux_file(path: &Path) -> bool {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    const KEYS: [&str; 4] = [
+        "double_blocks.0.img_attn.qkv.weight",
+        "model.diffusion_model.double_blocks.0.img_attn.qkv.weight",
+        "single_transformer_blocks.0.proj_mlp.weight",
+        "transformer_blocks.0.attn.add_q_proj.weight",
+    ];
     match ext.as_deref() {
-        Some("gguf") => true,
-        Some("safetensors") => Checkpoint::open(path).is_ok_and(|ck| {
-            [
-                "double_blocks.0.img_attn.qkv.weight",
-                "model.diffusion_model.double_blocks.0.img_attn.qkv.weight",
-                "single_transformer_blocks.0.proj_mlp.weight",
-                "transformer_blocks.0.attn.add_q_proj.weight",
-            ]
-            .iter()
-            .any(|k| ck.has(k))
-        }),
+        Some("gguf") => GgufFile::open(path).is_ok_and(|f| KEYS.iter().any(|k| f.shape(k).is_some())),
+        Some("safetensors") => Checkpoint::open(path).is_ok_and(|ck| KEYS.iter().any(|k| ck.has(k))),
         _ => false,
     }
 }
@@ -77,7 +75,7 @@ fn search_dirs(file: &Path, siblings: &[&str]) -> Vec<PathBuf> {
     };
     let mut out = vec![dir.to_path_buf()];
     if let Some(models) = dir.parent() {
-        out.extend(siblings.iter().map(|s| models.join(s)));
+        out.extend(siblings.iter().map(|s| models.join(s)).filter(|d| d.is_dir()));
     }
     out
 }
