@@ -355,6 +355,15 @@ fn loads_are_recorded_for_patching_and_gguf_matrices_stay_quantized() {
         .get("single_transformer_blocks.0.proj_mlp.weight")
         .unwrap();
     assert_eq!(mlp.tensor.dims(), &[128, 32]);
+    // Each part owns its own rows, not a copy of the whole fused tensor.
+    for p in [q, mlp] {
+        let (storage, _) = p.tensor.storage_and_layout();
+        let held = match &*storage {
+            candle_core::Storage::Cpu(c) => c.as_slice::<f32>().unwrap().len(),
+            _ => unreachable!("loaded on the CPU"),
+        };
+        assert_eq!(held, p.tensor.elem_count());
+    }
     let folder = tensors(&dir().join("dev/transformer/diffusion_pytorch_model.safetensors"));
     for (name, p) in table.iter() {
         assert_eq!(max_abs(&p.tensor, &folder[name]), 0.0, "{name}");

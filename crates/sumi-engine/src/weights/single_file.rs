@@ -267,9 +267,10 @@ impl SingleFile {
     ) -> candle_core::Result<Tensor> {
         match source {
             Source::Plain(k) => self.store.load(k, dtype, dev),
-            Source::Rows(k, start, len) => {
-                self.fused(k, dtype, dev)?.narrow(0, *start, *len)?.copy()
-            }
+            Source::Rows(k, start, len) => self
+                .fused(k, dtype, dev)?
+                .narrow(0, *start, *len)?
+                .force_contiguous(),
             Source::SwapHalves(k) => {
                 let t = self.store.load(k, dtype, dev)?;
                 let n = t.dim(0)?;
