@@ -499,3 +499,16 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn a_fused_tensor_too_short_for_its_parts_is_refused_with_a_reason() {
+    let mut t = tensors(&file("flux1-schnell-tiny.safetensors"));
+    let qkv = "double_blocks.1.img_attn.qkv.weight";
+    let short = t[qkv].narrow(0, 0, 64).unwrap();
+    t.insert(qkv.to_string(), short);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("short.safetensors");
+    candle_core::safetensors::save(&t, &path).unwrap();
+    let msg = load_err(&path);
+    assert!(msg.contains(qkv) && msg.contains("[64, 32]"), "{msg}");
+}

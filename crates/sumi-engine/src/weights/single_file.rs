@@ -298,7 +298,14 @@ impl SimpleBackend for SingleFile {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let source = self.source(name)?;
-        let got = self.shape(name).unwrap_or_default();
+        let Some(got) = self.shape(name) else {
+            let stored = self.store.shape(source.key()).unwrap_or_default();
+            candle_core::bail!(
+                "{name} is a part of {} that needs rows the file's tensor of shape {stored:?} \
+                 does not have: the file's layout is not the one of this model",
+                source.key()
+            );
+        };
         if got != s.dims() {
             return Err(candle_core::Error::UnexpectedShape {
                 msg: format!("shape mismatch for {name} (file tensor {})", source.key()),
