@@ -5,7 +5,7 @@
 //! With `--model`, writes a Flux dev transformer of the real width with one double and one
 //! single block (random weights, BFL names) as a bf16 safetensors file and a Q8_0 GGUF file in
 //! the temp folder, loads each with `FluxTransformer::load_file` and times the load and one
-//! forward pass over `--rows` image tokens and 64 text tokens.
+//! forward pass over `--rows` image tokens and 64 text tokens (`KEEP=1` keeps the files).
 //!
 //! ```text
 //! cargo run --release -p sumi-engine --example flux_quant -- [--rows N] [--repeats N] [--model]
@@ -201,6 +201,8 @@ fn model_bench(rows: usize, repeats: usize) -> candle_core::Result<()> {
         rel_err(&outputs[0], &outputs[1])?,
         rel_err(&outputs[2], &outputs[1])?
     );
-    std::fs::remove_dir_all(&dir)?;
+    if std::env::var_os("KEEP").is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

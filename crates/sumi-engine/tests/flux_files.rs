@@ -355,6 +355,15 @@ fn loads_are_recorded_for_patching_and_gguf_matrices_stay_quantized() {
         .get("single_transformer_blocks.0.proj_mlp.weight")
         .unwrap();
     assert_eq!(mlp.tensor.dims(), &[128, 32]);
+    // Each part owns its own rows, not a copy of the whole fused tensor.
+    for p in [q, mlp] {
+        let (storage, _) = p.tensor.storage_and_layout();
+        let held = match &*storage {
+            candle_core::Storage::Cpu(c) => c.as_slice::<f32>().unwrap().len(),
+            _ => unreachable!("loaded on the CPU"),
+        };
+        assert_eq!(held, p.tensor.elem_count());
+    }
     let folder = tensors(&dir().join("dev/transformer/diffusion_pytorch_model.safetensors"));
     for (name, p) in table.iter() {
         assert_eq!(max_abs(&p.tensor, &folder[name]), 0.0, "{name}");
@@ -489,4 +498,17 @@ mod hostile {
             load(name, &bytes);
         }
     }
+}
+
+#[test]
+fn a_fused_tensor_too_short_for_its_parts_is_refused_with_a_reason() {
+    let mut t = tensors(&file("flux1-schnell-tiny.safetensors"));
+    let qkv = "double_blocks.1.img_attn.qkv.weight";
+    let short = t[qkv].narrow(0, 0, 64).unwrap();
+    t.insert(qkv.to_string(), short);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("short.safetensors");
+    candle_core::safetensors::save(&t, &path).unwrap();
+    let msg = load_err(&path);
+    assert!(msg.contains(qkv) && msg.contains("[64, 32]"), "{msg}");
 }

@@ -66,13 +66,13 @@ impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.weight {
             Weight::Dense(w) => kernels::linear(w, self.bias.as_ref(), xs),
-            Weight::Quantized(q) => {
+            Weight::Quantized(q) => crate::profile::time("quantized linear", xs.device(), || {
                 let y = quantized_forward(q, xs)?;
                 match &self.bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
                     None => Ok(y),
                 }
-            }
+            }),
         }
     }
 }

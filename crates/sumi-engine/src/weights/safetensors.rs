@@ -255,6 +255,37 @@ impl SafetensorsFiles {
         }
     }
 
+    /// Reads rows `rows` (along dim 0) of tensor `name`, converted to `dtype` on `device`,
+    /// without reading the rest of the tensor (a part of a fused q/k/v matrix).
+    pub fn load_rows(
+        &self,
+        name: &str,
+        rows: std::ops::Range<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() }.bt())?;
+        let n = entry.shape.first().copied().unwrap_or(0);
+        if rows.start > rows.end || rows.end > n {
+            candle_core::bail!("tensor {name} has {n} rows, not {rows:?}");
+        }
+        let row_bytes = if n == 0 { 0 } else { entry.len / n as u64 };
+        let mut part = entry.clone();
+        part.shape[0] = rows.len();
+        part.start += rows.start as u64 * row_bytes;
+        part.len = rows.len() as u64 * row_bytes;
+        match (device, part.dtype.dtype()) {
+            (Device::Cpu, _) | (_, None) => self.load_cpu(name, &part, dtype)?.to_device(device),
+            (_, Some(stored)) => self
+                .load_cpu(name, &part, stored)?
+                .to_device(device)?
+                .to_dtype(dtype),
+        }
+    }
+
     /// Reads every floating-point tensor into [`Self::ahead`] on the CPU, in parallel, each in
     /// the dtype `dtype_of(name, shape)` says its layer will ask for.
     /// A tensor that fails to read is left out (asking for it reads it again and says why).

@@ -9,7 +9,7 @@
 //! dequantized to the dtype asked for.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Shape, Tensor};
@@ -94,6 +94,29 @@ impl Store {
         }
     }
 
+    fn load_rows(
+        &self,
+        key: &str,
+        rows: std::ops::Range<usize>,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Safetensors(st) => st.load_rows(key, rows, dtype, dev),
+            Self::Gguf(g) => match g.shape(key) {
+                Some([_, _]) => g
+                    .qtensor(key, &[rows], &Device::Cpu)?
+                    .dequantize(&Device::Cpu)?
+                    .to_dtype(dtype)?
+                    .to_device(dev),
+                _ => g
+                    .load(key, dtype, dev)?
+                    .narrow(0, rows.start, rows.len())?
+                    .force_contiguous(),
+            },
+        }
+    }
+
     fn check_unchanged(&self) -> Result<()> {
         match self {
             Self::Safetensors(st) => st.check_unchanged(),
@@ -105,9 +128,6 @@ impl Store {
 /// The map from network names to file tensors.
 pub type NameMap = dyn Fn(&str) -> Option<Source> + Send + Sync;
 
-/// The last fused tensor read whole (its name and dtype), for the next part cut from it.
-type Fused = Arc<Mutex<Option<(String, DType, Tensor)>>>;
-
 /// A component's single file read through its name map.
 #[derive(Clone)]
 pub struct SingleFile {
@@ -115,7 +135,6 @@ pub struct SingleFile {
     store: Arc<Store>,
     map: Arc<NameMap>,
     device: Device,
-    fused: Fused,
 }
 
 impl std::fmt::Debug for SingleFile {
@@ -134,7 +153,6 @@ impl SingleFile {
             store,
             map,
             device: device.clone(),
-            fused: Fused::default(),
         }
     }
 
@@ -172,7 +190,7 @@ impl SingleFile {
     }
 
     /// Runs `build` over [`Self::var_builder`] with the file's quantized matrices offered to
-    /// the linear layers ([`with_source`]), then drops the fused tensor kept for cutting.
+    /// the linear layers ([`with_source`]).
     pub fn build<R>(
         &self,
         dtype: DType,
@@ -180,9 +198,7 @@ impl SingleFile {
         build: impl FnOnce(VarBuilder<'static>) -> R,
     ) -> R {
         let vb = self.var_builder(dtype, device);
-        let built = with_source(self.quantized_source(), || build(vb));
-        *self.fused.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        built
+        with_source(self.quantized_source(), || build(vb))
     }
 
     /// The source of quantized linear weights, for a GGUF file.
@@ -208,20 +224,6 @@ impl SingleFile {
             );
         }
         Ok(source)
-    }
-
-    /// Fused tensor `key` read whole, once for all the parts layers ask for in a row (q, k,
-    /// v, MLP), which are then copied out so that no layer keeps the whole tensor alive.
-    fn fused(&self, key: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let mut last = self.fused.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, d, t)) = last.as_ref() {
-            if k == key && *d == dtype && t.device().same_device(dev) {
-                return Ok(t.clone());
-            }
-        }
-        let t = self.store.load(key, dtype, dev)?;
-        *last = Some((key.to_string(), dtype, t.clone()));
-        Ok(t)
     }
 
     fn load(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -268,7 +270,11 @@ impl SingleFile {
         match source {
             Source::Plain(k) => self.store.load(k, dtype, dev),
             Source::Rows(k, start, len) => {
-                self.fused(k, dtype, dev)?.narrow(0, *start, *len)?.copy()
+                let rows = std::ops::Range {
+                    start: *start,
+                    end: start + len,
+                };
+                self.store.load_rows(k, rows, dtype, dev)
             }
             Source::SwapHalves(k) => {
                 let t = self.store.load(k, dtype, dev)?;
@@ -292,7 +298,14 @@ impl SimpleBackend for SingleFile {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let source = self.source(name)?;
-        let got = self.shape(name).unwrap_or_default();
+        let Some(got) = self.shape(name) else {
+            let stored = self.store.shape(source.key()).unwrap_or_default();
+            candle_core::bail!(
+                "{name} is a part of {} that needs rows the file's tensor of shape {stored:?} \
+                 does not have: the file's layout is not the one of this model",
+                source.key()
+            );
+        };
         if got != s.dims() {
             return Err(candle_core::Error::UnexpectedShape {
                 msg: format!("shape mismatch for {name} (file tensor {})", source.key()),
