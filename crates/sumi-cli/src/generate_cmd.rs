@@ -39,6 +39,10 @@ pub struct GenerateArgs {
     /// diffusers folder (default: found as --t5 is).
     #[arg(long = "clip-l", value_name = "PATH")]
     clip_l: Option<PathBuf>,
+    /// Flux parts loaded only while used, to lower the peak memory: none, encoders (T5 while
+    /// prompts are encoded) or sequential (also the transformer while sampling).
+    #[arg(long, default_value = "none", value_name = "MODE")]
+    offload: String,
     /// Folder holding tokenizer/ (and tokenizer_2/) for single-file checkpoints; repeatable.
     #[arg(long = "tokenizers", value_name = "DIR")]
     tokenizers: Vec<PathBuf>,
@@ -156,6 +160,7 @@ impl GenerateArgs {
             vae: None,
             t5: None,
             clip_l: None,
+            offload: "none".into(),
             tokenizers: Vec::new(),
             config_dir: None,
             prediction: None,
@@ -203,6 +208,8 @@ fn check_before_load(args: &GenerateArgs) -> Result<()> {
     }
     args.steps.map(check_steps).transpose()?;
     args.cfg.map(check_cfg).transpose()?;
+    args.offload
+        .parse::<sumi_engine::model::offload::Offload>()?;
     if let Some(name) = &args.rng {
         name.parse::<sumi_engine::noise::NoiseSource>()?;
     }
@@ -278,6 +285,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         vae: args.vae.clone(),
         t5: args.t5.clone(),
         clip_l: args.clip_l.clone(),
+        offload: args.offload.parse()?,
         ..Default::default()
     };
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);
@@ -380,6 +388,10 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         sized,
     )?;
     request.validate(model.info.size_multiple())?;
+    if model.memory.network > 0 {
+        let plan = sumi_engine::pipeline::memory_plan(&model, &request);
+        eprintln!("memory: {}", plan.describe());
+    }
     let recorded_hashes = |f: fn(&sumi_gallery::GenerationParams) -> &[sumi_gallery::NamedHash]| {
         recorded
             .as_ref()

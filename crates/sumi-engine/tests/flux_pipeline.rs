@@ -345,3 +345,52 @@ fn a_flux_transformer_file_finds_its_parts_in_comfyui_folders() {
     let again = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
     assert_eq!(max_abs(&again, &latent), 0.0);
 }
+
+#[test]
+fn offloaded_parts_are_read_again_and_give_the_same_image() {
+    let (_, meta) = refs();
+    let req = request(&meta["dev"]);
+    let cancel = AtomicBool::new(false);
+    let dir = fixtures().join("flux/pipe-dev");
+    let mut latents = Vec::new();
+    let mut peaks = Vec::new();
+    for offload in ["none", "encoders", "sequential"] {
+        let options = sumi_engine::model::LoadOptions {
+            offload: offload.parse().unwrap(),
+            ..Default::default()
+        };
+        let model = Model::load_with(&dir, &options, &Device::Cpu, DType::F32).unwrap();
+        assert!(
+            model.memory.network > 0 && model.memory.t5 > 0,
+            "{offload}: {:?}",
+            model.memory
+        );
+        // Twice: what was released after the first run is read again for the second.
+        for _ in 0..2 {
+            latents.push(sample_latent(&model, &req, &cancel, &mut |_| {}).unwrap());
+        }
+        let plan = sumi_engine::pipeline::memory_plan(&model, &req);
+        assert!(plan.peak <= plan.all_loaded);
+        peaks.push((plan.peak, plan.all_loaded));
+        if offload == "sequential" {
+            let lora = sumi_engine::weights::lora::LoraFile::open(
+                &fixtures().join("lora/sd15_kohya.safetensors"),
+            )
+            .unwrap();
+            let mut model = model;
+            let err = model
+                .set_loras(&[sumi_engine::model::LoraUse {
+                    file: std::sync::Arc::new(lora),
+                    te: 1.0,
+                    unet: 1.0,
+                }])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--offload sequential"), "{err}");
+        }
+    }
+    for l in &latents[1..] {
+        assert_eq!(max_abs(l, &latents[0]), 0.0);
+    }
+    eprintln!("peaks (offload, all loaded): {peaks:?}");
+}

@@ -142,7 +142,10 @@ fn file_entry(path: &Path, source: &'static str) -> Option<FoundModel> {
             name,
             path: path.to_path_buf(),
             source,
-            format: match path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            format: match path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+            {
                 true => Format::Gguf,
                 false => Format::SingleFile,
             },
@@ -266,7 +269,11 @@ mod tests {
         )
         .unwrap();
         // Text encoders are not models, even in GGUF.
-        std::fs::copy(flux.join("files/t5-tiny-Q8_0.gguf"), dm.join("t5-Q8_0.gguf")).unwrap();
+        std::fs::copy(
+            flux.join("files/t5-tiny-Q8_0.gguf"),
+            dm.join("t5-Q8_0.gguf"),
+        )
+        .unwrap();
         std::fs::copy(
             flux.join("comfy/models/text_encoders/clip_l.safetensors"),
             te.join("clip_l.safetensors"),

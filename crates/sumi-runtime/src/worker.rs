@@ -535,6 +535,10 @@ fn load_task(shared: &Shared, path: &std::path::Path) {
 /// CLI; unset means `auto`.
 pub const DTYPE_ENV: &str = "SUMI_DTYPE";
 
+/// The environment variable that chooses which model parts the app loads only while used
+/// (`none`, `encoders` or `sequential`, as `sumi generate --offload`).
+pub const OFFLOAD_ENV: &str = "SUMI_OFFLOAD";
+
 fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
     let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
     let dtype = match std::env::var(DTYPE_ENV) {
@@ -553,10 +557,19 @@ fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
             percent,
         })
     };
+    let offload = match std::env::var(OFFLOAD_ENV) {
+        Ok(name) => name
+            .parse()
+            .map_err(|e| format!("{OFFLOAD_ENV}={name}: {e}"))?,
+        Err(_) => Default::default(),
+    };
     let home = shared.gallery.lock().unwrap().home().to_path_buf();
     crate::load::load_model(
         path,
-        Default::default(),
+        sumi_engine::model::LoadOptions {
+            offload,
+            ..Default::default()
+        },
         &device,
         dtype,
         &home,

@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Result, Tensor};
 
-use super::flux::{FluxInputs, FluxTransformer, Rope};
+use super::flux::{FluxConfig, FluxInputs, FluxTransformer, Rope};
 use super::network::{DenoisingNetwork, NetCond};
 
 /// The Flux transformer behind the denoising-network interface.
@@ -93,12 +93,22 @@ impl DenoisingNetwork for FluxNetwork {
         self.transformer.config().in_channels / 4
     }
 
-    /// The largest buffers of one block: the joint sequence's q/k/v and MLP activations, and
-    /// the attention scores of one head (the kernels hold a block of them at a time).
     fn activation_bytes(&self, height: usize, width: usize, batch: usize, elem: usize) -> u64 {
-        let cfg = self.transformer.config();
-        let tokens = (height / 2) * (width / 2) + 512;
-        let per_token = cfg.inner_dim() * 12;
-        (batch * tokens * per_token * elem) as u64
+        activation_bytes(self.transformer.config(), height, width, batch, elem)
     }
+}
+
+/// The largest buffers of one block of a transformer with `cfg` on a `height` x `width` latent:
+/// the joint sequence's q/k/v and MLP activations, and the attention scores of one head (the
+/// kernels hold a block of them at a time).
+pub fn activation_bytes(
+    cfg: &FluxConfig,
+    height: usize,
+    width: usize,
+    batch: usize,
+    elem: usize,
+) -> u64 {
+    let tokens = (height / 2) * (width / 2) + 512;
+    let per_token = cfg.inner_dim() * 12;
+    (batch * tokens * per_token * elem) as u64
 }

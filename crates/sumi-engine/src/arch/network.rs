@@ -131,6 +131,10 @@ pub trait DenoisingNetwork: Send + Sync {
     /// Latent channels the network takes (more than the VAE's for inpainting models).
     fn in_channels(&self) -> usize;
 
+    /// Releases weights it can read again when next called (a network loaded on demand); the
+    /// default keeps them.
+    fn release(&self) {}
+
     /// Bytes its activations need for one call on a `height` x `width` latent at `batch` rows
     /// of `elem` bytes each (an estimate, for refusing what cannot fit before running).
     fn activation_bytes(&self, height: usize, width: usize, batch: usize, elem: usize) -> u64;

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 
 use super::flux_folder::flux_levels;
+use super::flux_parts;
 use super::info::{model_name, ModelInfo};
+use super::offload::{measured, PartBytes};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
 use super::tokenizers::find_tokenizer;
 use super::vae_file::load_vae_with_shift;
 use crate::arch::clip::ClipTextModel;
 use crate::arch::flux::FluxTransformer;
-use crate::arch::flux_network::FluxNetwork;
 use crate::arch::t5::T5Encoder;
 use crate::arch::vae::Vae;
 use crate::family::flux::{DEV_MAX_SEQUENCE, SCHNELL_MAX_SEQUENCE};
@@ -29,7 +30,6 @@ use crate::text::tokenizer::ClipTokenizer;
 use crate::text::TextEncoder;
 use crate::weights::gguf::GgufFile;
 use crate::weights::ldm::{infer_standalone_clip, standalone_text_builder, Checkpoint};
-use crate::weights::params::record;
 use crate::{Error, Result};
 
 /// The Flux VAE's latent shift (BFL's autoencoder), for VAE files that carry no config.
@@ -48,8 +48,12 @@ pub fn is_flux_file(path: &Path) -> bool {
         "transformer_blocks.0.attn.add_q_proj.weight",
     ];
     match ext.as_deref() {
-        Some("gguf") => GgufFile::open(path).is_ok_and(|f| KEYS.iter().any(|k| f.shape(k).is_some())),
-        Some("safetensors") => Checkpoint::open(path).is_ok_and(|ck| KEYS.iter().any(|k| ck.has(k))),
+        Some("gguf") => {
+            GgufFile::open(path).is_ok_and(|f| KEYS.iter().any(|k| f.shape(k).is_some()))
+        }
+        Some("safetensors") => {
+            Checkpoint::open(path).is_ok_and(|ck| KEYS.iter().any(|k| ck.has(k)))
+        }
         _ => false,
     }
 }
@@ -75,7 +79,12 @@ fn search_dirs(file: &Path, siblings: &[&str]) -> Vec<PathBuf> {
     };
     let mut out = vec![dir.to_path_buf()];
     if let Some(models) = dir.parent() {
-        out.extend(siblings.iter().map(|s| models.join(s)).filter(|d| d.is_dir()));
+        out.extend(
+            siblings
+                .iter()
+                .map(|s| models.join(s))
+                .filter(|d| d.is_dir()),
+        );
     }
     out
 }
@@ -273,33 +282,43 @@ pub(super) fn load(
         fraction: 0.0,
     });
     let mut tok = ClipTokenizer::load(&clip_tok_dir)?;
-    let (clip, clip_tables) = record(|| load_clip(&clip_path, tok.eos_id(), device, dtype));
+    let ((clip, clip_tables), text_bytes) =
+        measured(|| load_clip(&clip_path, tok.eos_id(), device, dtype));
     let clip = clip?;
     tok.limit_len(clip.config().max_position_embeddings);
-    let t5 = load_t5(&t5_path, device, dtype)?;
+    let (dev, offload) = (device.clone(), options.offload);
+    let load_t5 = Arc::new(move || self::load_t5(&t5_path, &dev, dtype));
+    // The sequence length follows the transformer (dev or schnell), set below.
+    let (t5, t5_bytes) = flux_parts::t5_text(load_t5, t5_tok, DEV_MAX_SEQUENCE, offload, device)?;
+    let mut text = TextEncoder::flux((tok, clip), t5, device, dtype)?;
     progress(LoadStage {
         name: "transformer",
         fraction: 0.3,
     });
-    let (transformer, tables) = record(|| FluxTransformer::load_file(path, device, dtype));
-    let transformer = transformer?;
-    let distilled = transformer.has_guidance();
-    let max_len = match distilled {
+    let (file, dev) = (path.to_path_buf(), device.clone());
+    let net = flux_parts::network(
+        Arc::new(move || FluxTransformer::load_file(&file, &dev, dtype)),
+        offload,
+    )?;
+    let distilled = net.guidance_distilled;
+    text.set_t5_max_len(match distilled {
         true => DEV_MAX_SEQUENCE,
         false => SCHNELL_MAX_SEQUENCE,
-    };
-    let text = TextEncoder::flux((tok, clip), t5_tok, t5, max_len, device, dtype)?;
+    });
     progress(LoadStage {
         name: "VAE",
         fraction: 0.95,
     });
-    let vae: Vae = load_vae_with_shift(
-        &vae_path,
-        Family::Flux.spec().scaling_factor,
-        Some(VAE_SHIFT),
-        device,
-        dtype,
-    )?;
+    let ((vae, _), vae_bytes) = measured(|| {
+        load_vae_with_shift(
+            &vae_path,
+            Family::Flux.spec().scaling_factor,
+            Some(VAE_SHIFT),
+            device,
+            dtype,
+        )
+    });
+    let vae: Vae = vae?;
     let downscale = vae.downscale() as u32;
     let info = ModelInfo {
         name: model_name(path),
@@ -315,14 +334,20 @@ pub(super) fn load(
         recommended: None,
     };
     let params = ModelParams {
-        unet: tables.into_iter().next().unwrap_or_default(),
+        unet: net.tables.into_iter().next().unwrap_or_default(),
         text: clip_tables.into_iter().take(1).map(|t| (0, t)).collect(),
         ldm: None,
     };
     Ok(Parts {
         info,
         text,
-        network: Box::new(FluxNetwork::new(transformer)),
+        network: net.network,
+        memory: PartBytes {
+            network: net.bytes,
+            text: text_bytes,
+            t5: t5_bytes,
+            vae: vae_bytes,
+        },
         vae,
         scheduler: SchedulerConfig {
             prediction_type: Parametrization::Flow.config_name().into(),

@@ -3,24 +3,26 @@
 //! `scheduler/`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
+use super::flux_parts;
 use super::info::{model_name, ModelInfo};
+use super::offload::{measured, PartBytes};
 use super::options::{LoadOptions, LoadStage, Parts};
 use super::patch::ModelParams;
 use super::recommended;
 use super::vae_folder::{load_vae, read_vae_config};
 use crate::arch::flux::{FluxConfig, FluxTransformer};
-use crate::arch::flux_network::FluxNetwork;
+use crate::arch::t5::T5Encoder;
 use crate::family::flux::{DEV_MAX_SEQUENCE, DEV_SHIFT, SCHNELL_MAX_SEQUENCE};
-use crate::family::spec::TextStyle;
 use crate::family::Family;
 use crate::parametrization::Parametrization;
 use crate::sampling::flow::{FlowLevels, FlowSchedulerConfig};
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
+use crate::text::t5_text::T5Tokenizer;
 use crate::text::TextEncoder;
-use crate::weights::params::record;
 use crate::{Error, Result};
 
 /// Whether `dir` is a diffusers Flux folder (its pipeline class or transformer config says so).
@@ -83,34 +85,48 @@ pub(super) fn load(
         name: "text encoder",
         fraction: 0.0,
     });
-    let (text, text_tables) = record(|| TextEncoder::load(dir, TextStyle::Flux, device, dtype));
-    let mut text = text?;
-    text.set_t5_max_len(match distilled {
+    let max_len = match distilled {
         true => DEV_MAX_SEQUENCE,
         false => SCHNELL_MAX_SEQUENCE,
-    });
+    };
+    let t5_dir = dir.join("text_encoder_2");
+    let (dev, offload) = (device.clone(), options.offload);
+    let load_t5 = Arc::new(move || T5Encoder::load(&t5_dir, &dev, dtype));
+    let tokenizer = T5Tokenizer::load(&dir.join("tokenizer_2"))?;
+    let (t5, t5_bytes) = flux_parts::t5_text(load_t5, tokenizer, max_len, offload, device)?;
+    let ((text, text_tables), text_bytes) =
+        measured(|| TextEncoder::load_flux(dir, t5, device, dtype));
+    let text = text?;
     progress(LoadStage {
         name: "transformer",
         fraction: 0.4,
     });
-    let (transformer, tables) =
-        record(|| FluxTransformer::load(&dir.join("transformer"), device, dtype));
-    let transformer = transformer?;
+    let (tdir, dev) = (dir.join("transformer"), device.clone());
+    let net = flux_parts::network(
+        Arc::new(move || FluxTransformer::load(&tdir, &dev, dtype)),
+        offload,
+    )?;
     progress(LoadStage {
         name: "VAE",
         fraction: 0.95,
     });
-    let vae = load_vae(&dir.join("vae"), vae_cfg, device, dtype)?;
+    let ((vae, _), vae_bytes) = measured(|| load_vae(&dir.join("vae"), vae_cfg, device, dtype));
     let params = ModelParams {
-        unet: tables.into_iter().next().unwrap_or_default(),
+        unet: net.tables.into_iter().next().unwrap_or_default(),
         text: text_tables.into_iter().take(1).map(|t| (0, t)).collect(),
         ldm: None,
     };
     Ok(Parts {
         info,
         text,
-        network: Box::new(FluxNetwork::new(transformer)),
-        vae,
+        network: net.network,
+        memory: PartBytes {
+            network: net.bytes,
+            text: text_bytes,
+            t5: t5_bytes,
+            vae: vae_bytes,
+        },
+        vae: vae?,
         scheduler: SchedulerConfig {
             prediction_type: Parametrization::Flow.config_name().into(),
             ..SchedulerConfig::default()

@@ -131,6 +131,7 @@ pub(super) fn load(
         scheduler,
         levels,
         params,
+        memory: Default::default(),
     })
 }
 

@@ -4,8 +4,10 @@
 
 mod flux_file;
 mod flux_folder;
+mod flux_parts;
 mod folder;
 mod info;
+pub mod offload;
 mod options;
 mod patch;
 pub mod recommended;
@@ -28,6 +30,7 @@ pub use flux_file::is_flux_file;
 pub use flux_folder::{flux_levels, is_flux_folder};
 pub use folder::{folder_family, read_scheduler_config, read_unet_config};
 pub use info::{model_name, Defaults, ModelInfo};
+use offload::{Offload, PartBytes};
 pub use options::{LoadOptions, LoadStage};
 use patch::Patcher;
 pub use patch::{LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, MAX_LORA_WEIGHT};
@@ -59,6 +62,10 @@ pub struct Model {
     pub weights_dtype: DType,
     /// How previews turn latents into colours (fitted to the VAE when it is not a standard one).
     pub preview: PreviewMap,
+    /// Which parts are loaded only while used.
+    pub offload: Offload,
+    /// The memory each part holds when loaded (measured at load; 0 where not measured).
+    pub memory: PartBytes,
     /// The networks' parameters and the LoRAs patched into them.
     lora: Patcher,
 }
@@ -127,6 +134,8 @@ impl Model {
             dtype: crate::device::compute_dtype(dtype, device),
             weights_dtype: dtype,
             preview,
+            offload: options.offload,
+            memory: parts.memory,
             lora: Patcher::new(parts.params),
         })
     }
@@ -136,6 +145,13 @@ impl Model {
     /// them all and gives back the loaded weights bit for bit. All or nothing: on an error the
     /// previous set stays applied.
     pub fn set_loras(&mut self, loras: &[LoraUse]) -> Result<LoraReport> {
+        if self.offload.network() && !loras.is_empty() {
+            return Err(crate::Error::InvalidRequest(
+                "LoRAs patch the transformer's weights, which --offload sequential releases \
+                 after each image: use --offload encoders or none with LoRAs"
+                    .into(),
+            ));
+        }
         self.lora.set(loras, self.info.family)
     }
 

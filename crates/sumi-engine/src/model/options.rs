@@ -35,6 +35,8 @@ pub struct LoadOptions {
     /// Flux's CLIP-L text encoder for a transformer file: a `.safetensors` file with
     /// transformers' names, or a diffusers folder.
     pub clip_l: Option<PathBuf>,
+    /// Which parts are loaded only while used (Flux's T5 and transformer).
+    pub offload: super::offload::Offload,
 }
 
 /// A stage of loading a model, reported to [`Model::load_with_progress`]'s callback.
@@ -56,4 +58,5 @@ pub(super) struct Parts {
     pub(super) scheduler: SchedulerConfig,
     pub(super) levels: NoiseLevels,
     pub(super) params: ModelParams,
+    pub(super) memory: super::offload::PartBytes,
 }

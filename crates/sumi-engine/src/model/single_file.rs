@@ -151,5 +151,6 @@ pub(super) fn load(
         scheduler,
         levels,
         params,
+        memory: Default::default(),
     })
 }

@@ -26,7 +26,7 @@ mod source;
 mod start;
 
 pub use decode::{check_finite, decode};
-pub use memory::check_fits;
+pub use memory::{check_fits, memory_plan, MemoryPlan};
 pub use prompts::{schedule_steps, GenerateInputs};
 pub use request::{check_cfg, check_size, check_steps, Request, MAX_CFG, MAX_SIZE, MAX_STEPS};
 pub use source::{
@@ -125,7 +125,10 @@ fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Generated> {
     let start = Instant::now();
-    let sampled = sample(model, request, inputs, cancel, &mut |e| on_event(e))?;
+    let sampled = sample(model, request, inputs, cancel, &mut |e| on_event(e));
+    // A network loaded on demand is let go before the VAE decodes.
+    model.network.release();
+    let sampled = sampled?;
     let decoded = decode(model, &sampled.latent)?;
     let mut image = to_rgb_image(&decoded, request.quantize)?;
     if let Some(overlay) = &sampled.overlay {
@@ -163,7 +166,9 @@ pub fn sample_latent_with(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Tensor, PromptInfo)> {
-    sample(model, request, inputs, cancel, on_event).map(|s| (s.latent, s.prompt))
+    let sampled = sample(model, request, inputs, cancel, on_event);
+    model.network.release();
+    sampled.map(|s| (s.latent, s.prompt))
 }
 
 /// What sampling produced.

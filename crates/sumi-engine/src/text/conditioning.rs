@@ -311,6 +311,9 @@ impl TextEncoder {
         info.emphasis_in_infotext = opts.emphasis != Emphasis::Original
             && texts.iter().any(|t| t.contains('(') || t.contains('['));
         info.ti_hashes = ti_hashes(&calls, opts)?;
+        if let Some(t5) = self.t5() {
+            t5.release();
+        }
         Ok(EncodedPrompts { cond, uncond, info })
     }
 

@@ -72,7 +72,8 @@ impl TextEncoder {
             let clip = load_pair(model_dir, "", device, dtype)?;
             let model = T5Encoder::load(&model_dir.join("text_encoder_2"), device, dtype)?;
             let tokenizer = T5Tokenizer::load(&model_dir.join("tokenizer_2"))?;
-            return Self::flux(clip, tokenizer, model, 512, device, dtype);
+            let t5 = T5Text::resident(tokenizer, model, 512, device);
+            return Self::flux(clip, t5, device, dtype);
         }
         let has_second = model_dir.join("text_encoder_2").is_dir();
         let mut encoders = Vec::new();
@@ -108,24 +109,23 @@ impl TextEncoder {
     /// default) for the context.
     pub fn flux(
         clip: (ClipTokenizer, ClipTextModel),
-        tokenizer: T5Tokenizer,
-        model: T5Encoder,
-        max_len: usize,
+        t5: T5Text,
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
         Ok(Self {
             encoders: vec![clip],
-            t5: Some(T5Text {
-                tokenizer,
-                model,
-                max_len,
-                device: device.clone(),
-            }),
+            t5: Some(t5),
             style: TextStyle::Flux,
             force_zeros_for_empty_prompt: false,
             dtype: crate::device::compute_dtype(dtype, device),
         })
+    }
+
+    /// A Flux folder's encoders: CLIP-L from `text_encoder/` and `tokenizer/`, and `t5`.
+    pub fn load_flux(model_dir: &Path, t5: T5Text, device: &Device, dtype: DType) -> Result<Self> {
+        let clip = load_pair(model_dir, "", device, dtype)?;
+        Self::flux(clip, t5, device, dtype)
     }
 
     /// T5 and its tokenizer, for models that encode with it (Flux).
@@ -191,7 +191,7 @@ impl TextEncoder {
     /// Width of the context's feature axis (summed over encoders for SDXL; T5's for Flux).
     pub fn context_dim(&self) -> usize {
         if let Some(t5) = &self.t5 {
-            return t5.model.config().d_model;
+            return t5.width;
         }
         self.encoders
             .iter()

@@ -4,6 +4,7 @@
 //! states.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{Device, Tensor};
 use tokenizers::Tokenizer;
@@ -109,16 +110,21 @@ impl T5Tokenizer {
     }
 }
 
+/// Reads T5 again from its files (for a model that releases it after each encoding).
+pub type T5Loader = Arc<dyn Fn() -> Result<T5Encoder> + Send + Sync>;
+
 /// T5 with its tokenizer, and the sequence length the model uses by default.
 pub struct T5Text {
     /// The tokenizer.
     pub tokenizer: T5Tokenizer,
-    /// The encoder.
-    pub model: T5Encoder,
     /// Tokens per prompt when a request names none (dev 512, schnell 256).
     pub max_len: usize,
     /// Where the encoder's weights live.
     pub device: Device,
+    /// Width of its token states.
+    pub width: usize,
+    model: Mutex<Option<Arc<T5Encoder>>>,
+    reload: Option<T5Loader>,
 }
 
 impl std::fmt::Debug for T5Text {
@@ -131,6 +137,62 @@ impl std::fmt::Debug for T5Text {
 }
 
 impl T5Text {
+    /// T5 kept loaded.
+    pub fn resident(
+        tokenizer: T5Tokenizer,
+        model: T5Encoder,
+        max_len: usize,
+        device: &Device,
+    ) -> Self {
+        Self {
+            tokenizer,
+            max_len,
+            device: device.clone(),
+            width: model.config().d_model,
+            model: Mutex::new(Some(Arc::new(model))),
+            reload: None,
+        }
+    }
+
+    /// T5 read by `reload` when a prompt is encoded and released after ([`T5Text::release`]).
+    pub fn on_demand(
+        tokenizer: T5Tokenizer,
+        reload: T5Loader,
+        width: usize,
+        max_len: usize,
+        device: &Device,
+    ) -> Self {
+        Self {
+            tokenizer,
+            max_len,
+            device: device.clone(),
+            width,
+            model: Mutex::new(None),
+            reload: Some(reload),
+        }
+    }
+
+    /// Releases the encoder's weights when it can read them again.
+    pub fn release(&self) {
+        if self.reload.is_some() {
+            *self.model.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn encoder(&self) -> Result<Arc<T5Encoder>> {
+        let mut slot = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = slot.as_ref() {
+            return Ok(m.clone());
+        }
+        let reload = self
+            .reload
+            .as_ref()
+            .ok_or_else(|| Error::InvalidRequest("the T5 text encoder is not loaded".into()))?;
+        let model = Arc::new(reload()?);
+        *slot = Some(model.clone());
+        Ok(model)
+    }
+
     /// The token states `[1, len, D]` of weighted runs of text, weights applied as `mode`
     /// says: A1111's "Original" multiplies each token's vector and restores the mean,
     /// "No norm" only multiplies, ComfyUI moves weighted vectors away from the empty prompt's.
@@ -160,6 +222,9 @@ impl T5Text {
     fn states(&self, ids: &[u32]) -> Result<Tensor> {
         let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu)?
             .to_device(&self.device)?;
-        Ok(self.model.forward(&t)?.to_dtype(candle_core::DType::F32)?)
+        Ok(self
+            .encoder()?
+            .forward(&t)?
+            .to_dtype(candle_core::DType::F32)?)
     }
 }
