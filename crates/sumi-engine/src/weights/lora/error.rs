@@ -46,14 +46,6 @@ pub enum LoraError {
         /// The loaded model's family.
         model: String,
     },
-    /// A LoRA for a model family whose LoRAs Sumi cannot apply yet.
-    #[error("LoRA {path} is for {model}; Sumi cannot apply LoRAs to {model} models yet. Generate without it")]
-    NotYet {
-        /// The file.
-        path: PathBuf,
-        /// The loaded model's family.
-        model: String,
-    },
     /// A module's delta does not have the shape of the layer it names.
     #[error("LoRA {path}: layer {layer} has shape {target:?} but the LoRA's update for it has shape {delta:?}; the LoRA was made for a different model")]
     ShapeMismatch {

@@ -1,0 +1,197 @@
+//! Flux LoRAs on the tiny Flux dev pipeline against diffusers (`tests/fixtures/lora/
+//! make_flux_lora_fixtures.py`): kohya (fused qkv / linear1 split among diffusers' layers, the
+//! layers outside the blocks, CLIP-L) and PEFT files give diffusers' fused weights, a whole
+//! image matches FluxPipeline's with the LoRA fused, removal gives back the loaded weights bit
+//! for bit, and LoRAs of the other family are refused either way.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device, Tensor};
+use sumi_engine::pipeline::{decode, sample_latent, Request};
+use sumi_engine::weights::lora::LoraError;
+use sumi_engine::Model;
+
+#[path = "support/lora.rs"]
+mod lora_support;
+#[path = "support/fixtures.rs"]
+mod support;
+use lora_support::*;
+use support::{fixtures, max_abs};
+
+fn flux_refs() -> (HashMap<String, Tensor>, serde_json::Value) {
+    let dir = lora_dir();
+    let t = candle_core::safetensors::load(dir.join("flux_ref.safetensors"), &Device::Cpu).unwrap();
+    let j =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("flux_ref.json")).unwrap()).unwrap();
+    (t, j)
+}
+
+fn load_dev() -> Model {
+    let dir = fixtures().join("flux").join("pipe-dev");
+    Model::load(&dir, &Device::Cpu, DType::F32).expect("the Flux fixture loads")
+}
+
+/// The model's parameter for a reference name (`transformer.<diffusers name>` or
+/// `text_encoder.<transformers name>`, with or without `text_model.`).
+fn param(model: &Model, name: &str) -> Tensor {
+    let p = model.params();
+    if let Some(n) = name.strip_prefix("transformer.") {
+        return p
+            .unet
+            .get(n)
+            .unwrap_or_else(|| panic!("no {n}"))
+            .tensor
+            .clone();
+    }
+    let n = name.strip_prefix("text_encoder.").unwrap();
+    let te = &p.text[&0];
+    te.get(n)
+        .or_else(|| te.get(&format!("text_model.{n}")))
+        .unwrap_or_else(|| panic!("no text encoder {n}"))
+        .tensor
+        .clone()
+}
+
+/// The snapshot key of a reference name.
+fn snapshot_key(name: &str) -> String {
+    match name.strip_prefix("transformer.") {
+        Some(n) => format!("unet.{n}"),
+        None => format!("te0.{}", name.strip_prefix("text_encoder.").unwrap()),
+    }
+}
+
+#[test]
+fn flux_loras_give_diffusers_fused_weights() {
+    let (t, j) = flux_refs();
+    let mut model = load_dev();
+    let before = snapshot(&model);
+    let mut seen = 0;
+    for (name, fx) in j["fixtures"].as_object().unwrap() {
+        seen += 1;
+        let file = open(fx["file"].as_str().unwrap());
+        // Every fixture has single blocks, which only Flux has.
+        assert_eq!(file.facts().fits, Some(sumi_engine::Family::Flux), "{name}");
+        let w = fx["weight"].as_f64().unwrap();
+        let report = model.set_loras(&[lora(&file, w, w)]).unwrap();
+        assert_eq!(report.loras[0].unmatched, Vec::<String>::new(), "{name}");
+        assert_eq!(
+            report.loras[0].matched,
+            fx["modules"].as_u64().unwrap() as usize,
+            "{name}"
+        );
+        let changed: Vec<&str> = fx["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let mut worst = 0f32;
+        for c in &changed {
+            let got = param(&model, c);
+            let err = rel(&got, &t[&format!("{name}.{c}")]);
+            assert!(err <= 1e-5, "{name} {c}: differs by {err:.2e} (relative)");
+            worst = worst.max(err);
+        }
+        eprintln!(
+            "{name}: {} weights, max relative error {worst:.2e} ({})",
+            changed.len(),
+            file.facts().format()
+        );
+        // Every other weight is untouched.
+        let now = snapshot(&model);
+        let touched: Vec<String> = changed.iter().map(|c| snapshot_key(c)).collect();
+        for (k, v) in &before {
+            if !touched.contains(&k.replace("text_model.", "")) {
+                assert!(now[k] == *v, "{name}: {k} changed, diffusers left it");
+            }
+        }
+    }
+    assert_eq!(seen, 4);
+    model.clear_loras().unwrap();
+    assert_same_weights(&before, &snapshot(&model), "Flux after clear_loras");
+}
+
+#[test]
+fn flux_image_with_kohya_lora_matches_flux_pipeline() {
+    let (t, j) = flux_refs();
+    let g = &j["image"];
+    let mut model = load_dev();
+    let fx = &j["fixtures"]["flux_kohya"];
+    let w = fx["weight"].as_f64().unwrap();
+    let file = open(fx["file"].as_str().unwrap());
+    let req = Request {
+        prompt: g["prompt"].as_str().unwrap().into(),
+        seed: g["seed"].as_u64().unwrap(),
+        steps: g["steps"].as_u64().unwrap() as u32,
+        cfg: 1.0,
+        guidance: g["guidance"].as_f64(),
+        max_sequence_length: g["max_sequence_length"].as_u64().map(|n| n as u32),
+        sampler: "Euler".into(),
+        // diffusers' flow schedule (the model's default)
+        schedule: String::new(),
+        width: g["width"].as_u64().unwrap() as u32,
+        height: g["height"].as_u64().unwrap() as u32,
+        ..Request::default()
+    };
+    let cancel = AtomicBool::new(false);
+    let image = |model: &Model| {
+        let latent = sample_latent(model, &req, &cancel, &mut |_| {}).unwrap();
+        ((decode(model, &latent).unwrap() / 2.0).unwrap() + 0.5)
+            .unwrap()
+            .clamp(0f32, 1f32)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .permute((1, 2, 0))
+            .unwrap()
+    };
+    let plain = image(&model);
+    model.set_loras(&[lora(&file, w, w)]).unwrap();
+    let with = image(&model);
+    let want = &t["flux_kohya.image"];
+    let err = max_abs(&with, want);
+    let effect = max_abs(&plain, want);
+    eprintln!("flux_kohya image: max abs {err:.2e} (without the LoRA: {effect:.2e})");
+    assert!(
+        effect > 1e-2,
+        "the LoRA barely changes the image ({effect:.1e})"
+    );
+    assert!(err < 1e-4, "image with the LoRA differs by {err}");
+    model.clear_loras().unwrap();
+    let back = image(&model);
+    assert_eq!(max_abs(&back, &plain), 0.0, "image after clear_loras");
+}
+
+#[test]
+fn flux_loras_are_refused_on_sd_models_and_wrong_shapes_on_flux() {
+    let mut sd = load("sd15");
+    for name in ["flux_kohya.safetensors", "flux_peft.safetensors"] {
+        let e = lora_error(sd.set_loras(&[lora(&open(name), 1.0, 1.0)]).unwrap_err());
+        let msg = e.to_string();
+        assert!(
+            matches!(e, LoraError::WrongFamily { .. }) && msg.contains("Flux"),
+            "{name}: {msg}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad_qkv.safetensors");
+    // 32-wide blocks: a fused qkv update needs 96 rows.
+    write_lora(
+        &path,
+        &[("lora_unet_double_blocks_0_img_attn_qkv", 90, 32)],
+        0.1,
+    );
+    let mut flux = load_dev();
+    let e = lora_error(
+        flux.set_loras(&[lora(&open_at(&path), 1.0, 1.0)])
+            .unwrap_err(),
+    );
+    let msg = e.to_string();
+    assert!(
+        matches!(e, LoraError::ShapeMismatch { .. })
+            && msg.contains("attn.to_q.weight + transformer_blocks.0.attn.to_k.weight"),
+        "{msg}"
+    );
+    assert!(flux.loras().is_empty());
+}
