@@ -195,3 +195,52 @@ fn flux_loras_are_refused_on_sd_models_and_wrong_shapes_on_flux() {
     );
     assert!(flux.loras().is_empty());
 }
+
+#[test]
+fn flux_text_and_transformer_weights_apply_separately() {
+    let (t, j) = flux_refs();
+    let fx = &j["fixtures"]["flux_kohya"];
+    let w = fx["weight"].as_f64().unwrap();
+    let file = open(fx["file"].as_str().unwrap());
+    let mut model = load_dev();
+    let before = snapshot(&model);
+    model.set_loras(&[lora(&file, 0.0, w)]).unwrap();
+    let now = snapshot(&model);
+    let mut text = 0;
+    for c in fx["changed"].as_array().unwrap() {
+        let c = c.as_str().unwrap();
+        if c.starts_with("text_encoder.") {
+            let k = before
+                .keys()
+                .find(|k| k.replace("text_model.", "") == snapshot_key(c))
+                .unwrap();
+            assert!(now[k] == before[k], "{c}: changed with a text weight of 0");
+            text += 1;
+        } else {
+            let err = rel(&param(&model, c), &t[&format!("flux_kohya.{c}")]);
+            assert!(err <= 1e-5, "{c}: differs by {err:.2e}");
+        }
+    }
+    assert!(text > 0, "the fixture has CLIP-L modules");
+    model.clear_loras().unwrap();
+    assert_same_weights(&before, &snapshot(&model), "after clear_loras");
+}
+
+#[test]
+fn schnell_reports_the_guidance_layers_it_lacks() {
+    let dir = fixtures().join("flux").join("pipe-schnell");
+    let mut model = Model::load(&dir, &Device::Cpu, DType::F32).unwrap();
+    let report = model
+        .set_loras(&[lora(&open("flux_kohya_extra.safetensors"), 1.0, 1.0)])
+        .unwrap();
+    let mut unmatched = report.loras[0].unmatched.clone();
+    unmatched.sort();
+    assert_eq!(
+        unmatched,
+        [
+            "lora_unet_guidance_in_in_layer",
+            "lora_unet_guidance_in_out_layer"
+        ]
+    );
+    assert_eq!(report.loras[0].matched, 9);
+}

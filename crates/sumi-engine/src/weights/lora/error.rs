@@ -37,7 +37,7 @@ pub enum LoraError {
         what: String,
     },
     /// The LoRA was made for another model family.
-    #[error("LoRA {path} is for {fits}, but the loaded model is {model}; pick a LoRA made for {model} or load a {fits} model")]
+    #[error("LoRA {path} is for {fits}, but the loaded model is {model}; pick a LoRA made for {model}, or load a model of the LoRA's family")]
     WrongFamily {
         /// The file.
         path: PathBuf,
