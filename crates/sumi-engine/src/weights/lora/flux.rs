@@ -125,7 +125,7 @@ pub fn split_rows(
         return None;
     }
     if swap_halves {
-        if sizes.len() != 1 || rows % 2 != 0 {
+        if sizes.len() != 1 || !rows.is_multiple_of(2) {
             return None;
         }
         let h = rows / 2;
@@ -137,7 +137,7 @@ pub fn split_rows(
             .iter()
             .map(|&n| {
                 start += n;
-                vec![start - n..start]
+                std::iter::once(start - n..start).collect()
             })
             .collect(),
     )
