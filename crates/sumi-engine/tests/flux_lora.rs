@@ -244,3 +244,105 @@ fn schnell_reports_the_guidance_layers_it_lacks() {
     );
     assert_eq!(report.loras[0].matched, 9);
 }
+
+fn randn(shape: &[usize], seed: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|k| ((k as f32 + seed) * 0.71).sin() * 0.3)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// LyCORIS updates on fused layers (LoHa on a qkv, LoKr on `linear1`) split their rows as
+/// LoRAs do: each diffusers layer gets its rows of the whole update (published formulas).
+#[test]
+fn lycoris_updates_on_fused_flux_layers_split_by_rows() {
+    let mut model = load_dev();
+    let q = "transformer_blocks.0.attn.to_q.weight";
+    let (c, inp) = model.params().unet.get(q).unwrap().tensor.dims2().unwrap();
+    let mlp = model
+        .params()
+        .unet
+        .get("single_transformer_blocks.0.proj_mlp.weight");
+    let mlp = mlp.unwrap().tensor.dim(0).unwrap();
+    let (w1a, w1b, w2a, w2b) = (
+        randn(&[3 * c, 2], 1.0),
+        randn(&[2, inp], 2.0),
+        randn(&[3 * c, 2], 3.0),
+        randn(&[2, inp], 4.0),
+    );
+    assert_eq!(
+        (3 * c + mlp) % c,
+        0,
+        "linear1's rows are a multiple of the width"
+    );
+    let k1 = randn(&[(3 * c + mlp) / c, 1], 5.0);
+    let k2 = randn(&[c, inp], 6.0);
+    let qkv = "lora_unet_double_blocks_0_img_attn_qkv";
+    let l1 = "lora_unet_single_blocks_0_linear1";
+    let tensors: HashMap<String, Tensor> = [
+        (format!("{qkv}.hada_w1_a"), w1a.clone()),
+        (format!("{qkv}.hada_w1_b"), w1b.clone()),
+        (format!("{qkv}.hada_w2_a"), w2a.clone()),
+        (format!("{qkv}.hada_w2_b"), w2b.clone()),
+        (
+            format!("{qkv}.alpha"),
+            Tensor::new(2f32, &Device::Cpu).unwrap(),
+        ),
+        (format!("{l1}.lokr_w1"), k1.clone()),
+        (format!("{l1}.lokr_w2"), k2.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lycoris.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let before: HashMap<String, Tensor> = model
+        .params()
+        .unet
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.tensor.copy().unwrap()))
+        .collect();
+    let w = 0.8;
+    let report = model.set_loras(&[lora(&open_at(&path), w, w)]).unwrap();
+    assert_eq!(report.loras[0].matched, 2);
+    // LoHa: (w1a @ w1b) * (w2a @ w2b), scale alpha / rank = 1.
+    let loha = (w1a.matmul(&w1b).unwrap() * w2a.matmul(&w2b).unwrap()).unwrap();
+    // LoKr (both factors full, scale 1): kron(k1, k2), k1 a column.
+    let kron = k1
+        .reshape(((3 * c + mlp) / c, 1, 1))
+        .unwrap()
+        .broadcast_mul(&k2.unsqueeze(0).unwrap())
+        .unwrap()
+        .reshape((3 * c + mlp, inp))
+        .unwrap();
+    let checks = [
+        ("transformer_blocks.0.attn.to_q.weight", &loha, 0, c),
+        ("transformer_blocks.0.attn.to_k.weight", &loha, c, c),
+        ("transformer_blocks.0.attn.to_v.weight", &loha, 2 * c, c),
+        ("single_transformer_blocks.0.attn.to_q.weight", &kron, 0, c),
+        (
+            "single_transformer_blocks.0.attn.to_v.weight",
+            &kron,
+            2 * c,
+            c,
+        ),
+        (
+            "single_transformer_blocks.0.proj_mlp.weight",
+            &kron,
+            3 * c,
+            mlp,
+        ),
+    ];
+    for (name, update, start, len) in checks {
+        let got = (&model.params().unet.get(name).unwrap().tensor - &before[name]).unwrap();
+        let want = (update.narrow(0, start, len).unwrap() * w).unwrap();
+        let err = rel(&got, &want);
+        assert!(err < 1e-5, "{name}: differs by {err:.2e}");
+    }
+    model.clear_loras().unwrap();
+    for (name, t) in &before {
+        let now = &model.params().unet.get(name).unwrap().tensor;
+        assert_eq!(max_abs(now, t), 0.0, "{name} after clear_loras");
+    }
+}
