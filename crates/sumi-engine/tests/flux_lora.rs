@@ -107,7 +107,7 @@ fn flux_loras_give_diffusers_fused_weights() {
             }
         }
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 5);
     model.clear_loras().unwrap();
     assert_same_weights(&before, &snapshot(&model), "Flux after clear_loras");
 }

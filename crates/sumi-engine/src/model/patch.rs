@@ -363,7 +363,9 @@ impl Patcher {
             let u = update_shape(m, &|k| file.shape(k)).map_err(bad)?;
             let split = split(&targets, &u.shape, file.path())?;
             if split.is_some() && m.dora.is_some() {
-                return Err(bad("DoRA on a fused Flux layer (qkv, linear1) is not supported; use the LoRA without DoRA".into()).into());
+                let why = "DoRA on a fused Flux layer (qkv, linear1) is not supported; use a \
+                           version of the LoRA without DoRA";
+                return Err(bad(why.into()).into());
             }
             let mut items = Vec::new();
             for (t, (key, param)) in targets.weights.iter().enumerate() {

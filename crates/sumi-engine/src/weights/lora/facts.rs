@@ -43,6 +43,7 @@ impl LoraFacts {
             Naming::Kohya => "kohya",
             Naming::Peft => "PEFT",
             Naming::DiffusersOld => "diffusers (old)",
+            Naming::ComfyUi => "ComfyUI",
         };
         let dora = if self.dora { " + DoRA" } else { "" };
         format!("{naming} {}{dora}", kinds.join(" + "))
