@@ -346,3 +346,55 @@ fn lycoris_updates_on_fused_flux_layers_split_by_rows() {
         assert_eq!(max_abs(now, t), 0.0, "{name} after clear_loras");
     }
 }
+
+/// A bf16 Flux model (as real Flux weights ship) takes a LoRA within bf16's rounding, and
+/// removing it gives back the loaded bf16 weights exactly.
+#[test]
+fn bf16_flux_takes_and_gives_back_a_lora() {
+    let (t, j) = flux_refs();
+    let dir = fixtures().join("flux").join("pipe-dev");
+    let mut model = Model::load(&dir, &Device::Cpu, DType::BF16).unwrap();
+    let bits = |model: &Model| -> HashMap<String, Vec<u32>> {
+        model
+            .params()
+            .unet
+            .iter()
+            .map(|(n, p)| {
+                let v = p
+                    .tensor
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap();
+                let v = v.to_vec1::<f32>().unwrap();
+                (n.to_string(), v.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect()
+    };
+    let before = bits(&model);
+    let fx = &j["fixtures"]["flux_kohya"];
+    let w = fx["weight"].as_f64().unwrap();
+    model
+        .set_loras(&[lora(&open(fx["file"].as_str().unwrap()), w, w)])
+        .unwrap();
+    let mut worst = 0f32;
+    for c in fx["changed"].as_array().unwrap() {
+        let c = c.as_str().unwrap();
+        let Some(n) = c.strip_prefix("transformer.") else {
+            continue;
+        };
+        let got = model
+            .params()
+            .unet
+            .get(n)
+            .unwrap()
+            .tensor
+            .to_dtype(DType::F32);
+        let err = rel(&got.unwrap(), &t[&format!("flux_kohya.{c}")]);
+        assert!(err < 1e-2, "{c}: differs by {err:.2e} in bf16");
+        worst = worst.max(err);
+    }
+    eprintln!("bf16 flux_kohya: max relative error {worst:.2e}");
+    model.clear_loras().unwrap();
+    assert!(bits(&model) == before, "bf16 weights after clear_loras");
+}
