@@ -398,3 +398,37 @@ fn bf16_flux_takes_and_gives_back_a_lora() {
     model.clear_loras().unwrap();
     assert!(bits(&model) == before, "bf16 weights after clear_loras");
 }
+
+/// kohya-style keys over diffusers' layer names (`lora_transformer_single_transformer_blocks_0
+/// _attn_to_q.lora_down.weight`, diffusers' "mixture" format) patch the layers their PEFT
+/// spelling patches: `flux_peft`'s tensors renamed give its references.
+#[test]
+fn kohya_spelled_diffusers_names_patch_the_same_layers() {
+    let (t, j) = flux_refs();
+    let fx = &j["fixtures"]["flux_peft"];
+    let src = lora_dir().join(fx["file"].as_str().unwrap());
+    let tensors = candle_core::safetensors::load(&src, &Device::Cpu).unwrap();
+    let renamed: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = k.strip_prefix("transformer.").unwrap();
+            let (module, role) = k.split_once(".lora_").unwrap();
+            let role = role.replace("A.weight", "down.weight");
+            let role = role.replace("B.weight", "up.weight");
+            let name = format!("lora_transformer_{}.lora_{role}", module.replace('.', "_"));
+            (name, v)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixture.safetensors");
+    candle_core::safetensors::save(&renamed, &path).unwrap();
+    let mut model = load_dev();
+    let w = fx["weight"].as_f64().unwrap();
+    let report = model.set_loras(&[lora(&open_at(&path), w, w)]).unwrap();
+    assert_eq!(report.loras[0].unmatched, Vec::<String>::new());
+    for c in fx["changed"].as_array().unwrap() {
+        let c = c.as_str().unwrap();
+        let err = rel(&param(&model, c), &t[&format!("flux_peft.{c}")]);
+        assert!(err <= 1e-5, "{c}: differs by {err:.2e}");
+    }
+}
