@@ -1,6 +1,7 @@
 //! Flux LoRAs on the tiny Flux dev pipeline against diffusers (`tests/fixtures/lora/
 //! make_flux_lora_fixtures.py`): kohya (fused qkv / linear1 split among diffusers' layers, the
-//! layers outside the blocks, CLIP-L) and PEFT files give diffusers' fused weights, a whole
+//! layers outside the blocks, CLIP-L), ComfyUI, XLabs and PEFT files give diffusers' fused
+//! weights, LyCORIS updates split as LoRAs do, a bf16 model takes a LoRA, a whole
 //! image matches FluxPipeline's with the LoRA fused, removal gives back the loaded weights bit
 //! for bit, and LoRAs of the other family are refused either way.
 
@@ -107,7 +108,7 @@ fn flux_loras_give_diffusers_fused_weights() {
             }
         }
     }
-    assert_eq!(seen, 5);
+    assert_eq!(seen, 6);
     model.clear_loras().unwrap();
     assert_same_weights(&before, &snapshot(&model), "Flux after clear_loras");
 }

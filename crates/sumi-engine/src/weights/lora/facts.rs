@@ -44,6 +44,7 @@ impl LoraFacts {
             Naming::Peft => "PEFT",
             Naming::DiffusersOld => "diffusers (old)",
             Naming::ComfyUi => "ComfyUI",
+            Naming::XLabs => "XLabs",
         };
         let dora = if self.dora { " + DoRA" } else { "" };
         format!("{naming} {}{dora}", kinds.join(" + "))

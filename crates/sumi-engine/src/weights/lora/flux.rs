@@ -1,5 +1,5 @@
 //! Flux LoRA names: kohya / sd-scripts modules (Black Forest Labs' layer names,
-//! `lora_unet_double_blocks_0_img_attn_qkv`) as the diffusers `FluxTransformer2DModel` layers
+//! `lora_unet_double_blocks_0_img_attn_qkv`; ComfyUI's and XLabs' spellings of them) as the diffusers `FluxTransformer2DModel` layers
 //! they patch, as diffusers' `_convert_kohya_flux_lora_to_diffusers` maps them. A fused layer
 //! (`img_attn_qkv`, `linear1`) patches several diffusers layers: its update's rows are split
 //! among them in order, each taking as many rows as its weight has. The final layer's
@@ -18,7 +18,7 @@ pub struct FluxLayers {
 }
 
 /// Double-block modules: kohya suffix -> diffusers layers under `transformer_blocks.{i}.`.
-const DOUBLE: [(&str, &[&str]); 10] = [
+const DOUBLE: [(&str, &[&str]); 14] = [
     ("img_attn_qkv", &["attn.to_q", "attn.to_k", "attn.to_v"]),
     (
         "txt_attn_qkv",
@@ -32,16 +32,32 @@ const DOUBLE: [(&str, &[&str]); 10] = [
     ("txt_mlp_2", &["ff_context.net.2"]),
     ("img_mod_lin", &["norm1.linear"]),
     ("txt_mod_lin", &["norm1_context.linear"]),
+    // XLabs (`double_blocks.{i}.processor.qkv_lora1`), as `_convert_xlabs_flux_lora_to_diffusers`
+    (
+        "processor_qkv_lora1",
+        &["attn.to_q", "attn.to_k", "attn.to_v"],
+    ),
+    (
+        "processor_qkv_lora2",
+        &["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+    ),
+    ("processor_proj_lora1", &["attn.to_out.0"]),
+    ("processor_proj_lora2", &["attn.to_add_out"]),
 ];
 
 /// Single-block modules: kohya suffix -> diffusers layers under `single_transformer_blocks.{i}.`.
-const SINGLE: [(&str, &[&str]); 3] = [
+const SINGLE: [(&str, &[&str]); 5] = [
     (
         "linear1",
         &["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"],
     ),
     ("linear2", &["proj_out"]),
     ("modulation_lin", &["norm.linear"]),
+    (
+        "processor_qkv_lora",
+        &["attn.to_q", "attn.to_k", "attn.to_v"],
+    ),
+    ("processor_proj_lora", &["proj_out"]),
 ];
 
 /// The layers outside the blocks.

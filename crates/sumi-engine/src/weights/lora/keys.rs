@@ -45,6 +45,8 @@ pub enum Naming {
     DiffusersOld,
     /// ComfyUI: `diffusion_model.<module>.lora_down.weight`, `text_encoders.clip_l.transformer.`.
     ComfyUi,
+    /// XLabs' Flux LoRAs: `double_blocks.0.processor.qkv_lora1.down.weight`.
+    XLabs,
 }
 
 /// What one key of a LoRA file says.
@@ -145,6 +147,9 @@ fn dotted_module(part: Part, rest: &str) -> Option<(String, String, Naming)> {
             return Some((drop_processor(m), role.to_string(), Naming::Peft));
         }
     }
+    if let Some(found) = xlabs_module(rest) {
+        return Some(found);
+    }
     const OLD: [(&str, &str); 6] = [
         (".lora.down.weight", "lora_down"),
         (".lora.up.weight", "lora_up"),
@@ -162,6 +167,32 @@ fn dotted_module(part: Part, rest: &str) -> Option<(String, String, Naming)> {
                 m
             };
             return Some((m, role.to_string(), Naming::DiffusersOld));
+        }
+    }
+    None
+}
+
+/// XLabs' Flux LoRA layers (`double_blocks.0.processor.qkv_lora1.down.weight`): the module
+/// (kept with `processor`) and role.
+fn xlabs_module(rest: &str) -> Option<(String, String, Naming)> {
+    const LAYERS: [&str; 6] = [
+        "qkv_lora1",
+        "qkv_lora2",
+        "proj_lora1",
+        "proj_lora2",
+        "qkv_lora",
+        "proj_lora",
+    ];
+    if !rest.starts_with("double_blocks.") && !rest.starts_with("single_blocks.") {
+        return None;
+    }
+    for (suffix, role) in [(".down.weight", "lora_down"), (".up.weight", "lora_up")] {
+        let Some(m) = rest.strip_suffix(suffix) else {
+            continue;
+        };
+        let (parent, layer) = m.rsplit_once('.')?;
+        if parent.ends_with(".processor") && LAYERS.contains(&layer) {
+            return Some((m.to_string(), role.to_string(), Naming::XLabs));
         }
     }
     None
@@ -334,5 +365,15 @@ mod tests {
                 Naming::ComfyUi
             )
         );
+        assert_eq!(
+            parts("double_blocks.1.processor.qkv_lora2.up.weight"),
+            (
+                Part::Unet,
+                "double_blocks_1_processor_qkv_lora2".into(),
+                "lora_up".into(),
+                Naming::XLabs
+            )
+        );
+        assert!(parse_key("up_blocks.0.processor.up.weight").is_none());
     }
 }
