@@ -10,6 +10,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,7 +22,8 @@ use crate::weights::ldm::LdmUnetNames;
 use crate::weights::lora::delta::{
     apply, dora_axis, fits_dtype, fitted, update, DoraAxis, Factors, Patch,
 };
-use crate::weights::lora::format::{fit, update_shape, Dora, Fit};
+use crate::weights::lora::flux::{kohya_flux_layers, split_rows};
+use crate::weights::lora::format::{fit, update_shape, Dora, Fit, Kind, Module};
 use crate::weights::lora::inplace::add_into;
 use crate::weights::lora::keys::{LayerIndex, Part};
 use crate::weights::lora::{LoraError, LoraFile};
@@ -98,6 +100,9 @@ struct Item {
     shape: Vec<usize>,
     fit: Fit,
     dora: Option<DoraAxis>,
+    /// The rows of the module's update that go into this weight, in order (a fused Flux
+    /// layer split among diffusers' layers); `None`: all of them.
+    rows: Option<Vec<Range<usize>>>,
 }
 
 impl PartialEq for Item {
@@ -188,11 +193,16 @@ impl Patcher {
             .sum()
     }
 
-    fn index(&self) -> &LayerIndex {
+    /// The layer index; a Flux model's transformer (held as `unet`) is also indexed as the
+    /// `transformer.` part that diffusers / PEFT keys name.
+    fn index(&self, family: Family) -> &LayerIndex {
         self.index.get_or_init(|| {
             let mut index = LayerIndex::default();
             let p = &self.params;
             index.add(Part::Unet, p.unet.iter().map(|(n, _)| n), p.ldm.as_ref());
+            if family == Family::Flux {
+                index.add(Part::Transformer, p.unet.iter().map(|(n, _)| n), None);
+            }
             for (slot, table) in &p.text {
                 index.add(Part::Text(*slot), table.iter().map(|(n, _)| n), None);
             }
@@ -277,6 +287,42 @@ impl Patcher {
         }
     }
 
+    /// The weights module `m` patches: the layer it names, or on a Flux model the diffusers
+    /// layers of a kohya (Black Forest Labs named) module; `None` when the model lacks one.
+    fn targets(&self, m: &Module, family: Family) -> Option<Targets<'_>> {
+        if family == Family::Flux && m.key.part == Part::Unet {
+            if let Some(l) = kohya_flux_layers(&m.key.lookup) {
+                let weights = l
+                    .layers
+                    .iter()
+                    .map(|layer| {
+                        let name = format!("{layer}.weight");
+                        let p = self.params.unet.get(&name)?;
+                        Some(((Part::Unet, name), p))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                return Some(Targets {
+                    fused: weights.len() > 1 || l.swap_halves,
+                    weights,
+                    swap_halves: l.swap_halves,
+                });
+            }
+        }
+        let name = self.index(family).find(&m.key)?;
+        // A Flux model's transformer is held as `unet`.
+        let part = match m.key.part {
+            Part::Transformer => Part::Unet,
+            p => p,
+        };
+        let key = (part, name.to_string());
+        let p = self.param(&key)?;
+        Some(Targets {
+            weights: vec![(key, p)],
+            swap_halves: false,
+            fused: false,
+        })
+    }
+
     /// Adds `lora`'s modules to `stacks` after checking family, names and shapes.
     fn plan(&self, lora: &LoraUse, family: Family, stacks: &mut Stacks) -> Result<LoraApplied> {
         let file = &lora.file;
@@ -287,23 +333,16 @@ impl Patcher {
             model: family.display_name().to_string(),
         };
         if family == Family::Flux {
-            let flux = facts.parts.contains(&Part::Transformer)
-                || file.modules().iter().any(|m| {
-                    m.key.lookup.contains("double_blocks") || m.key.lookup.contains("single_blocks")
-                });
-            return Err(match flux {
-                true => LoraError::NotYet {
-                    path: file.path().to_path_buf(),
-                    model: family.display_name().to_string(),
-                },
-                false => wrong(match facts.fits {
+            let flux = facts.fits == Some(Family::Flux)
+                || (facts.fits.is_none() && facts.parts.contains(&Part::Transformer));
+            if !flux {
+                return Err(wrong(match facts.fits {
                     Some(f) => f.display_name().to_string(),
                     None => "a Stable Diffusion (UNet) model".into(),
-                }),
+                })
+                .into());
             }
-            .into());
-        }
-        if facts.fits.is_some_and(|f| f != family) || facts.parts == [Part::Transformer] {
+        } else if facts.fits.is_some_and(|f| f != family) || facts.parts == [Part::Transformer] {
             return Err(wrong(facts.fits_label()).into());
         }
         let mut out = LoraApplied {
@@ -312,11 +351,7 @@ impl Patcher {
             unmatched: file.unusable().to_vec(),
         };
         for (i, m) in file.modules().iter().enumerate() {
-            let found = self
-                .index()
-                .find(&m.key)
-                .map(|n| (m.key.part, n.to_string()));
-            let Some((key, param)) = found.and_then(|k| Some((k.clone(), self.param(&k)?))) else {
+            let Some(targets) = self.targets(m, family) else {
                 out.unmatched.push(m.key.module.clone());
                 continue;
             };
@@ -326,45 +361,65 @@ impl Patcher {
                 reason,
             };
             let u = update_shape(m, &|k| file.shape(k)).map_err(bad)?;
-            let target = param.tensor.dims().to_vec();
-            let mismatch = || LoraError::ShapeMismatch {
-                path: file.path().to_path_buf(),
-                layer: format!("{} {}", key.0.label(), key.1),
-                target: target.clone(),
-                delta: u.shape.clone(),
-            };
-            let f = fit(&u.shape, &target).ok_or_else(mismatch)?;
-            let dora = match m.dora {
-                None => None,
-                Some(kind) => {
-                    let role = if kind == Dora::Scale {
-                        "dora_scale"
-                    } else {
-                        "magnitude"
-                    };
-                    let s = file.shape(m.tensor(role).unwrap_or_default());
-                    Some(dora_axis(kind, &s, &target).ok_or_else(|| {
-                        bad(format!("{role} has shape {s:?}, which fits neither the rows nor the columns of {target:?}"))
-                    })?)
-                }
-            };
-            out.matched += 1;
-            let multiplier = if key.0 == Part::Unet {
-                lora.unet
-            } else {
-                lora.te
-            };
-            if multiplier == 0.0 {
-                continue;
+            let split = split(&targets, &u.shape, file.path())?;
+            if split.is_some() && m.dora.is_some() {
+                let why = "DoRA on a fused Flux layer (qkv, linear1) is not supported; use a \
+                           version of the LoRA without DoRA";
+                return Err(bad(why.into()).into());
             }
-            stacks.entry(key).or_default().push(Item {
-                file: file.clone(),
-                module: i,
-                multiplier,
-                shape: u.shape,
-                fit: f,
-                dora,
-            });
+            let mut items = Vec::new();
+            for (t, (key, param)) in targets.weights.iter().enumerate() {
+                let rows = split.as_ref().map(|s| s[t].clone());
+                let mut shape = u.shape.clone();
+                if let Some(r) = &rows {
+                    shape[0] = r.iter().map(|r| r.len()).sum();
+                }
+                let target = param.tensor.dims().to_vec();
+                let mismatch = || LoraError::ShapeMismatch {
+                    path: file.path().to_path_buf(),
+                    layer: format!("{} {}", part_label(family, key.0), key.1),
+                    target: target.clone(),
+                    delta: shape.clone(),
+                };
+                let f = fit(&shape, &target).ok_or_else(mismatch)?;
+                let dora = match m.dora {
+                    None => None,
+                    Some(kind) => {
+                        let role = if kind == Dora::Scale {
+                            "dora_scale"
+                        } else {
+                            "magnitude"
+                        };
+                        let s = file.shape(m.tensor(role).unwrap_or_default());
+                        Some(dora_axis(kind, &s, &target).ok_or_else(|| {
+                            bad(format!("{role} has shape {s:?}, which fits neither the rows nor the columns of {target:?}"))
+                        })?)
+                    }
+                };
+                items.push((
+                    key.clone(),
+                    Item {
+                        file: file.clone(),
+                        module: i,
+                        multiplier: 0.0,
+                        shape: u.shape.clone(),
+                        fit: f,
+                        dora,
+                        rows,
+                    },
+                ));
+            }
+            out.matched += 1;
+            for (key, mut item) in items {
+                item.multiplier = if key.0 == Part::Unet {
+                    lora.unet
+                } else {
+                    lora.te
+                };
+                if item.multiplier != 0.0 {
+                    stacks.entry(key).or_default().push(item);
+                }
+            }
         }
         if out.matched == 0 {
             let examples: Vec<&str> = file
@@ -491,12 +546,79 @@ impl Patcher {
         let (factors, scale) = loaded.get(item, device)?;
         let m = &item.file.modules()[item.module];
         let k = Patch::factor(m.dora, *scale, item.multiplier);
-        Ok(fitted(
-            update(m, factors, &item.shape, k)?,
-            item.fit,
-            target,
-        )?)
+        let u = match &item.rows {
+            None => update(m, factors, &item.shape, k)?,
+            Some(rows) => {
+                let mut shape = item.shape.clone();
+                shape[0] = rows.iter().map(|r| r.len()).sum();
+                match (m.kind, factors.0.get("lora_up")) {
+                    // Only the rows' part of the up factor is needed: no full-size update.
+                    (Kind::Lora | Kind::LoCon, Some(up)) => {
+                        let mut part = Factors(factors.0.clone());
+                        part.0.insert("lora_up".into(), take_rows(up, rows)?);
+                        update(m, &part, &shape, k)?
+                    }
+                    _ => take_rows(&update(m, factors, &item.shape, k)?, rows)?,
+                }
+            }
+        };
+        Ok(fitted(u, item.fit, target)?)
     }
+}
+
+/// How `part` of a `family` model is named in messages (a Flux model's `unet` is its transformer).
+fn part_label(family: Family, part: Part) -> &'static str {
+    match (family, part) {
+        (Family::Flux, Part::Unet) => Part::Transformer.label(),
+        _ => part.label(),
+    }
+}
+
+/// The weights one module patches.
+struct Targets<'a> {
+    /// Each weight's key and parameter, in the order of the update's rows.
+    weights: Vec<(Key, &'a Param)>,
+    /// Whether the update's two row halves swap (Flux's final modulation).
+    swap_halves: bool,
+    /// Whether the update's rows are split among the weights (or swapped).
+    fused: bool,
+}
+
+/// The rows of an update of shape `shape` that go into each of `t`'s weights, when it is
+/// fused; the error names the layers when their rows do not add up to the update's.
+fn split(
+    t: &Targets,
+    shape: &[usize],
+    path: &std::path::Path,
+) -> Result<Option<Vec<Vec<Range<usize>>>>> {
+    if !t.fused {
+        return Ok(None);
+    }
+    let sizes: Vec<usize> = t.weights.iter().map(|(_, p)| p.tensor.dims()[0]).collect();
+    let rows = shape.first().copied().unwrap_or(0);
+    split_rows(rows, &sizes, t.swap_halves)
+        .map(Some)
+        .ok_or_else(|| {
+            let names: Vec<&str> = t.weights.iter().map(|(k, _)| k.1.as_str()).collect();
+            let mut target = t.weights[0].1.tensor.dims().to_vec();
+            target[0] = sizes.iter().sum();
+            LoraError::ShapeMismatch {
+                path: path.to_path_buf(),
+                layer: format!("transformer {}", names.join(" + ")),
+                target,
+                delta: shape.to_vec(),
+            }
+            .into()
+        })
+}
+
+/// The rows `ranges` of `t`, in order.
+fn take_rows(t: &Tensor, ranges: &[Range<usize>]) -> candle_core::Result<Tensor> {
+    let parts = ranges
+        .iter()
+        .map(|r| t.narrow(0, r.start, r.len()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)?.contiguous()
 }
 
 /// Every weight finite and within ±[`MAX_LORA_WEIGHT`], and no file twice.

@@ -37,20 +37,12 @@ pub enum LoraError {
         what: String,
     },
     /// The LoRA was made for another model family.
-    #[error("LoRA {path} is for {fits}, but the loaded model is {model}; pick a LoRA made for {model} or load a {fits} model")]
+    #[error("LoRA {path} is for {fits}, but the loaded model is {model}; pick a LoRA made for {model}, or load a model of the LoRA's family")]
     WrongFamily {
         /// The file.
         path: PathBuf,
         /// The family its shapes and names fit.
         fits: String,
-        /// The loaded model's family.
-        model: String,
-    },
-    /// A LoRA for a model family whose LoRAs Sumi cannot apply yet.
-    #[error("LoRA {path} is for {model}; Sumi cannot apply LoRAs to {model} models yet. Generate without it")]
-    NotYet {
-        /// The file.
-        path: PathBuf,
         /// The loaded model's family.
         model: String,
     },

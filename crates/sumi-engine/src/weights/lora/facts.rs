@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::flux::is_flux_module;
 use super::format::{update_shape, Kind, Modules};
 use super::keys::{Naming, Part};
 use crate::family::Family;
@@ -17,8 +18,9 @@ pub struct LoraFacts {
     pub dora: bool,
     /// The parts of the model it patches.
     pub parts: Vec<Part>,
-    /// The family its shapes and names fit, when they tell (SDXL: a second text encoder or
-    /// 2048-wide cross-attention; SD 2.x: 1024; SD 1.x: 768), else from kohya's metadata.
+    /// The family its shapes and names fit, when they tell (Flux: kohya `double_blocks` /
+    /// `single_blocks` or diffusers `single_transformer_blocks` modules; SDXL: a second text
+    /// encoder or 2048-wide cross-attention; SD 2.x: 1024; SD 1.x: 768), else from kohya's metadata.
     pub fits: Option<Family>,
     /// The largest rank of its modules.
     pub rank: Option<usize>,
@@ -41,6 +43,8 @@ impl LoraFacts {
             Naming::Kohya => "kohya",
             Naming::Peft => "PEFT",
             Naming::DiffusersOld => "diffusers (old)",
+            Naming::ComfyUi => "ComfyUI",
+            Naming::XLabs => "XLabs",
         };
         let dora = if self.dora { " + DoRA" } else { "" };
         format!("{naming} {}{dora}", kinds.join(" + "))
@@ -48,6 +52,9 @@ impl LoraFacts {
 
     /// The family as a phrase for messages and lists.
     pub fn fits_label(&self) -> String {
+        if self.fits == Some(Family::Flux) {
+            return Family::Flux.display_name().to_string();
+        }
         if self.parts.contains(&Part::Transformer) {
             return "a diffusion-transformer model (Flux, SD3, ...)".into();
         }
@@ -96,6 +103,12 @@ pub fn fits(
     metadata: &BTreeMap<String, String>,
 ) -> Option<Family> {
     let ms = &modules.modules;
+    let base = metadata.get("ss_base_model_version").map(String::as_str);
+    if ms.iter().any(|m| is_flux_module(m.key.part, &m.key.lookup))
+        || base.is_some_and(|b| b.starts_with("flux"))
+    {
+        return Some(Family::Flux);
+    }
     if ms.iter().any(|m| m.key.part == Part::Text(1)) {
         return Some(Family::Sdxl);
     }
@@ -115,7 +128,6 @@ pub fn fits(
         },
     };
     by_width.or_else(|| {
-        let base = metadata.get("ss_base_model_version").map(String::as_str);
         if base.is_some_and(|b| b.starts_with("sdxl_")) {
             Some(Family::Sdxl)
         } else if metadata.get("ss_v2").is_some_and(|v| v == "True") {

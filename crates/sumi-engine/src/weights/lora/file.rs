@@ -207,8 +207,9 @@ impl LoraFile {
     }
 
     /// The scale of `m`'s update (`alpha / rank`, the file's `scale`, or 1) given its loaded
-    /// factors: A1111's rule for kohya / LyCORIS keys; for diffusers / PEFT keys the alpha of the
-    /// file's adapter config (per-module pattern, then `lora_alpha`), else a `.alpha` key.
+    /// factors: A1111's rule for kohya / LyCORIS / ComfyUI keys; for diffusers / PEFT keys the
+    /// alpha of the file's adapter config (per-module pattern, then `lora_alpha`), else a `.alpha`
+    /// key.
     pub(crate) fn scale(&self, m: &Module, f: &Factors) -> Result<f64, LoraError> {
         let bad = |e: candle_core::Error| file_error(&self.path, e);
         if let Some(s) = f.scalar("scale").map_err(bad)? {
@@ -222,7 +223,7 @@ impl LoraFile {
             })?
             .rank;
         let file_alpha = f.scalar("alpha").map_err(bad)?;
-        if m.key.naming == Naming::Kohya {
+        if matches!(m.key.naming, Naming::Kohya | Naming::ComfyUi) {
             return Ok(match (file_alpha, rank) {
                 (Some(a), Some(r)) if r > 0 => a / r as f64,
                 _ => 1.0,

@@ -1,7 +1,9 @@
 //! Tensor names in LoRA files: which part of the model and which layer a key names, and the
 //! role of the tensor in its module, for kohya (`lora_unet_down_blocks_0_..._to_q.lora_down.weight`,
 //! LyCORIS roles, SDXL `lora_te1_` / `lora_te2_`, original LDM block names), diffusers / PEFT
-//! (`unet.down_blocks.0....to_q.lora_A.weight`) and old diffusers (`...processor.to_q_lora.down.weight`)
+//! (`unet.down_blocks.0....to_q.lora_A.weight`), ComfyUI
+//! (`diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight`,
+//! `text_encoders.clip_l.transformer.`) and old diffusers (`...processor.to_q_lora.down.weight`)
 //! spellings; and the index from those names to the loaded model's parameters.
 
 use std::collections::HashMap;
@@ -41,6 +43,10 @@ pub enum Naming {
     Peft,
     /// diffusers before PEFT: `unet.<...>.processor.to_q_lora.down.weight`.
     DiffusersOld,
+    /// ComfyUI: `diffusion_model.<module>.lora_down.weight`, `text_encoders.clip_l.transformer.`.
+    ComfyUi,
+    /// XLabs' Flux LoRAs: `double_blocks.0.processor.qkv_lora1.down.weight`.
+    XLabs,
 }
 
 /// What one key of a LoRA file says.
@@ -67,8 +73,11 @@ const KOHYA_PREFIXES: [(&str, Part); 5] = [
     ("lora_transformer_", Part::Transformer),
 ];
 
-const DOTTED_PREFIXES: [(&str, Part); 4] = [
+const DOTTED_PREFIXES: [(&str, Part); 6] = [
     ("unet.", Part::Unet),
+    // ComfyUI's own LoRA files (Flux: `diffusion_model.double_blocks.0.img_attn.qkv`).
+    ("diffusion_model.", Part::Unet),
+    ("text_encoders.clip_l.transformer.", Part::Text(0)),
     ("text_encoder_2.", Part::Text(1)),
     ("text_encoder.", Part::Text(0)),
     ("transformer.", Part::Transformer),
@@ -90,11 +99,17 @@ pub fn parse_key(key: &str) -> Option<KeyParts> {
         }
     }
     let key = key.strip_prefix("base_model.model.").unwrap_or(key);
-    let (part, rest) = DOTTED_PREFIXES
+    let (prefix, part, rest) = DOTTED_PREFIXES
         .iter()
-        .find_map(|(p, part)| key.strip_prefix(p).map(|r| (*part, r)))
-        .unwrap_or((Part::Unet, key));
+        .find_map(|(p, part)| key.strip_prefix(p).map(|r| (*p, *part, r)))
+        .unwrap_or(("", Part::Unet, key));
     let (module, role, naming) = dotted_module(part, rest)?;
+    let naming = match prefix {
+        "diffusion_model." | "text_encoders.clip_l.transformer." if naming == Naming::Peft => {
+            Naming::ComfyUi
+        }
+        _ => naming,
+    };
     Some(KeyParts {
         part,
         lookup: normalise(part, &module.replace('.', "_")),
@@ -132,6 +147,9 @@ fn dotted_module(part: Part, rest: &str) -> Option<(String, String, Naming)> {
             return Some((drop_processor(m), role.to_string(), Naming::Peft));
         }
     }
+    if let Some(found) = xlabs_module(rest) {
+        return Some(found);
+    }
     const OLD: [(&str, &str); 6] = [
         (".lora.down.weight", "lora_down"),
         (".lora.up.weight", "lora_up"),
@@ -149,6 +167,32 @@ fn dotted_module(part: Part, rest: &str) -> Option<(String, String, Naming)> {
                 m
             };
             return Some((m, role.to_string(), Naming::DiffusersOld));
+        }
+    }
+    None
+}
+
+/// XLabs' Flux LoRA layers (`double_blocks.0.processor.qkv_lora1.down.weight`): the module
+/// (kept with `processor`) and role.
+fn xlabs_module(rest: &str) -> Option<(String, String, Naming)> {
+    const LAYERS: [&str; 6] = [
+        "qkv_lora1",
+        "qkv_lora2",
+        "proj_lora1",
+        "proj_lora2",
+        "qkv_lora",
+        "proj_lora",
+    ];
+    if !rest.starts_with("double_blocks.") && !rest.starts_with("single_blocks.") {
+        return None;
+    }
+    for (suffix, role) in [(".down.weight", "lora_down"), (".up.weight", "lora_up")] {
+        let Some(m) = rest.strip_suffix(suffix) else {
+            continue;
+        };
+        let (parent, layer) = m.rsplit_once('.')?;
+        if parent.ends_with(".processor") && LAYERS.contains(&layer) {
+            return Some((m.to_string(), role.to_string(), Naming::XLabs));
         }
     }
     None
@@ -299,5 +343,37 @@ mod tests {
             "encoder_layers_0_mlp_fc2"
         );
         assert!(parse_key("bundle_emb.word.string_to_param.*").is_none());
+    }
+
+    #[test]
+    fn comfyui_keys() {
+        assert_eq!(
+            parts("diffusion_model.double_blocks.3.img_attn.qkv.lora_down.weight"),
+            (
+                Part::Unet,
+                "double_blocks_3_img_attn_qkv".into(),
+                "lora_down".into(),
+                Naming::ComfyUi
+            )
+        );
+        assert_eq!(
+            parts("text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.alpha"),
+            (
+                Part::Text(0),
+                "encoder_layers_0_mlp_fc1".into(),
+                "alpha".into(),
+                Naming::ComfyUi
+            )
+        );
+        assert_eq!(
+            parts("double_blocks.1.processor.qkv_lora2.up.weight"),
+            (
+                Part::Unet,
+                "double_blocks_1_processor_qkv_lora2".into(),
+                "lora_up".into(),
+                Naming::XLabs
+            )
+        );
+        assert!(parse_key("up_blocks.0.processor.up.weight").is_none());
     }
 }

@@ -1,12 +1,14 @@
 //! LoRA and LyCORIS files: reading every common format (kohya LoRA / LoCon / Tucker / DoRA,
-//! LyCORIS LoHa / LoKr, diffusers / PEFT and old diffusers), mapping their keys onto a loaded
-//! model's layers, and the delta each module adds, by A1111's rules. Applying them to a model
-//! is `Model::set_loras` (`model/patch.rs`).
+//! LyCORIS LoHa / LoKr, diffusers / PEFT, ComfyUI and old diffusers), mapping their keys onto a
+//! loaded model's layers (Flux's fused kohya layers split among diffusers' layers), and the delta
+//! each module adds, by A1111's rules. Applying them to a model is `Model::set_loras`
+//! (`model/patch.rs`).
 
 pub(crate) mod delta;
 pub(crate) mod error;
 mod facts;
 mod file;
+pub(crate) mod flux;
 pub(crate) mod format;
 pub(crate) mod inplace;
 pub(crate) mod keys;
