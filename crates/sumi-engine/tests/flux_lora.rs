@@ -338,8 +338,9 @@ fn lycoris_updates_on_fused_flux_layers_split_by_rows() {
     for (name, update, start, len) in checks {
         let got = (&model.params().unet.get(name).unwrap().tensor - &before[name]).unwrap();
         let want = (update.narrow(0, start, len).unwrap() * w).unwrap();
+        // `got` is a difference of two f32 weights, so it carries their rounding.
         let err = rel(&got, &want);
-        assert!(err < 1e-5, "{name}: differs by {err:.2e}");
+        assert!(err < 5e-5, "{name}: differs by {err:.2e}");
     }
     model.clear_loras().unwrap();
     for (name, t) in &before {
