@@ -159,11 +159,10 @@ impl TextEncoder {
             .map(|e| e.a1111(&texts, mode))
             .collect::<Result<Vec<_>>>()?;
         let mut conds = Vec::with_capacity(distinct.len());
-        for k in 0..distinct.len() {
+        for (k, (text_runs, _)) in texts.iter().enumerate() {
             let mut c = self.join(&parts, k)?;
             if let Some(t5) = self.t5() {
-                let runs: Vec<(String, f32)> = texts[k]
-                    .0
+                let runs: Vec<(String, f32)> = text_runs
                     .iter()
                     .filter_map(|r| match r {
                         Run::Text { text, weight } => Some((text.clone(), *weight as f32)),
