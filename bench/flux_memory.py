@@ -120,7 +120,10 @@ def t5_shapes():
 def write_clip(path):
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
-    m = CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu")).half()
+    cfg = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                         num_hidden_layers=12, max_position_embeddings=77,
+                         hidden_act="quick_gelu")
+    m = CLIPTextModel(cfg).half()
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
 
 

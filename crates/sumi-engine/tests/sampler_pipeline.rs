@@ -34,10 +34,12 @@ proptest! {
     #[test]
     fn any_sampler_runs_through_the_pipeline(
         which in 0..SAMPLERS.len(),
+        // The last schedules include the flow models' own (Flow), which an SD model refuses.
         sched in 0..SCHEDULES.len(),
         steps in 1u32..=50,
         seed in any::<u32>(),
     ) {
+        prop_assume!(SCHEDULES[sched].id != "flow");
         let model = model();
         let entry = &SAMPLERS[which];
         let mut req = Request::with_defaults(&model.info, "a red circle", seed as u64);

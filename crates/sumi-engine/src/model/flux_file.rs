@@ -300,6 +300,8 @@ pub(super) fn load(
         Arc::new(move || FluxTransformer::load_file(&file, &dev, dtype)),
         offload,
     )?;
+    flux_parts::check_widths(&net.config, text.pooled_width(), text.context_dim())
+        .map_err(|e| Error::model(path, e.to_string()))?;
     let distilled = net.guidance_distilled;
     text.set_t5_max_len(match distilled {
         true => DEV_MAX_SEQUENCE,

@@ -106,6 +106,8 @@ pub(super) fn load(
         Arc::new(move || FluxTransformer::load(&tdir, &dev, dtype)),
         offload,
     )?;
+    flux_parts::check_widths(&net.config, text.pooled_width(), text.context_dim())
+        .map_err(|e| Error::model(dir, e.to_string()))?;
     progress(LoadStage {
         name: "VAE",
         fraction: 0.95,

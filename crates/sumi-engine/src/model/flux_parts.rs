@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::offload::{measured, Offload, OnDemandNetwork};
-use crate::arch::flux::FluxTransformer;
+use crate::arch::flux::{FluxConfig, FluxTransformer};
 use crate::arch::flux_network::{activation_bytes, FluxNetwork};
 use crate::arch::network::DenoisingNetwork;
 use crate::arch::t5::T5Encoder;
@@ -47,6 +47,28 @@ pub(super) struct Network {
     pub bytes: u64,
     /// Whether it takes a distilled guidance scale (dev).
     pub guidance_distilled: bool,
+    /// Its configuration.
+    pub config: FluxConfig,
+}
+
+/// Refuses text encoders whose widths are not the ones the transformer takes (a CLIP-G or an
+/// SD text encoder passed as CLIP-L, another T5), naming the part.
+pub(super) fn check_widths(config: &FluxConfig, clip: usize, t5: usize) -> Result<()> {
+    if clip != config.pooled_projection_dim {
+        return Err(crate::Error::InvalidRequest(format!(
+            "the CLIP text encoder gives {clip}-wide pooled vectors but this Flux transformer \
+             takes {}: pass Flux's CLIP-L (clip_l.safetensors) with --clip-l",
+            config.pooled_projection_dim
+        )));
+    }
+    if t5 != config.joint_attention_dim {
+        return Err(crate::Error::InvalidRequest(format!(
+            "the T5 text encoder gives {t5}-wide token states but this Flux transformer takes \
+             {}: pass T5 v1.1 XXL's encoder (t5xxl_*.safetensors or a GGUF of it) with --t5",
+            config.joint_attention_dim
+        )));
+    }
+    Ok(())
 }
 
 /// The transformer as a denoising network, kept or on demand.
@@ -54,28 +76,58 @@ pub(super) fn network(load: TransformerLoader, offload: Offload) -> Result<Netwo
     let ((transformer, tables), bytes) = measured(|| load());
     let transformer = transformer?;
     let guidance_distilled = transformer.has_guidance();
+    let config = transformer.config().clone();
     if !offload.network() {
         return Ok(Network {
             network: Box::new(FluxNetwork::new(transformer)),
             tables,
             bytes,
             guidance_distilled,
+            config,
         });
     }
-    let config = transformer.config().clone();
     drop(transformer);
     let in_channels = config.in_channels / 4;
     let reload =
         move || -> Result<Box<dyn DenoisingNetwork>> { Ok(Box::new(FluxNetwork::new(load()?))) };
+    let cfg = config.clone();
     let network = OnDemandNetwork::new(
         Box::new(reload),
         in_channels,
-        Box::new(move |h, w, b, e| activation_bytes(&config, h, w, b, e)),
+        Box::new(move |h, w, b, e| activation_bytes(&cfg, h, w, b, e)),
     );
     Ok(Network {
         network: Box::new(network),
         tables: Vec::new(),
         bytes,
         guidance_distilled,
+        config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_encoders_of_other_widths_are_named() {
+        let cfg: FluxConfig = serde_json::from_str(
+            r#"{"in_channels": 64, "num_layers": 19, "num_single_layers": 38,
+                "attention_head_dim": 128, "num_attention_heads": 24,
+                "joint_attention_dim": 4096, "pooled_projection_dim": 768,
+                "guidance_embeds": true, "axes_dims_rope": [16, 56, 56]}"#,
+        )
+        .unwrap();
+        assert!(check_widths(&cfg, 768, 4096).is_ok());
+        let clip_g = check_widths(&cfg, 1280, 4096).unwrap_err().to_string();
+        assert!(
+            clip_g.contains("1280-wide") && clip_g.contains("--clip-l"),
+            "{clip_g}"
+        );
+        let small_t5 = check_widths(&cfg, 768, 1024).unwrap_err().to_string();
+        assert!(
+            small_t5.contains("1024-wide") && small_t5.contains("--t5"),
+            "{small_t5}"
+        );
+    }
 }

@@ -199,6 +199,11 @@ impl TextEncoder {
             .sum()
     }
 
+    /// Width of the pooled vector (the last encoder's; 0 without encoders).
+    pub fn pooled_width(&self) -> usize {
+        self.encoders.last().map_or(0, |(_, m)| m.pooled_dim())
+    }
+
     /// The tokenizer and model pairs, in encoder order.
     pub(crate) fn encoders(&self) -> &[(ClipTokenizer, ClipTextModel)] {
         &self.encoders
