@@ -344,6 +344,11 @@ fn a_flux_transformer_file_finds_its_parts_in_comfyui_folders() {
     let model = Model::load_with(&copy, &given, &Device::Cpu, DType::F32).unwrap();
     let again = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
     assert_eq!(max_abs(&again, &latent), 0.0);
+    // ComfyUI's all-in-one checkpoint holds every part under its prefix.
+    let aio = fixtures().join("flux/comfy/models/checkpoints/flux1-dev-tiny-aio.safetensors");
+    let model = Model::load_with(&aio, &options, &Device::Cpu, DType::F32).unwrap();
+    let again = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
+    assert_eq!(max_abs(&again, &latent), 0.0);
 }
 
 #[test]

@@ -35,6 +35,23 @@ use crate::{Error, Result};
 /// The Flux VAE's latent shift (BFL's autoencoder), for VAE files that carry no config.
 const VAE_SHIFT: f64 = 0.1159;
 
+/// Where ComfyUI's all-in-one Flux checkpoints keep CLIP-L.
+const CLIP_IN_CHECKPOINT: &str = "text_encoders.clip_l.transformer.";
+
+/// The parts a ComfyUI all-in-one checkpoint holds besides the transformer: (T5, CLIP-L, VAE).
+fn parts_inside(path: &Path) -> (bool, bool, bool) {
+    match Checkpoint::open(path) {
+        Ok(ck) => (
+            ck.has("text_encoders.t5xxl.transformer.encoder.final_layer_norm.weight"),
+            ck.has(&format!(
+                "{CLIP_IN_CHECKPOINT}text_model.embeddings.token_embedding.weight"
+            )),
+            ck.has("vae.decoder.conv_in.weight"),
+        ),
+        Err(_) => (false, false, false),
+    }
+}
+
 /// Whether the single file at `path` holds a Flux transformer: a GGUF file, or a safetensors
 /// file with BFL or diffusers Flux block names (with or without ComfyUI's prefix).
 pub fn is_flux_file(path: &Path) -> bool {
@@ -170,7 +187,13 @@ fn load_clip(path: &Path, eos: u32, device: &Device, dtype: DType) -> Result<Cli
         return ClipTextModel::load(&component_dir(path, "text_encoder"), device, dtype);
     }
     let ck = Arc::new(Checkpoint::open(path)?);
-    let mut cfg = infer_standalone_clip(&ck).map_err(|_| {
+    let prefix = match ck.has(&format!(
+        "{CLIP_IN_CHECKPOINT}text_model.embeddings.token_embedding.weight"
+    )) {
+        true => CLIP_IN_CHECKPOINT,
+        false => "",
+    };
+    let mut cfg = infer_standalone_clip(&ck, prefix).map_err(|_| {
         Error::model(
             path,
             "is not a CLIP-L text encoder (no text_model.* tensors); pass ComfyUI's \
@@ -178,7 +201,7 @@ fn load_clip(path: &Path, eos: u32, device: &Device, dtype: DType) -> Result<Cli
         )
     })?;
     cfg.eos_token_id = eos;
-    let vb = standalone_text_builder(&ck, dtype, device);
+    let vb = standalone_text_builder(&ck, prefix, dtype, device);
     ClipTextModel::from_var_builder(cfg, vb, device, dtype)
         .map_err(|e| Error::model(path, format!("CLIP-L does not load: {e}")))
 }
@@ -231,9 +254,18 @@ pub(super) fn load(
     dtype: DType,
     progress: &mut dyn FnMut(LoadStage),
 ) -> Result<Parts> {
+    let (t5_inside, clip_inside, vae_inside) = parts_inside(path);
+    let inside = |yes: bool, given: &Option<PathBuf>| match (given, yes) {
+        (None, true) => Some(path.to_path_buf()),
+        _ => given.clone(),
+    };
+    let (t5_given, clip_given) = (
+        inside(t5_inside, &options.t5),
+        inside(clip_inside, &options.clip_l),
+    );
     let t5_path = companion(
         path,
-        options.t5.as_ref(),
+        t5_given.as_ref(),
         "T5 text encoder",
         "--t5 FILE",
         "t5xxl_fp16.safetensors or t5-v1_1-xxl-encoder-Q8_0.gguf",
@@ -242,7 +274,7 @@ pub(super) fn load(
     )?;
     let clip_path = companion(
         path,
-        options.clip_l.as_ref(),
+        clip_given.as_ref(),
         "CLIP-L text encoder",
         "--clip-l FILE",
         "clip_l.safetensors",
@@ -250,8 +282,8 @@ pub(super) fn load(
         &|n| n.starts_with("clip_l") && n.ends_with(".safetensors"),
     )?;
     // A VAE given with --vae replaces this one afterwards (Model::load_with_progress).
-    let vae_path = match &options.vae {
-        Some(v) => v.clone(),
+    let vae_path = match inside(vae_inside, &options.vae) {
+        Some(v) => v,
         None => companion(
             path,
             None,

@@ -239,13 +239,13 @@ pub(super) fn hf_root(ck: &Checkpoint, prefix: &str) -> String {
     }
 }
 
-/// The config of a CLIP text encoder stored on its own with transformers' names (ComfyUI's
-/// `clip_l.safetensors`), with or without the `text_model.` root.
-pub fn infer_standalone_clip(ck: &Checkpoint) -> Result<ClipTextConfig> {
+/// The config of a CLIP text encoder stored with transformers' names under `prefix` (ComfyUI's
+/// `clip_l.safetensors`: none), with or without the `text_model.` root.
+pub fn infer_standalone_clip(ck: &Checkpoint, prefix: &'static str) -> Result<ClipTextConfig> {
     infer_clip(
         ck,
         &LdmTextEncoder {
-            prefix: "",
+            prefix,
             openclip: false,
             skip_last_layer: false,
             projection: false,

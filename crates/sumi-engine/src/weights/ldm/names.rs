@@ -379,14 +379,15 @@ pub fn vae_builder(
     )
 }
 
-/// A VarBuilder for a CLIP text encoder stored on its own with transformers' names (with or
-/// without the `text_model.` root).
+/// A VarBuilder for a CLIP text encoder stored with transformers' names under `prefix` (with
+/// or without the `text_model.` root).
 pub fn standalone_text_builder(
     ck: &Arc<Checkpoint>,
+    prefix: &str,
     dtype: DType,
     device: &Device,
 ) -> VarBuilder<'static> {
-    let root = hf_root(ck, "");
+    let root = hf_root(ck, prefix);
     let map: Box<Mapper> = Box::new(move |n| {
         let n = n.strip_prefix("text_model.")?;
         Some(Source::Plain(format!("{root}{n}")))
@@ -437,6 +438,9 @@ pub fn standalone_vae(
         VAE
     } else if ck.has("decoder.conv_in.weight") {
         ""
+    } else if ck.has("vae.decoder.conv_in.weight") {
+        // ComfyUI's all-in-one Flux checkpoints.
+        "vae."
     } else {
         return Err(Error::model(
             path,
