@@ -31,6 +31,7 @@ pub(super) fn t5_text(
     }
     let width = model.config().d_model;
     drop(model);
+    crate::alloc::release_free();
     Ok((
         T5Text::on_demand(tokenizer, load, width, max_len, device),
         bytes,
@@ -87,6 +88,7 @@ pub(super) fn network(load: TransformerLoader, offload: Offload) -> Result<Netwo
         });
     }
     drop(transformer);
+    crate::alloc::release_free();
     let in_channels = config.in_channels / 4;
     let reload =
         move || -> Result<Box<dyn DenoisingNetwork>> { Ok(Box::new(FluxNetwork::new(load()?))) };

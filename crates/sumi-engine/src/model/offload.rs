@@ -155,6 +155,7 @@ impl DenoisingNetwork for OnDemandNetwork {
 
     fn release(&self) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        crate::alloc::release_free();
     }
 }
 

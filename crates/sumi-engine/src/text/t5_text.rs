@@ -176,6 +176,7 @@ impl T5Text {
     pub fn release(&self) {
         if self.reload.is_some() {
             *self.model.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            crate::alloc::release_free();
         }
     }
 
