@@ -109,6 +109,7 @@ def main():
     p.add_argument("--sizes", default="512,1024")
     p.add_argument("--dtypes", default="f32,bf16")
     p.add_argument("--gguf", default="", help="comma list of GGUF files (BFL names) for Sumi only")
+    p.add_argument("--txt", type=int, default=512, help="text tokens (stable-diffusion.cpp uses 256)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--dir", help="reuse/keep this folder instead of a temp one")
@@ -128,8 +129,8 @@ def main():
     sides += [("sumi", "f32", g) for g in args.gguf.split(",") if g]
     results = {}
     for size in map(int, args.sizes.split(",")):
-        inputs = os.path.join(folder, f"inputs-{size}.safetensors")
-        write_inputs(inputs, size)
+        inputs = os.path.join(folder, f"inputs-{size}-t{args.txt}.safetensors")
+        write_inputs(inputs, size, args.txt)
         for r in range(args.rounds):
             for side, dt, model in sides:
                 label = side if side == "diffusers" or not model.endswith(".gguf") else \
@@ -145,7 +146,7 @@ def main():
                 rep["load1"] = load
                 print(f"{size} {label} {dt} round {r}: {json.dumps(rep)}", file=sys.stderr, flush=True)
                 results.setdefault(key, []).append((rep, out))
-    print(f"Flux dev width, {args.double} double + {args.single} single blocks, batch 1, 512 text "
+    print(f"Flux dev width, {args.double} double + {args.single} single blocks, batch 1, {args.txt} text "
           f"tokens, {args.threads} threads, min over {args.rounds} rounds x {args.repeats} repeats")
     print(f"{'size':>5} {'side':<24} {'dtype':<5} {'wall s':>8} {'cpu s':>8} {'vs diff':>8} "
           f"{'cpu vs':>7} {'peak GiB':>9} {'load1':>6} {'err':>8}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One step of a Flux GGUF transformer in stable-diffusion.cpp (PyPI stable-diffusion-cpp-python),
-for bench/flux_compare.py's reduced-depth files. sd.cpp runs a whole txt2img: no T5 / CLIP-L given
-(it warns and conditions on what it has), a random decoder-only Flux VAE (LDM names, written here),
+for bench/flux_compare.py's reduced-depth files. sd.cpp runs a whole txt2img: random CLIP-L and T5 XXL
+from WORKDIR (bench/flux_sdcpp_encoders.py; sd.cpp crashes without them), a random decoder-only Flux
+VAE (LDM names, written here),
 1 Euler step at cfg 1 (one transformer forward). Its own log line "sampling completed, taking X s"
 is the step; wall/CPU seconds of the whole generate_image and the peak RSS are printed as JSON.
 
@@ -36,7 +37,7 @@ def random_vae(path):
         if i != o:
             conv(f"{name}.nin_shortcut", o, i, 1)
 
-    d = "first_stage_model.decoder"
+    d = "decoder"
     conv(f"{d}.conv_in", 512, 16, 3)
     res(f"{d}.mid.block_1", 512, 512), res(f"{d}.mid.block_2", 512, 512)
     norm(f"{d}.mid.attn_1.norm", 512)
@@ -61,7 +62,10 @@ def main():
         random_vae(vae)
     from stable_diffusion_cpp import StableDiffusion
     t = time.perf_counter()
-    sd = StableDiffusion(diffusion_model_path=model, vae_path=vae, vae_decode_only=True,
+    enc = {k: os.path.join(work, f) for k, f in (("clip_l_path", "clip_l-random.safetensors"),
+                                                  ("t5xxl_path", "t5xxl-random-Q8_0.gguf"))
+           if os.path.exists(os.path.join(work, f))}
+    sd = StableDiffusion(diffusion_model_path=model, vae_path=vae, vae_decode_only=True, **enc,
                          n_threads=threads, verbose=True)
     load_s = time.perf_counter() - t
     c, t = time.process_time(), time.perf_counter()
