@@ -6,8 +6,8 @@
 
 Writes a Flux dev transformer of the real width (hidden 3072, 24 heads of 128, joint_attention_dim
 4096, pooled 768, in_channels 64, guidance embeds) with `--double`/`--single` blocks and seeded random
-weights as a diffusers folder in a temp dir (deleted at the end unless --keep), plus the inputs of one
-step at batch 1 (image tokens (H/16)*(W/16), 512 text tokens). Each round runs, per dtype, Sumi then
+weights as a diffusers folder in a temp dir (deleted at the end; --dir DIR keeps and reuses it), plus one
+step's inputs at batch 1 (image tokens (H/16)*(W/16), --txt text tokens, 512 by default). Each round runs, per dtype, Sumi then
 diffusers in fresh processes (so each peak RSS is its own); times are the minimum over rounds and
 repeats (wall, and CPU seconds of that repeat; "cpu vs" compares the least CPU seconds of each side,
 steadier than wall on a shared machine). Sumi's and diffusers' outputs are compared (max |a-b| /
