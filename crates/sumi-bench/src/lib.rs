@@ -3,6 +3,7 @@
 //! folder, loads it like any model and times each component. Used by `sumi bench`.
 
 mod first_image;
+pub mod flux;
 mod lora;
 mod measure;
 mod prompt;
