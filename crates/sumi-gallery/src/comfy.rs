@@ -9,6 +9,13 @@
 //! LoRA becomes an A1111 tag at the end of the prompt (`<lora:NAME:CLIP:MODEL>`, one number when
 //! both strengths are equal), so that Sumi's LoRA mechanism loads the same files.
 //!
+//! Flux graphs are understood too: the model from `UNETLoader` (or ComfyUI-GGUF's
+//! `UnetLoaderGGUF`) and its text encoders from `DualCLIPLoader`, `FluxGuidance` or
+//! `CLIPTextEncodeFlux` setting the distilled guidance, `ConditioningZeroOut` as the unused
+//! negative at CFG 1, `EmptySD3LatentImage`, and the `SamplerCustomAdvanced` shape of ComfyUI's
+//! Flux example (`RandomNoise`, `KSamplerSelect`, `BasicScheduler`, `BasicGuider` or
+//! `CFGGuider`), with a `ModelSamplingFlux` whose shift is the one Sumi's Flux schedules use.
+//!
 //! Recorded as ComfyUI runs: emphasis `comfy`, quantize `truncate` and noise source `comfy-nv`.
 //! The starting noise of ComfyUI comes from the CPU whatever the hardware, so the source only
 //! matters for samplers that add noise at each step, drawn on the sampling device: for those a
@@ -21,6 +28,8 @@
 //! (seed or text nodes) are followed one step.
 
 mod chains;
+mod custom;
+mod flux;
 mod graph;
 mod names;
 mod sampler;
@@ -41,7 +50,9 @@ pub const ENGINE_NAME: &str = "ComfyUI";
 pub const NOT_UNDERSTOOD: &str = "ComfyUI graph not understood: ";
 
 /// Sampler classes whose settings Sumi reads.
-const SAMPLERS: &[&str] = &["KSampler", "KSamplerAdvanced"];
+const SAMPLERS: &[&str] = &["KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced"];
+/// Classes that make an empty latent of a given size.
+const EMPTY_LATENTS: &[&str] = &["EmptyLatentImage", "EmptySD3LatentImage"];
 /// Decoder classes between the sampler and the saved image.
 const DECODERS: &[&str] = &["VAEDecode", "VAEDecodeTiled"];
 /// Classes that save (or show) the image, most specific first.
@@ -250,8 +261,10 @@ impl<'g> Walk<'g> {
                 .push(format!("{} is linked to no latent", image.label())),
         }
         if t.sampler.is_none() {
-            t.reasons
-                .push("no KSampler or KSamplerAdvanced makes the saved image".into());
+            t.reasons.push(
+                "no KSampler, KSamplerAdvanced or SamplerCustomAdvanced makes the saved image"
+                    .into(),
+            );
         }
         t
     }
@@ -259,7 +272,7 @@ impl<'g> Walk<'g> {
     /// Width and height of the empty latent a sampler starts from.
     fn latent_size(&self, sampler: Option<Node<'g>>) -> Option<(u32, u32)> {
         let latent = self.g.source(sampler?, "latent_image")?;
-        if latent.class != "EmptyLatentImage" {
+        if !EMPTY_LATENTS.contains(&latent.class) {
             return None;
         }
         let side = |name| {

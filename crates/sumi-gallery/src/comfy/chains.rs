@@ -1,5 +1,6 @@
-//! The model, CLIP and VAE chains behind a sampler: the checkpoint, LoRA loaders, clip skip
-//! and the prompt texts, turned into Sumi's settings (LoRAs as A1111 prompt tags).
+//! The model, CLIP and VAE chains behind a sampler: the checkpoint (or a model and its text
+//! encoders loaded apart), LoRA loaders, clip skip and the prompt texts, turned into Sumi's
+//! settings (LoRAs as A1111 prompt tags).
 
 use super::graph::{shown, Node};
 use super::Walk;
@@ -9,6 +10,9 @@ use crate::record::GenerationParams;
 const MAX_CHAIN: usize = 64;
 /// Classes that load a checkpoint (model, CLIP and VAE).
 const CHECKPOINTS: &[&str] = &["CheckpointLoaderSimple", "CheckpointLoader"];
+/// Classes that load a diffusion model alone (Flux files), its text encoders and VAE loaded by
+/// other nodes.
+pub(super) const MODEL_LOADERS: &[&str] = &["UNETLoader", "UnetLoaderGGUF"];
 /// Extensions of weight files, cut off names to get the name Sumi knows a model by.
 const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "ckpt", "pt", "pth", "bin", "gguf", "sft"];
 
@@ -24,23 +28,43 @@ struct Lora<'g> {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct ClipChain<'g> {
     checkpoint: Option<Node<'g>>,
+    /// A `DualCLIPLoader` that loads the text encoders apart from the model.
+    encoders: Option<Node<'g>>,
     clip_skip: Option<u32>,
     loras: Vec<Lora<'g>>,
 }
 
-/// A conditioning: its text and how it was encoded.
+/// A conditioning: its text, how it was encoded, and what was done to it after.
 #[derive(Debug, Default)]
-struct Conditioning<'g> {
+pub(super) struct Conditioning<'g> {
     text: String,
     chain: ClipChain<'g>,
+    /// The distilled guidance a `FluxGuidance` or `CLIPTextEncodeFlux` gave it (nearest first).
+    pub(super) guidance: Option<f64>,
+    /// Whether a `ConditioningZeroOut` replaced it with zeros.
+    zeroed: bool,
 }
 
 impl<'g> Walk<'g> {
     /// Reads the checkpoint, LoRAs, clip skip and both prompts of sampler `s` into `p`.
     pub(super) fn read_model_and_prompts(&mut self, s: Node<'g>, p: &mut GenerationParams) {
+        let Some(s) = self.guider(s) else { return };
         let (checkpoint, model_loras) = self.model_chain(s);
-        let positive = self.conditioning(s, "positive");
-        let negative = self.conditioning(s, "negative");
+        let one_conditioning = s.class == "BasicGuider";
+        let positive = if one_conditioning {
+            self.conditioning(s, "conditioning")
+        } else {
+            self.conditioning(s, "positive")
+        };
+        let negative = if one_conditioning {
+            Conditioning {
+                chain: positive.chain.clone(),
+                zeroed: true,
+                ..Default::default()
+            }
+        } else {
+            self.conditioning(s, "negative")
+        };
         if positive.chain != negative.chain {
             self.fail(
                 "the prompt and the negative prompt are encoded with different CLIP settings"
@@ -58,9 +82,28 @@ impl<'g> Walk<'g> {
             }
         }
         if let Some(c) = checkpoint.or(clip_checkpoint) {
-            if let Some(file) = self.ok(self.g.str_of(c, "ckpt_name")) {
+            let input = if MODEL_LOADERS.contains(&c.class) {
+                "unet_name"
+            } else {
+                "ckpt_name"
+            };
+            if let Some(file) = self.ok(self.g.str_of(c, input)) {
                 p.model_name = file_stem(file).to_string();
             }
+        }
+        if let Some(encoders) = positive.chain.encoders {
+            self.note_text_encoders(encoders);
+        }
+        p.guidance = positive.guidance;
+        if positive.zeroed {
+            self.fail("the prompt's conditioning is zeroed (ConditioningZeroOut)".into());
+        }
+        if negative.zeroed && p.cfg != 1.0 && !one_conditioning {
+            self.fail(format!(
+                "the negative conditioning is zeroed (ConditioningZeroOut) and CFG is {}, while \
+                 Sumi's negative is always an encoded prompt",
+                p.cfg
+            ));
         }
         p.clip_skip = positive.chain.clip_skip.unwrap_or(1);
         if let Some(tag) = tag_like(&positive.text) {
@@ -71,7 +114,12 @@ impl<'g> Walk<'g> {
         }
         let tags = self.lora_tags(&model_loras, &positive.chain.loras);
         p.prompt = with_tags(positive.text, &tags);
-        p.negative_prompt = negative.text;
+        // A zeroed negative has no text, whatever was encoded before it was zeroed.
+        p.negative_prompt = if negative.zeroed {
+            String::new()
+        } else {
+            negative.text
+        };
     }
 
     /// Follows the sampler's model back to its checkpoint, collecting LoRAs (nearest first).
@@ -87,6 +135,11 @@ impl<'g> Walk<'g> {
             };
             match node.class {
                 c if CHECKPOINTS.contains(&c) => return (Some(node), loras),
+                c if MODEL_LOADERS.contains(&c) => {
+                    self.note_weight_dtype(node);
+                    return (Some(node), loras);
+                }
+                "ModelSamplingFlux" => self.check_flux_shift(node),
                 "LoraLoader" | "LoraLoaderModelOnly" => {
                     loras.extend(self.lora(node, "strength_model"))
                 }
@@ -101,32 +154,48 @@ impl<'g> Walk<'g> {
         (None, loras)
     }
 
-    /// Reads the `positive` or `negative` conditioning of sampler `s`.
+    /// Reads the conditioning input `name` of `s` (a sampler or a guider), through the nodes
+    /// that change a conditioning after it is encoded (`FluxGuidance`, `ConditioningZeroOut`).
     fn conditioning(&mut self, s: Node<'g>, name: &str) -> Conditioning<'g> {
         let g = self.g;
-        let Some(node) = g.source(s, name) else {
+        let mut cond = Conditioning::default();
+        let Some(mut node) = g.source(s, name) else {
             self.fail(format!("{} is linked to no {name} conditioning", s.label()));
-            return Conditioning::default();
+            return cond;
         };
-        let text = if node.class == "CLIPTextEncode" {
-            self.ok(g.str_of(node, "text"))
-        } else {
-            self.fail(format!(
-                "the {name} conditioning comes from {}, not from CLIPTextEncode",
-                node.label()
-            ));
-            g.str_of(node, "text")
-                .or_else(|_| g.str_of(node, "text_g"))
-                .ok()
-        };
-        let chain = match g.source(node, "clip") {
-            Some(clip) => self.clip_chain(clip),
-            None => ClipChain::default(),
-        };
-        Conditioning {
-            text: text.unwrap_or_default().to_string(),
-            chain,
+        for _ in 0..MAX_CHAIN {
+            match node.class {
+                "FluxGuidance" => {
+                    let guidance = self.ok(g.f64_of(node, "guidance"));
+                    cond.guidance = cond.guidance.or(guidance);
+                }
+                "ConditioningZeroOut" => cond.zeroed = true,
+                _ => break,
+            }
+            let Some(next) = g.source(node, "conditioning") else {
+                self.fail(format!("{} is linked to no conditioning", node.label()));
+                return cond;
+            };
+            node = next;
         }
+        let text = match node.class {
+            "CLIPTextEncode" => self.ok(g.str_of(node, "text")),
+            "CLIPTextEncodeFlux" => self.flux_text(node, &mut cond),
+            _ => {
+                self.fail(format!(
+                    "the {name} conditioning comes from {}, not from CLIPTextEncode",
+                    node.label()
+                ));
+                g.str_of(node, "text")
+                    .or_else(|_| g.str_of(node, "text_g"))
+                    .ok()
+            }
+        };
+        cond.text = text.unwrap_or_default().to_string();
+        if let Some(clip) = g.source(node, "clip") {
+            cond.chain = self.clip_chain(clip);
+        }
+        cond
     }
 
     /// Follows a text encoder's CLIP back to its checkpoint, from `at`.
@@ -136,6 +205,11 @@ impl<'g> Walk<'g> {
             match at.class {
                 c if CHECKPOINTS.contains(&c) => {
                     chain.checkpoint = Some(at);
+                    return chain;
+                }
+                "DualCLIPLoader" => {
+                    self.check_dual_clip(at);
+                    chain.encoders = Some(at);
                     return chain;
                 }
                 "CLIPSetLastLayer" => self.clip_skip(at, &mut chain),
@@ -239,7 +313,7 @@ impl<'g> Walk<'g> {
 }
 
 /// A model file's name as Sumi knows it: no folders, no weight-file extension.
-fn file_stem(file: &str) -> &str {
+pub(super) fn file_stem(file: &str) -> &str {
     let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
     match name.rsplit_once('.') {
         Some((stem, ext)) if WEIGHT_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) => stem,

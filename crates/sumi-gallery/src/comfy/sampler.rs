@@ -17,25 +17,21 @@ impl<'g> Walk<'g> {
     ) {
         let g = self.g;
         let empty_latent = self.read_latent(s, p, image_size);
+        if s.class == "SamplerCustomAdvanced" {
+            return self.read_custom_sampler(s, p, empty_latent);
+        }
         let advanced = s.class == "KSamplerAdvanced";
         if let Some(seed) = self.ok(g.u64_of(s, if advanced { "noise_seed" } else { "seed" })) {
             p.seed = seed;
         }
-        let steps = self.ok(g.u64_of(s, "steps"));
-        match steps.map(u32::try_from) {
-            Some(Ok(v)) => p.steps = v,
-            Some(Err(_)) => self.fail(format!("the steps of {} are too many", s.label())),
-            None => {}
-        }
+        let steps = self.read_steps(s, p);
         if let Some(cfg) = self.ok(g.f64_of(s, "cfg")) {
             p.cfg = cfg;
         }
         if let Some(id) = self.ok(g.str_of(s, "sampler_name")) {
             p.sampler = self.sampler_name(id);
         }
-        if let Some(id) = self.ok(g.str_of(s, "scheduler")) {
-            p.schedule = names::schedule_name(id).unwrap_or(id).to_string();
-        }
+        self.read_schedule(s, p);
         let Some(steps) = steps else { return };
         if advanced {
             self.check_step_range(s, steps);
@@ -44,9 +40,26 @@ impl<'g> Walk<'g> {
         }
     }
 
+    /// Reads the `steps` of node `n` into `p`, returning them when they could be read.
+    pub(super) fn read_steps(&mut self, n: Node<'g>, p: &mut GenerationParams) -> Option<u64> {
+        let steps = self.ok(self.g.u64_of(n, "steps"))?;
+        match u32::try_from(steps) {
+            Ok(v) => p.steps = v,
+            Err(_) => self.fail(format!("the steps of {} are too many", n.label())),
+        }
+        Some(steps)
+    }
+
+    /// Reads the `scheduler` of node `n` into `p`, by its A1111 name where it has one.
+    pub(super) fn read_schedule(&mut self, n: Node<'g>, p: &mut GenerationParams) {
+        if let Some(id) = self.ok(self.g.str_of(n, "scheduler")) {
+            p.schedule = names::schedule_name(id).unwrap_or(id).to_string();
+        }
+    }
+
     /// The A1111 name Sumi records for a ComfyUI sampler id (the id itself when it has none),
     /// noting what of its noise a re-run cannot reproduce or has to assume.
-    fn sampler_name(&mut self, id: &str) -> String {
+    pub(super) fn sampler_name(&mut self, id: &str) -> String {
         let Some(entry) = names::sampler(id) else {
             return id.to_string();
         };
@@ -79,7 +92,7 @@ impl<'g> Walk<'g> {
             self.fail(format!("{} is linked to no latent", s.label()));
             return false;
         };
-        if latent.class != "EmptyLatentImage" {
+        if !super::EMPTY_LATENTS.contains(&latent.class) {
             self.fail(format!(
                 "the sampler starts from {}, not from an empty latent (img2img, inpainting or a second pass)",
                 latent.label()
@@ -111,9 +124,9 @@ impl<'g> Walk<'g> {
         true
     }
 
-    /// Notes a `KSampler` denoise below 1, which on an empty latent ComfyUI runs as the last
-    /// steps of a longer schedule.
-    fn check_denoise(&mut self, s: Node<'g>, steps: u64, empty_latent: bool) {
+    /// Notes a denoise below 1 (of a `KSampler` or `BasicScheduler`), which on an empty latent
+    /// ComfyUI runs as the last steps of a longer schedule.
+    pub(super) fn check_denoise(&mut self, s: Node<'g>, steps: u64, empty_latent: bool) {
         let denoise = match s.input("denoise") {
             None => return,
             Some(_) => match self.ok(self.g.f64_of(s, "denoise")) {

@@ -8,6 +8,8 @@ const LORAS: &str = include_str!("../../tests/comfy/loras-clip-skip.json");
 const IMG2IMG: &str = include_str!("../../tests/comfy/img2img.json");
 const CUSTOM: &str = include_str!("../../tests/comfy/custom-node.json");
 const HIRES: &str = include_str!("../../tests/comfy/hires-two-passes.json");
+const FLUX: &str = include_str!("../../tests/comfy/flux-dev-ksampler.json");
+const FLUX_CUSTOM: &str = include_str!("../../tests/comfy/flux-dev-custom.json");
 
 /// A fixture with one input of one node replaced.
 fn edited(graph: &str, node: &str, input: &str, value: serde_json::Value) -> String {
@@ -283,4 +285,135 @@ fn cycles_and_broken_links_end() {
         "{:?}",
         r.notes
     );
+}
+
+#[test]
+fn a_flux_graph_with_a_ksampler_reads_completely() {
+    let r = read(FLUX, Some((1024, 768))).unwrap();
+    assert!(r.understood, "{:?}", r.notes);
+    let want = GenerationParams {
+        prompt: "a watercolor fox in a snowy birch forest, morning light".into(),
+        negative_prompt: String::new(),
+        seed: 972_054_013_131_368,
+        steps: 20,
+        cfg: 1.0,
+        guidance: Some(3.5),
+        sampler: "Euler".into(),
+        schedule: "Simple".into(),
+        width: 1024,
+        height: 768,
+        model_name: "flux1-dev".into(),
+        ..with_comfy_rules(GenerationParams::default())
+    };
+    assert_eq!(r.params, want);
+    assert_eq!(
+        r.notes,
+        [
+            "encoded with the text encoders t5xxl_fp16.safetensors and clip_l.safetensors, \
+             which a re-run should use too",
+            "decoded with the separate VAE ae.safetensors, which a re-run should use too"
+        ]
+    );
+}
+
+#[test]
+fn comfyuis_flux_example_with_custom_sampling_reads_completely() {
+    let r = read(FLUX_CUSTOM, Some((1024, 1024))).unwrap();
+    assert!(r.understood, "{:?}", r.notes);
+    let p = &r.params;
+    assert_eq!((p.seed, p.steps, p.cfg), (219_670_278_747_233, 20, 1.0));
+    assert_eq!(p.guidance, Some(3.5));
+    assert_eq!(
+        (p.sampler.as_str(), p.schedule.as_str()),
+        ("Euler", "Simple")
+    );
+    assert_eq!((p.width, p.height), (1024, 1024));
+    assert_eq!(p.model_name, "flux1-dev");
+    assert!(p.prompt.starts_with("cute anime girl"), "{}", p.prompt);
+    assert_eq!(p.negative_prompt, "");
+    assert!(
+        r.notes[0].starts_with("ComfyUI ran the weights of flux1-dev as fp8_e4m3fn"),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn a_flux_time_shift_other_than_the_default_is_not_understood() {
+    for (w, h) in [(1024, 1024), (512, 2048)] {
+        let g = edited(FLUX_CUSTOM, "30", "width", w.into());
+        let r = read(&edited(&g, "30", "height", h.into()), None).unwrap();
+        assert!(r.understood, "{w}x{h}: {:?}", r.notes);
+    }
+    let small = edited(FLUX_CUSTOM, "30", "width", 512.into());
+    let r = read(&edited(&small, "30", "height", 512.into()), None).unwrap();
+    assert_eq!(
+        not_understood(&r),
+        [
+            "ModelSamplingFlux (node 30) shifts the sigmas by mu 0.6300 for 512x512, while Sumi's \
+          Flux schedules shift by ComfyUI's default 1.15 for Flux dev"
+        ]
+    );
+}
+
+#[test]
+fn flux_conditioning_nodes_map_to_prompt_and_guidance_or_are_refused() {
+    // CLIPTextEncodeFlux with one text and its own guidance, no FluxGuidance after it.
+    let mut g: serde_json::Value = serde_json::from_str(FLUX).unwrap();
+    g["6"] = serde_json::json!({"class_type": "CLIPTextEncodeFlux", "inputs": {
+        "clip_l": "a fox", "t5xxl": "a fox", "guidance": 2.5, "clip": ["11", 0]}});
+    g["31"]["inputs"]["positive"] = serde_json::json!(["6", 0]);
+    let r = read(&g.to_string(), None).unwrap();
+    assert!(r.understood, "{:?}", r.notes);
+    assert_eq!(
+        (r.params.prompt.as_str(), r.params.guidance),
+        ("a fox", Some(2.5))
+    );
+    // Two texts cannot be one prompt.
+    g["6"]["inputs"]["clip_l"] = "fox, snow".into();
+    let r = read(&g.to_string(), None).unwrap();
+    assert_eq!(
+        not_understood(&r),
+        ["CLIPTextEncodeFlux (node 6) gives CLIP-L and T5 different texts, and Sumi encodes one \
+          prompt with both (the T5 text is kept)"]
+    );
+    // A zeroed negative only means "none" at CFG 1.
+    let r = read(&edited(FLUX, "31", "cfg", 2.0.into()), None).unwrap();
+    assert_eq!(
+        not_understood(&r),
+        [
+            "the negative conditioning is zeroed (ConditioningZeroOut) and CFG is 2, while Sumi's \
+          negative is always an encoded prompt"
+        ]
+    );
+    // Text encoders of another model than Flux.
+    let r = read(&edited(FLUX, "11", "type", "sdxl".into()), None).unwrap();
+    assert_eq!(
+        not_understood(&r),
+        [
+            "DualCLIPLoader (node 11) loads text encoders of type sdxl, and Sumi reads only \
+          Flux's pair from it"
+        ]
+    );
+}
+
+#[test]
+fn custom_sampling_from_nodes_sumi_does_not_read_is_not_understood() {
+    let mut g: serde_json::Value = serde_json::from_str(FLUX_CUSTOM).unwrap();
+    g["16"]["class_type"] = "SamplerDPMPP_2M_SDE".into();
+    g["17"]["class_type"] = "KarrasScheduler".into();
+    g["22"] = serde_json::json!({"class_type": "CFGGuider", "inputs": {
+        "model": ["30", 0], "positive": ["26", 0], "negative": ["6", 0], "cfg": 4.5}});
+    let r = read(&g.to_string(), None).unwrap();
+    assert_eq!(
+        not_understood(&r),
+        [
+            "SamplerCustomAdvanced (node 13) takes its sampler from SamplerDPMPP_2M_SDE (node 16), \
+             not from KSamplerSelect",
+            "SamplerCustomAdvanced (node 13) takes its sigmas from KarrasScheduler (node 17), not \
+             from BasicScheduler"
+        ]
+    );
+    assert_eq!(r.params.cfg, 4.5);
+    assert_eq!(r.params.negative_prompt, r.params.prompt);
 }
