@@ -33,6 +33,8 @@ pub const LEGACY_SCHEDULE_SUFFIXES: &[&str] = &[
 
 /// The schedule assumed when a text names none (A1111's default).
 pub const DEFAULT_SCHEDULE: &str = "Automatic";
+/// The T5 prompt length of Forge's Flux images (it pads to 256 tokens and writes no length).
+const FORGE_T5_TOKENS: u32 = 256;
 
 /// Sampler ids used by stable-diffusion.cpp and ComfyUI, with their A1111 display names.
 const SAMPLER_IDS: &[(&str, &str)] = &[
@@ -146,7 +148,11 @@ impl Parsed {
             steps: self.steps.ok_or(InfotextError::Missing("Steps"))?,
             cfg: self.cfg.ok_or(InfotextError::Missing("CFG scale"))?,
             guidance: self.guidance,
-            max_sequence_length: self.max_sequence_length,
+            // Forge pads Flux's T5 prompts to 256 tokens and writes no length (only a
+            // guidance-distilled model writes "Distilled CFG Scale"); Sumi writes the one it used.
+            max_sequence_length: self
+                .max_sequence_length
+                .or(self.guidance.map(|_| FORGE_T5_TOKENS)),
             sampler: self
                 .sampler
                 .clone()

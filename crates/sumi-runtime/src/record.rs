@@ -24,7 +24,11 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
                 .guidance
                 .unwrap_or(sumi_engine::family::flux::DEFAULT_GUIDANCE)
         }),
-        max_sequence_length: request.max_sequence_length,
+        // The length used, so that the record says it even where the model chose it (Forge's
+        // infotexts leave it out, and an infotext without it is read as Forge's).
+        max_sequence_length: request
+            .max_sequence_length
+            .or_else(|| model.text.t5().map(|t5| t5.max_len as u32)),
         sampler: request.sampler.clone(),
         schedule: request.schedule.clone(),
         width: request.width,

@@ -95,6 +95,9 @@ impl<'g> Walk<'g> {
             self.note_text_encoders(encoders);
         }
         p.guidance = positive.guidance;
+        if positive.guidance.is_some() || positive.chain.encoders.is_some() {
+            p.max_sequence_length = Some(super::flux::T5_MIN_TOKENS);
+        }
         if positive.zeroed {
             self.fail("the prompt's conditioning is zeroed (ConditioningZeroOut)".into());
         }

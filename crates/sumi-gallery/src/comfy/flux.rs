@@ -9,6 +9,9 @@ use super::Walk;
 /// The `mu` of ComfyUI's Flux dev model sampling when no node changes it, which Sumi's Flux
 /// schedules use (`ModelSamplingFlux` in `comfy/model_sampling.py`).
 const DEV_MU: f64 = 1.15;
+/// ComfyUI pads the T5 prompt of a Flux model to at least this many tokens (and cuts none),
+/// for dev as for schnell (`T5XXLTokenizer` in `comfy/text_encoders/flux.py`).
+pub(super) const T5_MIN_TOKENS: u32 = 256;
 /// Latent tokens at which `ModelSamplingFlux` reaches its `base_shift` and its `max_shift`.
 const BASE_TOKENS: f64 = 256.0;
 const MAX_TOKENS: f64 = 4096.0;

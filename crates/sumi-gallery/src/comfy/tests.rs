@@ -298,6 +298,7 @@ fn a_flux_graph_with_a_ksampler_reads_completely() {
         steps: 20,
         cfg: 1.0,
         guidance: Some(3.5),
+        max_sequence_length: Some(256),
         sampler: "Euler".into(),
         schedule: "Simple".into(),
         width: 1024,
@@ -322,7 +323,7 @@ fn comfyuis_flux_example_with_custom_sampling_reads_completely() {
     assert!(r.understood, "{:?}", r.notes);
     let p = &r.params;
     assert_eq!((p.seed, p.steps, p.cfg), (219_670_278_747_233, 20, 1.0));
-    assert_eq!(p.guidance, Some(3.5));
+    assert_eq!((p.guidance, p.max_sequence_length), (Some(3.5), Some(256)));
     assert_eq!(
         (p.sampler.as_str(), p.schedule.as_str()),
         ("Euler", "Simple")

@@ -399,3 +399,32 @@ proptest! {
         let _ = parse(&format!("p\n{s}")).to_params();
     }
 }
+
+#[test]
+fn a_forge_flux_infotext_reads_with_forges_t5_length() {
+    let forge = "a cabin in the woods\nSteps: 20, Sampler: Euler, Schedule type: Simple, \
+                 CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 42, Size: 896x1152, \
+                 Model hash: 275ef623d3, Model: flux1-dev-Q8_0, Version: f2.0.1v1.10.1-previous-313";
+    let p = parse(forge).to_params().unwrap();
+    assert_eq!((p.guidance, p.max_sequence_length), (Some(3.5), Some(256)));
+    assert_eq!((p.cfg, p.schedule.as_str()), (1.0, "Simple"));
+    // Sumi writes the length it used, which then wins.
+    let sumi = format(&GenerationParams {
+        guidance: Some(3.5),
+        max_sequence_length: Some(512),
+        ..sample()
+    });
+    assert!(sumi.contains("Distilled CFG Scale: 3.5") && sumi.contains("Max sequence length: 512"));
+    assert_eq!(
+        parse(&sumi).to_params().unwrap().max_sequence_length,
+        Some(512)
+    );
+    // A model without distilled guidance keeps its own default.
+    assert_eq!(
+        parse(&format(&sample()))
+            .to_params()
+            .unwrap()
+            .max_sequence_length,
+        None
+    );
+}
