@@ -201,7 +201,7 @@ impl PackedB {
 }
 
 /// `dst[i] = bf16(src[i])`, rounded to nearest with ties to even.
-fn round_into(src: &[f32], dst: &mut [bf16]) {
+pub(crate) fn round_into(src: &[f32], dst: &mut [bf16]) {
     #[cfg(target_arch = "x86_64")]
     if has_instruction() {
         // SAFETY: the CPU has AVX512F and AVX512-BF16.

@@ -21,6 +21,7 @@ mod geglu;
 mod linear;
 mod math;
 mod norm;
+mod quantized;
 mod tiles;
 mod winograd4;
 
@@ -34,6 +35,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     profile::time("attention", q.device(), || {
         attention::attention(q, k, v, heads)
     })
+}
+
+/// `x q^T` for a block-quantized CPU weight `q` and an f32 `x`, from the blocks as stored (no
+/// repacked copy kept); `None` where it does not apply.
+pub fn quantized_linear(q: &candle_core::quantized::QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    profile::time("quantized linear", x.device(), || quantized::linear(q, x))
 }
 
 /// `conv2d(x, w) + bias` with zero padding.

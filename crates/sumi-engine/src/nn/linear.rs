@@ -50,10 +50,16 @@ impl Linear {
     }
 }
 
-/// `x q^T` for a quantized `q`: candle's CPU kernels take f32 (and bf16) rows and quantize them
-/// to the weight's dot-product type; other dtypes and devices go through f32.
+/// `x q^T` for a quantized `q`: on the CPU from its blocks as stored ([`kernels::quantized_linear`],
+/// the rows quantized to the blocks' dot-product type), else (and for f16/f32 tensors from a
+/// GGUF file) by candle's `QMatMul` kernels, through f32 where they take no other dtype.
 fn quantized_forward(q: &QTensor, xs: &Tensor) -> Result<Tensor> {
     let dtype = xs.dtype();
+    if xs.device().is_cpu() {
+        if let Some(y) = kernels::quantized_linear(q, &xs.to_dtype(DType::F32)?)? {
+            return y.to_dtype(dtype);
+        }
+    }
     let direct = xs.device().is_cpu() && matches!(dtype, DType::F32 | DType::BF16);
     let x = match direct {
         true => xs.contiguous()?,
@@ -66,13 +72,13 @@ impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.weight {
             Weight::Dense(w) => kernels::linear(w, self.bias.as_ref(), xs),
-            Weight::Quantized(q) => crate::profile::time("quantized linear", xs.device(), || {
+            Weight::Quantized(q) => {
                 let y = quantized_forward(q, xs)?;
                 match &self.bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
                     None => Ok(y),
                 }
-            }),
+            }
         }
     }
 }
