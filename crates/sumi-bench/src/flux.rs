@@ -11,6 +11,8 @@ use serde::Serialize;
 use sumi_engine::arch::flux::{FluxInputs, FluxTransformer, Rope};
 use sumi_engine::Result;
 
+use sumi_engine::profile::{self, OpTime};
+
 use crate::measure::{cpu_seconds, peak_rss_bytes, threads};
 
 /// What one `flux_step` run measured.
@@ -28,6 +30,8 @@ pub struct FluxStepReport {
     pub threads: usize,
     /// Image and text tokens.
     pub tokens: (usize, usize),
+    /// Seconds per forward pass by kind of operation (with `SUMI_PROFILE=1`; else empty).
+    pub profile: Vec<OpTime>,
 }
 
 fn ids(t: &Tensor) -> Result<Vec<[f32; 3]>> {
@@ -77,6 +81,7 @@ pub fn flux_step(
         rope: &rope,
     };
     let (mut wall_s, mut cpu_s, mut out) = (Vec::new(), Vec::new(), None);
+    profile::take(1);
     for _ in 0..repeats.max(1) {
         let c = cpu_seconds();
         let t = Instant::now();
@@ -95,5 +100,6 @@ pub fn flux_step(
         peak_rss_bytes: peak_rss_bytes(),
         threads: threads(),
         tokens: (img.dim(1)?, txt.dim(1)?),
+        profile: profile::take(repeats.max(1)),
     })
 }

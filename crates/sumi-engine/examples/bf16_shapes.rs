@@ -1,5 +1,6 @@
 //! Times Sumi's CPU linear layers and convolutions with f32 and with bf16 weights on shapes of
-//! the SD1.5 UNet step with CFG (batch 2, 512x512), one thread by default.
+//! the SD1.5 UNet step with CFG (batch 2, 512x512) and of a Flux block at 512x512 (1024 image
+//! and 256 text tokens, width 3072), one thread by default.
 //!
 //! ```text
 //! cargo run --release -p sumi-engine --example bf16_shapes -- [--threads N] [--repeats N]
@@ -18,6 +19,10 @@ const LINEAR: &[(usize, usize, usize)] = &[
     (2048, 640, 640),
     (512, 1280, 1280),
     (154, 768, 320),
+    (1280, 3072, 3072),
+    (1280, 3072, 12288),
+    (1280, 12288, 3072),
+    (1280, 15360, 3072),
 ];
 
 /// Convolutions: (batch, in, out, side, kernel).
