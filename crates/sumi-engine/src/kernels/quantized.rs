@@ -102,7 +102,9 @@ fn expand<T: GgmlType>(
 /// The stored bytes of a quantized tensor as its blocks.
 fn as_blocks<T: GgmlType>(bytes: &[u8]) -> Result<&[T]> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 || bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
+    {
         candle_core::bail!(
             "quantized weight: {} bytes are not whole aligned blocks",
             bytes.len()
