@@ -3,6 +3,7 @@
 //! settings (LoRAs as A1111 prompt tags).
 
 use super::graph::{shown, Node};
+use super::names::file_stem;
 use super::Walk;
 use crate::record::GenerationParams;
 
@@ -13,8 +14,6 @@ const CHECKPOINTS: &[&str] = &["CheckpointLoaderSimple", "CheckpointLoader"];
 /// Classes that load a diffusion model alone (Flux files), its text encoders and VAE loaded by
 /// other nodes.
 pub(super) const MODEL_LOADERS: &[&str] = &["UNETLoader", "UnetLoaderGGUF"];
-/// Extensions of weight files, cut off names to get the name Sumi knows a model by.
-const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "ckpt", "pt", "pth", "bin", "gguf", "sft"];
 
 /// A LoRA applied by a loader node, with the strength it has on one chain.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,11 +35,11 @@ struct ClipChain<'g> {
 
 /// A conditioning: its text, how it was encoded, and what was done to it after.
 #[derive(Debug, Default)]
-pub(super) struct Conditioning<'g> {
+struct Conditioning<'g> {
     text: String,
     chain: ClipChain<'g>,
     /// The distilled guidance a `FluxGuidance` or `CLIPTextEncodeFlux` gave it (nearest first).
-    pub(super) guidance: Option<f64>,
+    guidance: Option<f64>,
     /// Whether a `ConditioningZeroOut` replaced it with zeros.
     zeroed: bool,
 }
@@ -183,7 +182,11 @@ impl<'g> Walk<'g> {
         }
         let text = match node.class {
             "CLIPTextEncode" => self.ok(g.str_of(node, "text")),
-            "CLIPTextEncodeFlux" => self.flux_text(node, &mut cond),
+            "CLIPTextEncodeFlux" => {
+                let (text, guidance) = self.flux_text(node);
+                cond.guidance = cond.guidance.or(guidance);
+                text
+            }
             _ => {
                 self.fail(format!(
                     "the {name} conditioning comes from {}, not from CLIPTextEncode",
@@ -312,15 +315,6 @@ impl<'g> Walk<'g> {
             Some(v) => self.fail(format!("the VAE comes from {}", v.label())),
             None => self.fail(format!("{} is linked to no VAE", decode.label())),
         }
-    }
-}
-
-/// A model file's name as Sumi knows it: no folders, no weight-file extension.
-pub(super) fn file_stem(file: &str) -> &str {
-    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if WEIGHT_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) => stem,
-        _ => name,
     }
 }
 

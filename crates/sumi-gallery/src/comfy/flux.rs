@@ -2,8 +2,8 @@
 //! precision of `UNETLoader`, the text encoders of `DualCLIPLoader`, `CLIPTextEncodeFlux`'s two
 //! texts, and the time shift of `ModelSamplingFlux`.
 
-use super::chains::{file_stem, Conditioning};
 use super::graph::{shown, Node};
+use super::names::file_stem;
 use super::Walk;
 
 /// The `mu` of ComfyUI's Flux dev model sampling when no node changes it, which Sumi's Flux
@@ -61,18 +61,12 @@ impl<'g> Walk<'g> {
         }
     }
 
-    /// The text of a `CLIPTextEncodeFlux`, taking its guidance into `cond` when no nearer
-    /// `FluxGuidance` set one. Sumi encodes one prompt with both encoders, so two different
-    /// texts are not understood (the T5 one, which carries most of the prompt, is kept).
-    pub(super) fn flux_text(
-        &mut self,
-        node: Node<'g>,
-        cond: &mut Conditioning<'g>,
-    ) -> Option<&'g str> {
+    /// The text and guidance of a `CLIPTextEncodeFlux`. Sumi encodes one prompt with both
+    /// encoders, so two different texts are not understood (the T5 one, which carries most of
+    /// the prompt, is kept).
+    pub(super) fn flux_text(&mut self, node: Node<'g>) -> (Option<&'g str>, Option<f64>) {
         let g = self.g;
-        if cond.guidance.is_none() {
-            cond.guidance = self.ok(g.f64_of(node, "guidance"));
-        }
+        let guidance = self.ok(g.f64_of(node, "guidance"));
         let clip_l = self.ok(g.str_of(node, "clip_l"));
         let t5 = self.ok(g.str_of(node, "t5xxl"));
         if let (Some(a), Some(b)) = (clip_l, t5) {
@@ -84,7 +78,7 @@ impl<'g> Walk<'g> {
                 ));
             }
         }
-        t5.or(clip_l)
+        (t5.or(clip_l), guidance)
     }
 
     /// Fails unless a `ModelSamplingFlux` shifts the sigmas as Sumi's Flux schedules do: its

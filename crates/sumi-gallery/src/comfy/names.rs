@@ -1,5 +1,18 @@
-//! ComfyUI's sampler and scheduler ids (`comfy/samplers.py`: `KSAMPLER_NAMES`, `SAMPLER_NAMES`,
+//! Names: model files as Sumi knows them, and ComfyUI's sampler and scheduler ids
+//! (`comfy/samplers.py`: `KSAMPLER_NAMES`, `SAMPLER_NAMES`,
 //! `SCHEDULER_NAMES`) and the A1111 display names Sumi records them by.
+
+/// Extensions of weight files, cut off names to get the name Sumi knows a model by.
+const WEIGHT_EXTENSIONS: &[&str] = &["safetensors", "ckpt", "pt", "pth", "bin", "gguf", "sft"];
+
+/// A model file's name as Sumi knows it: no folders, no weight-file extension.
+pub(crate) fn file_stem(file: &str) -> &str {
+    let name = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if WEIGHT_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) => stem,
+        _ => name,
+    }
+}
 
 /// What Sumi records for one ComfyUI sampler id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
