@@ -28,10 +28,55 @@ pub(super) fn linear(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
             x.dims()
         );
     }
+    let m = x.elem_count() / k.max(1);
+    if m <= FEW_ROWS {
+        return from_blocks(q, x, m, n, k);
+    }
     let Some(w) = expanded(q, n, k, bf16_gemm::available(), x.device())? else {
         return Ok(None);
     };
     super::linear::linear(&w, None, x).map(Some)
+}
+
+/// Up to this many rows (Flux's modulation layers take one, and hold a quarter of its weights)
+/// the product reads the blocks as they are: it is bound by reading the weight, which expanding
+/// would only make longer.
+const FEW_ROWS: usize = 4;
+
+/// `x q^T` straight from the blocks (candle's product without its repacked copy), the rows
+/// quantized to the blocks' dot-product type.
+fn from_blocks(q: &QTensor, x: &Tensor, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
+    let x = x.contiguous()?;
+    let bytes = q.data()?;
+    let mut out = vec![0f32; m * n];
+    let done = super::common::with_f32(&x, |lhs| {
+        macro_rules! run {
+            ($block:ty) => {{
+                k_quants::matmul((m, k, n), lhs, as_blocks::<$block>(&bytes)?, &mut out)?;
+                true
+            }};
+        }
+        Ok(match q.dtype() {
+            GgmlDType::Q4_0 => run!(k_quants::BlockQ4_0),
+            GgmlDType::Q4_1 => run!(k_quants::BlockQ4_1),
+            GgmlDType::Q5_0 => run!(k_quants::BlockQ5_0),
+            GgmlDType::Q5_1 => run!(k_quants::BlockQ5_1),
+            GgmlDType::Q8_0 => run!(k_quants::BlockQ8_0),
+            GgmlDType::Q2K => run!(k_quants::BlockQ2K),
+            GgmlDType::Q3K => run!(k_quants::BlockQ3K),
+            GgmlDType::Q4K => run!(k_quants::BlockQ4K),
+            GgmlDType::Q5K => run!(k_quants::BlockQ5K),
+            GgmlDType::Q6K => run!(k_quants::BlockQ6K),
+            _ => false,
+        })
+    })?;
+    if !done {
+        return Ok(None);
+    }
+    let mut dims = x.dims().to_vec();
+    dims.pop();
+    dims.push(n);
+    Tensor::from_vec(out, dims, x.device()).map(Some)
 }
 
 /// The `[n, k]` weight `q` expanded to bf16 (`half`) or f32; `None` for other storage types.
@@ -125,6 +170,8 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (64, 512), &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 5, 512), &dev).unwrap();
+        // One row goes straight from the blocks, with its values quantized to 8 bits.
+        let row = Tensor::randn(0f32, 1.0, (1, 512), &dev).unwrap();
         for dtype in [
             GgmlDType::Q4_0,
             GgmlDType::Q5_0,
