@@ -205,6 +205,24 @@ mod tests {
                 .unwrap();
             // bf16 operands where the CPU multiplies them: 8 bits of mantissa.
             assert!(err < 0.01 * scale, "{dtype:?}: {err} of {scale}");
+            let one = super::linear(&q, &row).unwrap().unwrap();
+            let one_want = row
+                .matmul(&q.dequantize(&dev).unwrap().t().unwrap())
+                .unwrap();
+            let max = |t: Tensor| {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let (one_err, one_scale) = (max((one - &one_want).unwrap()), max(one_want));
+            // The row's values are quantized to 8 bits for the blocks' dot products.
+            assert!(
+                one_err < 0.03 * one_scale,
+                "{dtype:?} one row: {one_err} of {one_scale}"
+            );
             // Expanded to f32 the weight is the dequantized one exactly.
             let (n, k) = (64, 512);
             let wide = super::expanded(&q, n, k, false, &dev).unwrap().unwrap();
