@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
@@ -169,37 +169,15 @@ impl FluxConfig {
     }
 }
 
-/// `LayerNorm` without weight and bias, eps 1e-6, over the last dimension.
-fn layer_norm(x: &Tensor) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let x = x.broadcast_sub(&mean)?;
-    let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(var + 1e-6)?.sqrt()?)
-}
-
-/// `x * (1 + scale) + shift` with per-sample `[B, C]` modulation of a `[B, L, C]` input.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?
-        .broadcast_add(&shift.unsqueeze(1)?)
+/// `layer_norm(x) * (1 + scale) + shift`, the norm without weight and bias, eps 1e-6, with
+/// per-sample `[B, C]` modulation of a `[B, L, C]` input.
+fn norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    kernels::layer_norm_modulate(x, shift, scale, 1e-6)
 }
 
 /// `linear(silu(temb))` cut into `n` `[B, C]` chunks (diffusers' `AdaLayerNormZero*`).
 fn modulation(lin: &Linear, temb: &Tensor, n: usize) -> Result<Vec<Tensor>> {
     lin.forward(&candle_nn::ops::silu(temb)?)?.chunk(n, 1)
-}
-
-/// `RMSNorm` over the head dimension with a learned weight, eps 1e-6.
-struct RmsNorm(Tensor);
-
-impl RmsNorm {
-    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self(vb.get(dim, "weight")?))
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?;
-        x.broadcast_div(&rms)?.broadcast_mul(&self.0)
-    }
 }
 
 /// The rotary embedding's cosines and sines, `[L, head_dim / 2]` each (one per pair).
@@ -231,27 +209,24 @@ impl Rope {
         })
     }
 
-    /// Rotates each pair `(x0, x1)` of the `[B, L, H, D]` input by its angle.
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, l, h, d) = x.dims4()?;
-        let pairs = x.reshape((b, l, h, d / 2, 2))?;
-        let x0 = pairs.narrow(4, 0, 1)?.squeeze(4)?;
-        let x1 = pairs.narrow(4, 1, 1)?.squeeze(4)?;
-        let cos = self.cos.to_dtype(x.dtype())?.reshape((1, l, 1, d / 2))?;
-        let sin = self.sin.to_dtype(x.dtype())?.reshape((1, l, 1, d / 2))?;
-        let r0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
-        let r1 = (x1.broadcast_mul(&cos)? + x0.broadcast_mul(&sin)?)?;
-        Tensor::stack(&[r0, r1], 4)?.reshape((b, l, h, d))
+    /// The tables for a sequence whose first token is the table's row `first_row`.
+    fn tables(&self, first_row: usize) -> kernels::RopeTables<'_> {
+        kernels::RopeTables {
+            cos: &self.cos,
+            sin: &self.sin,
+            first_row,
+        }
     }
 }
 
-/// Query, key and value projections with their per-head RMS norms.
+/// Query, key and value projections with their per-head RMS norms (eps 1e-6) and, for the
+/// queries and keys, the rotary embedding.
 struct Qkv {
     q: Linear,
     k: Linear,
     v: Linear,
-    norm_q: RmsNorm,
-    norm_k: RmsNorm,
+    norm_q: Tensor,
+    norm_k: Tensor,
 }
 
 impl Qkv {
@@ -260,28 +235,25 @@ impl Qkv {
             q: linear(dim, dim, vb.pp(names[0]))?,
             k: linear(dim, dim, vb.pp(names[1]))?,
             v: linear(dim, dim, vb.pp(names[2]))?,
-            norm_q: RmsNorm::new(head, vb.pp(names[3]))?,
-            norm_k: RmsNorm::new(head, vb.pp(names[4]))?,
+            norm_q: vb.pp(names[3]).get(head, "weight")?,
+            norm_k: vb.pp(names[4]).get(head, "weight")?,
         })
     }
 
-    /// `[B, L, H, D]` normed queries and keys and `[B, L, C]` values.
-    fn forward(&self, x: &Tensor, heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, l, c) = x.dims3()?;
-        let split = |t: Tensor| t.reshape((b, l, heads, c / heads));
-        let q = self.norm_q.forward(&split(self.q.forward(x)?)?)?;
-        let k = self.norm_k.forward(&split(self.k.forward(x)?)?)?;
+    /// `[B, L, C]` normed and rotated queries and keys, and values, for tokens whose rotary
+    /// angles start at the table's row `first_row`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        rope: &Rope,
+        first_row: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let tables = rope.tables(first_row);
+        let q = kernels::rms_norm_rope(&self.q.forward(x)?, &self.norm_q, &tables, heads, 1e-6)?;
+        let k = kernels::rms_norm_rope(&self.k.forward(x)?, &self.norm_k, &tables, heads, 1e-6)?;
         Ok((q, k, self.v.forward(x)?))
     }
-}
-
-/// Softmax attention of rotated `[B, L, H, D]` queries and keys over `[B, L, C]` values.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, rope: &Rope, heads: usize) -> Result<Tensor> {
-    let (b, l, _, _) = q.dims4()?;
-    let c = v.dim(2)?;
-    let q = rope.apply(q)?.reshape((b, l, c))?;
-    let k = rope.apply(k)?.reshape((b, l, c))?;
-    kernels::attention(&q, &k, v, heads)
 }
 
 /// diffusers' `FeedForward` with tanh-approximated GELU.
@@ -299,7 +271,8 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.out.forward(&self.proj.forward(x)?.gelu()?)
+        self.out
+            .forward(&kernels::gelu_tanh(&self.proj.forward(x)?)?)
     }
 }
 
@@ -357,21 +330,21 @@ impl DoubleBlock {
     ) -> Result<(Tensor, Tensor)> {
         let m = modulation(&self.norm1, temb, 6)?;
         let c = modulation(&self.norm1_context, temb, 6)?;
-        let img_in = modulate(&layer_norm(img)?, &m[0], &m[1])?;
-        let txt_in = modulate(&layer_norm(txt)?, &c[0], &c[1])?;
-        let (qi, ki, vi) = self.img.forward(&img_in, heads)?;
-        let (qt, kt, vt) = self.txt.forward(&txt_in, heads)?;
-        // Text first, as diffusers joins them.
+        let img_in = norm_modulate(img, &m[0], &m[1])?;
+        let txt_in = norm_modulate(txt, &c[0], &c[1])?;
+        // Text first, as diffusers joins them (and numbers the rotary positions).
+        let lt = txt.dim(1)?;
+        let (qi, ki, vi) = self.img.forward(&img_in, heads, rope, lt)?;
+        let (qt, kt, vt) = self.txt.forward(&txt_in, heads, rope, 0)?;
         let q = Tensor::cat(&[qt, qi], 1)?;
         let k = Tensor::cat(&[kt, ki], 1)?;
         let v = Tensor::cat(&[vt, vi], 1)?;
-        let joint = attend(&q, &k, &v, rope, heads)?;
-        let lt = txt.dim(1)?;
+        let joint = kernels::attention(&q, &k, &v, heads)?;
         let txt_attn = self.to_add_out.forward(&joint.narrow(1, 0, lt)?)?;
         let img_attn = self.to_out.forward(&joint.narrow(1, lt, img.dim(1)?)?)?;
         let stream = |x: &Tensor, attn: Tensor, m: &[Tensor], ff: &FeedForward| -> Result<Tensor> {
             let x = (x + attn.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
-            let h = ff.forward(&modulate(&layer_norm(&x)?, &m[3], &m[4])?)?;
+            let h = ff.forward(&norm_modulate(&x, &m[3], &m[4])?)?;
             x + h.broadcast_mul(&m[5].unsqueeze(1)?)?
         };
         Ok((
@@ -407,10 +380,10 @@ impl SingleBlock {
 
     fn forward(&self, x: &Tensor, temb: &Tensor, rope: &Rope, heads: usize) -> Result<Tensor> {
         let m = modulation(&self.norm, temb, 3)?;
-        let h = modulate(&layer_norm(x)?, &m[0], &m[1])?;
-        let (q, k, v) = self.qkv.forward(&h, heads)?;
-        let attn = attend(&q, &k, &v, rope, heads)?;
-        let mlp = self.proj_mlp.forward(&h)?.gelu()?;
+        let h = norm_modulate(x, &m[0], &m[1])?;
+        let (q, k, v) = self.qkv.forward(&h, heads, rope, 0)?;
+        let attn = kernels::attention(&q, &k, &v, heads)?;
+        let mlp = kernels::gelu_tanh(&self.proj_mlp.forward(&h)?)?;
         let out = self.proj_out.forward(&Tensor::cat(&[attn, mlp], 2)?)?;
         x + out.broadcast_mul(&m[2].unsqueeze(1)?)?
     }
@@ -546,7 +519,6 @@ impl FluxTransformer {
         let img = x.narrow(1, lt, x.dim(1)? - lt)?;
         let m = modulation(&self.norm_out, &temb, 2)?;
         // AdaLayerNormContinuous: scale first, then shift.
-        self.proj_out
-            .forward(&modulate(&layer_norm(&img)?, &m[1], &m[0])?)
+        self.proj_out.forward(&norm_modulate(&img, &m[1], &m[0])?)
     }
 }

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use crate::kernels;
 use crate::nn::{linear_no_bias, Linear};
 
 /// The fields of a transformers `T5Config` the encoder needs.
@@ -150,7 +151,7 @@ impl Block {
         let x = (x + self.o.forward(&attn)?)?;
         let h = self.norm_ff.forward(&x)?;
         let inner = match &self.wi_1 {
-            Some(wi_1) => (self.wi_0.forward(&h)?.gelu()? * wi_1.forward(&h)?)?,
+            Some(wi_1) => (kernels::gelu_tanh(&self.wi_0.forward(&h)?)? * wi_1.forward(&h)?)?,
             None => self.wi_0.forward(&h)?.relu()?,
         };
         x + self.wo.forward(&inner)?

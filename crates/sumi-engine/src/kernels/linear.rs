@@ -1,9 +1,11 @@
 //! Linear layers as one matrix product over all rows of the input, with bf16-stored weights on
-//! the CPU multiplied by [`bf16_gemm`] where the CPU can, widened to f32 where it cannot.
+//! the CPU multiplied by [`bf16_gemm`] where the CPU can, widened to f32 where it cannot, and
+//! read as stored for inputs of a few rows ([`bf16_rows`]).
 
 use candle_core::{DType, Result, Tensor};
 
 use super::bf16_gemm::{self, PackedB, PairRows};
+use super::bf16_rows;
 use super::common::{with_bf16, with_f32};
 
 pub(super) fn linear(w: &Tensor, bias: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
@@ -28,7 +30,8 @@ fn product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-/// An f32 `x` (rows) times a bf16 weight, with [`bf16_gemm`] when `kernel`, else widened.
+/// An f32 `x` (rows) times a bf16 weight: a few rows against the weight as stored, else with
+/// [`bf16_gemm`] when `kernel`, else widened.
 fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, kw) = w.dims2()?;
@@ -36,6 +39,26 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
         candle_core::bail!("linear: input has {k} features, weight expects {kw}");
     }
     let w = w.contiguous()?;
+    if m <= bf16_rows::FEW_ROWS && k > 0 {
+        let x = x.contiguous()?;
+        let bias = bias
+            .map(|b| b.to_dtype(DType::F32)?.contiguous())
+            .transpose()?;
+        let mut out = vec![0f32; m * n];
+        with_f32(&x, |xs| {
+            with_bf16(&w, |ws| match &bias {
+                Some(b) => with_f32(b, |bv| {
+                    bf16_rows::product(xs, m, k, ws, Some(bv), &mut out);
+                    Ok(())
+                }),
+                None => {
+                    bf16_rows::product(xs, m, k, ws, None, &mut out);
+                    Ok(())
+                }
+            })
+        })?;
+        return Tensor::from_vec(out, (m, n), x.device());
+    }
     if !kernel {
         let wide = with_bf16(&w, |ws| Ok(bf16_gemm::widen(ws)))?;
         return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
@@ -90,7 +113,8 @@ mod tests {
     fn bf16_weights_give_the_product_of_the_rounded_operands() {
         let dev = Device::Cpu;
         let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32);
-        for (m, k, n) in [(1, 3, 2), (154, 77, 45), (40, 320, 100)] {
+        // 2 and 4 rows take the few-rows path; the others the kernel or widened weights.
+        for (m, k, n) in [(1, 3, 2), (2, 70, 33), (154, 77, 45), (40, 320, 100)] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
             let x = Tensor::randn(0f32, 1.0, (2 * m, k), &dev).unwrap();
@@ -106,8 +130,8 @@ mod tests {
             }
             for kernel in kernels {
                 let got = super::bf16_weights(&x, &wb, Some(&b), kernel).unwrap();
-                // The kernel rounds x to bf16 too; widened weights meet x in f32.
-                let xr = if kernel {
+                // The kernel rounds x to bf16 too; widened weights and few rows meet x in f32.
+                let xr = if kernel && 2 * m > super::bf16_rows::FEW_ROWS {
                     round(&x).unwrap()
                 } else {
                     x.clone()

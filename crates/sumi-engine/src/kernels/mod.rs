@@ -10,6 +10,7 @@
 
 mod attention;
 mod bf16_gemm;
+mod bf16_rows;
 mod bounded;
 mod common;
 mod conv;
@@ -18,17 +19,20 @@ mod cudnn;
 #[cfg(feature = "flash-attn")]
 mod flash;
 mod geglu;
+mod gelu;
 mod linear;
 mod math;
 mod norm;
 mod quantized;
 mod tiles;
+mod token_norm;
 mod winograd4;
 
 use candle_core::{Result, Tensor};
 
 use crate::profile;
 pub use common::{enabled, KERNELS_ENV};
+pub use token_norm::RopeTables;
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
@@ -59,6 +63,32 @@ pub fn conv2d(
 /// The feed-forward's GEGLU.
 pub fn geglu(proj: &Tensor) -> Result<Tensor> {
     profile::time("GEGLU", proj.device(), || geglu::geglu(proj))
+}
+
+/// The tanh-approximated GELU (Flux's feed-forwards, T5's gated-GELU).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    profile::time("GELU", x.device(), || gelu::gelu_tanh(x))
+}
+
+/// `layer_norm(x) * (1 + scale) + shift` over the last dimension of `[B, L, C]` `x`, with
+/// per-sample `[B, C]` `shift` and `scale` (a transformer block's modulation).
+pub fn layer_norm_modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
+    profile::time("layer norm", x.device(), || {
+        token_norm::layer_norm_modulate(x, shift, scale, eps)
+    })
+}
+
+/// Each head's RMS norm of `[B, L, C]` queries or keys, then their rotary embedding.
+pub fn rms_norm_rope(
+    x: &Tensor,
+    weight: &Tensor,
+    rope: &RopeTables,
+    heads: usize,
+    eps: f64,
+) -> Result<Tensor> {
+    profile::time("qk norm and rope", x.device(), || {
+        token_norm::rms_norm_rope(x, weight, rope, heads, eps)
+    })
 }
 
 /// `GroupNorm(groups, eps)` with per-channel `weight` and `bias`, then SiLU when `silu`.

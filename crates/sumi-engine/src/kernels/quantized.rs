@@ -41,36 +41,34 @@ pub(super) fn linear(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
 /// Up to this many rows (Flux's modulation layers take one, and hold a quarter of its weights)
 /// the product reads the blocks as they are: it is bound by reading the weight, which expanding
 /// would only make longer.
-const FEW_ROWS: usize = 4;
+const FEW_ROWS: usize = super::bf16_rows::FEW_ROWS;
 
 /// `x q^T` straight from the blocks (candle's product without its repacked copy), the rows
 /// quantized to the blocks' dot-product type.
 fn from_blocks(q: &QTensor, x: &Tensor, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
+    struct Product<'a> {
+        lhs: &'a [f32],
+        out: &'a mut [f32],
+        mkn: (usize, usize, usize),
+    }
+    impl OnBlocks for Product<'_> {
+        type Out = ();
+        fn run<T: GgmlType>(self, blocks: &[T]) -> Result<()> {
+            k_quants::matmul(self.mkn, self.lhs, blocks, self.out)
+        }
+    }
     let x = x.contiguous()?;
     let bytes = q.data()?;
     let mut out = vec![0f32; m * n];
     let done = super::common::with_f32(&x, |lhs| {
-        macro_rules! run {
-            ($block:ty) => {{
-                k_quants::matmul((m, k, n), lhs, as_blocks::<$block>(&bytes)?, &mut out)?;
-                true
-            }};
-        }
-        Ok(match q.dtype() {
-            GgmlDType::Q4_0 => run!(k_quants::BlockQ4_0),
-            GgmlDType::Q4_1 => run!(k_quants::BlockQ4_1),
-            GgmlDType::Q5_0 => run!(k_quants::BlockQ5_0),
-            GgmlDType::Q5_1 => run!(k_quants::BlockQ5_1),
-            GgmlDType::Q8_0 => run!(k_quants::BlockQ8_0),
-            GgmlDType::Q2K => run!(k_quants::BlockQ2K),
-            GgmlDType::Q3K => run!(k_quants::BlockQ3K),
-            GgmlDType::Q4K => run!(k_quants::BlockQ4K),
-            GgmlDType::Q5K => run!(k_quants::BlockQ5K),
-            GgmlDType::Q6K => run!(k_quants::BlockQ6K),
-            _ => false,
-        })
+        let product = Product {
+            lhs,
+            out: &mut out,
+            mkn: (m, k, n),
+        };
+        on_blocks(q.dtype(), &bytes, product)
     })?;
-    if !done {
+    if done.is_none() {
         return Ok(None);
     }
     let mut dims = x.dims().to_vec();
@@ -87,25 +85,45 @@ fn expanded(
     half: bool,
     device: &candle_core::Device,
 ) -> Result<Option<Tensor>> {
-    let bytes = q.data()?;
-    macro_rules! run {
-        ($block:ty) => {
-            expand::<$block>(as_blocks(&bytes)?, n, k, half, device)?
-        };
+    struct Expand<'a> {
+        n: usize,
+        k: usize,
+        half: bool,
+        device: &'a candle_core::Device,
     }
-    Ok(Some(match q.dtype() {
-        GgmlDType::Q4_0 => run!(k_quants::BlockQ4_0),
-        GgmlDType::Q4_1 => run!(k_quants::BlockQ4_1),
-        GgmlDType::Q5_0 => run!(k_quants::BlockQ5_0),
-        GgmlDType::Q5_1 => run!(k_quants::BlockQ5_1),
-        GgmlDType::Q8_0 => run!(k_quants::BlockQ8_0),
-        GgmlDType::Q2K => run!(k_quants::BlockQ2K),
-        GgmlDType::Q3K => run!(k_quants::BlockQ3K),
-        GgmlDType::Q4K => run!(k_quants::BlockQ4K),
-        GgmlDType::Q5K => run!(k_quants::BlockQ5K),
-        GgmlDType::Q6K => run!(k_quants::BlockQ6K),
+    impl OnBlocks for Expand<'_> {
+        type Out = Tensor;
+        fn run<T: GgmlType>(self, blocks: &[T]) -> Result<Tensor> {
+            expand(blocks, self.n, self.k, self.half, self.device)
+        }
+    }
+    let bytes = q.data()?;
+    on_blocks(q.dtype(), &bytes, Expand { n, k, half, device })
+}
+
+/// Something done with the blocks of a quantized tensor, whatever their type.
+trait OnBlocks {
+    type Out;
+    fn run<T: GgmlType>(self, blocks: &[T]) -> Result<Self::Out>;
+}
+
+/// `op` run on `bytes` as blocks of `dtype`; `None` for storage types that are not blocks.
+fn on_blocks<O: OnBlocks>(dtype: GgmlDType, bytes: &[u8], op: O) -> Result<Option<O::Out>> {
+    use k_quants::*;
+    let out = match dtype {
+        GgmlDType::Q4_0 => op.run(as_blocks::<BlockQ4_0>(bytes)?),
+        GgmlDType::Q4_1 => op.run(as_blocks::<BlockQ4_1>(bytes)?),
+        GgmlDType::Q5_0 => op.run(as_blocks::<BlockQ5_0>(bytes)?),
+        GgmlDType::Q5_1 => op.run(as_blocks::<BlockQ5_1>(bytes)?),
+        GgmlDType::Q8_0 => op.run(as_blocks::<BlockQ8_0>(bytes)?),
+        GgmlDType::Q2K => op.run(as_blocks::<BlockQ2K>(bytes)?),
+        GgmlDType::Q3K => op.run(as_blocks::<BlockQ3K>(bytes)?),
+        GgmlDType::Q4K => op.run(as_blocks::<BlockQ4K>(bytes)?),
+        GgmlDType::Q5K => op.run(as_blocks::<BlockQ5K>(bytes)?),
+        GgmlDType::Q6K => op.run(as_blocks::<BlockQ6K>(bytes)?),
         _ => return Ok(None),
-    }))
+    };
+    out.map(Some)
 }
 
 /// Rows of `T` blocks expanded, in parallel, to an `[n, k]` tensor of bf16 or f32.
