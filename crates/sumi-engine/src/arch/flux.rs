@@ -339,7 +339,7 @@ impl DoubleBlock {
         let q = Tensor::cat(&[qt, qi], 1)?;
         let k = Tensor::cat(&[kt, ki], 1)?;
         let v = Tensor::cat(&[vt, vi], 1)?;
-        let joint = kernels::attention(&q, &k, &v, heads)?;
+        let joint = kernels::attention(&q, &k, &v, heads, self.to_out.is_bf16())?;
         let txt_attn = self.to_add_out.forward(&joint.narrow(1, 0, lt)?)?;
         let img_attn = self.to_out.forward(&joint.narrow(1, lt, img.dim(1)?)?)?;
         let stream = |x: &Tensor, attn: Tensor, m: &[Tensor], ff: &FeedForward| -> Result<Tensor> {
@@ -382,7 +382,7 @@ impl SingleBlock {
         let m = modulation(&self.norm, temb, 3)?;
         let h = norm_modulate(x, &m[0], &m[1])?;
         let (q, k, v) = self.qkv.forward(&h, heads, rope, 0)?;
-        let attn = kernels::attention(&q, &k, &v, heads)?;
+        let attn = kernels::attention(&q, &k, &v, heads, self.proj_out.is_bf16())?;
         let mlp = kernels::gelu_tanh(&self.proj_mlp.forward(&h)?)?;
         let out = self.proj_out.forward(&Tensor::cat(&[attn, mlp], 2)?)?;
         x + out.broadcast_mul(&m[2].unsqueeze(1)?)?

@@ -15,16 +15,17 @@ use super::common::{enabled, with_f32};
 use super::math::fast_exp;
 
 /// Queries per task.
-const QUERY_BLOCK: usize = 128;
+pub(super) const QUERY_BLOCK: usize = 128;
 
 /// Keys per step of the online softmax: the score tile is `QUERY_BLOCK x KEY_BLOCK` floats
 /// (256 KiB), small enough to stay in a core's L2 cache between the two products.
-const KEY_BLOCK: usize = 512;
+pub(super) const KEY_BLOCK: usize = 512;
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; for other devices and
 /// dtypes FlashAttention on CUDA where built in (the `flash-attn` feature), else candle's ops in
-/// memory-bounded slices ([`bounded::attention`]).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+/// memory-bounded slices ([`bounded::attention`]). With `bf16` (a bf16 model on the CPU) and
+/// AVX512-BF16, both products take bf16 operands with f32 sums ([`super::attention_bf16`]).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -> Result<Tensor> {
     let cpu_f32 =
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
     if !enabled() || !cpu_f32 {
@@ -57,6 +58,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
         // gemm reads them without packing them again for every block of queries.
         let kh = with_f32(&k, |ks| Ok(heads_rows(ks, b, lk, heads, d)))?;
         let vh = with_f32(&v, |vs| Ok(heads_columns(vs, b, lk, heads, d)))?;
+        let pairs = (bf16 && super::bf16_gemm::available())
+            .then(|| super::attention_bf16::Operands::new(&kh, &vh, b * heads, lk, d));
         // One task per (image, block of queries); heads run inside it, so each task owns
         // whole rows of the output.
         out.par_chunks_mut(lq * c)
@@ -79,13 +82,18 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
                                 h,
                                 scale,
                             };
-                            tile.run(
-                                &qs[q0..],
-                                &kh[kv0..kv0 + lk * d],
-                                &vh[kv0..kv0 + lk * d],
-                                &mut buf,
-                                dst,
-                            );
+                            match &pairs {
+                                Some(ops) => {
+                                    ops.run(&tile, img * heads + h, &qs[q0..], &mut buf, dst)
+                                }
+                                None => tile.run(
+                                    &qs[q0..],
+                                    &kh[kv0..kv0 + lk * d],
+                                    &vh[kv0..kv0 + lk * d],
+                                    &mut buf,
+                                    dst,
+                                ),
+                            }
                         }
                     });
             });
@@ -125,17 +133,17 @@ fn heads_columns(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f
 }
 
 /// Scratch space of one task, reused across heads.
-struct Buffers {
+pub(super) struct Buffers {
     /// Scores, then probabilities, of one block of keys, key-major: `[KEY_BLOCK, rows]`.
-    scores: Vec<f32>,
+    pub(super) scores: Vec<f32>,
     /// Running maximum score of each query.
-    max: Vec<f32>,
+    pub(super) max: Vec<f32>,
     /// Running sum of each query's `exp(score - max)`.
-    sum: Vec<f32>,
+    pub(super) sum: Vec<f32>,
     /// How much each query's earlier terms shrink when its maximum rises.
-    rescale: Vec<f32>,
+    pub(super) rescale: Vec<f32>,
     /// The head's unnormalised output, column-major `[rows, d]`.
-    out: Vec<f32>,
+    pub(super) out: Vec<f32>,
 }
 
 impl Buffers {
@@ -156,13 +164,13 @@ impl Buffers {
 /// Both products are laid out the way gemm's microkernel wants them (column-major output with
 /// unit row stride), so the keys and values are not packed again (the score tile is, by gemm's
 /// own rule, only when `d` > 48); the softmax runs across queries, eight at a time, for every key.
-struct Tile {
-    rows: usize,
-    lk: usize,
-    c: usize,
-    d: usize,
-    h: usize,
-    scale: f32,
+pub(super) struct Tile {
+    pub(super) rows: usize,
+    pub(super) lk: usize,
+    pub(super) c: usize,
+    pub(super) d: usize,
+    pub(super) h: usize,
+    pub(super) scale: f32,
 }
 
 impl Tile {
@@ -209,11 +217,7 @@ impl Tile {
             let scores = &mut buf.scores[..rows * keys];
             softmax_block(scores, max, sum, rescale, self.scale);
             if k0 > 0 {
-                for column in buf.out.chunks_exact_mut(rows) {
-                    for (o, &r) in column.iter_mut().zip(rescale.iter()) {
-                        *o *= r;
-                    }
-                }
+                shrink(&mut buf.out, rescale);
             }
             // SAFETY: as above.
             unsafe {
@@ -241,7 +245,13 @@ impl Tile {
                 );
             }
         }
-        for (r, &s) in sum.iter().enumerate() {
+        self.finish(buf, dst);
+    }
+
+    /// The head's output columns of `dst`: the unnormalised output over each query's sum.
+    pub(super) fn finish(&self, buf: &Buffers, dst: &mut [f32]) {
+        let (rows, c, d, col) = (self.rows, self.c, self.d, self.h * self.d);
+        for (r, &s) in buf.sum[..rows].iter().enumerate() {
             let inv = 1.0 / s;
             let row = &mut dst[r * c + col..r * c + col + d];
             for (i, o) in row.iter_mut().enumerate() {
@@ -251,11 +261,20 @@ impl Tile {
     }
 }
 
+/// The earlier output `[d, rows]` shrunk by each query's `rescale` (its maximum rose).
+pub(super) fn shrink(out: &mut [f32], rescale: &[f32]) {
+    for column in out.chunks_exact_mut(rescale.len()) {
+        for (o, &r) in column.iter_mut().zip(rescale) {
+            *o *= r;
+        }
+    }
+}
+
 /// One block of keys of an online softmax. `scores` is `[keys, rows]` row-major (one column per
 /// query). Each query's running `max` rises to cover the block; `rescale` gets
 /// `exp((old max - new max) * scale)`, by which `sum` and the earlier output shrink; each score
 /// becomes `exp((x - max) * scale)`, and `sum` adds the block's.
-fn softmax_block(
+pub(super) fn softmax_block(
     scores: &mut [f32],
     max: &mut [f32],
     sum: &mut [f32],
@@ -377,11 +396,50 @@ mod tests {
             let q = Tensor::randn(0f32, 3.0, (b, lq, c), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
-            let got = attention(&q, &k, &v, heads).unwrap();
+            let got = attention(&q, &k, &v, heads, false).unwrap();
             let want = reference(&q, &k, &v, heads);
             let d = crate::test_util::max_abs_diff(&got, &want);
             // Random inputs: sums over 1100 keys in another order reach 1e-5 now and then.
             assert!(d < 3e-5, "{:?}: max diff {d}", (b, lq, lk, c, heads));
+        }
+    }
+
+    #[test]
+    fn bf16_operands_match_attention_of_the_rounded_inputs() {
+        if !super::super::bf16_gemm::available() {
+            eprintln!("skipped: no AVX512-BF16 kernel on this CPU");
+            return;
+        }
+        let dev = Device::Cpu;
+        let round = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        // Odd head size and key count (padded pairs), several key blocks, ragged query blocks.
+        for &(b, lq, lk, c, heads) in &[
+            (2, 130, 130, 40, 8),
+            (1, 7, 3, 12, 3),
+            (1, 150, 1101, 42, 2),
+            (2, 64, 77, 90, 2),
+        ] {
+            let q = Tensor::randn(0f32, 1.0, (b, lq, c), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
+            let got = attention(&q, &k, &v, heads, true).unwrap();
+            let want = reference(&round(&q), &round(&k), &round(&v), heads);
+            let full = reference(&q, &k, &v, heads);
+            let d = crate::test_util::max_abs_diff(&got, &want);
+            // Only the probabilities' rounding to bf16 (8 bits) differs from the reference.
+            assert!(d < 1e-2, "{:?}: max diff {d}", (b, lq, lk, c, heads));
+            let d_full = crate::test_util::max_abs_diff(&got, &full);
+            assert!(
+                d_full < 3e-2,
+                "{:?}: {d_full} from f32",
+                (b, lq, lk, c, heads)
+            );
+            assert!(d_full > 0.0, "bf16 operands should round");
         }
     }
 }

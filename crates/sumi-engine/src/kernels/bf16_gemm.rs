@@ -84,11 +84,12 @@ pub(crate) fn widen(src: &[bf16]) -> Vec<f32> {
 }
 
 /// The left operand: `m` rows of `k` bf16 values, `ld` apart (`ld` even, the pad after `k`
-/// zero when `k` is odd), read as `ld / 2` pairs per row.
+/// zero when `k` is odd), read as `pairs` pairs per row (`ld / 2` unless sliced).
 pub(crate) struct PairRows<'a> {
     data: std::borrow::Cow<'a, [bf16]>,
     rows: usize,
     ld: usize,
+    pairs: usize,
 }
 
 impl<'a> PairRows<'a> {
@@ -103,6 +104,24 @@ impl<'a> PairRows<'a> {
             data: data.into(),
             rows: m,
             ld,
+            pairs: ld / 2,
+        }
+    }
+
+    /// Rows `row0..row0 + rows`, pairs from column `col0` (even) on, `pairs` of them.
+    pub(crate) fn slice(
+        &self,
+        row0: usize,
+        rows: usize,
+        col0: usize,
+        pairs: usize,
+    ) -> PairRows<'_> {
+        assert!(col0 % 2 == 0 && col0 + 2 * pairs <= self.ld && row0 + rows <= self.rows);
+        PairRows {
+            data: self.data[row0 * self.ld + col0..].into(),
+            rows,
+            ld: self.ld,
+            pairs,
         }
     }
 
@@ -113,6 +132,7 @@ impl<'a> PairRows<'a> {
                 data: a[..m * k].into(),
                 rows: m,
                 ld: k,
+                pairs: k / 2,
             };
         }
         let ld = k + 1;
@@ -124,6 +144,7 @@ impl<'a> PairRows<'a> {
             data: data.into(),
             rows: m,
             ld,
+            pairs: ld / 2,
         }
     }
 }
@@ -170,32 +191,69 @@ impl PackedB {
         packed
     }
 
-    /// `b` given as f32 rows `[k, n]`, `ld` apart, rounded to bf16 (convolution patches).
+    /// `b = x^T` for f32 `x` of `n` rows of `k`, `ld` apart, rounded to bf16 (attention's
+    /// queries, read in place from the `[L, C]` projection).
+    pub(crate) fn from_transposed_f32(x: &[f32], n: usize, k: usize, ld: usize) -> Self {
+        let mut packed = Self::zeroed(k, n);
+        let pairs = packed.pairs;
+        let mut row = vec![bf16::ZERO; 2 * pairs];
+        for (j, panel) in packed.words.chunks_mut(pairs * NR).enumerate() {
+            for c in 0..NR.min(n - j * NR) {
+                let r0 = (j * NR + c) * ld;
+                round_into(&x[r0..r0 + k], &mut row[..k]);
+                for p in 0..pairs {
+                    panel[p * NR + c] = word(row[2 * p], row[2 * p + 1]);
+                }
+            }
+        }
+        packed
+    }
+
+    /// `b` given as f32 rows `[k, n]`, `ld` apart, rounded to bf16 (convolution patches,
+    /// attention's probabilities); panels in parallel when there is enough to share.
     pub(crate) fn from_f32(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
         let mut packed = Self::zeroed(k, n);
         let pairs = packed.pairs;
-        packed
-            .words
-            .par_chunks_mut(pairs * NR)
-            .enumerate()
-            .for_each(|(j, panel)| {
-                let c0 = j * NR;
-                let cols = NR.min(n - c0);
-                let mut lo = [bf16::ZERO; NR];
-                let mut hi = [bf16::ZERO; NR];
-                for p in 0..pairs {
-                    round_into(&b[2 * p * ld + c0..2 * p * ld + c0 + cols], &mut lo[..cols]);
-                    if 2 * p + 1 < k {
-                        let r = (2 * p + 1) * ld + c0;
-                        round_into(&b[r..r + cols], &mut hi[..cols]);
-                    } else {
-                        hi.fill(bf16::ZERO);
-                    }
-                    for c in 0..cols {
-                        panel[p * NR + c] = word(lo[c], hi[c]);
-                    }
+        let pack = |(j, panel): (usize, &mut [u32])| {
+            let c0 = j * NR;
+            let cols = NR.min(n - c0);
+            let mut lo = [bf16::ZERO; NR];
+            let mut hi = [bf16::ZERO; NR];
+            for p in 0..pairs {
+                let (r0, r1) = (2 * p * ld + c0, (2 * p + 1) * ld + c0);
+                #[cfg(target_arch = "x86_64")]
+                if cols == NR && 2 * p + 1 < k && has_instruction() {
+                    // SAFETY: the CPU has AVX512-BF16; both rows have NR values from r0 and
+                    // r1 (cols == NR), and the panel NR words from p * NR.
+                    unsafe {
+                        x86::pair_words(&b[r0..r0 + NR], &b[r1..r1 + NR], &mut panel[p * NR..])
+                    };
+                    continue;
                 }
-            });
+                round_into(&b[r0..r0 + cols], &mut lo[..cols]);
+                if 2 * p + 1 < k {
+                    round_into(&b[r1..r1 + cols], &mut hi[..cols]);
+                } else {
+                    hi.fill(bf16::ZERO);
+                }
+                for c in 0..cols {
+                    panel[p * NR + c] = word(lo[c], hi[c]);
+                }
+            }
+        };
+        if k * n >= 1 << 18 {
+            packed
+                .words
+                .par_chunks_mut(pairs * NR)
+                .enumerate()
+                .for_each(pack);
+        } else {
+            packed
+                .words
+                .chunks_mut(pairs * NR)
+                .enumerate()
+                .for_each(pack);
+        }
         packed
     }
 }
@@ -213,12 +271,22 @@ pub(crate) fn round_into(src: &[f32], dst: &mut [bf16]) {
     }
 }
 
-/// `c[i][j] (row stride ldc) = sum_k a[i][k] b[k][j]`, plus the old `c` when `accumulate`.
-/// Needs [`has_instruction`].
+/// `c[i][j] (row stride ldc) = sum_k a[i][k] b[k][j]`, plus the old `c` when `accumulate`,
+/// on all compute threads. Needs [`has_instruction`].
 pub(crate) fn gemm(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool) {
+    product(a, b, c, ldc, accumulate, true)
+}
+
+/// [`gemm`] on the calling thread only (for callers that are parallel tasks themselves).
+pub(crate) fn gemm_serial(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool) {
+    product(a, b, c, ldc, accumulate, false)
+}
+
+fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool, par: bool) {
     let m = a.rows;
     assert!(has_instruction(), "bf16 gemm without AVX512-BF16");
-    assert_eq!(a.ld / 2, b.pairs, "bf16 gemm: inner sizes differ");
+    assert_eq!(a.pairs, b.pairs, "bf16 gemm: inner sizes differ");
+    assert!(m == 0 || a.data.len() >= (m - 1) * a.ld + 2 * a.pairs);
     assert!(b.n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + b.n));
     let panels = b.n.div_ceil(NR);
     let blocks = m.div_ceil(MC);
@@ -233,7 +301,7 @@ pub(crate) fn gemm(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumul
             let a_rows: [*const bf16; MR] =
                 std::array::from_fn(|r| a.data[(i0 + r.min(rows - 1)) * a.ld..].as_ptr());
             // SAFETY: `has_instruction` was asserted above. Each row pointer has `b.pairs`
-            // words (ld / 2) from it; the panel has `b.pairs * NR` words; the task writes rows
+            // words from it (asserted above); the panel has `b.pairs * NR` words; the task writes rows
             // i0..i0+rows, columns j*NR..j*NR+cols of `c`, inside it by the assert above, and
             // no other task writes the same (row block, panel) pair.
             unsafe {
@@ -253,7 +321,7 @@ pub(crate) fn gemm(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumul
         }
     };
     let tasks = panels * blocks;
-    if candle_core::utils::get_num_threads() > 1 && tasks > 1 {
+    if par && candle_core::utils::get_num_threads() > 1 && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
         (0..tasks).for_each(task);
@@ -280,6 +348,23 @@ mod x86 {
         }
         for j in i..n {
             dst[j] = bf16::from_f32(src[j]);
+        }
+    }
+
+    /// `NR` words `bf16(lo[c]) | bf16(hi[c]) << 16`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(super) unsafe fn pair_words(lo: &[f32], hi: &[f32], dst: &mut [u32]) {
+        assert!(lo.len() >= NR && hi.len() >= NR && dst.len() >= NR);
+        for h in 0..NR / 16 {
+            let l: __m256i =
+                std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(lo.as_ptr().add(16 * h))));
+            let u: __m256i =
+                std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(hi.as_ptr().add(16 * h))));
+            let w = _mm512_or_si512(
+                _mm512_cvtepu16_epi32(l),
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(u), 16),
+            );
+            _mm512_storeu_si512(dst.as_mut_ptr().add(16 * h) as *mut _, w);
         }
     }
 

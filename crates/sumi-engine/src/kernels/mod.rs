@@ -9,6 +9,7 @@
 //! timed by [`crate::profile`] when `SUMI_PROFILE=1`.
 
 mod attention;
+mod attention_bf16;
 mod bf16_gemm;
 mod bf16_rows;
 mod bounded;
@@ -34,10 +35,11 @@ use crate::profile;
 pub use common::{enabled, KERNELS_ENV};
 pub use token_norm::RopeTables;
 
-/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+/// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; `bf16` for a bf16
+/// model (bf16 operands, f32 sums, where the CPU has AVX512-BF16).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -> Result<Tensor> {
     profile::time("attention", q.device(), || {
-        attention::attention(q, k, v, heads)
+        attention::attention(q, k, v, heads, bf16)
     })
 }
 

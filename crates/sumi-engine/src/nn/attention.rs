@@ -7,9 +7,10 @@ use super::linear::Linear;
 
 use crate::kernels;
 
-/// Multi-head scaled dot-product attention over `[B, L, C]` inputs already projected.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    kernels::attention(q, k, v, heads)
+/// Multi-head scaled dot-product attention over `[B, L, C]` inputs already projected; `bf16`
+/// for a bf16 model (its products then take bf16 operands where the CPU has AVX512-BF16).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -> Result<Tensor> {
+    kernels::attention(q, k, v, heads, bf16)
 }
 
 /// diffusers' `Attention` with `to_q`/`to_k`/`to_v` (no bias unless asked) and `to_out.0`.
@@ -53,6 +54,8 @@ impl Attention {
         let q = self.to_q.forward(xs)?;
         let k = self.to_k.forward(ctx)?;
         let v = self.to_v.forward(ctx)?;
-        self.to_out.forward(&attention(&q, &k, &v, self.heads)?)
+        let bf16 = self.to_q.is_bf16();
+        self.to_out
+            .forward(&attention(&q, &k, &v, self.heads, bf16)?)
     }
 }

@@ -44,6 +44,11 @@ impl Linear {
         }
     }
 
+    /// Whether the weight is stored in bf16 (a bf16 model; on the CPU its activations stay f32).
+    pub fn is_bf16(&self) -> bool {
+        matches!(&self.weight, Weight::Dense(w) if w.dtype() == DType::BF16)
+    }
+
     /// Whether the weight is held quantized.
     pub fn is_quantized(&self) -> bool {
         matches!(self.weight, Weight::Quantized(_))

@@ -42,7 +42,8 @@ impl Module for SpatialSelfAttention {
         let q = self.to_q.forward(&seq)?;
         let k = self.to_k.forward(&seq)?;
         let v = self.to_v.forward(&seq)?;
-        let out = self.to_out.forward(&attention(&q, &k, &v, 1)?)?;
+        let bf16 = self.to_q.is_bf16();
+        let out = self.to_out.forward(&attention(&q, &k, &v, 1, bf16)?)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
         out + xs
     }
