@@ -10,21 +10,22 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
+use super::bf16_gemm::{gemm_serial, PackedB, PairRows};
 use super::bounded;
 use super::common::{enabled, with_f32};
 use super::math::fast_exp;
 
 /// Queries per task.
-pub(super) const QUERY_BLOCK: usize = 128;
+const QUERY_BLOCK: usize = 128;
 
 /// Keys per step of the online softmax: the score tile is `QUERY_BLOCK x KEY_BLOCK` floats
 /// (256 KiB), small enough to stay in a core's L2 cache between the two products.
-pub(super) const KEY_BLOCK: usize = 512;
+const KEY_BLOCK: usize = 512;
 
 /// `softmax(q k^T / sqrt(d)) v` over `heads` heads of `[B, L, C]` inputs; for other devices and
 /// dtypes FlashAttention on CUDA where built in (the `flash-attn` feature), else candle's ops in
 /// memory-bounded slices ([`bounded::attention`]). With `bf16` (a bf16 model on the CPU) and
-/// AVX512-BF16, both products take bf16 operands with f32 sums ([`super::attention_bf16`]).
+/// AVX512-BF16, both products take bf16 operands with f32 sums ([`Bf16Operands`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -> Result<Tensor> {
     let cpu_f32 =
         matches!(q.device(), Device::Cpu) && [q, k, v].iter().all(|t| t.dtype() == DType::F32);
@@ -59,7 +60,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -
         let kh = with_f32(&k, |ks| Ok(heads_rows(ks, b, lk, heads, d)))?;
         let vh = with_f32(&v, |vs| Ok(heads_columns(vs, b, lk, heads, d)))?;
         let pairs = (bf16 && super::bf16_gemm::available())
-            .then(|| super::attention_bf16::Operands::new(&kh, &vh, b * heads, lk, d));
+            .then(|| Bf16Operands::new(&kh, &vh, b * heads, lk, d));
         // One task per (image, block of queries); heads run inside it, so each task owns
         // whole rows of the output.
         out.par_chunks_mut(lq * c)
@@ -133,17 +134,17 @@ fn heads_columns(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f
 }
 
 /// Scratch space of one task, reused across heads.
-pub(super) struct Buffers {
+struct Buffers {
     /// Scores, then probabilities, of one block of keys, key-major: `[KEY_BLOCK, rows]`.
-    pub(super) scores: Vec<f32>,
+    scores: Vec<f32>,
     /// Running maximum score of each query.
-    pub(super) max: Vec<f32>,
+    max: Vec<f32>,
     /// Running sum of each query's `exp(score - max)`.
-    pub(super) sum: Vec<f32>,
+    sum: Vec<f32>,
     /// How much each query's earlier terms shrink when its maximum rises.
-    pub(super) rescale: Vec<f32>,
+    rescale: Vec<f32>,
     /// The head's unnormalised output, column-major `[rows, d]`.
-    pub(super) out: Vec<f32>,
+    out: Vec<f32>,
 }
 
 impl Buffers {
@@ -164,13 +165,13 @@ impl Buffers {
 /// Both products are laid out the way gemm's microkernel wants them (column-major output with
 /// unit row stride), so the keys and values are not packed again (the score tile is, by gemm's
 /// own rule, only when `d` > 48); the softmax runs across queries, eight at a time, for every key.
-pub(super) struct Tile {
-    pub(super) rows: usize,
-    pub(super) lk: usize,
-    pub(super) c: usize,
-    pub(super) d: usize,
-    pub(super) h: usize,
-    pub(super) scale: f32,
+struct Tile {
+    rows: usize,
+    lk: usize,
+    c: usize,
+    d: usize,
+    h: usize,
+    scale: f32,
 }
 
 impl Tile {
@@ -249,7 +250,7 @@ impl Tile {
     }
 
     /// The head's output columns of `dst`: the unnormalised output over each query's sum.
-    pub(super) fn finish(&self, buf: &Buffers, dst: &mut [f32]) {
+    fn finish(&self, buf: &Buffers, dst: &mut [f32]) {
         let (rows, c, d, col) = (self.rows, self.c, self.d, self.h * self.d);
         for (r, &s) in buf.sum[..rows].iter().enumerate() {
             let inv = 1.0 / s;
@@ -262,7 +263,7 @@ impl Tile {
 }
 
 /// The earlier output `[d, rows]` shrunk by each query's `rescale` (its maximum rose).
-pub(super) fn shrink(out: &mut [f32], rescale: &[f32]) {
+fn shrink(out: &mut [f32], rescale: &[f32]) {
     for column in out.chunks_exact_mut(rescale.len()) {
         for (o, &r) in column.iter_mut().zip(rescale) {
             *o *= r;
@@ -270,11 +271,66 @@ pub(super) fn shrink(out: &mut [f32], rescale: &[f32]) {
     }
 }
 
+/// The two products with bf16 operands and f32 sums (`vdpbf16ps`), for bf16 models on CPUs
+/// with AVX512-BF16, as PyTorch's bf16 attention computes them: queries, keys, values and the
+/// softmax's probabilities rounded to bf16; scores, softmax and sums in f32. Same blocks and
+/// online softmax as [`Tile::run`]; the products run transposed so that the key-major score tile
+/// comes out directly: `scores^T [keys, rows] = K [keys, d] Q^T [d, rows]` and
+/// `out^T [d, rows] += V^T [d, keys] P^T [keys, rows]`.
+///
+/// Keys and values of every (image, head), rounded to bf16 once per call.
+struct Bf16Operands {
+    /// `[B * heads * Lk, d]`: each head's keys as rows.
+    keys: PairRows<'static>,
+    /// `[B * heads * d, Lk]`: each head's values as columns.
+    values: PairRows<'static>,
+    lk: usize,
+    d: usize,
+}
+
+impl Bf16Operands {
+    /// From keys `[B, heads, Lk, d]` and values `[B, heads, d, Lk]` (`sets` = B * heads).
+    fn new(keys: &[f32], values: &[f32], sets: usize, lk: usize, d: usize) -> Self {
+        Self {
+            keys: PairRows::from_f32(keys, sets * lk, d),
+            values: PairRows::from_f32(values, sets * d, lk),
+            lk,
+            d,
+        }
+    }
+
+    /// One head (`set` = image * heads + head) of one block of queries: `tile` as
+    /// [`Tile::run`] takes it, `q` from the block's first query row.
+    fn run(&self, tile: &Tile, set: usize, q: &[f32], buf: &mut Buffers, dst: &mut [f32]) {
+        let (rows, lk, d) = (tile.rows, self.lk, self.d);
+        assert!(tile.d == d && tile.lk == lk);
+        let queries = PackedB::from_transposed_f32(&q[tile.h * d..], rows, d, tile.c);
+        let (max, sum) = (&mut buf.max[..rows], &mut buf.sum[..rows]);
+        let rescale = &mut buf.rescale[..rows];
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
+        for k0 in (0..lk).step_by(KEY_BLOCK) {
+            let keys = KEY_BLOCK.min(lk - k0);
+            let scores = &mut buf.scores[..rows * keys];
+            let k_rows = self.keys.slice(set * lk + k0, keys, 0, d.div_ceil(2));
+            gemm_serial(&k_rows, &queries, scores, rows, false);
+            softmax_block(scores, max, sum, rescale, tile.scale);
+            if k0 > 0 {
+                shrink(&mut buf.out[..rows * d], rescale);
+            }
+            let probs = PackedB::from_f32(scores, keys, rows, rows);
+            let v_cols = self.values.slice(set * d, d, k0, keys.div_ceil(2));
+            gemm_serial(&v_cols, &probs, &mut buf.out[..rows * d], rows, k0 > 0);
+        }
+        tile.finish(buf, dst);
+    }
+}
+
 /// One block of keys of an online softmax. `scores` is `[keys, rows]` row-major (one column per
 /// query). Each query's running `max` rises to cover the block; `rescale` gets
 /// `exp((old max - new max) * scale)`, by which `sum` and the earlier output shrink; each score
 /// becomes `exp((x - max) * scale)`, and `sum` adds the block's.
-pub(super) fn softmax_block(
+fn softmax_block(
     scores: &mut [f32],
     max: &mut [f32],
     sum: &mut [f32],

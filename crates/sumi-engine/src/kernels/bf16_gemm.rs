@@ -116,7 +116,7 @@ impl<'a> PairRows<'a> {
         col0: usize,
         pairs: usize,
     ) -> PairRows<'_> {
-        assert!(col0 % 2 == 0 && col0 + 2 * pairs <= self.ld && row0 + rows <= self.rows);
+        assert!(col0.is_multiple_of(2) && col0 + 2 * pairs <= self.ld && row0 + rows <= self.rows);
         PairRows {
             data: self.data[row0 * self.ld + col0..].into(),
             rows,

@@ -24,7 +24,7 @@ pub(crate) fn product(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    assert!(m <= FEW_ROWS && k > 0 && x.len() == m * k && w.len() % k == 0);
+    assert!(m <= FEW_ROWS && k > 0 && x.len() == m * k && w.len().is_multiple_of(k));
     let n = w.len() / k;
     assert_eq!(out.len(), m * n);
     // Results per task as [task outputs][m], scattered into `out` after.

@@ -9,7 +9,6 @@
 //! timed by [`crate::profile`] when `SUMI_PROFILE=1`.
 
 mod attention;
-mod attention_bf16;
 mod bf16_gemm;
 mod bf16_rows;
 mod bounded;

@@ -122,7 +122,12 @@ pub fn rms_norm_rope(
     let (b, l, c) = x.dims3()?;
     let d = c / heads.max(1);
     let (rows, half) = rope.cos.dims2()?;
-    if heads == 0 || c % heads != 0 || d % 2 != 0 || weight.dims() != [d] || half != d / 2 {
+    if heads == 0
+        || !c.is_multiple_of(heads)
+        || !d.is_multiple_of(2)
+        || weight.dims() != [d]
+        || half != d / 2
+    {
         candle_core::bail!(
             "rms_norm_rope: {c} channels, {heads} heads, weight {:?}, rope pairs {half}",
             weight.dims()
