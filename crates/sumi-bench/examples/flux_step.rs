@@ -7,6 +7,8 @@ use std::path::Path;
 use candle_core::DType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the CLI and the app run (large buffers reused instead of mapped afresh each time).
+    sumi_engine::alloc::keep_freed_memory();
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 4 {
         return Err("usage: flux_step MODEL INPUTS f32|bf16 REPEATS [OUT]".into());

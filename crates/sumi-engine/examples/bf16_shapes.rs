@@ -61,6 +61,7 @@ fn main() -> candle_core::Result<()> {
         .num_threads(threads)
         .build_global()
         .ok();
+    sumi_engine::alloc::keep_freed_memory();
     let dev = Device::Cpu;
     println!("linear rows x in x out       f32 ms   bf16 ms   GFLOP/s f32 / bf16");
     for &(m, k, n) in LINEAR {

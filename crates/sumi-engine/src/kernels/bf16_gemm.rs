@@ -179,15 +179,7 @@ impl PackedB {
             .words
             .par_chunks_mut(pairs * NR)
             .enumerate()
-            .for_each(|(j, panel)| {
-                for c in 0..NR.min(n - j * NR) {
-                    let row = &w[(j * NR + c) * k..(j * NR + c + 1) * k];
-                    for p in 0..pairs {
-                        let hi = row.get(2 * p + 1).copied().unwrap_or(bf16::ZERO);
-                        panel[p * NR + c] = word(row[2 * p], hi);
-                    }
-                }
-            });
+            .for_each(|(j, panel)| weight_panel(w, n, k, j, panel));
         packed
     }
 
@@ -258,6 +250,29 @@ impl PackedB {
     }
 }
 
+/// Panel `j` of `w^T` for a bf16 `w` of `n` rows of `k`: for each pair `p` of `k`, the words
+/// `(w[c][2p], w[c][2p+1])` of its columns `c`; zero past `k` and `n`.
+fn weight_panel(w: &[bf16], n: usize, k: usize, j: usize, panel: &mut [u32]) {
+    let pairs = k.div_ceil(2);
+    let cols = NR.min(n - j * NR);
+    if cols < NR {
+        panel.fill(0);
+    }
+    for c in 0..cols {
+        let row = &w[(j * NR + c) * k..(j * NR + c + 1) * k];
+        let whole = k / 2;
+        let words = row.as_ptr().cast::<u32>();
+        for p in 0..whole {
+            // SAFETY: pair p is row[2p..2p+2], inside the row; read unaligned as one little-endian
+            // word, which is `word(row[2p], row[2p+1])`.
+            panel[p * NR + c] = u32::from_le(unsafe { words.add(p).read_unaligned() });
+        }
+        if whole < pairs {
+            panel[whole * NR + c] = word(row[2 * whole], bf16::ZERO);
+        }
+    }
+}
+
 /// `dst[i] = bf16(src[i])`, rounded to nearest with ties to even.
 pub(crate) fn round_into(src: &[f32], dst: &mut [bf16]) {
     #[cfg(target_arch = "x86_64")]
@@ -284,47 +299,115 @@ pub(crate) fn gemm_serial(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, 
 
 fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool, par: bool) {
     let m = a.rows;
-    assert!(has_instruction(), "bf16 gemm without AVX512-BF16");
-    assert_eq!(a.pairs, b.pairs, "bf16 gemm: inner sizes differ");
-    assert!(m == 0 || a.data.len() >= (m - 1) * a.ld + 2 * a.pairs);
-    assert!(b.n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + b.n));
+    check(a, b.pairs, b.n, c, ldc);
     let panels = b.n.div_ceil(NR);
     let blocks = m.div_ceil(MC);
     let out = SharedMut(c.as_mut_ptr());
     let task = |t: usize| {
         let (j, blk) = (t % panels, t / panels);
         let panel = &b.words[j * b.pairs * NR..(j + 1) * b.pairs * NR];
-        let cols = NR.min(b.n - j * NR);
-        let mut i0 = blk * MC;
-        while i0 < m.min((blk + 1) * MC) {
-            let rows = MR.min(m - i0);
-            let a_rows: [*const bf16; MR] =
-                std::array::from_fn(|r| a.data[(i0 + r.min(rows - 1)) * a.ld..].as_ptr());
-            // SAFETY: `has_instruction` was asserted above. Each row pointer has `b.pairs`
-            // words from it (asserted above); the panel has `b.pairs * NR` words; the task writes rows
-            // i0..i0+rows, columns j*NR..j*NR+cols of `c`, inside it by the assert above, and
-            // no other task writes the same (row block, panel) pair.
-            unsafe {
-                #[cfg(target_arch = "x86_64")]
-                x86::tile(
-                    b.pairs,
-                    &a_rows,
-                    panel.as_ptr(),
-                    out.get().add(i0 * ldc + j * NR),
-                    ldc,
-                    rows,
-                    cols,
-                    accumulate,
-                );
-            }
-            i0 += MR;
-        }
+        // SAFETY: `check` bounds `c`; no other task writes this (row block, panel) pair.
+        unsafe {
+            panel_rows(
+                a,
+                panel,
+                j,
+                b.n,
+                blk * MC..m.min((blk + 1) * MC),
+                out,
+                ldc,
+                accumulate,
+            )
+        };
     };
     let tasks = panels * blocks;
     if par && candle_core::utils::get_num_threads() > 1 && tasks > 1 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
         (0..tasks).for_each(task);
+    }
+}
+
+/// `c (row stride ldc) = a w^T` (plus the old `c` when `accumulate`) for a bf16 weight `w` of
+/// `n` rows of `k` (a linear layer's `[out, in]`), on all compute threads. Each task packs one
+/// panel of `w^T` into a buffer of its own, which stays in the core's cache while every row of
+/// `a` meets it: the weight is read once, and no packed copy of it is written to memory.
+/// Needs [`has_instruction`].
+pub(crate) fn gemm_weight(
+    a: &PairRows,
+    w: &[bf16],
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let pairs = k.div_ceil(2);
+    assert_eq!(w.len(), n * k, "bf16 gemm: weight is not [{n}, {k}]");
+    check(a, pairs, n, c, ldc);
+    let out = SharedMut(c.as_mut_ptr());
+    let m = a.rows;
+    let task = |panel: &mut Vec<u32>, j: usize| {
+        weight_panel(w, n, k, j, panel);
+        // SAFETY: `check` bounds `c`; no other task writes panel `j`'s columns.
+        unsafe { panel_rows(a, panel, j, n, 0..m, out, ldc, accumulate) };
+    };
+    let panels = n.div_ceil(NR);
+    let buffer = || vec![0u32; pairs * NR];
+    if candle_core::utils::get_num_threads() > 1 && panels > 1 {
+        (0..panels).into_par_iter().for_each_init(buffer, task);
+    } else {
+        let mut panel = buffer();
+        (0..panels).for_each(|j| task(&mut panel, j));
+    }
+}
+
+/// The asserts every product makes: the instruction, matching inner sizes, `a`'s rows and
+/// `c` large enough.
+fn check(a: &PairRows, pairs: usize, n: usize, c: &[f32], ldc: usize) {
+    let m = a.rows;
+    assert!(has_instruction(), "bf16 gemm without AVX512-BF16");
+    assert_eq!(a.pairs, pairs, "bf16 gemm: inner sizes differ");
+    assert!(m == 0 || a.data.len() >= (m - 1) * a.ld + 2 * a.pairs);
+    assert!(n <= ldc && (m == 0 || c.len() >= (m - 1) * ldc + n));
+}
+
+/// Rows `rows` of `a` against panel `j` (of `n` columns in all), into `c`.
+///
+/// # Safety
+/// `c` must hold `rows.end` rows of `ldc` (>= `n`) values, `panel` `a.pairs * NR` words, the
+/// CPU must have AVX512-BF16, and no other thread may write these rows of panel `j`'s columns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_rows(
+    a: &PairRows,
+    panel: &[u32],
+    j: usize,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    c: SharedMut,
+    ldc: usize,
+    accumulate: bool,
+) {
+    debug_assert!(panel.len() >= a.pairs * NR);
+    let cols = NR.min(n - j * NR);
+    let mut i0 = rows.start;
+    while i0 < rows.end {
+        let tile_rows = MR.min(rows.end - i0);
+        let a_rows: [*const bf16; MR] =
+            std::array::from_fn(|r| a.data[(i0 + r.min(tile_rows - 1)) * a.ld..].as_ptr());
+        // SAFETY: by the caller's contract; each row pointer has `a.pairs` words from it.
+        #[cfg(target_arch = "x86_64")]
+        x86::tile(
+            a.pairs,
+            &a_rows,
+            panel.as_ptr(),
+            c.get().add(i0 * ldc + j * NR),
+            ldc,
+            tile_rows,
+            cols,
+            accumulate,
+        );
+        i0 += MR;
     }
 }
 
@@ -462,12 +545,17 @@ mod tests {
             let bt: Vec<bf16> = (0..n * k)
                 .map(|i| bf16::from_f32(b[(i % k) * n + i / k]))
                 .collect();
-            for packed in [
-                PackedB::from_f32(&b, k, n, n),
-                PackedB::from_transposed_bf16(&bt, n, k),
-            ] {
+            for way in 0..3 {
                 let mut c = vec![0.5f32; m * (n + 3)];
-                gemm(&PairRows::from_f32(&a, m, k), &packed, &mut c, n + 3, true);
+                let rows = PairRows::from_f32(&a, m, k);
+                match way {
+                    0 => gemm(&rows, &PackedB::from_f32(&b, k, n, n), &mut c, n + 3, true),
+                    1 => {
+                        let packed = PackedB::from_transposed_bf16(&bt, n, k);
+                        gemm(&rows, &packed, &mut c, n + 3, true)
+                    }
+                    _ => gemm_weight(&rows, &bt, n, k, &mut c, n + 3, true),
+                }
                 for i in 0..m {
                     for j in 0..n {
                         let got = c[i * (n + 3) + j] - 0.5;
