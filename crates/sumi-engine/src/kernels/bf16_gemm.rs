@@ -286,20 +286,45 @@ pub(crate) fn round_into(src: &[f32], dst: &mut [bf16]) {
     }
 }
 
+/// What each result of a product starts from before its sum over `k` is added.
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    Zero,
+    /// The value already in `c`.
+    Old,
+    /// `bias[j]` for column `j` (added as the tile is stored, not written ahead).
+    Bias(&'a [f32]),
+}
+
+impl Start<'_> {
+    fn from_old(accumulate: bool) -> Self {
+        if accumulate {
+            Start::Old
+        } else {
+            Start::Zero
+        }
+    }
+}
+
 /// `c[i][j] (row stride ldc) = sum_k a[i][k] b[k][j]`, plus the old `c` when `accumulate`,
 /// on all compute threads. Needs [`has_instruction`].
 pub(crate) fn gemm(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool) {
-    product(a, b, c, ldc, accumulate, true)
+    product(a, b, c, ldc, Start::from_old(accumulate), true)
 }
 
 /// [`gemm`] on the calling thread only (for callers that are parallel tasks themselves).
 pub(crate) fn gemm_serial(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool) {
-    product(a, b, c, ldc, accumulate, false)
+    product(a, b, c, ldc, Start::from_old(accumulate), false)
 }
 
-fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: bool, par: bool) {
+/// [`gemm`] starting from `start`.
+pub(crate) fn gemm_from(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, start: Start) {
+    product(a, b, c, ldc, start, true)
+}
+
+fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, start: Start, par: bool) {
     let m = a.rows;
-    check(a, b.pairs, b.n, c, ldc);
+    check(a, b.pairs, b.n, c, ldc, start);
     let panels = b.n.div_ceil(NR);
     let blocks = m.div_ceil(MC);
     let out = SharedMut(c.as_mut_ptr());
@@ -316,7 +341,7 @@ fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: boo
                 blk * MC..m.min((blk + 1) * MC),
                 out,
                 ldc,
-                accumulate,
+                start,
             )
         };
     };
@@ -328,7 +353,7 @@ fn product(a: &PairRows, b: &PackedB, c: &mut [f32], ldc: usize, accumulate: boo
     }
 }
 
-/// `c (row stride ldc) = a w^T` (plus the old `c` when `accumulate`) for a bf16 weight `w` of
+/// `c (row stride ldc) = start + a w^T` for a bf16 weight `w` of
 /// `n` rows of `k` (a linear layer's `[out, in]`), on all compute threads. Each task packs one
 /// panel of `w^T` into a buffer of its own, which stays in the core's cache while every row of
 /// `a` meets it: the weight is read once, and no packed copy of it is written to memory.
@@ -340,17 +365,17 @@ pub(crate) fn gemm_weight(
     k: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start,
 ) {
     let pairs = k.div_ceil(2);
     assert_eq!(w.len(), n * k, "bf16 gemm: weight is not [{n}, {k}]");
-    check(a, pairs, n, c, ldc);
+    check(a, pairs, n, c, ldc, start);
     let out = SharedMut(c.as_mut_ptr());
     let m = a.rows;
     let task = |panel: &mut Vec<u32>, j: usize| {
         weight_panel(w, n, k, j, panel);
         // SAFETY: `check` bounds `c`; no other task writes panel `j`'s columns.
-        unsafe { panel_rows(a, panel, j, n, 0..m, out, ldc, accumulate) };
+        unsafe { panel_rows(a, panel, j, n, 0..m, out, ldc, start) };
     };
     let panels = n.div_ceil(NR);
     let buffer = || vec![0u32; pairs * NR];
@@ -362,10 +387,17 @@ pub(crate) fn gemm_weight(
     }
 }
 
-/// The asserts every product makes: the instruction, matching inner sizes, `a`'s rows and
-/// `c` large enough.
-fn check(a: &PairRows, pairs: usize, n: usize, c: &[f32], ldc: usize) {
+/// The asserts every product makes: the instruction, matching inner sizes, `a`'s rows, `c`
+/// and the bias large enough.
+fn check(a: &PairRows, pairs: usize, n: usize, c: &[f32], ldc: usize, start: Start) {
     let m = a.rows;
+    if let Start::Bias(bias) = start {
+        assert!(
+            bias.len() >= n,
+            "bf16 gemm: {} biases for {n} columns",
+            bias.len()
+        );
+    }
     assert!(has_instruction(), "bf16 gemm without AVX512-BF16");
     assert_eq!(a.pairs, pairs, "bf16 gemm: inner sizes differ");
     assert!(m == 0 || a.data.len() >= (m - 1) * a.ld + 2 * a.pairs);
@@ -386,10 +418,14 @@ unsafe fn panel_rows(
     rows: std::ops::Range<usize>,
     c: SharedMut,
     ldc: usize,
-    accumulate: bool,
+    start: Start,
 ) {
     debug_assert!(panel.len() >= a.pairs * NR);
     let cols = NR.min(n - j * NR);
+    let bias = match start {
+        Start::Bias(b) => b[j * NR..].as_ptr(),
+        _ => std::ptr::null(),
+    };
     let mut i0 = rows.start;
     while i0 < rows.end {
         let tile_rows = MR.min(rows.end - i0);
@@ -405,7 +441,8 @@ unsafe fn panel_rows(
             ldc,
             tile_rows,
             cols,
-            accumulate,
+            matches!(start, Start::Old),
+            bias,
         );
         i0 += MR;
     }
@@ -451,7 +488,8 @@ mod x86 {
         }
     }
 
-    /// One `MR x NR` tile over all `pairs`; stores `rows x cols` of it.
+    /// One `MR x NR` tile over all `pairs`; stores `rows x cols` of it, plus the old values
+    /// when `accumulate`, plus `bias[0..cols]` when `bias` is not null.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
@@ -463,6 +501,7 @@ mod x86 {
         rows: usize,
         cols: usize,
         accumulate: bool,
+        bias: *const f32,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for p in 0..pairs {
@@ -483,6 +522,14 @@ mod x86 {
         } else {
             0
         };
+        let biases = if bias.is_null() {
+            [_mm512_setzero_ps(); 2]
+        } else {
+            [
+                _mm512_maskz_loadu_ps(m0, bias),
+                _mm512_maskz_loadu_ps(m1, bias.add(16)),
+            ]
+        };
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let row = c.add(r * ldc);
             for (h, (mask, v)) in [(m0, acc[0]), (m1, acc[1])].into_iter().enumerate() {
@@ -492,7 +539,7 @@ mod x86 {
                 } else {
                     v
                 };
-                _mm512_mask_storeu_ps(dst, mask, v);
+                _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(v, biases[h]));
             }
         }
     }
@@ -554,7 +601,7 @@ mod tests {
                         let packed = PackedB::from_transposed_bf16(&bt, n, k);
                         gemm(&rows, &packed, &mut c, n + 3, true)
                     }
-                    _ => gemm_weight(&rows, &bt, n, k, &mut c, n + 3, true),
+                    _ => gemm_weight(&rows, &bt, n, k, &mut c, n + 3, Start::Old),
                 }
                 for i in 0..m {
                     for j in 0..n {

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::bf16_gemm::{self, PackedB, PairRows};
+use super::bf16_gemm::{self, PackedB, PairRows, Start};
 use super::bf16_rows;
 use super::common::{with_bf16, with_f32};
 
@@ -71,23 +71,26 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
         return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
     }
     let x = x.contiguous()?;
-    let mut out = match bias {
-        Some(b) => {
-            let b = b.to_dtype(DType::F32)?.contiguous()?;
-            with_f32(&b, |bv| Ok(bv.repeat(m)))?
-        }
-        None => vec![0f32; m * n],
-    };
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.contiguous())
+        .transpose()?;
+    let mut out = vec![0f32; m * n];
     let a = with_f32(&x, |xs| Ok(PairRows::from_f32(xs, m, k)))?;
-    with_bf16(&w, |ws| {
-        if n * k * 2 >= PACK_AS_NEEDED_BYTES {
-            bf16_gemm::gemm_weight(&a, ws, n, k, &mut out, n, bias.is_some());
-        } else {
-            let b = PackedB::from_transposed_bf16(ws, n, k);
-            bf16_gemm::gemm(&a, &b, &mut out, n, bias.is_some());
-        }
-        Ok(())
-    })?;
+    let mut product = |start: Start<'_>| {
+        with_bf16(&w, |ws| {
+            if n * k * 2 >= PACK_AS_NEEDED_BYTES {
+                bf16_gemm::gemm_weight(&a, ws, n, k, &mut out, n, start);
+            } else {
+                let b = PackedB::from_transposed_bf16(ws, n, k);
+                bf16_gemm::gemm_from(&a, &b, &mut out, n, start);
+            }
+            Ok(())
+        })
+    };
+    match &bias {
+        Some(b) => with_f32(b, |bv| product(Start::Bias(bv)))?,
+        None => product(Start::Zero)?,
+    }
     Tensor::from_vec(out, (m, n), x.device())
 }
 
