@@ -42,31 +42,12 @@ fn product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, kw) = w.dims2()?;
-    if k != kw {
+    if k != kw || k == 0 {
         candle_core::bail!("linear: input has {k} features, weight expects {kw}");
     }
     let w = w.contiguous()?;
-    if m <= bf16_rows::FEW_ROWS && k > 0 {
-        let x = x.contiguous()?;
-        let bias = bias
-            .map(|b| b.to_dtype(DType::F32)?.contiguous())
-            .transpose()?;
-        let mut out = vec![0f32; m * n];
-        with_f32(&x, |xs| {
-            with_bf16(&w, |ws| match &bias {
-                Some(b) => with_f32(b, |bv| {
-                    bf16_rows::product(xs, m, k, ws, Some(bv), &mut out);
-                    Ok(())
-                }),
-                None => {
-                    bf16_rows::product(xs, m, k, ws, None, &mut out);
-                    Ok(())
-                }
-            })
-        })?;
-        return Tensor::from_vec(out, (m, n), x.device());
-    }
-    if !kernel {
+    let few = m <= bf16_rows::FEW_ROWS;
+    if !kernel && !few {
         let wide = with_bf16(&w, |ws| Ok(bf16_gemm::widen(ws)))?;
         return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
     }
@@ -75,23 +56,37 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
         .map(|b| b.to_dtype(DType::F32)?.contiguous())
         .transpose()?;
     let mut out = vec![0f32; m * n];
-    let a = with_f32(&x, |xs| Ok(PairRows::from_f32(xs, m, k)))?;
-    let mut product = |start: Start<'_>| {
+    with_f32(&x, |xs| {
         with_bf16(&w, |ws| {
-            if n * k * 2 >= PACK_AS_NEEDED_BYTES {
-                bf16_gemm::gemm_weight(&a, ws, n, k, &mut out, n, start);
-            } else {
-                let b = PackedB::from_transposed_bf16(ws, n, k);
-                bf16_gemm::gemm_from(&a, &b, &mut out, n, start);
-            }
-            Ok(())
+            with_optional_f32(bias.as_ref(), |bias| {
+                if few {
+                    bf16_rows::product(xs, m, k, ws, bias, &mut out);
+                    return Ok(());
+                }
+                let a = PairRows::from_f32(xs, m, k);
+                let start = bias.map_or(Start::Zero, Start::Bias);
+                if n * k * 2 >= PACK_AS_NEEDED_BYTES {
+                    bf16_gemm::gemm_weight(&a, ws, n, k, &mut out, n, start);
+                } else {
+                    let b = PackedB::from_transposed_bf16(ws, n, k);
+                    bf16_gemm::gemm_from(&a, &b, &mut out, n, start);
+                }
+                Ok(())
+            })
         })
-    };
-    match &bias {
-        Some(b) => with_f32(b, |bv| product(Start::Bias(bv)))?,
-        None => product(Start::Zero)?,
-    }
+    })?;
     Tensor::from_vec(out, (m, n), x.device())
+}
+
+/// [`with_f32`] for a tensor that may be absent.
+fn with_optional_f32<R>(
+    t: Option<&Tensor>,
+    f: impl FnOnce(Option<&[f32]>) -> Result<R>,
+) -> Result<R> {
+    match t {
+        Some(t) => with_f32(t, |v| f(Some(v))),
+        None => f(None),
+    }
 }
 
 #[cfg(test)]
