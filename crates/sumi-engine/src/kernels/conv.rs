@@ -117,7 +117,10 @@ struct Geometry {
 }
 
 /// Whether a bf16 weight can run as it is, through im2col and [`bf16_gemm`]: where Winograd
-/// does not apply.
+/// does not apply, or the image is small enough that `vdpbf16ps` at twice the f32 rate beats
+/// Winograd's fewer f32 products (`examples/conv_shapes --bf16` on a Zen 4 core: at 32x32 with
+/// batch 2, 190 against 140-170 direct-equivalent GFLOP/s; even at 64x64; Winograd ahead from
+/// 128x128, 260 against 185).
 fn bf16_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<bool> {
     let (cout, cin, kh, kw) = w.dims4()?;
     let (b, _, h, wd) = x.dims4()?;
@@ -134,8 +137,12 @@ fn bf16_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<bool
         oh: 0,
         ow: 0,
     };
-    Ok(winograd_tiling(b, &geo, cout).is_none())
+    Ok(winograd_tiling(b, &geo, cout).is_none() || b * h * wd < BF16_WINOGRAD_MIN_PIXELS)
 }
+
+/// Images (batch times pixels) below this size run bf16 weights through im2col even where
+/// Winograd applies (see [`bf16_im2col`]).
+const BF16_WINOGRAD_MIN_PIXELS: usize = 128 * 128;
 
 /// A convolution's `[Cout, Cin*k*k]` weight matrix as the products take it.
 enum Weights<'a> {

@@ -244,13 +244,15 @@ fn bf16_weights_match_candle_on_the_rounded_operands() {
             .to_dtype(DType::F32)
             .unwrap()
     };
-    // (batch, cin, cout, h, w, k, stride, pad): odd k*k*cin, 1x1, stride 2, and one shape that
-    // Winograd takes (f32 products on widened weights).
+    // (batch, cin, cout, h, w, k, stride, pad): odd k*k*cin, 1x1, stride 2, a shape Winograd
+    // would take in f32 but that bf16 runs through im2col (a small image), and one that
+    // Winograd takes for bf16 too (f32 products on widened weights).
     let cases = [
         (1, 3, 5, 7, 9, 3, 1, 1),
         (2, 6, 40, 5, 11, 1, 1, 0),
         (1, 4, 8, 8, 8, 3, 2, 1),
         (2, 64, 64, 32, 32, 3, 1, 1),
+        (1, 64, 64, 128, 130, 3, 1, 1),
     ];
     for &(b, cin, cout, h, w, k, stride, pad) in &cases {
         let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
@@ -265,18 +267,10 @@ fn bf16_weights_match_candle_on_the_rounded_operands() {
         for kernel in kernels {
             let got = conv2d_with(&x, &wb, Some(&bias), stride, pad, kernel).unwrap();
             assert_eq!(got.dtype(), DType::F32);
-            let geo = Geometry {
-                cin,
-                h,
-                w,
-                k,
-                stride,
-                pad,
-                oh: 0,
-                ow: 0,
-            };
             // The bf16 kernel rounds the input too; Winograd and the fallback keep it in f32.
-            let rounds_input = kernel && winograd_tiling(b, &geo, cout).is_none();
+            let im2col = bf16_im2col(&x, &wb, stride, pad).unwrap();
+            assert_eq!(im2col, (h, cin) != (128, 64), "case {b}x{cin}x{h}x{w}");
+            let rounds_input = kernel && im2col;
             let xr = if rounds_input { round(&x) } else { x.clone() };
             let want = reference(&xr, &round(&wt), &bias, stride, pad);
             let case = (b, cin, cout, h, w, k, stride, pad, kernel);
