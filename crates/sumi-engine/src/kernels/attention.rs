@@ -467,12 +467,6 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        let round = |t: &Tensor| {
-            t.to_dtype(DType::BF16)
-                .unwrap()
-                .to_dtype(DType::F32)
-                .unwrap()
-        };
         // Odd head size and key count (padded pairs), several key blocks, ragged query blocks.
         for &(b, lq, lk, c, heads) in &[
             (2, 130, 130, 40, 8),
@@ -484,7 +478,12 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let v = Tensor::randn(0f32, 1.0, (b, lk, c), &dev).unwrap();
             let got = attention(&q, &k, &v, heads, true).unwrap();
-            let want = reference(&round(&q), &round(&k), &round(&v), heads);
+            let want = reference(
+                &crate::test_util::round_bf16(&q),
+                &crate::test_util::round_bf16(&k),
+                &crate::test_util::round_bf16(&v),
+                heads,
+            );
             let full = reference(&q, &k, &v, heads);
             let d = crate::test_util::max_abs_diff(&got, &want);
             // Only the probabilities' rounding to bf16 (8 bits) differs from the reference.

@@ -183,6 +183,15 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn block_products_match_candles_for_every_block_type() {
         let dev = Device::Cpu;
@@ -206,36 +215,18 @@ mod tests {
             let want = x
                 .broadcast_matmul(&q.dequantize(&dev).unwrap().t().unwrap())
                 .unwrap();
-            let err = (ours - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = crate::test_util::max_abs_diff(&ours, &want);
+            let scale = max_abs(&want);
             // bf16 operands where the CPU multiplies them: 8 bits of mantissa.
             assert!(err < 0.01 * scale, "{dtype:?}: {err} of {scale}");
             let one = super::linear(&q, &row).unwrap().unwrap();
             let one_want = row
                 .matmul(&q.dequantize(&dev).unwrap().t().unwrap())
                 .unwrap();
-            let max = |t: Tensor| {
-                t.abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            let (one_err, one_scale) = (max((one - &one_want).unwrap()), max(one_want));
+            let (one_err, one_scale) = (
+                crate::test_util::max_abs_diff(&one, &one_want),
+                max_abs(&one_want),
+            );
             // The row's values are quantized to 8 bits for the blocks' dot products.
             assert!(
                 one_err < 0.03 * one_scale,

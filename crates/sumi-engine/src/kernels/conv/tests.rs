@@ -238,12 +238,6 @@ fn same_size_3x3(cin: usize, h: usize, w: usize) -> Geometry {
 #[test]
 fn bf16_weights_match_candle_on_the_rounded_operands() {
     let dev = Device::Cpu;
-    let round = |t: &Tensor| {
-        t.to_dtype(DType::BF16)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-    };
     // (batch, cin, cout, h, w, k, stride, pad): odd k*k*cin, 1x1, stride 2, a shape Winograd
     // would take in f32 but that bf16 runs through im2col (a small image), and one that
     // Winograd takes for bf16 too (f32 products on widened weights).
@@ -271,8 +265,12 @@ fn bf16_weights_match_candle_on_the_rounded_operands() {
             let im2col = bf16_im2col(&x, &wb, stride, pad).unwrap();
             assert_eq!(im2col, (h, cin) != (128, 64), "case {b}x{cin}x{h}x{w}");
             let rounds_input = kernel && im2col;
-            let xr = if rounds_input { round(&x) } else { x.clone() };
-            let want = reference(&xr, &round(&wt), &bias, stride, pad);
+            let xr = if rounds_input {
+                crate::test_util::round_bf16(&x)
+            } else {
+                x.clone()
+            };
+            let want = reference(&xr, &crate::test_util::round_bf16(&wt), &bias, stride, pad);
             let case = (b, cin, cout, h, w, k, stride, pad, kernel);
             assert!(rel_err(&got, &want) < 1e-4, "case {case:?}");
             // Against the f32 convolution: within bf16's precision.
