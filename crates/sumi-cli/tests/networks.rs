@@ -315,3 +315,94 @@ fn compare_applies_the_prompts_loras_and_records_them() {
         assert_eq!(p["ti_hashes"][0]["name"], "sumired", "{p}");
     }
 }
+
+/// A Flux LoRA on a GGUF transformer (kept quantized, its parts found beside it as ComfyUI
+/// keeps them) changes the image, is recorded with its hash, and the image re-runs exactly.
+#[test]
+fn a_flux_lora_applies_to_a_gguf_transformer_and_re_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("loras")).unwrap();
+    let lora = home.join("loras/fluxink.safetensors");
+    std::fs::copy(fixtures().join("lora/flux_kohya.safetensors"), &lora).unwrap();
+    let models = dir.path().join("models");
+    let comfy = fixtures().join("flux/comfy/models");
+    for (from, to) in [
+        (
+            "text_encoders/clip_l.safetensors",
+            "text_encoders/clip_l.safetensors",
+        ),
+        (
+            "text_encoders/t5xxl_tiny.safetensors",
+            "text_encoders/t5xxl_tiny.safetensors",
+        ),
+        ("vae/ae.safetensors", "vae/ae.safetensors"),
+    ] {
+        std::fs::create_dir_all(models.join(to).parent().unwrap()).unwrap();
+        std::fs::copy(comfy.join(from), models.join(to)).unwrap();
+    }
+    let gguf = models.join("diffusion_models/flux1-dev-pipe-Q8_0.gguf");
+    std::fs::create_dir_all(gguf.parent().unwrap()).unwrap();
+    std::fs::copy(
+        fixtures().join("flux/files/flux1-dev-pipe-Q8_0.gguf"),
+        &gguf,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sumi"))
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env("SUMI_MODEL_DIRS", dir.path())
+            .env("SUMI_TOKENIZERS", fixtures().join("flux/pipe-dev"))
+            .env_remove("SUMI_LORA_DIRS")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("sumi runs")
+    };
+    let image = |name: &str, prompt: &str| {
+        let out = dir.path().join(name);
+        let model = gguf.to_str().unwrap();
+        let o = run(&[
+            "generate",
+            "--model",
+            model,
+            "-p",
+            prompt,
+            "--seed",
+            "7",
+            "--steps",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        let err = ok(&o);
+        (image::open(&out).unwrap().to_rgb8(), err)
+    };
+    let (plain, _) = image("plain.png", "a photo of a red cat");
+    let (with, err) = image("lora.png", "a photo of a red cat <lora:fluxink:0.9>");
+    assert!(!err.contains("match no layer"), "{err}");
+    let moved = plain
+        .as_raw()
+        .iter()
+        .zip(with.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        moved > 20,
+        "the LoRA moved no pixel by more than {moved}/255"
+    );
+    let p = &show(&home, "2")["params"];
+    assert_eq!(p["lora_hashes"][0]["name"], "fluxink", "{p}");
+    assert_eq!(
+        p["lora_hashes"][0]["hash"],
+        sha12_after_header(&lora).as_str()
+    );
+    let err = ok(&run(&["gallery", "rerun", "2"]));
+    assert!(err.contains("identical pixels to #2"), "{err}");
+}

@@ -5,10 +5,13 @@
 //! With `--model`, writes a Flux dev transformer of the real width with one double and one
 //! single block (random weights, BFL names) as a bf16 safetensors file and a Q8_0 GGUF file in
 //! the temp folder, loads each with `FluxTransformer::load_file` and times the load and one
-//! forward pass over `--rows` image tokens and 64 text tokens (`KEEP=1` keeps the files).
+//! forward pass over `--rows` image tokens and 64 text tokens (`KEEP=1` keeps the files). With
+//! `--lora-rank R` as well, it also writes a kohya LoRA of rank R on every linear layer of the two
+//! blocks and times the GGUF model's forward pass with it applied (kept factored).
 //!
 //! ```text
 //! cargo run --release -p sumi-engine --example flux_quant -- [--rows N] [--repeats N] [--model]
+//!     [--lora-rank R]
 //! ```
 
 use std::time::Instant;
@@ -20,6 +23,10 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use sumi_engine::arch::flux::{FluxInputs, FluxTransformer, Rope};
 use sumi_engine::kernels;
+use sumi_engine::model::{LoraUse, ModelParams, Patcher};
+use sumi_engine::weights::lora::LoraFile;
+use sumi_engine::weights::params::record;
+use sumi_engine::Family;
 
 /// Linear layers of Flux.1: (in, out).
 const SHAPES: &[(usize, usize)] = &[(3072, 3072), (3072, 12288)];
@@ -45,7 +52,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
 
 fn main() -> candle_core::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut rows, mut repeats, mut model) = (256usize, 3usize, false);
+    let (mut rows, mut repeats, mut model, mut rank) = (256usize, 3usize, false, 0usize);
     while let Some(a) = args.next() {
         if a == "--model" {
             model = true;
@@ -54,14 +61,15 @@ fn main() -> candle_core::Result<()> {
         match (a.as_str(), args.next().and_then(|v| v.parse().ok())) {
             ("--rows", Some(v)) => rows = v,
             ("--repeats", Some(v)) => repeats = v,
+            ("--lora-rank", Some(v)) => rank = v,
             _ => {
-                eprintln!("usage: flux_quant [--rows N] [--repeats N] [--model]");
+                eprintln!("usage: flux_quant [--rows N] [--repeats N] [--model] [--lora-rank R]");
                 std::process::exit(2);
             }
         }
     }
     if model {
-        return model_bench(rows, repeats);
+        return model_bench(rows, repeats, rank);
     }
     let dev = Device::Cpu;
     println!("{rows} rows; best of {repeats}; error = max |y - y_f32| / max |y_f32|");
@@ -135,7 +143,32 @@ fn bfl_shapes(d: usize) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-fn model_bench(rows: usize, repeats: usize) -> candle_core::Result<()> {
+/// A kohya LoRA of `rank` on every linear layer of `bfl_shapes(d)`'s blocks, written to `path`.
+fn write_lora(d: usize, rank: usize, path: &Path) -> candle_core::Result<usize> {
+    let dev = Device::Cpu;
+    let mut tensors = HashMap::new();
+    for (name, shape) in bfl_shapes(d) {
+        let (Some(layer), [o, i]) = (name.strip_suffix(".weight"), shape.as_slice()) else {
+            continue;
+        };
+        if !layer.contains("blocks.") {
+            continue;
+        }
+        let key = format!("lora_unet_{}", layer.replace('.', "_"));
+        let down = (Tensor::randn(0f32, 1.0, (rank, *i), &dev)? * (*i as f64).sqrt().recip())?;
+        let up = (Tensor::randn(0f32, 1.0, (*o, rank), &dev)? * 0.01)?;
+        tensors.insert(
+            format!("{key}.lora_down.weight"),
+            down.to_dtype(DType::BF16)?,
+        );
+        tensors.insert(format!("{key}.lora_up.weight"), up.to_dtype(DType::BF16)?);
+        tensors.insert(format!("{key}.alpha"), Tensor::new(rank as f32, &dev)?);
+    }
+    candle_core::safetensors::save(&tensors, path)?;
+    Ok(tensors.len() / 3)
+}
+
+fn model_bench(rows: usize, repeats: usize, rank: usize) -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let dir = std::env::temp_dir().join("sumi-flux-quant");
     std::fs::create_dir_all(&dir)?;
@@ -172,20 +205,23 @@ fn model_bench(rows: usize, repeats: usize) -> candle_core::Result<()> {
     let mut ids = vec![[0f32; 3]; txt_len];
     ids.extend((0..rows).map(|i| [0.0, (i / 16) as f32, (i % 16) as f32]));
     let rope = Rope::new(&ids, &[16, 56, 56], &dev)?;
+    let inputs = FluxInputs {
+        img: &img,
+        txt: &txt,
+        pooled: &pooled,
+        timestep: &timestep,
+        guidance: Some(&guidance),
+        rope: &rope,
+    };
+    if rank > 0 {
+        return lora_bench(&gguf, &dir, rank, repeats, &inputs);
+    }
     let mut outputs = Vec::new();
     for (path, dtype) in [(&st, DType::BF16), (&st, DType::F32), (&gguf, DType::F32)] {
         let t = Instant::now();
         let model = FluxTransformer::load_file(path, &dev, dtype)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let load = t.elapsed().as_secs_f64();
-        let inputs = FluxInputs {
-            img: &img,
-            txt: &txt,
-            pooled: &pooled,
-            timestep: &timestep,
-            guidance: Some(&guidance),
-            rope: &rope,
-        };
         let (fwd, out) = best(repeats, || model.forward(&inputs))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         println!(
@@ -203,6 +239,51 @@ fn model_bench(rows: usize, repeats: usize) -> candle_core::Result<()> {
     );
     if std::env::var_os("KEEP").is_none() {
         std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(())
+}
+
+/// The GGUF model's forward pass without and with a rank-`rank` LoRA on every block layer.
+fn lora_bench(
+    gguf: &Path,
+    dir: &Path,
+    rank: usize,
+    repeats: usize,
+    inputs: &FluxInputs,
+) -> candle_core::Result<()> {
+    let msg = |e: sumi_engine::Error| candle_core::Error::Msg(e.to_string());
+    let path = dir.join(format!("lora-rank{rank}.safetensors"));
+    let layers = write_lora(3072, rank, &path)?;
+    let (model, tables) = record(|| FluxTransformer::load_file(gguf, &Device::Cpu, DType::F32));
+    let model = model.map_err(msg)?;
+    let (plain_s, plain) = best(repeats, || model.forward(inputs))?;
+    let mut patcher = Patcher::new(ModelParams {
+        unet: tables.into_iter().next().unwrap_or_default(),
+        ..ModelParams::default()
+    });
+    let file = LoraFile::open(&path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let file = std::sync::Arc::new(file);
+    let report = patcher
+        .set(
+            &[LoraUse {
+                file,
+                te: 1.0,
+                unet: 1.0,
+            }],
+            Family::Flux,
+        )
+        .map_err(msg)?;
+    let (with_s, with) = best(repeats, || model.forward(inputs))?;
+    println!(
+        "Q8_0 GGUF forward: {plain_s:.2} s; with a rank-{rank} LoRA on {layers} layers \
+         ({} modules matched, applied in {:.2} s): {with_s:.2} s ({:+.1}%); output moved {:.1e}",
+        report.loras[0].matched,
+        report.elapsed.as_secs_f64(),
+        (with_s / plain_s - 1.0) * 100.0,
+        rel_err(&with, &plain)?
+    );
+    if std::env::var_os("KEEP").is_none() {
+        std::fs::remove_dir_all(dir)?;
     }
     Ok(())
 }

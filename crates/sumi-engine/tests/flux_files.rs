@@ -382,6 +382,16 @@ fn loads_are_recorded_for_patching_and_gguf_matrices_stay_quantized() {
         .is_none());
     assert!(table.get("transformer_blocks.0.attn.to_q.bias").is_some());
     assert!(table.get("x_embedder.weight").is_some()); // 16 wide: kept F32 in the file
+                                                       // The quantized ones are noted for LoRAs, with their shapes.
+    let q = table.quantized("transformer_blocks.0.attn.to_q.weight");
+    assert_eq!(q.unwrap().dims(), &[32, 32]);
+    assert_eq!(
+        table.dims("single_transformer_blocks.0.proj_mlp.weight"),
+        Some(&[128, 32][..])
+    );
+    assert!(table
+        .names()
+        .any(|n| n == "single_transformer_blocks.1.proj_out.weight"));
 }
 
 #[test]

@@ -32,8 +32,9 @@ pub use folder::{folder_family, read_scheduler_config, read_unet_config};
 pub use info::{model_name, Defaults, ModelInfo};
 use offload::{Offload, PartBytes};
 pub use options::{LoadOptions, LoadStage};
-use patch::Patcher;
-pub use patch::{LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, MAX_LORA_WEIGHT};
+pub use patch::{
+    LoraApplied, LoraBackup, LoraReport, LoraUse, ModelParams, Patcher, MAX_LORA_WEIGHT,
+};
 pub use recommended::Recommended;
 pub use tokenizers::{find_tokenizer, is_tokenizer_dir};
 pub use vae_file::{load_vae_override, load_vae_with_shift};

@@ -20,14 +20,16 @@ use candle_core::{DType, Device, Tensor};
 use crate::family::Family;
 use crate::weights::ldm::LdmUnetNames;
 use crate::weights::lora::delta::{
-    apply, dora_axis, fits_dtype, fitted, update, DoraAxis, Factors, Patch,
+    apply, dora_axis, fits_dtype, fitted, take_rows, update, DoraAxis, Factors, Patch,
 };
+use crate::weights::lora::factored::factored;
 use crate::weights::lora::flux::{kohya_flux_layers, split_rows};
 use crate::weights::lora::format::{fit, update_shape, Dora, Fit, Kind, Module};
 use crate::weights::lora::inplace::add_into;
 use crate::weights::lora::keys::{LayerIndex, Part};
 use crate::weights::lora::{LoraError, LoraFile};
 use crate::weights::params::{Param, ParamTable};
+use crate::weights::quantized::{LoraTerm, QuantizedParam};
 use crate::Result;
 
 /// The largest LoRA weight accepted (A1111's sliders stop well inside it).
@@ -199,23 +201,37 @@ impl Patcher {
         self.index.get_or_init(|| {
             let mut index = LayerIndex::default();
             let p = &self.params;
-            index.add(Part::Unet, p.unet.iter().map(|(n, _)| n), p.ldm.as_ref());
+            index.add(Part::Unet, p.unet.names(), p.ldm.as_ref());
             if family == Family::Flux {
-                index.add(Part::Transformer, p.unet.iter().map(|(n, _)| n), None);
+                index.add(Part::Transformer, p.unet.names(), None);
             }
             for (slot, table) in &p.text {
-                index.add(Part::Text(*slot), table.iter().map(|(n, _)| n), None);
+                index.add(Part::Text(*slot), table.names(), None);
             }
             index
         })
     }
 
-    fn param(&self, key: &Key) -> Option<&Param> {
-        match key.0 {
-            Part::Unet => self.params.unet.get(&key.1),
-            Part::Text(s) => self.params.text.get(&s)?.get(&key.1),
+    fn table(&self, part: Part) -> Option<&ParamTable> {
+        match part {
+            Part::Unet => Some(&self.params.unet),
+            Part::Text(s) => self.params.text.get(&s),
             Part::Transformer => None,
         }
+    }
+
+    fn param(&self, key: &Key) -> Option<&Param> {
+        self.table(key.0)?.get(&key.1)
+    }
+
+    /// The weight `key` when its layer holds it quantized.
+    fn quantized(&self, key: &Key) -> Option<&QuantizedParam> {
+        self.table(key.0)?.quantized(&key.1)
+    }
+
+    /// The shape of weight `key`, dense or quantized.
+    fn dims(&self, key: &Key) -> Option<Vec<usize>> {
+        Some(self.table(key.0)?.dims(&key.1)?.to_vec())
     }
 
     /// Makes `loras` (in order) the applied set of a `family` model; see the module docs.
@@ -289,16 +305,16 @@ impl Patcher {
 
     /// The weights module `m` patches: the layer it names, or on a Flux model the diffusers
     /// layers of a kohya (Black Forest Labs named) module; `None` when the model lacks one.
-    fn targets(&self, m: &Module, family: Family) -> Option<Targets<'_>> {
+    fn targets(&self, m: &Module, family: Family) -> Option<Targets> {
         if family == Family::Flux && m.key.part == Part::Unet {
             if let Some(l) = kohya_flux_layers(&m.key.lookup) {
                 let weights = l
                     .layers
                     .iter()
                     .map(|layer| {
-                        let name = format!("{layer}.weight");
-                        let p = self.params.unet.get(&name)?;
-                        Some(((Part::Unet, name), p))
+                        let key = (Part::Unet, format!("{layer}.weight"));
+                        let dims = self.dims(&key)?;
+                        Some((key, dims))
                     })
                     .collect::<Option<Vec<_>>>()?;
                 return Some(Targets {
@@ -315,9 +331,9 @@ impl Patcher {
             p => p,
         };
         let key = (part, name.to_string());
-        let p = self.param(&key)?;
+        let dims = self.dims(&key)?;
         Some(Targets {
-            weights: vec![(key, p)],
+            weights: vec![(key, dims)],
             swap_halves: false,
             fused: false,
         })
@@ -368,13 +384,24 @@ impl Patcher {
                 return Err(bad(why.into()).into());
             }
             let mut items = Vec::new();
-            for (t, (key, param)) in targets.weights.iter().enumerate() {
+            if m.dora.is_some()
+                && targets
+                    .weights
+                    .iter()
+                    .any(|(k, _)| self.quantized(k).is_some())
+            {
+                let why = "DoRA on a GGUF-quantized layer is not supported (its weight stays \
+                           quantized); use a version of the LoRA without DoRA, or a \
+                           safetensors model";
+                return Err(bad(why.into()).into());
+            }
+            for (t, (key, target)) in targets.weights.iter().enumerate() {
                 let rows = split.as_ref().map(|s| s[t].clone());
                 let mut shape = u.shape.clone();
                 if let Some(r) = &rows {
                     shape[0] = r.iter().map(|r| r.len()).sum();
                 }
-                let target = param.tensor.dims().to_vec();
+                let target = target.clone();
                 let mismatch = || LoraError::ShapeMismatch {
                     path: file.path().to_path_buf(),
                     layer: format!("{} {}", part_label(family, key.0), key.1),
@@ -458,6 +485,14 @@ impl Patcher {
         loaded: &mut Loaded,
         device: &Device,
     ) -> Result<()> {
+        if let Some(q) = self.quantized(key) {
+            let terms = match stack {
+                None => Vec::new(),
+                Some(stack) => self.factored_terms(key, stack, loaded, device)?,
+            };
+            q.lora.set(terms);
+            return Ok(());
+        }
         let param = self.param(key).cloned().ok_or_else(|| {
             candle_core::Error::Msg(format!("no parameter {} in the model", key.1))
         })?;
@@ -535,6 +570,33 @@ impl Patcher {
         Ok(())
     }
 
+    /// The stack's updates of quantized weight `key`, kept factored.
+    fn factored_terms(
+        &self,
+        key: &Key,
+        stack: &[Item],
+        loaded: &mut Loaded,
+        device: &Device,
+    ) -> Result<Vec<LoraTerm>> {
+        let target = self.dims(key).unwrap_or_default();
+        let mut terms = Vec::with_capacity(stack.len());
+        for item in stack {
+            let (factors, scale) = loaded.get(item, device)?;
+            let m = &item.file.modules()[item.module];
+            let k = Patch::factor(m.dora, *scale, item.multiplier);
+            let term =
+                factored(m, factors, k, &target, item.rows.as_deref()).map_err(|reason| {
+                    LoraError::BadModule {
+                        path: item.file.path().to_path_buf(),
+                        module: m.key.module.clone(),
+                        reason: format!("{reason} (GGUF layer {})", key.1),
+                    }
+                })?;
+            terms.push(term);
+        }
+        Ok(terms)
+    }
+
     /// `item`'s update shaped as a weight of shape `target`, times its multiplier and scale.
     fn item_update(
         &self,
@@ -575,9 +637,9 @@ fn part_label(family: Family, part: Part) -> &'static str {
 }
 
 /// The weights one module patches.
-struct Targets<'a> {
-    /// Each weight's key and parameter, in the order of the update's rows.
-    weights: Vec<(Key, &'a Param)>,
+struct Targets {
+    /// Each weight's key and shape, in the order of the update's rows.
+    weights: Vec<(Key, Vec<usize>)>,
     /// Whether the update's two row halves swap (Flux's final modulation).
     swap_halves: bool,
     /// Whether the update's rows are split among the weights (or swapped).
@@ -594,13 +656,13 @@ fn split(
     if !t.fused {
         return Ok(None);
     }
-    let sizes: Vec<usize> = t.weights.iter().map(|(_, p)| p.tensor.dims()[0]).collect();
+    let sizes: Vec<usize> = t.weights.iter().map(|(_, d)| d[0]).collect();
     let rows = shape.first().copied().unwrap_or(0);
     split_rows(rows, &sizes, t.swap_halves)
         .map(Some)
         .ok_or_else(|| {
             let names: Vec<&str> = t.weights.iter().map(|(k, _)| k.1.as_str()).collect();
-            let mut target = t.weights[0].1.tensor.dims().to_vec();
+            let mut target = t.weights[0].1.clone();
             target[0] = sizes.iter().sum();
             LoraError::ShapeMismatch {
                 path: path.to_path_buf(),
@@ -610,15 +672,6 @@ fn split(
             }
             .into()
         })
-}
-
-/// The rows `ranges` of `t`, in order.
-fn take_rows(t: &Tensor, ranges: &[Range<usize>]) -> candle_core::Result<Tensor> {
-    let parts = ranges
-        .iter()
-        .map(|r| t.narrow(0, r.start, r.len()))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&parts, 0)?.contiguous()
 }
 
 /// Every weight finite and within ±[`MAX_LORA_WEIGHT`], and no file twice.

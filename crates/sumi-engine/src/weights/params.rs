@@ -5,6 +5,9 @@
 //! it (`Tensor::slice_set`) changes what the layer computes, without a second copy of the
 //! network. The store keeps its files open, so the loaded values can be read again, bit for bit,
 //! to take a patch out.
+//!
+//! Weights a GGUF file hands out still quantized are noted too ([`note_quantized`]), in the
+//! table of the store opened last; LoRAs reach them through their factored terms.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
+use super::quantized::QuantizedParam;
 use crate::Result;
 
 /// A weight store that can read any tensor again exactly as it first handed it out.
@@ -63,6 +67,7 @@ impl Param {
 #[derive(Clone, Debug, Default)]
 pub struct ParamTable {
     params: BTreeMap<String, Param>,
+    quantized: BTreeMap<String, QuantizedParam>,
     files: Vec<PathBuf>,
 }
 
@@ -72,19 +77,40 @@ impl ParamTable {
         self.params.get(name)
     }
 
-    /// All parameters, by name.
+    /// The weight named `name` when its layer holds it quantized.
+    pub fn quantized(&self, name: &str) -> Option<&QuantizedParam> {
+        self.quantized.get(name)
+    }
+
+    /// The names of all parameters, dense and quantized.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params
+            .keys()
+            .chain(self.quantized.keys())
+            .map(String::as_str)
+    }
+
+    /// The shape of the parameter named `name`, dense or quantized.
+    pub fn dims(&self, name: &str) -> Option<&[usize]> {
+        match self.params.get(name) {
+            Some(p) => Some(p.tensor.dims()),
+            None => self.quantized.get(name).map(QuantizedParam::dims),
+        }
+    }
+
+    /// All dense parameters, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Param)> {
         self.params.iter().map(|(n, p)| (n.as_str(), p))
     }
 
-    /// Number of parameters.
+    /// Number of parameters, dense and quantized.
     pub fn len(&self) -> usize {
-        self.params.len()
+        self.params.len() + self.quantized.len()
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.params.is_empty()
+        self.len() == 0
     }
 
     /// The files the parameters were read from.
@@ -98,6 +124,7 @@ struct Recording {
     source: Arc<dyn Rereadable>,
     files: Vec<PathBuf>,
     handed: Arc<Mutex<BTreeMap<String, Tensor>>>,
+    quantized: BTreeMap<String, QuantizedParam>,
 }
 
 thread_local! {
@@ -129,6 +156,7 @@ pub fn record<T>(load: impl FnOnce() -> T) -> (T, Vec<ParamTable>) {
                 .collect();
             ParamTable {
                 params,
+                quantized: r.quantized,
                 files: r.files,
             }
         })
@@ -148,6 +176,7 @@ pub fn backend<B: Rereadable + 'static>(store: B, files: Vec<PathBuf>) -> Box<dy
             source: store.clone(),
             files,
             handed: handed.clone(),
+            quantized: BTreeMap::new(),
         });
         Some(())
     });
@@ -155,6 +184,16 @@ pub fn backend<B: Rereadable + 'static>(store: B, files: Vec<PathBuf>) -> Box<dy
         Some(()) => Box::new(Recorder { store, handed }),
         None => Box::new(Shared(store)),
     }
+}
+
+/// Notes quantized weight `name` in the recording of the store opened last on this thread
+/// (the file it came from), when [`record`] runs.
+pub fn note_quantized(name: &str, param: &QuantizedParam) {
+    ACTIVE.with(|a| {
+        if let Some(last) = a.borrow_mut().as_mut().and_then(|list| list.last_mut()) {
+            last.quantized.insert(name.to_string(), param.clone());
+        }
+    });
 }
 
 /// A store shared with the recording, noting what it hands out.

@@ -5,11 +5,72 @@
 //! for its weight by full name first ([`quantized_weight`]) and falls back to the `VarBuilder`
 //! when the source has no quantized matrix of that name (norms, biases, small matrices kept in
 //! F32/F16 by the file).
+//!
+//! A quantized weight is never rewritten: LoRAs on it are kept factored ([`LoraTerm`]) and the
+//! layer adds their products to its own, so the model stays quantized with LoRAs applied.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use candle_core::quantized::QTensor;
+use candle_core::Tensor;
+
+/// One LoRA module's update of a quantized `[out, in]` weight, kept factored (f32, on the
+/// compute device, multiplier and scale folded in).
+#[derive(Debug, Clone)]
+pub enum LoraTerm {
+    /// `up @ down`: `up` `[out, rank]`, `down` `[rank, in]` (LoRA; LoHa as its rank r1*r2
+    /// product).
+    LowRank {
+        /// `[out, rank]`.
+        up: Tensor,
+        /// `[rank, in]`.
+        down: Tensor,
+    },
+    /// `kron(a, b)` (LoKr): `a` `[p, q]`, `b` `[r, s]`, out = p*r, in = q*s.
+    Kron {
+        /// The outer factor.
+        a: Tensor,
+        /// The inner factor.
+        b: Tensor,
+    },
+}
+
+/// The LoRA terms applied to one quantized weight now: shared by its layer, which adds them
+/// to its product, and the LoRA patcher, which replaces them when the set changes.
+#[derive(Debug, Default)]
+pub struct LoraTerms(RwLock<Arc<Vec<LoraTerm>>>);
+
+impl LoraTerms {
+    /// The terms now (a snapshot; a change while a product runs applies to the next one).
+    pub fn get(&self) -> Arc<Vec<LoraTerm>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `terms` the applied ones (none: the weight as loaded).
+    pub fn set(&self, terms: Vec<LoraTerm>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(terms);
+    }
+}
+
+/// A quantized weight as its layer holds it.
+#[derive(Debug, Clone)]
+pub struct QuantizedParam {
+    /// The `[out, in]` blocks as stored.
+    pub weight: Arc<QTensor>,
+    /// The LoRA terms its layer adds.
+    pub lora: Arc<LoraTerms>,
+}
+
+impl QuantizedParam {
+    /// The weight's `[out, in]` shape.
+    pub fn dims(&self) -> &[usize] {
+        self.weight.shape().dims()
+    }
+}
 
 /// Something that can hand out a linear layer's weight still quantized.
 pub trait QuantizedSource {
@@ -42,11 +103,15 @@ pub fn with_source<R>(source: Option<Arc<dyn QuantizedSource>>, build: impl FnOn
     build()
 }
 
-/// The quantized weight `name` from the source installed by [`with_source`], if any.
-pub fn quantized_weight(name: &str) -> candle_core::Result<Option<Arc<QTensor>>> {
+/// The quantized weight `name` from the source installed by [`with_source`], if any, with no
+/// LoRA terms.
+pub fn quantized_weight(name: &str) -> candle_core::Result<Option<QuantizedParam>> {
     let source = SOURCE.with(|s| s.borrow().clone());
-    match source {
-        Some(source) => Ok(source.quantized(name)?.map(Arc::new)),
-        None => Ok(None),
-    }
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    Ok(source.quantized(name)?.map(|q| QuantizedParam {
+        weight: Arc::new(q),
+        lora: Arc::default(),
+    }))
 }

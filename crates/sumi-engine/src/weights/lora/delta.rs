@@ -13,6 +13,7 @@
 //!   update` normalised per output channel.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use candle_core::{DType, Result, Tensor};
 
@@ -23,7 +24,7 @@ use super::format::{Dora, Fit, Kind, Module};
 pub struct Factors(pub BTreeMap<String, Tensor>);
 
 impl Factors {
-    fn get(&self, role: &str) -> Result<&Tensor> {
+    pub(super) fn get(&self, role: &str) -> Result<&Tensor> {
         self.0
             .get(role)
             .ok_or_else(|| candle_core::Error::Msg(format!("LoRA factor {role} is missing")))
@@ -42,7 +43,7 @@ impl Factors {
 }
 
 /// `t` as a matrix of `t.dim(0)` rows.
-fn rows(t: &Tensor) -> Result<Tensor> {
+pub(super) fn rows(t: &Tensor) -> Result<Tensor> {
     let r = t.dim(0)?;
     t.reshape((r, t.elem_count() / r.max(1)))
 }
@@ -110,19 +111,34 @@ pub fn update(m: &Module, f: &Factors, shape: &[usize], k: f64) -> Result<Tensor
             (one * two)?
         }
         Kind::LoKr => {
-            let w1 = match f.0.get("lokr_w1") {
-                Some(w) => w.clone(),
-                None => f.get("lokr_w1_a")?.matmul(f.get("lokr_w1_b")?)?,
-            };
-            let w2 = match (f.0.get("lokr_w2"), f.0.get("lokr_t2")) {
-                (Some(w), _) => w.clone(),
-                (None, Some(t)) => tucker(t, f.get("lokr_w2_a")?, f.get("lokr_w2_b")?)?,
-                (None, None) => f.get("lokr_w2_a")?.matmul(&rows(f.get("lokr_w2_b")?)?)?,
-            };
+            let (w1, w2) = lokr_factors(f)?;
             kron(&(w1 * k)?, &w2)?
         }
     };
     u.reshape(shape)
+}
+
+/// LoKr's two Kronecker factors `w1`, `w2` (each stored whole or as a product).
+pub(super) fn lokr_factors(f: &Factors) -> Result<(Tensor, Tensor)> {
+    let w1 = match f.0.get("lokr_w1") {
+        Some(w) => w.clone(),
+        None => f.get("lokr_w1_a")?.matmul(f.get("lokr_w1_b")?)?,
+    };
+    let w2 = match (f.0.get("lokr_w2"), f.0.get("lokr_t2")) {
+        (Some(w), _) => w.clone(),
+        (None, Some(t)) => tucker(t, f.get("lokr_w2_a")?, f.get("lokr_w2_b")?)?,
+        (None, None) => f.get("lokr_w2_a")?.matmul(&rows(f.get("lokr_w2_b")?)?)?,
+    };
+    Ok((w1, w2))
+}
+
+/// The rows `ranges` of `t`, in order.
+pub fn take_rows(t: &Tensor, ranges: &[Range<usize>]) -> Result<Tensor> {
+    let parts = ranges
+        .iter()
+        .map(|r| t.narrow(0, r.start, r.len()))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)?.contiguous()
 }
 
 /// `update` shaped as a weight of shape `target`.

@@ -6,6 +6,7 @@
 
 pub(crate) mod delta;
 pub(crate) mod error;
+pub(crate) mod factored;
 mod facts;
 mod file;
 pub(crate) mod flux;
