@@ -43,9 +43,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -
 }
 
 /// `x q^T` for a block-quantized CPU weight `q` and an f32 `x`, from the blocks as stored (no
-/// repacked copy kept); `None` where it does not apply.
-pub fn quantized_linear(q: &candle_core::quantized::QTensor, x: &Tensor) -> Result<Option<Tensor>> {
-    profile::time("quantized linear", x.device(), || quantized::linear(q, x))
+/// repacked copy kept), plus `extra`'s low-rank `t u^T` in the same product; `None` where it
+/// does not apply.
+pub fn quantized_linear(
+    q: &candle_core::quantized::QTensor,
+    x: &Tensor,
+    extra: Option<(&Tensor, &Tensor)>,
+) -> Result<Option<Tensor>> {
+    profile::time("quantized linear", x.device(), || {
+        quantized::linear(q, x, extra)
+    })
 }
 
 /// `conv2d(x, w) + bias` with zero padding.

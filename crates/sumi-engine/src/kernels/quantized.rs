@@ -5,6 +5,10 @@
 //! expands its weight, rows in parallel, into a buffer that lives for that product only (bf16
 //! where the CPU multiplies bf16, else f32) and runs it through [`super::linear`]'s kernels:
 //! the memory held stays the file's, and the time is about that of the same weights in bf16.
+//!
+//! A low-rank addition `t u^T` (the LoRAs applied to the layer, `t = x down^T`) rides in the same
+//! product: `u`'s columns are appended to each expanded row and `t`'s to `x`'s, so it costs
+//! `r / k` more work and no extra pass over the output.
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -14,10 +18,13 @@ use rayon::prelude::*;
 
 use super::bf16_gemm;
 
-/// `x q^T` for a CPU `q` of a block-quantized type, `x` in f32 with `q`'s inner size last;
-/// `None` for types it does not handle (f16, bf16, f32 tensors from a GGUF file) and devices
-/// other than the CPU.
-pub(super) fn linear(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+/// The low-rank addition `t u^T` to a product: `t` `[.., r]` (rows as `x`'s), `u` `[n, r]`.
+pub type LowRank<'a> = (&'a Tensor, &'a Tensor);
+
+/// `x q^T` (plus `extra`'s `t u^T`) for a CPU `q` of a block-quantized type, `x` and `extra` in
+/// f32 with `q`'s inner size last; `None` for types it does not handle (f16, bf16, f32 tensors
+/// from a GGUF file) and devices other than the CPU.
+pub(super) fn linear(q: &QTensor, x: &Tensor, extra: Option<LowRank>) -> Result<Option<Tensor>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return Ok(None);
     }
@@ -30,12 +37,26 @@ pub(super) fn linear(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     }
     let m = x.elem_count() / k.max(1);
     if m <= FEW_ROWS {
-        return from_blocks(q, x, m, n, k);
+        let Some(y) = from_blocks(q, x, m, n, k)? else {
+            return Ok(None);
+        };
+        return match extra {
+            None => Ok(Some(y)),
+            Some((t, u)) => (y + super::linear::linear(u, None, t)?).map(Some),
+        };
     }
-    let Some(w) = expanded(q, n, k, bf16_gemm::available(), x.device())? else {
+    let (x, u) = match extra {
+        None => (x.clone(), None),
+        Some((t, u)) => {
+            let last = x.rank() - 1;
+            let u = u.contiguous()?;
+            (Tensor::cat(&[x, &t.to_dtype(DType::F32)?], last)?, Some(u))
+        }
+    };
+    let Some(w) = expanded(q, n, k, u.as_ref(), bf16_gemm::available(), x.device())? else {
         return Ok(None);
     };
-    super::linear::linear(&w, None, x).map(Some)
+    super::linear::linear(&w, None, &x).map(Some)
 }
 
 /// Up to this many rows (Flux's modulation layers take one, and hold a quarter of its weights)
@@ -77,28 +98,51 @@ fn from_blocks(q: &QTensor, x: &Tensor, m: usize, n: usize, k: usize) -> Result<
     Tensor::from_vec(out, dims, x.device()).map(Some)
 }
 
-/// The `[n, k]` weight `q` expanded to bf16 (`half`) or f32; `None` for other storage types.
+/// The `[n, k]` weight `q` expanded to bf16 (`half`) or f32, each row followed by that row of
+/// `[n, r]` `extra` when given; `None` for other storage types.
 fn expanded(
     q: &QTensor,
     n: usize,
     k: usize,
+    extra: Option<&Tensor>,
     half: bool,
     device: &candle_core::Device,
 ) -> Result<Option<Tensor>> {
     struct Expand<'a> {
         n: usize,
         k: usize,
+        extra: Option<(&'a [f32], usize)>,
         half: bool,
         device: &'a candle_core::Device,
     }
     impl OnBlocks for Expand<'_> {
         type Out = Tensor;
         fn run<T: GgmlType>(self, blocks: &[T]) -> Result<Tensor> {
-            expand(blocks, self.n, self.k, self.half, self.device)
+            expand(blocks, self.n, self.k, self.extra, self.half, self.device)
         }
     }
     let bytes = q.data()?;
-    on_blocks(q.dtype(), &bytes, Expand { n, k, half, device })
+    let run = |extra: Option<(&[f32], usize)>| {
+        let expand = Expand {
+            n,
+            k,
+            extra,
+            half,
+            device,
+        };
+        on_blocks(q.dtype(), &bytes, expand)
+    };
+    let Some(u) = extra else {
+        return run(None);
+    };
+    let r = u.dim(1)?;
+    if u.dims() != [n, r] {
+        candle_core::bail!(
+            "quantized linear: extra columns {:?} for {n} rows",
+            u.dims()
+        );
+    }
+    super::common::with_f32(u, |cols| run(Some((cols, r))))
 }
 
 /// Something done with the blocks of a quantized tensor, whatever their type.
@@ -126,11 +170,13 @@ fn on_blocks<O: OnBlocks>(dtype: GgmlDType, bytes: &[u8], op: O) -> Result<Optio
     out.map(Some)
 }
 
-/// Rows of `T` blocks expanded, in parallel, to an `[n, k]` tensor of bf16 or f32.
+/// Rows of `T` blocks expanded, in parallel, to an `[n, k + r]` tensor of bf16 or f32: each
+/// row's `k` values, then its `r` values of `extra` (`[n, r]`, r = 0 when absent).
 fn expand<T: GgmlType>(
     blocks: &[T],
     n: usize,
     k: usize,
+    extra: Option<(&[f32], usize)>,
     half: bool,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
@@ -142,24 +188,33 @@ fn expand<T: GgmlType>(
             T::BLCK_SIZE
         );
     }
+    let (cols, r) = extra.unwrap_or((&[], 0));
+    let width = k + r;
+    let extra_row = |i: usize| &cols[i * r..(i + 1) * r];
     if !half {
-        let mut out = vec![0f32; n * k];
-        out.par_chunks_mut(k)
+        let mut out = vec![0f32; n * width];
+        out.par_chunks_mut(width)
             .zip(blocks.par_chunks(per_row))
-            .for_each(|(row, b)| T::to_float(b, row));
-        return Tensor::from_vec(out, (n, k), device);
+            .enumerate()
+            .for_each(|(i, (row, b))| {
+                T::to_float(b, &mut row[..k]);
+                row[k..].copy_from_slice(extra_row(i));
+            });
+        return Tensor::from_vec(out, (n, width), device);
     }
-    let mut out = vec![bf16::ZERO; n * k];
-    out.par_chunks_mut(k)
+    let mut out = vec![bf16::ZERO; n * width];
+    out.par_chunks_mut(width)
         .zip(blocks.par_chunks(per_row))
+        .enumerate()
         .for_each_init(
-            || vec![0f32; k],
-            |wide, (row, b)| {
-                T::to_float(b, wide);
+            || vec![0f32; width],
+            |wide, (i, (row, b))| {
+                T::to_float(b, &mut wide[..k]);
+                wide[k..].copy_from_slice(extra_row(i));
                 bf16_gemm::round_into(wide, row);
             },
         );
-    Tensor::from_vec(out, (n, k), device)
+    Tensor::from_vec(out, (n, width), device)
 }
 
 /// The stored bytes of a quantized tensor as its blocks.
@@ -209,7 +264,7 @@ mod tests {
             GgmlDType::Q6K,
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
-            let ours = super::linear(&q, &x).unwrap().unwrap();
+            let ours = super::linear(&q, &x, None).unwrap().unwrap();
             assert_eq!(ours.dims(), [2, 5, 64]);
             // The same product through the dequantized weight.
             let want = x
@@ -219,7 +274,7 @@ mod tests {
             let scale = max_abs(&want);
             // bf16 operands where the CPU multiplies them: 8 bits of mantissa.
             assert!(err < 0.01 * scale, "{dtype:?}: {err} of {scale}");
-            let one = super::linear(&q, &row).unwrap().unwrap();
+            let one = super::linear(&q, &row, None).unwrap().unwrap();
             let one_want = row
                 .matmul(&q.dequantize(&dev).unwrap().t().unwrap())
                 .unwrap();
@@ -234,12 +289,36 @@ mod tests {
             );
             // Expanded to f32 the weight is the dequantized one exactly.
             let (n, k) = (64, 512);
-            let wide = super::expanded(&q, n, k, false, &dev).unwrap().unwrap();
+            let wide = super::expanded(&q, n, k, None, false, &dev)
+                .unwrap()
+                .unwrap();
             let exact = q.dequantize(&dev).unwrap();
             let diff = (wide - exact).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{dtype:?}");
         }
         let f16 = QTensor::quantize(&w, GgmlDType::F16).unwrap();
-        assert!(super::linear(&f16, &x).unwrap().is_none());
+        assert!(super::linear(&f16, &x, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_low_rank_addition_rides_in_the_product() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (64, 256), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let dense = q.dequantize(&dev).unwrap();
+        let (up, down) = (
+            Tensor::randn(0f32, 1.0, (64, 3), &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, (3, 256), &dev).unwrap(),
+        );
+        let patched = (&dense + up.matmul(&down).unwrap()).unwrap();
+        for rows in [2, 9] {
+            let x = Tensor::randn(0f32, 1.0, (1, rows, 256), &dev).unwrap();
+            let t = x.broadcast_matmul(&down.t().unwrap()).unwrap();
+            let got = super::linear(&q, &x, Some((&t, &up))).unwrap().unwrap();
+            let want = x.broadcast_matmul(&patched.t().unwrap()).unwrap();
+            let (err, scale) = (crate::test_util::max_abs_diff(&got, &want), max_abs(&want));
+            // Few rows: 8-bit rows against the blocks; more: bf16 operands where the CPU has them.
+            assert!(err < 0.03 * scale, "{rows} rows: {err} of {scale}");
+        }
     }
 }

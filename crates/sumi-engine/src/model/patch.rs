@@ -2,7 +2,9 @@
 //! it touches (`W + multiplier * scale * update`, computed in f32, stored in the model's dtype)
 //! and the untouched values are read again from the model's files (or kept in memory) to take
 //! it out exactly. Changing the set rewrites only the weights whose stack of LoRAs changes;
-//! the model is never reloaded and never copied.
+//! the model is never reloaded and never copied. Weights a GGUF file keeps quantized are never
+//! rewritten: their LoRAs are kept factored and the layer adds their products to its own
+//! (`weights::lora::factored`).
 //!
 //! A set is applied all or nothing: every file, key, shape, value and weight is checked before
 //! any weight is written, and a failure while writing (a device error, a weight that would
@@ -20,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::family::Family;
 use crate::weights::ldm::LdmUnetNames;
 use crate::weights::lora::delta::{
-    apply, dora_axis, fits_dtype, fitted, take_rows, update, DoraAxis, Factors, Patch,
+    all_finite, apply, dora_axis, fits_dtype, fitted, take_rows, update, DoraAxis, Factors, Patch,
 };
 use crate::weights::lora::factored::factored;
 use crate::weights::lora::flux::{kohya_flux_layers, split_rows};
@@ -490,7 +492,7 @@ impl Patcher {
                 None => Vec::new(),
                 Some(stack) => self.factored_terms(key, stack, loaded, device)?,
             };
-            q.lora.set(terms);
+            q.lora.set(terms)?;
             return Ok(());
         }
         let param = self.param(key).cloned().ok_or_else(|| {
@@ -592,6 +594,19 @@ impl Patcher {
                         reason: format!("{reason} (GGUF layer {})", key.1),
                     }
                 })?;
+            let factors = match &term {
+                LoraTerm::LowRank { up, down } => [up, down],
+                LoraTerm::Kron { a, b } => [a, b],
+            };
+            for t in factors {
+                if !all_finite(t)? {
+                    return Err(LoraError::NotFinite {
+                        path: item.file.path().to_path_buf(),
+                        tensor: format!("the factors of {} for {}", m.key.module, key.1),
+                    }
+                    .into());
+                }
+            }
             terms.push(term);
         }
         Ok(terms)

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 
 use crate::kernels;
 use crate::weights::params::note_quantized;
-use crate::weights::quantized::{quantized_weight, LoraTerm, QuantizedParam};
+use crate::weights::quantized::{quantized_weight, AppliedTerms, QuantizedParam};
 
 /// How the weight is held.
 #[derive(Debug, Clone)]
@@ -55,48 +55,57 @@ impl Linear {
     }
 }
 
-/// `x q^T` for a quantized `q`: on the CPU from its blocks as stored ([`kernels::quantized_linear`],
-/// the rows quantized to the blocks' dot-product type), else (and for f16/f32 tensors from a
-/// GGUF file) by candle's `QMatMul` kernels, through f32 where they take no other dtype.
-fn quantized_forward(q: &QTensor, xs: &Tensor) -> Result<Tensor> {
+/// `x q^T` plus the LoRA terms `lora` for a quantized `q`: on the CPU from its blocks as stored
+/// ([`kernels::quantized_linear`], the low-rank terms in the same product), else (and for
+/// f16/f32 tensors from a GGUF file) by candle's `QMatMul` kernels, through f32 where they take
+/// no other dtype, the terms added after.
+fn quantized_forward(q: &QTensor, lora: &AppliedTerms, xs: &Tensor) -> Result<Tensor> {
     let dtype = xs.dtype();
-    if xs.device().is_cpu() {
-        if let Some(y) = kernels::quantized_linear(q, &xs.to_dtype(DType::F32)?)? {
-            return y.to_dtype(dtype);
-        }
-    }
-    let direct = xs.device().is_cpu() && matches!(dtype, DType::F32 | DType::BF16);
-    let x = match direct {
-        true => xs.contiguous()?,
-        false => xs.to_dtype(DType::F32)?.contiguous()?,
+    let x32 = xs.to_dtype(DType::F32)?;
+    // `t = x down^T`; the product adds `t up^T`.
+    let low_rank = match &lora.low_rank {
+        Some((up, down)) => Some((kernels::linear(down, None, &x32)?, up)),
+        None => None,
     };
-    x.apply_op1_no_bwd(q)?.to_dtype(dtype)
+    let fast = match xs.device().is_cpu() {
+        true => kernels::quantized_linear(q, &x32, low_rank.as_ref().map(|(t, u)| (t, *u)))?,
+        false => None,
+    };
+    let mut y = match fast {
+        Some(y) => y,
+        None => {
+            let direct = xs.device().is_cpu() && matches!(dtype, DType::F32 | DType::BF16);
+            let x = match direct {
+                true => xs.contiguous()?,
+                false => x32.contiguous()?,
+            };
+            let y = x.apply_op1_no_bwd(q)?.to_dtype(DType::F32)?;
+            match &low_rank {
+                Some((t, up)) => (y + kernels::linear(up, None, t)?)?,
+                None => y,
+            }
+        }
+    };
+    for (a, b) in &lora.kron {
+        y = (y + kron_forward(a, b, &x32)?)?;
+    }
+    y.to_dtype(dtype)
 }
 
-/// `x u^T` for the update `u` that `term` holds, without forming `u`; in f32, as `x`'s dtype.
-fn lora_term_forward(term: &LoraTerm, xs: &Tensor) -> Result<Tensor> {
-    let x = xs.to_dtype(DType::F32)?;
-    let y = match term {
-        LoraTerm::LowRank { up, down } => {
-            kernels::linear(up, None, &kernels::linear(down, None, &x)?)?
-        }
-        LoraTerm::Kron { a, b } => {
-            // y[n, i*r + k] = sum_jl a[i, j] b[k, l] x[n, j*s + l].
-            let ((p, q), (r, s)) = (a.dims2()?, b.dims2()?);
-            let dims = x.dims().to_vec();
-            let n = x.elem_count() / (q * s);
-            let t = kernels::linear(b, None, &x.reshape((n * q, s))?)?; // [n*q, r]
-            let t = t.reshape((n, q, r))?.transpose(0, 1)?.contiguous()?;
-            let y = a.matmul(&t.reshape((q, n * r))?)?; // [p, n*r]
-            let y = y.reshape((p, n, r))?.transpose(0, 1)?.contiguous()?;
-            let mut out = dims;
-            if let Some(last) = out.last_mut() {
-                *last = p * r;
-            }
-            y.reshape(out)?
-        }
-    };
-    y.to_dtype(xs.dtype())
+/// `x kron(a, b)^T` for f32 `x`, without forming the Kronecker product (LoKr).
+fn kron_forward(a: &Tensor, b: &Tensor, x: &Tensor) -> Result<Tensor> {
+    // y[n, i*r + k] = sum_jl a[i, j] b[k, l] x[n, j*s + l].
+    let ((p, q), (r, s)) = (a.dims2()?, b.dims2()?);
+    let n = x.elem_count() / (q * s);
+    let t = kernels::linear(b, None, &x.reshape((n * q, s))?)?; // [n*q, r]
+    let t = t.reshape((n, q, r))?.transpose(0, 1)?.contiguous()?;
+    let y = a.matmul(&t.reshape((q, n * r))?)?; // [p, n*r]
+    let y = y.reshape((p, n, r))?.transpose(0, 1)?.contiguous()?;
+    let mut out = x.dims().to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = p * r;
+    }
+    y.reshape(out)
 }
 
 impl Module for Linear {
@@ -104,10 +113,7 @@ impl Module for Linear {
         match &self.weight {
             Weight::Dense(w) => kernels::linear(w, self.bias.as_ref(), xs),
             Weight::Quantized(q) => {
-                let mut y = quantized_forward(&q.weight, xs)?;
-                for term in q.lora.get().iter() {
-                    y = (y + lora_term_forward(term, xs)?)?;
-                }
+                let y = quantized_forward(&q.weight, &q.lora.get(), xs)?;
                 match &self.bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?),
                     None => Ok(y),
@@ -164,31 +170,59 @@ mod tests {
     }
 
     #[test]
-    fn lora_terms_equal_their_dense_updates() {
-        let x = t(&[2, 3, 12], 0.5);
-        let (up, down) = (t(&[6, 2], 1.0), t(&[2, 12], 2.0));
-        let dense = up.matmul(&down).unwrap();
-        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
-        let got = lora_term_forward(&LoraTerm::LowRank { up, down }, &x).unwrap();
-        assert!(crate::test_util::max_abs_diff(&got, &want) < 1e-5);
-
-        // kron(a, b)[i*r + k, j*s + l] = a[i, j] b[k, l], written out.
-        let (a, b) = (t(&[2, 3], 3.0), t(&[3, 4], 4.0));
+    fn quantized_layers_add_their_lora_terms() {
+        use crate::weights::quantized::{LoraTerm, LoraTerms};
+        use candle_core::quantized::GgmlDType;
+        let x = t(&[2, 5, 64], 0.5);
+        let w = t(&[6, 64], 7.0);
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let (up, down) = (t(&[6, 2], 1.0), t(&[2, 64], 2.0));
+        let (a, b) = (t(&[2, 4], 3.0), t(&[3, 16], 4.0));
+        // kron(a, b)[i*3 + r, j*16 + s] = a[i, j] b[r, s], written out.
         let (av, bv): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (a.to_vec2().unwrap(), b.to_vec2().unwrap());
-        let mut k = vec![0f32; 6 * 12];
+        let mut k = vec![0f32; 6 * 64];
         for i in 0..2 {
-            for j in 0..3 {
+            for j in 0..4 {
                 for r in 0..3 {
-                    for s in 0..4 {
-                        k[(i * 3 + r) * 12 + j * 4 + s] = av[i][j] * bv[r][s];
+                    for s in 0..16 {
+                        k[(i * 3 + r) * 64 + j * 16 + s] = av[i][j] * bv[r][s];
                     }
                 }
             }
         }
-        let dense = Tensor::from_vec(k, (6, 12), &Device::Cpu).unwrap();
-        let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
-        let got = lora_term_forward(&LoraTerm::Kron { a, b }, &x).unwrap();
-        assert_eq!(got.dims(), &[2, 3, 6]);
-        assert!(crate::test_util::max_abs_diff(&got, &want) < 1e-5);
+        let kron = Tensor::from_vec(k, (6, 64), &Device::Cpu).unwrap();
+        let patched = ((q.dequantize(&Device::Cpu).unwrap() + up.matmul(&down).unwrap()).unwrap()
+            + kron)
+            .unwrap();
+        let terms = LoraTerms::default();
+        let low_rank = LoraTerm::LowRank {
+            up: up.clone(),
+            down: down.clone(),
+        };
+        terms.set(vec![low_rank, LoraTerm::Kron { a, b }]).unwrap();
+        // 10 rows: the expanded product; 1 row: from the blocks.
+        for x in [
+            x.clone(),
+            x.narrow(1, 0, 1).unwrap().narrow(0, 0, 1).unwrap(),
+        ] {
+            let got = quantized_forward(&q, &terms.get(), &x).unwrap();
+            let want = x.broadcast_matmul(&patched.t().unwrap()).unwrap();
+            let err = crate::test_util::max_abs_diff(&got, &want);
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            // bf16 operands where the CPU multiplies them; 8-bit rows against the blocks.
+            assert!(err < 0.03 * scale, "{:?}: {err} of {scale}", x.dims());
+        }
+        terms.set(Vec::new()).unwrap();
+        let plain = quantized_forward(&q, &terms.get(), &x).unwrap();
+        let want = x
+            .broadcast_matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+            .unwrap();
+        assert!(crate::test_util::max_abs_diff(&plain, &want) < 0.03);
     }
 }

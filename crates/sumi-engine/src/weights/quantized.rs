@@ -39,11 +39,21 @@ pub enum LoraTerm {
 /// The LoRA terms applied to one quantized weight now: shared by its layer, which adds them
 /// to its product, and the LoRA patcher, which replaces them when the set changes.
 #[derive(Debug, Default)]
-pub struct LoraTerms(RwLock<Arc<Vec<LoraTerm>>>);
+pub struct LoraTerms(RwLock<Arc<AppliedTerms>>);
+
+/// The terms of one weight as its layer uses them.
+#[derive(Debug, Default)]
+pub struct AppliedTerms {
+    /// Every low-rank term as one: the ups side by side (`[out, R]`), the downs stacked
+    /// (`[R, in]`).
+    pub low_rank: Option<(Tensor, Tensor)>,
+    /// The Kronecker terms' `(a, b)`.
+    pub kron: Vec<(Tensor, Tensor)>,
+}
 
 impl LoraTerms {
     /// The terms now (a snapshot; a change while a product runs applies to the next one).
-    pub fn get(&self) -> Arc<Vec<LoraTerm>> {
+    pub fn get(&self) -> Arc<AppliedTerms> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -51,8 +61,27 @@ impl LoraTerms {
     }
 
     /// Makes `terms` the applied ones (none: the weight as loaded).
-    pub fn set(&self, terms: Vec<LoraTerm>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(terms);
+    pub fn set(&self, terms: Vec<LoraTerm>) -> candle_core::Result<()> {
+        let (mut ups, mut downs, mut kron) = (Vec::new(), Vec::new(), Vec::new());
+        for term in terms {
+            match term {
+                LoraTerm::LowRank { up, down } => {
+                    ups.push(up);
+                    downs.push(down);
+                }
+                LoraTerm::Kron { a, b } => kron.push((a, b)),
+            }
+        }
+        let low_rank = match ups.is_empty() {
+            true => None,
+            false => Some((
+                Tensor::cat(&ups, 1)?.contiguous()?,
+                Tensor::cat(&downs, 0)?.contiguous()?,
+            )),
+        };
+        let applied = Arc::new(AppliedTerms { low_rank, kron });
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = applied;
+        Ok(())
     }
 }
 
