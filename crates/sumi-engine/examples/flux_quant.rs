@@ -257,10 +257,6 @@ fn lora_bench(
     let (model, tables) = record(|| FluxTransformer::load_file(gguf, &Device::Cpu, DType::F32));
     let model = model.map_err(msg)?;
     let (plain_s, plain) = best(repeats, || model.forward(inputs))?;
-    eprintln!(
-        "PROFILE plain {:?}",
-        sumi_engine::profile::take(repeats + 1)
-    );
     let mut patcher = Patcher::new(ModelParams {
         unet: tables.into_iter().next().unwrap_or_default(),
         ..ModelParams::default()
