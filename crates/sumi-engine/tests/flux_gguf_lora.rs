@@ -92,12 +92,9 @@ fn image(model: &Model) -> Tensor {
         .unwrap()
 }
 
-fn randn(shape: &[usize], seed: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|k| ((k as f32 + seed) * 0.71).sin() * 0.6)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+/// Factors twice as large as the shared helper's, so a LyCORIS file moves the image clearly.
+fn factor(shape: &[usize], seed: f32) -> Tensor {
+    (randn(shape, seed) * 2.0).unwrap()
 }
 
 /// A LyCORIS file: LoHa on a double block's fused qkv, LoKr on a single block's `linear1`
@@ -107,16 +104,19 @@ fn write_lycoris(dir: &Path) -> PathBuf {
     let qkv = "lora_unet_double_blocks_0_img_attn_qkv";
     let l1 = "lora_unet_single_blocks_1_linear1";
     let tensors: HashMap<String, Tensor> = [
-        (format!("{qkv}.hada_w1_a"), randn(&[3 * c, 2], 1.0)),
-        (format!("{qkv}.hada_w1_b"), randn(&[2, c], 2.0)),
-        (format!("{qkv}.hada_w2_a"), randn(&[3 * c, 2], 3.0)),
-        (format!("{qkv}.hada_w2_b"), randn(&[2, c], 4.0)),
+        (format!("{qkv}.hada_w1_a"), factor(&[3 * c, 2], 1.0)),
+        (format!("{qkv}.hada_w1_b"), factor(&[2, c], 2.0)),
+        (format!("{qkv}.hada_w2_a"), factor(&[3 * c, 2], 3.0)),
+        (format!("{qkv}.hada_w2_b"), factor(&[2, c], 4.0)),
         (
             format!("{qkv}.alpha"),
             Tensor::new(8f32, &Device::Cpu).unwrap(),
         ),
-        (format!("{l1}.lokr_w1"), randn(&[(3 * c + mlp) / c, 1], 5.0)),
-        (format!("{l1}.lokr_w2"), randn(&[c, c], 6.0)),
+        (
+            format!("{l1}.lokr_w1"),
+            factor(&[(3 * c + mlp) / c, 1], 5.0),
+        ),
+        (format!("{l1}.lokr_w2"), factor(&[c, c], 6.0)),
     ]
     .into_iter()
     .collect();
@@ -206,11 +206,11 @@ fn gguf_loras_stack_and_dora_is_refused() {
     let c = 32;
     let layer = "lora_unet_double_blocks_0_img_attn_proj";
     let tensors: HashMap<String, Tensor> = [
-        (format!("{layer}.lora_down.weight"), randn(&[2, c], 7.0)),
-        (format!("{layer}.lora_up.weight"), randn(&[c, 2], 8.0)),
+        (format!("{layer}.lora_down.weight"), factor(&[2, c], 7.0)),
+        (format!("{layer}.lora_up.weight"), factor(&[c, 2], 8.0)),
         (
             format!("{layer}.dora_scale"),
-            randn(&[1, c], 9.0).abs().unwrap(),
+            factor(&[1, c], 9.0).abs().unwrap(),
         ),
     ]
     .into_iter()

@@ -246,14 +246,6 @@ fn schnell_reports_the_guidance_layers_it_lacks() {
     assert_eq!(report.loras[0].matched, 9);
 }
 
-fn randn(shape: &[usize], seed: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|k| ((k as f32 + seed) * 0.71).sin() * 0.3)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
 /// LyCORIS updates on fused layers (LoHa on a qkv, LoKr on `linear1`) split their rows as
 /// LoRAs do: each diffusers layer gets its rows of the whole update (published formulas).
 #[test]
