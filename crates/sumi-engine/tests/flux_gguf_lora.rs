@@ -13,7 +13,7 @@ use std::sync::Arc;
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{DType, Device, Tensor};
 use sumi_engine::model::LoadOptions;
-use sumi_engine::pipeline::{decode, sample_latent, Request};
+use sumi_engine::pipeline::{sample_latent, Request};
 use sumi_engine::weights::lora::LoraFile;
 use sumi_engine::Model;
 
@@ -22,7 +22,7 @@ mod lora_support;
 #[path = "support/fixtures.rs"]
 mod support;
 use lora_support::*;
-use support::{fixtures, max_abs};
+use support::{decoded_image, fixtures, max_abs};
 
 /// A ComfyUI tree in `root` with the GGUF fixture and a safetensors file of its dequantized
 /// values in `diffusion_models/`, and the pipeline's text encoders and VAE beside them.
@@ -82,14 +82,7 @@ fn image(model: &Model) -> Tensor {
     };
     let cancel = AtomicBool::new(false);
     let latent = sample_latent(model, &req, &cancel, &mut |_| {}).unwrap();
-    ((decode(model, &latent).unwrap() / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .permute((1, 2, 0))
-        .unwrap()
+    decoded_image(model, &latent)
 }
 
 /// Factors twice as large as the shared helper's, so a LyCORIS file moves the image clearly.

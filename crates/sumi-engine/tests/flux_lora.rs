@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
-use sumi_engine::pipeline::{decode, sample_latent, Request};
+use sumi_engine::pipeline::{sample_latent, Request};
 use sumi_engine::weights::lora::LoraError;
 use sumi_engine::Model;
 
@@ -18,7 +18,7 @@ mod lora_support;
 #[path = "support/fixtures.rs"]
 mod support;
 use lora_support::*;
-use support::{fixtures, max_abs};
+use support::{decoded_image, fixtures, max_abs};
 
 fn flux_refs() -> (HashMap<String, Tensor>, serde_json::Value) {
     let dir = lora_dir();
@@ -138,14 +138,7 @@ fn flux_image_with_kohya_lora_matches_flux_pipeline() {
     let cancel = AtomicBool::new(false);
     let image = |model: &Model| {
         let latent = sample_latent(model, &req, &cancel, &mut |_| {}).unwrap();
-        ((decode(model, &latent).unwrap() / 2.0).unwrap() + 0.5)
-            .unwrap()
-            .clamp(0f32, 1f32)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .permute((1, 2, 0))
-            .unwrap()
+        decoded_image(model, &latent)
     };
     let plain = image(&model);
     model.set_loras(&[lora(&file, w, w)]).unwrap();

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
-use sumi_engine::pipeline::{decode, sample_latent, Request};
+use sumi_engine::pipeline::{sample_latent, Request};
 use sumi_engine::sampling::table::schedule;
 use sumi_engine::text::{Embeddings, EncodeOptions};
 use sumi_engine::{Family, Model};
 
 #[path = "support/fixtures.rs"]
 mod support;
-use support::{fixtures, max_abs};
+use support::{decoded_image, fixtures, max_abs};
 
 fn refs() -> (HashMap<String, Tensor>, serde_json::Value) {
     let dir = fixtures().join("flux");
@@ -130,14 +130,7 @@ fn flux_images_match_flux_pipeline() {
             );
         }
         assert_eq!(sigmas.len() + 1, want.len(), "{name}");
-        let image = ((decode(&model, &latent).unwrap() / 2.0).unwrap() + 0.5)
-            .unwrap()
-            .clamp(0f32, 1f32)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .permute((1, 2, 0))
-            .unwrap();
+        let image = decoded_image(&model, &latent);
         let want = &t[&format!("{name}.image")];
         let (max, mean) = (max_abs(&image, want), mean_abs(&image, want));
         eprintln!("{name}: image max abs {max:.2e}, mean {mean:.2e} (of 1)");
@@ -309,14 +302,7 @@ fn a_flux_transformer_file_finds_its_parts_in_comfyui_folders() {
     let case = &meta["dev"];
     let cancel = AtomicBool::new(false);
     let latent = sample_latent(&model, &request(case), &cancel, &mut |_| {}).unwrap();
-    let image = ((decode(&model, &latent).unwrap() / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .permute((1, 2, 0))
-        .unwrap();
+    let image = decoded_image(&model, &latent);
     let err = max_abs(&image, &t["dev.image"]);
     eprintln!("single files: image max abs {err:.2e}");
     assert!(err < 1e-4, "{err}");

@@ -37,3 +37,15 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar()
         .unwrap()
 }
+
+/// `latent` decoded by `model`'s VAE as an `[h, w, 3]` image in 0..1.
+pub fn decoded_image(model: &sumi_engine::Model, latent: &Tensor) -> Tensor {
+    ((sumi_engine::pipeline::decode(model, latent).unwrap() / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .permute((1, 2, 0))
+        .unwrap()
+}
