@@ -15,6 +15,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// The largest absolute value of `t`, in f32.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// `t` rounded to bf16 and back to f32.
 pub fn round_bf16(t: &Tensor) -> Tensor {
     t.to_dtype(DType::BF16)
