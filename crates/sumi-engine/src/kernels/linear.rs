@@ -7,13 +7,18 @@ use candle_core::{DType, Result, Tensor};
 use super::bf16_gemm::{self, PackedB, PairRows, Start};
 use super::bf16_rows;
 use super::common::{with_bf16, with_f32};
+use super::tiles::SharedMut;
+use rayon::prelude::*;
 
 pub(super) fn linear(w: &Tensor, bias: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let d = dims.pop().unwrap_or(1);
     let rows = x.reshape((x.elem_count() / d.max(1), d))?;
-    let y = if w.dtype() == DType::BF16 && x.dtype() == DType::F32 && x.device().is_cpu() {
+    let cpu_f32 = x.dtype() == DType::F32 && x.device().is_cpu();
+    let y = if w.dtype() == DType::BF16 && cpu_f32 {
         bf16_weights(&rows, w, bias, bf16_gemm::available())?
+    } else if w.dtype() == DType::F32 && cpu_f32 {
+        f32_weights(&rows, w, bias)?
     } else {
         product(&rows, w, bias)?
     };
@@ -49,7 +54,7 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
     let few = m <= bf16_rows::FEW_ROWS;
     if !kernel && !few {
         let wide = with_bf16(&w, |ws| Ok(bf16_gemm::widen(ws)))?;
-        return product(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
+        return f32_weights(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
     }
     let x = x.contiguous()?;
     let bias = bias
@@ -71,6 +76,77 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
                     let b = PackedB::from_transposed_bf16(ws, n, k);
                     bf16_gemm::gemm_from(&a, &b, &mut out, n, start);
                 }
+                Ok(())
+            })
+        })
+    })?;
+    Tensor::from_vec(out, (m, n), x.device())
+}
+
+/// `x w^T + bias` for f32 `x` and `w` on the CPU: single-threaded `gemm` calls, two per thread,
+/// each on its own share of the larger of the rows and the output columns. On a 2-core Xeon (Ice
+/// Lake) the `gemm` crate's own threading reached 126-210 GFLOP/s on Flux's shapes, where one
+/// core alone reached 96-112; shared out this way, 171-253 (`examples/bf16_shapes.rs`).
+fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, kw) = w.dims2()?;
+    if k != kw || k == 0 {
+        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.contiguous())
+        .transpose()?;
+    let mut out = vec![0f32; m * n];
+    with_f32(&x, |xs| {
+        with_f32(&w, |ws| {
+            with_optional_f32(bias.as_ref(), |bias| {
+                if let Some(b) = bias {
+                    out.par_chunks_mut(n)
+                        .for_each(|row| row.copy_from_slice(&b[..n]));
+                }
+                let threads = candle_core::utils::get_num_threads().max(1);
+                let split_rows = m >= n;
+                let len = if split_rows { m } else { n };
+                let parts = (2 * threads).min(len.div_ceil(64)).max(1);
+                let step = len.div_ceil(parts);
+                let dst = SharedMut(out.as_mut_ptr());
+                (0..parts).into_par_iter().for_each(|t| {
+                    let (a, b) = (t * step, len.min((t + 1) * step));
+                    if a >= b {
+                        return;
+                    }
+                    let (rows, cols, x0, w0, d0) = if split_rows {
+                        (b - a, n, a * k, 0, a * n)
+                    } else {
+                        (m, b - a, 0, a * k, a)
+                    };
+                    // SAFETY: x is m x k and w n x k row-major, out m x n; this task reads rows
+                    // a..b of x (or of w) and writes only its own rows (or columns) of out.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            cols,
+                            k,
+                            dst.get().add(d0),
+                            1,
+                            n as isize,
+                            bias.is_some(),
+                            xs.as_ptr().add(x0),
+                            1,
+                            k as isize,
+                            ws.as_ptr().add(w0),
+                            k as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                });
                 Ok(())
             })
         })
@@ -118,6 +194,26 @@ mod tests {
             let theirs = lin.forward(&x).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             assert!(max_diff(&ours, &theirs) < 1e-5, "{dims:?}");
+        }
+    }
+
+    #[test]
+    fn shared_out_products_match_candles_matmul() {
+        let dev = Device::Cpu;
+        // Rows shared out (m >= n), columns shared out, and too small to share.
+        for (m, k, n) in [(300, 70, 33), (3, 50, 700), (65, 129, 64), (1, 7, 3)] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+            for bias in [None, Some(&b)] {
+                let got = super::f32_weights(&x, &w, bias).unwrap();
+                let want = super::product(&x, &w, bias).unwrap();
+                assert!(
+                    max_diff(&got, &want) < 1e-4,
+                    "{m}x{k}x{n} bias {}",
+                    bias.is_some()
+                );
+            }
         }
     }
 
