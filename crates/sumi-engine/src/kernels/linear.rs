@@ -83,8 +83,8 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
     Tensor::from_vec(out, (m, n), x.device())
 }
 
-/// `x w^T + bias` for f32 `x` and `w` on the CPU: single-threaded `gemm` calls, two per thread,
-/// each on its own share of the larger of the rows and the output columns. On a 2-core Xeon (Ice
+/// `x w^T + bias` for f32 `x` and `w` on the CPU: single-threaded `gemm` calls, two per thread
+/// (one in all on one thread), each on its own share of the larger of the rows and the output columns. On a 2-core Xeon (Ice
 /// Lake) the `gemm` crate's own threading reached 126-210 GFLOP/s on Flux's shapes, where one
 /// core alone reached 96-112; shared out this way, 171-253 (`examples/bf16_shapes.rs`).
 fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -108,7 +108,11 @@ fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> 
                 let threads = candle_core::utils::get_num_threads().max(1);
                 let split_rows = m >= n;
                 let len = if split_rows { m } else { n };
-                let parts = (2 * threads).min(len.div_ceil(64)).max(1);
+                // One call on one thread: cutting it up there only packs operands again.
+                let parts = match threads {
+                    1 => 1,
+                    _ => (2 * threads).min(len.div_ceil(64)).max(1),
+                };
                 let step = len.div_ceil(parts);
                 let dst = SharedMut(out.as_mut_ptr());
                 (0..parts).into_par_iter().for_each(|t| {
