@@ -45,11 +45,7 @@ fn product(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 /// An f32 `x` (rows) times a bf16 weight: a few rows against the weight as stored, else with
 /// [`bf16_gemm`] when `kernel`, else widened.
 fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    let (n, kw) = w.dims2()?;
-    if k != kw || k == 0 {
-        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
-    }
+    let (m, k, n) = sizes(x, w)?;
     let w = w.contiguous()?;
     let few = m <= bf16_rows::FEW_ROWS;
     if !kernel && !few {
@@ -57,9 +53,7 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
         return f32_weights(x, &Tensor::from_vec(wide, (n, k), x.device())?, bias);
     }
     let x = x.contiguous()?;
-    let bias = bias
-        .map(|b| b.to_dtype(DType::F32)?.contiguous())
-        .transpose()?;
+    let bias = bias.map(f32_contiguous).transpose()?;
     let mut out = vec![0f32; m * n];
     with_f32(&x, |xs| {
         with_bf16(&w, |ws| {
@@ -88,15 +82,9 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
 /// Lake) the `gemm` crate's own threading reached 126-210 GFLOP/s on Flux's shapes, where one
 /// core alone reached 96-112; shared out this way, 171-253 (`examples/bf16_shapes.rs`).
 fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    let (n, kw) = w.dims2()?;
-    if k != kw || k == 0 {
-        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
-    }
+    let (m, k, n) = sizes(x, w)?;
     let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let bias = bias
-        .map(|b| b.to_dtype(DType::F32)?.contiguous())
-        .transpose()?;
+    let bias = bias.map(f32_contiguous).transpose()?;
     let mut out = vec![0f32; m * n];
     with_f32(&x, |xs| {
         with_f32(&w, |ws| {
@@ -156,6 +144,21 @@ fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> 
         })
     })?;
     Tensor::from_vec(out, (m, n), x.device())
+}
+
+/// `(m, k, n)` of rows `x` `[m, k]` times the transpose of a weight `w` `[n, k]`.
+fn sizes(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    let (m, k) = x.dims2()?;
+    let (n, kw) = w.dims2()?;
+    if k != kw || k == 0 {
+        candle_core::bail!("linear: input has {k} features, weight expects {kw}");
+    }
+    Ok((m, k, n))
+}
+
+/// A bias as contiguous f32 values.
+fn f32_contiguous(b: &Tensor) -> Result<Tensor> {
+    b.to_dtype(DType::F32)?.contiguous()
 }
 
 /// [`with_f32`] for a tensor that may be absent.
