@@ -1,6 +1,7 @@
 //! Linear layers as one matrix product over all rows of the input, with bf16-stored weights on
 //! the CPU multiplied by [`bf16_gemm`] where the CPU can, widened to f32 where it cannot, and
-//! read as stored for inputs of a few rows ([`bf16_rows`]).
+//! read as stored for inputs of a few rows ([`bf16_rows`]); f32 products on the CPU are shared
+//! out over the compute threads by rows or output columns.
 
 use candle_core::{DType, Result, Tensor};
 
@@ -78,9 +79,10 @@ fn bf16_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, kernel: bool) -> 
 }
 
 /// `x w^T + bias` for f32 `x` and `w` on the CPU: single-threaded `gemm` calls, two per thread
-/// (one in all on one thread), each on its own share of the larger of the rows and the output columns. On a 2-core Xeon (Ice
-/// Lake) the `gemm` crate's own threading reached 126-210 GFLOP/s on Flux's shapes, where one
-/// core alone reached 96-112; shared out this way, 171-253 (`examples/bf16_shapes.rs`).
+/// (one in all on one thread), each on its own share of the larger of the rows and the output
+/// columns. On a 2-core Xeon (Ice Lake) the `gemm` crate's own threading reached 126-210 GFLOP/s
+/// on Flux's shapes, where one core alone reached 96-112; shared out this way, 171-253
+/// (`examples/bf16_shapes.rs`).
 fn f32_weights(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (m, k, n) = sizes(x, w)?;
     let (x, w) = (x.contiguous()?, w.contiguous()?);
