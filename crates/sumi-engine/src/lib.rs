@@ -11,6 +11,7 @@ pub mod family;
 pub mod fileio;
 pub mod imaging;
 pub mod kernels;
+pub mod mapped;
 pub mod model;
 pub mod nn;
 pub mod noise;

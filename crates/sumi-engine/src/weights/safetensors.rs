@@ -8,13 +8,14 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use super::params::{self, Rereadable};
-use crate::{Error, Result};
+use crate::{mapped, Error, Result};
 
 /// A `VarBuilder` over `files` that yields tensors in `dtype` on `device`.
 ///
-/// Each tensor is read from its file with positioned reads into a buffer of its stored type and
-/// converted once; nothing is memory-mapped, so the file's pages do not stay resident next to the
-/// loaded weights.
+/// A large tensor wanted in its stored type is used from a private mapping of the file
+/// ([`crate::mapped`]), so its memory is the file's page cache, read when first used; any other
+/// is read from its file with positioned reads into a buffer of its stored type and converted
+/// once.
 pub fn var_builder(
     files: &[PathBuf],
     dtype: DType,
@@ -300,6 +301,10 @@ impl SafetensorsFiles {
             .into_par_iter()
             .filter_map(|(name, e)| {
                 let dtype = dtype_of(name, &Shape::from_dims(&e.shape));
+                if Self::mappable(e, dtype) {
+                    // Mapped when asked for, at no cost.
+                    return None;
+                }
                 Some((name.clone(), self.load_cpu(name, e, dtype).ok()?))
             })
             .collect();
@@ -319,8 +324,50 @@ impl SafetensorsFiles {
         (device.is_cpu() && t.dtype() == dtype).then_some(t)
     }
 
+    /// Whether `e` wanted in `dtype` is used from a mapping of its file ([`crate::mapped`]):
+    /// stored in that dtype and large enough to be worth a mapping.
+    fn mappable(e: &Entry, dtype: DType) -> bool {
+        e.len >= mapped::MIN_BYTES
+            && e.dtype.dtype() == Some(dtype)
+            && matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+            && mapped::enabled()
+    }
+
+    /// `e` as stored, its memory a private mapping of the file, when [`Self::mappable`] and the
+    /// mapping succeeds.
+    fn map_as_stored(&self, e: &Entry, dtype: DType) -> Option<Tensor> {
+        if !Self::mappable(e, dtype) {
+            return None;
+        }
+        let (file, n, shape) = (
+            &self.files[e.file].1,
+            e.shape.iter().product(),
+            &e.shape[..],
+        );
+        // Bytes missing from a file cut since it was opened fault when touched; reading them
+        // instead gives the named error.
+        if file.metadata().ok()?.len() < e.start + e.len {
+            return None;
+        }
+        let cpu = &Device::Cpu;
+        let t = match dtype {
+            DType::F32 => Tensor::from_vec(mapped::map_vec::<f32>(file, e.start, n)?, shape, cpu),
+            DType::BF16 => {
+                Tensor::from_vec(mapped::map_vec::<half::bf16>(file, e.start, n)?, shape, cpu)
+            }
+            DType::F16 => {
+                Tensor::from_vec(mapped::map_vec::<half::f16>(file, e.start, n)?, shape, cpu)
+            }
+            _ => return None,
+        };
+        t.ok()
+    }
+
     fn load_cpu(&self, name: &str, e: &Entry, dtype: DType) -> candle_core::Result<Tensor> {
         use half::slice::HalfFloatSliceExt;
+        if let Some(t) = self.map_as_stored(e, dtype) {
+            return Ok(t);
+        }
         let shape = e.shape.as_slice();
         let cpu = &Device::Cpu;
         let t = match (&e.dtype, dtype) {

@@ -343,3 +343,72 @@ fn fp8_e4m3_bytes_decode_as_candle_does() {
     assert_eq!(f8e4m3_to_f32(0x7e), 448.0);
     assert_eq!(f8e4m3_to_f32(0x01), 2f32.powi(-9));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn large_tensors_in_their_stored_dtype_are_mapped_and_patches_stay_in_memory() {
+    if !mapped::enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let big = sample((300, 1000), 0.5);
+    let half = sample((300, 1000), 2.5).to_dtype(DType::BF16).unwrap();
+    // The small tensor first puts the others at offsets that are not page-aligned.
+    save(
+        &path,
+        &[
+            ("a", sample((1, 3), 0.0)),
+            ("big", big.clone()),
+            ("half", half.clone()),
+        ],
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let ptr = |t: &Tensor| match &*t.storage_and_layout().0 {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.as_ptr() as *mut u8,
+        candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(v)) => v.as_ptr() as *mut u8,
+        _ => panic!("not an f32/bf16 CPU tensor"),
+    };
+    let files = vec![path.clone()];
+    let (got, tables) = params::record(|| {
+        build_with_weights(&files, DType::F32, &Device::Cpu, |vb| {
+            let big = vb.get((300, 1000), "big").unwrap();
+            let a = vb.get((1, 3), "a").unwrap();
+            let half =
+                vb.get_with_hints_dtype((300, 1000), "half", Default::default(), DType::BF16);
+            let wide = vb.get((300, 1000), "half").unwrap();
+            (big, a, half.unwrap(), wide)
+        })
+        .unwrap()
+    });
+    let (got_big, a, got_half, wide) = got;
+    assert!(mapped::is_mapped(ptr(&got_big)));
+    assert!(mapped::is_mapped(ptr(&got_half)));
+    // Small tensors and converted ones are read.
+    assert!(!mapped::is_mapped(ptr(&a)) && !mapped::is_mapped(ptr(&wide)));
+    assert_eq!(values(&got_big), values(&big));
+    assert_eq!(
+        values(&got_half.to_dtype(DType::F32).unwrap()),
+        values(&half.to_dtype(DType::F32).unwrap())
+    );
+    assert_eq!(values(&wide), values(&half.to_dtype(DType::F32).unwrap()));
+    // A patch written into the mapped weight (as a LoRA is) changes the tensor, not the file,
+    // and reading it again gives the file's values.
+    got_big
+        .slice_set(
+            &Tensor::zeros((2, 1000), DType::F32, &Device::Cpu).unwrap(),
+            0,
+            0,
+        )
+        .unwrap();
+    assert_eq!(values(&got_big)[..3], [0.0; 3]);
+    assert_eq!(values(&got_big)[2000..], values(&big)[2000..]);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let reread = tables[0].get("big").unwrap().reread().unwrap();
+    assert_eq!(values(&reread), values(&big));
+    // A file cut after opening is read (a named error), not mapped.
+    let st = SafetensorsFiles::open(std::slice::from_ref(&path)).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = err_text(st.load("half", DType::BF16, &Device::Cpu));
+    assert!(e.contains("reading tensor half"), "{e}");
+}
