@@ -80,7 +80,7 @@ pub fn enabled() -> bool {
 /// offset, no address space left); the caller then reads them.
 pub fn map_vec<T: bytemuck::Pod>(file: &std::fs::File, offset: u64, n: usize) -> Option<Vec<T>> {
     let len = n.checked_mul(std::mem::size_of::<T>())?;
-    if len == 0 || offset % std::mem::align_of::<T>() as u64 != 0 || !enabled() {
+    if len == 0 || !offset.is_multiple_of(std::mem::align_of::<T>() as u64) || !enabled() {
         return None;
     }
     let ptr = imp::map(file, offset, len)?;
