@@ -62,7 +62,7 @@ pub(crate) fn is_mapped(ptr: *mut u8) -> bool {
 
 /// Tensors smaller than a page are read rather than mapped: each mapping takes at least one
 /// page of address space and one of the process's limited number of memory areas (an SD1.5
-/// model maps 634 tensors).
+/// model maps 630 tensors).
 pub const MIN_BYTES: u64 = 4 << 10;
 
 /// Whether weights are mapped at all: on Linux, unless `SUMI_MAP_WEIGHTS=0` asks for copies
