@@ -12,7 +12,7 @@ use crate::{mapped, Error, Result};
 
 /// A `VarBuilder` over `files` that yields tensors in `dtype` on `device`.
 ///
-/// A large tensor wanted in its stored type is used from a private mapping of the file
+/// A tensor of a page or more wanted in its stored type is used from a private mapping of the file
 /// ([`crate::mapped`]), so its memory is the file's page cache, read when first used; any other
 /// is read from its file with positioned reads into a buffer of its stored type and converted
 /// once.
