@@ -60,7 +60,7 @@ pub use managed::{is_inside_a_gallery, is_managed_by};
 pub use reconcile::OpenReport;
 pub use record::{
     ComparisonSlot, EmbeddedRecord, Generation, GenerationMeta, GenerationParams, HiresParams,
-    NamedHash, SourceParams,
+    ModelFiles, NamedHash, SourceParams,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::{fts_query, Cursor, Filter, Page};
@@ -317,6 +317,16 @@ impl Gallery {
     /// Marks or unmarks a generation as a favourite.
     pub fn set_favourite(&self, id: i64, favourite: bool) -> Result<()> {
         match store::set_favourite(&self.conn, id, favourite)? {
+            true => Ok(()),
+            false => Err(GalleryError::NotFound(id)),
+        }
+    }
+
+    /// Records where the model that made generation `id` was loaded from on this computer.
+    pub fn set_model_files(&self, id: i64, files: &ModelFiles) -> Result<()> {
+        // Strings, options and lists only: serialising cannot fail.
+        let json = serde_json::to_string(files).unwrap_or_default();
+        match store::set_model_files(&self.conn, id, &json)? {
             true => Ok(()),
             false => Err(GalleryError::NotFound(id)),
         }

@@ -308,10 +308,41 @@ pub struct Generation {
     pub created_at: i64,
     /// Whether the user marked it as a favourite.
     pub favourite: bool,
+    /// Where its model was loaded from on this computer (`None` for imports and older images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(skip)]
+    pub model_files: Option<ModelFiles>,
     /// File name of the PNG inside the gallery's `images/` folder.
     pub image_file: String,
     /// File name of the thumbnail inside the gallery's `thumbs/` folder.
     pub thumb_file: String,
+}
+
+/// Where a generation's model and its separately given parts were loaded from, as absolute
+/// paths on this computer: what a re-run needs besides the settings. Stored in the gallery's
+/// database only, never in the PNG (paths say things about the computer they come from).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelFiles {
+    /// The model: a diffusers folder or a single file.
+    pub model: String,
+    /// A separate VAE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<String>,
+    /// Flux's T5 text encoder, when given apart from the transformer file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t5: Option<String>,
+    /// Flux's CLIP-L text encoder, when given apart from the transformer file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_l: Option<String>,
+    /// A diffusers folder whose configs replaced those inferred from a single file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<String>,
+    /// Folders searched for tokenizers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokenizer_dirs: Vec<String>,
+    /// The prediction type given for a single file ("eps" or "v").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
 }
 
 /// The lossless record Sumi embeds in its PNGs (chunk key [`crate::png_meta::SUMI_KEY`]).

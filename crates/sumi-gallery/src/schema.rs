@@ -100,6 +100,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE generations ADD COLUMN extra TEXT;
     ALTER TABLE generations ADD COLUMN note TEXT;
     "#,
+    // 5: where the model and its separate parts were loaded from on this computer (JSON, see
+    // `ModelFiles`), so a re-run finds them; kept out of the PNGs, which travel.
+    r#"
+    ALTER TABLE generations ADD COLUMN model_files TEXT;
+    "#,
 ];
 
 /// `PRAGMA application_id` of a Sumi gallery ("Sumi" in ASCII), telling it apart from other databases.

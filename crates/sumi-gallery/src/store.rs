@@ -10,7 +10,7 @@ use crate::record::{ComparisonSlot, Generation, GenerationMeta, GenerationParams
 const COLUMNS: &str = "g.id, g.created_at, g.prompt, g.negative_prompt, g.seed, g.steps, g.cfg, \
     g.sampler, g.schedule, g.width, g.height, g.model_name, g.model_hash, g.noise_source, \
     g.engine_version, g.device, g.dtype, g.duration_ms, g.favourite, g.group_id, g.group_position, \
-    g.image_file, g.thumb_file, g.extra, g.note";
+    g.image_file, g.thumb_file, g.extra, g.note, g.model_files";
 
 /// Which generations a listing or search includes; empty fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -191,6 +191,9 @@ fn from_row(r: &Row) -> rusqlite::Result<Generation> {
             note: r.get(24)?,
         },
         favourite: r.get(18)?,
+        model_files: r
+            .get::<_, Option<String>>(25)?
+            .and_then(|json| serde_json::from_str(&json).ok()),
         image_file: r.get(21)?,
         thumb_file: r.get(22)?,
     })
@@ -354,6 +357,14 @@ pub(crate) fn set_favourite(conn: &Connection, id: i64, favourite: bool) -> rusq
     let n = conn
         .prepare_cached("UPDATE generations SET favourite = ?2 WHERE id = ?1")?
         .execute(rusqlite::params![id, favourite])?;
+    Ok(n == 1)
+}
+
+/// Records where a generation's model came from; returns whether the row exists.
+pub(crate) fn set_model_files(conn: &Connection, id: i64, json: &str) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE generations SET model_files = ?2 WHERE id = ?1")?
+        .execute(rusqlite::params![id, json])?;
     Ok(n == 1)
 }
 

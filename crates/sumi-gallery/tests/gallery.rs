@@ -9,6 +9,7 @@ use sumi_gallery::{
     infotext,
     png_meta::{self, PARAMETERS_KEY, SUMI_KEY},
     ComparisonSlot, Cursor as PageCursor, EmbeddedRecord, Filter, Gallery, GalleryError,
+    ModelFiles,
 };
 
 fn filled(n: u64) -> (tempfile::TempDir, Gallery, Vec<i64>) {
@@ -39,6 +40,32 @@ fn add_writes_png_thumbnail_and_row() {
     let thumb = image::open(g.thumb_path(&gen)).unwrap();
     assert_eq!((thumb.width(), thumb.height()), (16, 8));
     assert!(g.open_report().is_clean());
+}
+
+#[test]
+fn model_files_are_kept_in_the_database_and_not_in_the_png() {
+    let (dir, g, ids) = filled(2);
+    assert_eq!(g.get(ids[0]).unwrap().model_files, None);
+    let files = ModelFiles {
+        model: "/models/flux1-dev-Q8_0.gguf".into(),
+        vae: Some("/models/vae/ae.safetensors".into()),
+        t5: Some("/models/t5xxl_fp16.safetensors".into()),
+        tokenizer_dirs: vec!["/models/tokenizers".into()],
+        ..Default::default()
+    };
+    g.set_model_files(ids[0], &files).unwrap();
+    let gen = g.get(ids[0]).unwrap();
+    assert_eq!(gen.model_files.as_ref(), Some(&files));
+    assert_eq!(g.get(ids[1]).unwrap().model_files, None);
+    // Another process sees them; the PNG does not carry them.
+    let other = Gallery::open(dir.path()).unwrap();
+    assert_eq!(other.get(ids[0]).unwrap().model_files, Some(files));
+    let bytes = fs::read(g.image_path(&gen)).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("/models/"));
+    assert!(matches!(
+        g.set_model_files(9999, &ModelFiles::default()),
+        Err(GalleryError::NotFound(9999))
+    ));
 }
 
 #[test]
