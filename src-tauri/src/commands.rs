@@ -8,6 +8,7 @@ use sumi_gallery::{ComparisonSlot, Cursor, Filter, Gallery, Generation, Page};
 use sumi_runtime::compare::{cells, Variant};
 use sumi_runtime::form::GenerateForm;
 use sumi_runtime::limits::Tables;
+use sumi_runtime::model_files;
 use sumi_runtime::rerun::{find_model, other_model_note};
 use sumi_runtime::worker::{Job, LoadingView, ModelView, QueueItem, WorkerEvent};
 use tauri::ipc::{Channel, InvokeResponseBody};
@@ -224,6 +225,7 @@ pub fn generate(state: State<'_, AppState>, form: GenerateForm) -> Res<Vec<Queue
         .map(|r| {
             let seed = r.seed;
             let job = state.worker.enqueue(Job {
+                model_files: None,
                 made_from: form.made_from,
                 request: r,
                 comparison: None,
@@ -267,6 +269,7 @@ pub fn compare(
         .enumerate()
         .map(|(i, r)| {
             let job = state.worker.enqueue(Job {
+                model_files: None,
                 made_from: form.made_from,
                 request: r,
                 comparison: Some(ComparisonSlot {
@@ -447,6 +450,7 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
         .collect();
     let home = gallery(&state).home().to_path_buf();
     let params = g.params.clone();
+    let known = [model_files::recorded_model(g.model_files.as_ref()), known].concat();
     // Looking by hash may read whole checkpoints the first time: not on the page's thread.
     let found = tauri::async_runtime::spawn_blocking(move || {
         find_model(&params, &known, &home, &mut |line| tracing::info!("{line}"))
@@ -484,6 +488,7 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
     let r = sumi_runtime::record::request(&g.params);
     let seed = r.seed;
     let job = state.worker.enqueue(Job {
+        model_files: g.model_files.clone(),
         made_from: g.params.img2img.as_ref().and_then(|i| i.made_from),
         request: r,
         comparison: None,

@@ -205,6 +205,7 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
     };
     eprintln!("loading {} ...", path.display());
     let dtype = sumi_engine::device::default_dtype(&device);
+    let files = sumi_runtime::model_files::record(&path, &Default::default());
     let mut model = load_model(&path, Default::default(), &device, dtype, home, &mut |_| {})?;
     let (requests, sources) = requests(&args, &model, home)?;
     // Embeddings and LoRAs come from Sumi's folders; each cell applies its prompt's LoRAs (the
@@ -278,7 +279,10 @@ pub fn run(args: CompareArgs, home: &Path) -> Result<()> {
                 position: i as i64,
             };
             let meta = meta(&model, elapsed, Some(slot));
-            g.add(&recorded, &meta, &image)?;
+            let saved = g.add(&recorded, &meta, &image)?;
+            if let Err(e) = g.set_model_files(saved.id, &files) {
+                bar.suspend(|| eprintln!("warning: could not record the model's files: {e}"));
+            }
         }
         cells.push(grid::Cell {
             image,

@@ -11,6 +11,7 @@ use sumi_engine::model::LoadOptions;
 use sumi_engine::sampling::table::{parse_sampler, schedule};
 use sumi_engine::{sampling, Event, Parametrization, Request};
 use sumi_runtime::compare::set_sampler;
+use sumi_runtime::model_files;
 use sumi_runtime::networks::{self, parse_lora_arg, LoraLibrary, NetworkDirs};
 use sumi_runtime::seed::{parse_seed, random_seed};
 
@@ -257,7 +258,8 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         (Some(spec), _) => sumi_hub::resolve(spec)?,
         (None, Some(r)) => {
             let note = &mut |line: &str| eprintln!("{line}");
-            sumi_runtime::rerun::find_model(&r.generation.params, &[], home, note)
+            let recorded = model_files::recorded_model(r.generation.model_files.as_ref());
+            sumi_runtime::rerun::find_model(&r.generation.params, &recorded, home, note)
                 .with_context(|| format!("cannot make #{} again", r.generation.id))?
         }
         (None, None) => sumi_hub::builtin_demo_model()?,
@@ -278,7 +280,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         Some("v" | "v_prediction") => Some(Parametrization::V),
         Some(other) => bail!("--prediction {other:?}: use eps or v"),
     };
-    let options = LoadOptions {
+    let mut options = LoadOptions {
         prediction,
         config_dir: args.config_dir.clone(),
         tokenizer_dirs: args.tokenizers.clone(),
@@ -288,6 +290,13 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         offload: args.offload.parse()?,
         ..Default::default()
     };
+    if let Some(files) = recorded
+        .as_ref()
+        .and_then(|r| r.generation.model_files.as_ref())
+    {
+        model_files::fill_options(files, &path, &mut options)?;
+    }
+    let files = model_files::record(&path, &options);
     crate::models_cmd::fetch_missing_tokenizers(&path, &options);
     let mut model =
         sumi_runtime::load::load_model(&path, options, &device, dtype, home, &mut |_| {})?;
@@ -468,7 +477,7 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
 
     // Every way out keeps the image somewhere: the gallery, the --output file, or sumi-SEED.png.
     let gallery = (!args.no_save)
-        .then(|| crate::save::to_gallery(home, &image, &params, &model, elapsed, &sources));
+        .then(|| crate::save::to_gallery(home, &image, &params, &model, elapsed, &sources, &files));
     if let Some(Ok((id, file))) = &gallery {
         eprintln!("saved to gallery as #{id} ({})", file.display());
     }

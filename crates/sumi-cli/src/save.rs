@@ -63,6 +63,7 @@ pub fn to_gallery(
     model: &Model,
     elapsed: Duration,
     sources: &sumi_runtime::sources::SourceBytes,
+    files: &sumi_gallery::ModelFiles,
 ) -> Result<(i64, PathBuf)> {
     let gallery = Gallery::open(home)
         .with_context(|| format!("cannot open the gallery in {}", home.display()))?;
@@ -73,6 +74,13 @@ pub fn to_gallery(
         i.made_from = sources.made_from;
     }
     let g = gallery.add(&p, &meta(model, elapsed, None), image)?;
+    // The image is saved; not knowing where its model came from only costs a re-run its search.
+    if let Err(e) = gallery.set_model_files(g.id, files) {
+        eprintln!(
+            "warning: could not record the model's files with #{}: {e}",
+            g.id
+        );
+    }
     Ok((g.id, gallery.image_path(&g)))
 }
 

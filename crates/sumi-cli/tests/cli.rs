@@ -347,11 +347,26 @@ fn sumi_finding(home: &Path, model_dirs: &str, args: &[&str]) -> Output {
         .expect("sumi runs")
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 #[test]
 fn gallery_rerun_makes_the_image_again_with_the_model_that_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let sd15 = fixtures().join("sd15");
+    // A copy, so that it can move away later.
+    let sd15 = dir.path().join("models/sd15");
+    copy_dir(&fixtures().join("sd15"), &sd15);
     let o = sumi_finding(
         &home,
         "",
@@ -369,7 +384,19 @@ fn gallery_rerun_makes_the_image_again_with_the_model_that_made_it() {
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
 
-    // The model is not where Sumi looks: the error names it and the way out.
+    // Where it was loaded from is recorded: found there, though in none of the model folders.
+    let out = dir.path().join("again.png");
+    let out = out.to_str().unwrap();
+    let o = sumi_finding(
+        &home,
+        "",
+        &["generate", "--from", "1", "--no-save", "-o", out],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("identical pixels to #1"));
+
+    // Moved away and not where Sumi looks: the error names it and the way out.
+    std::fs::rename(&sd15, dir.path().join("models/moved")).unwrap();
     let o = sumi_finding(&home, "", &["gallery", "rerun", "1"]);
     assert!(!o.status.success());
     let err = text(&o.stderr);

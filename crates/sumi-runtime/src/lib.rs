@@ -10,6 +10,7 @@ pub mod form;
 pub mod import;
 pub mod limits;
 pub mod load;
+pub mod model_files;
 pub mod networks;
 pub mod record;
 pub mod rerun;

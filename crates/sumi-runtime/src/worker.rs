@@ -13,9 +13,10 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::Serialize;
 use sumi_engine::{Event, Model, Request};
-use sumi_gallery::{ComparisonSlot, Gallery, NamedHash};
+use sumi_gallery::{ComparisonSlot, Gallery, ModelFiles, NamedHash};
 use ts_rs::TS;
 
+use crate::model_files;
 use crate::networks::{self, LoraLibrary, NetworkDirs};
 use crate::record;
 
@@ -237,6 +238,9 @@ pub struct Job {
     pub ti_hashes: Vec<NamedHash>,
     /// The gallery image an img2img request's init picture is, for the record's lineage.
     pub made_from: Option<i64>,
+    /// For a re-run: where the image's model and its separate parts were loaded from, used
+    /// when `model` has to be loaded.
+    pub model_files: Option<ModelFiles>,
 }
 
 enum Task {
@@ -265,6 +269,8 @@ struct Shared {
     /// The loaded model: written by the worker thread only (loads, LoRA changes); read while
     /// generating and by token counts.
     model: RwLock<Option<Model>>,
+    /// Where the loaded model's files are, recorded with each image it makes.
+    files: Mutex<Option<ModelFiles>>,
 }
 
 /// Handle to the worker thread.
@@ -297,6 +303,7 @@ impl Worker {
             gallery,
             sink,
             model: RwLock::new(None),
+            files: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -460,7 +467,7 @@ fn run(shared: &Shared) {
             }
         };
         match task {
-            Task::Load(path) => load_task(shared, &path),
+            Task::Load(path) => load_task(shared, &path, None),
             Task::Generate(id, job) => {
                 let items = queue_items(&shared.state.lock().unwrap());
                 shared.sink.event(WorkerEvent::Queue { items });
@@ -471,8 +478,11 @@ fn run(shared: &Shared) {
                         .unwrap()
                         .as_ref()
                         .is_some_and(|m| same_path(&m.info.path, path));
-                    if !loaded {
-                        load_task(shared, path);
+                    let same_parts = job.model_files.as_ref().is_none_or(|recorded| {
+                        (shared.files.lock().unwrap().as_ref()).is_some_and(|f| f == recorded)
+                    });
+                    if !loaded || !same_parts {
+                        load_task(shared, path, job.model_files.as_ref());
                     }
                 }
                 let event = generate(shared, &mut library, id, &job);
@@ -496,8 +506,9 @@ fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-/// Replaces the loaded model with the one at `path`, reporting the load as it goes.
-fn load_task(shared: &Shared, path: &std::path::Path) {
+/// Replaces the loaded model with the one at `path` (and the parts `recorded` names, for a
+/// re-run), reporting the load as it goes.
+fn load_task(shared: &Shared, path: &std::path::Path, recorded: Option<&ModelFiles>) {
     let shown = path.display().to_string();
     {
         let mut st = shared.state.lock().unwrap();
@@ -510,12 +521,14 @@ fn load_task(shared: &Shared, path: &std::path::Path) {
     }
     shared.sink.event(WorkerEvent::ModelLoading { path: shown });
     *shared.model.write().unwrap() = None; // free the old weights before reading new ones
+    *shared.files.lock().unwrap() = None;
     sumi_engine::alloc::release_free();
-    let loaded = load(path, shared);
+    let loaded = load(path, shared, recorded);
     let mut st = shared.state.lock().unwrap();
     st.load = None;
     match loaded {
-        Ok(m) => {
+        Ok((m, files)) => {
+            *shared.files.lock().unwrap() = Some(files);
             let view = ModelView::of(&m);
             st.model = Some(view.clone());
             *shared.model.write().unwrap() = Some(m);
@@ -539,7 +552,11 @@ pub const DTYPE_ENV: &str = "SUMI_DTYPE";
 /// (`none`, `encoders` or `sequential`, as `sumi generate --offload`).
 pub const OFFLOAD_ENV: &str = "SUMI_OFFLOAD";
 
-fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
+fn load(
+    path: &std::path::Path,
+    shared: &Shared,
+    recorded: Option<&ModelFiles>,
+) -> Result<(Model, ModelFiles), String> {
     let device = sumi_engine::device::pick("auto").map_err(|e| e.to_string())?;
     let dtype = match std::env::var(DTYPE_ENV) {
         Ok(name) => sumi_engine::device::pick_dtype(&name, &device)
@@ -564,18 +581,17 @@ fn load(path: &std::path::Path, shared: &Shared) -> Result<Model, String> {
         Err(_) => Default::default(),
     };
     let home = shared.gallery.lock().unwrap().home().to_path_buf();
-    crate::load::load_model(
-        path,
-        sumi_engine::model::LoadOptions {
-            offload,
-            ..Default::default()
-        },
-        &device,
-        dtype,
-        &home,
-        &mut progress,
-    )
-    .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
+    let mut options = sumi_engine::model::LoadOptions {
+        offload,
+        ..Default::default()
+    };
+    if let Some(recorded) = recorded {
+        model_files::fill_options(recorded, path, &mut options).map_err(|e| e.to_string())?;
+    }
+    let files = model_files::record(path, &options);
+    crate::load::load_model(path, options, &device, dtype, &home, &mut progress)
+        .map(|m| (m, files))
+        .map_err(|e| format!("Could not load the model in {}: {e}", path.display()))
 }
 
 /// Encodes an RGB image as PNG bytes.
@@ -685,7 +701,15 @@ fn generate(shared: &Shared, library: &mut LoraLibrary, job: u64, spec: &Job) ->
                 i.made_from = spec.made_from;
             }
             let meta = record::meta(model, elapsed, spec.comparison);
-            let saved = shared.gallery.lock().unwrap().add(&params, &meta, &image);
+            let gallery = shared.gallery.lock().unwrap();
+            let saved = gallery.add(&params, &meta, &image);
+            if let (Ok(g), Some(files)) = (&saved, shared.files.lock().unwrap().as_ref()) {
+                // Saved already; without this record a re-run only has to search for the model.
+                if let Err(e) = gallery.set_model_files(g.id, files) {
+                    tracing::warn!("could not record the model's files with #{}: {e}", g.id);
+                }
+            }
+            drop(gallery);
             match saved {
                 Ok(g) => WorkerEvent::Finished {
                     job,

@@ -73,6 +73,7 @@ fn request(steps: u32) -> Request {
 fn generates_streams_previews_saves_and_reruns_identically() {
     let (_d, gallery, worker, rx) = setup();
     let job = worker.enqueue(Job {
+        model_files: None,
         made_from: None,
         request: request(3),
         comparison: None,
@@ -118,6 +119,7 @@ fn generates_streams_previews_saves_and_reruns_identically() {
     );
 
     let job = worker.enqueue(Job {
+        model_files: None,
         made_from: None,
         request: request(3),
         comparison: None,
@@ -140,6 +142,7 @@ fn generates_streams_previews_saves_and_reruns_identically() {
 
     let params = gallery.lock().unwrap().rerun(id).unwrap();
     worker.enqueue(Job {
+        model_files: None,
         made_from: None,
         request: crate::record::request(&params),
         comparison: None,
@@ -164,6 +167,7 @@ fn cancel_and_clear() {
     worker.load(fixture());
     wait_for(&rx, |e| matches!(e, WorkerEvent::ModelLoaded { .. }));
     let first = worker.enqueue(Job {
+        model_files: None,
         made_from: None,
         request: request(200),
         comparison: None,
@@ -173,6 +177,7 @@ fn cancel_and_clear() {
     });
     for _ in 0..3 {
         worker.enqueue(Job {
+            model_files: None,
             made_from: None,
             request: request(2),
             comparison: None,
@@ -251,6 +256,7 @@ fn a_waiting_load_is_reported_with_its_path() {
     assert!(worker.loading().is_none());
     // A load asked for while a long job runs waits for it, and is reported as waiting.
     let long = worker.enqueue(Job {
+        model_files: None,
         made_from: None,
         request: request(200),
         comparison: None,
@@ -281,6 +287,7 @@ fn a_waiting_load_is_reported_with_its_path() {
 
 fn job(request: Request) -> Job {
     Job {
+        model_files: None,
         made_from: None,
         request,
         comparison: None,
@@ -357,4 +364,48 @@ fn prompts_use_the_homes_loras_and_embeddings_and_record_them() {
         }
         e => panic!("{e:?}"),
     }
+}
+
+#[test]
+fn a_rerun_loads_the_parts_its_image_was_made_with_and_records_them_again() {
+    let (_d, gallery, worker, rx) = setup();
+    let flux = fixture().join("../flux");
+    let pipe = flux.join("pipe-dev").canonicalize().unwrap();
+    let model = flux.join("files/flux1-dev-pipe-Q8_0.gguf");
+    let files = sumi_gallery::ModelFiles {
+        model: model.canonicalize().unwrap().display().to_string(),
+        vae: Some(pipe.join("vae").display().to_string()),
+        t5: Some(pipe.join("text_encoder_2").display().to_string()),
+        clip_l: Some(pipe.join("text_encoder").display().to_string()),
+        tokenizer_dirs: vec![pipe.display().to_string()],
+        ..Default::default()
+    };
+    let flux_request = Request {
+        cfg: 1.0,
+        guidance: Some(3.5),
+        schedule: "Flow".into(),
+        ..request(2)
+    };
+    // The transformer file alone lacks its text encoders.
+    worker.enqueue(Job {
+        model: Some(model.clone()),
+        ..job(flux_request.clone())
+    });
+    let seen = wait_for(&rx, |e| {
+        matches!(e, WorkerEvent::Finished { .. } | WorkerEvent::Failed { .. })
+    });
+    assert!(matches!(seen.last().unwrap().0, WorkerEvent::Failed { .. }));
+    assert!(seen.iter().any(
+        |(e, _)| matches!(e, WorkerEvent::ModelFailed { message } if message.contains("--clip-l"))
+    ));
+    worker.enqueue(Job {
+        model: Some(model),
+        model_files: Some(files.clone()),
+        ..job(flux_request)
+    });
+    let WorkerEvent::Finished { id, .. } = finished_or_failed(&rx) else {
+        panic!("the re-run with its recorded parts failed");
+    };
+    let saved = gallery.lock().unwrap().get(id).unwrap();
+    assert_eq!(saved.model_files, Some(files));
 }
