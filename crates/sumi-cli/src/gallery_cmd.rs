@@ -48,6 +48,10 @@ pub enum GalleryCommand {
         /// cached repo id).
         #[arg(long)]
         model: Option<String>,
+        /// Use this VAE (a .safetensors file or a diffusers vae folder) instead of the one the
+        /// gallery recorded, e.g. the `VAE` an imported image names.
+        #[arg(long, value_name = "PATH")]
+        vae: Option<PathBuf>,
         /// Compute device: cpu, cuda[:N] or metal (default: a GPU when built with one, else cpu).
         #[arg(long, default_value = "auto")]
         device: String,
@@ -177,6 +181,7 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
         GalleryCommand::Rerun {
             id,
             model,
+            vae,
             device,
             dtype,
             init_image,
@@ -185,7 +190,7 @@ pub fn run(cmd: GalleryCommand, home: &Path) -> Result<()> {
         } => {
             drop(gallery);
             let args = crate::generate_cmd::GenerateArgs::rerun(
-                id, model, device, dtype, init_image, mask,
+                id, model, vae, device, dtype, init_image, mask,
             );
             crate::generate_cmd::run(args, home)
         }

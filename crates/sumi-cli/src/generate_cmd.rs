@@ -150,6 +150,7 @@ impl GenerateArgs {
     pub fn rerun(
         id: i64,
         model: Option<String>,
+        vae: Option<PathBuf>,
         device: String,
         dtype: String,
         init_image: Option<String>,
@@ -158,7 +159,7 @@ impl GenerateArgs {
         Self {
             from: Some(id),
             model,
-            vae: None,
+            vae,
             t5: None,
             clip_l: None,
             offload: "none".into(),

@@ -99,3 +99,70 @@ fn an_image_from_named_parts_re_runs_without_the_flags() {
     assert!(err.contains("VAE") && err.contains("--vae"), "{err}");
     assert!(err.contains(&path(parts.join("vae"))), "{err}");
 }
+
+/// `file`'s first 16 f32 values doubled or halved (their lowest exponent bit flipped).
+fn altered_copy(file: &Path, to: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for i in 0..16 {
+        bytes[8 + header + 4 * i + 3] ^= 0x01;
+    }
+    std::fs::write(to, bytes).unwrap();
+}
+
+#[test]
+fn a_separate_vae_is_recorded_as_a1111_does_and_named_when_a_rerun_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let sd15 = fixtures().join("../sd15");
+    // A VAE folder with other weights (the tiny fixture's VAE needs its config).
+    let vae = dir.path().join("my-vae");
+    std::fs::create_dir(&vae).unwrap();
+    std::fs::copy(sd15.join("vae/config.json"), vae.join("config.json")).unwrap();
+    let weights = "diffusion_pytorch_model.safetensors";
+    altered_copy(&sd15.join("vae").join(weights), &vae.join(weights));
+    let path = |p: &Path| p.display().to_string();
+    let made = sumi(
+        &home,
+        &[
+            "generate",
+            "--model",
+            &path(&sd15),
+            "--vae",
+            &path(&vae),
+            "-p",
+            "a boat",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let shown = sumi(&home, &["gallery", "show", "1", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(json["params"]["vae_name"], "my-vae");
+    // A folder has no single file to hash.
+    assert!(json["params"]["vae_hash"].is_null());
+    let png = std::fs::read(json["image_path"].as_str().unwrap()).unwrap();
+    assert!(String::from_utf8_lossy(&png).contains("Model: sd15, VAE: my-vae"));
+
+    // The recorded VAE is used again without --vae.
+    let out = path(&dir.path().join("again.png"));
+    let again = sumi(&home, &["generate", "--from", "1", "--no-save", "-o", &out]);
+    assert!(
+        text(&again).contains("identical pixels to #1"),
+        "{}",
+        text(&again)
+    );
+
+    // The model's own VAE: other pixels, and the VAE is named as the reason.
+    let own = path(&sd15.join("vae"));
+    let other = sumi(&home, &["gallery", "rerun", "1", "--vae", &own]);
+    let err = text(&other);
+    assert!(other.status.success(), "{err}");
+    assert!(
+        err.contains("was made with VAE my-vae, this run used vae"),
+        "{err}"
+    );
+}

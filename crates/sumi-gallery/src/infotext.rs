@@ -100,6 +100,10 @@ pub struct Parsed {
     pub model_name: Option<String>,
     /// `Model hash`.
     pub model_hash: Option<String>,
+    /// `VAE`.
+    pub vae_name: Option<String>,
+    /// `VAE hash`.
+    pub vae_hash: Option<String>,
     /// `RNG` (A1111's noise source), lower-cased when it is one of A1111's own values.
     pub noise_source: Option<String>,
     /// `ENSD`.
@@ -165,6 +169,8 @@ impl Parsed {
             height: self.height.ok_or(InfotextError::Missing("Size"))?,
             model_name: self.model_name.clone().unwrap_or_default(),
             model_hash: self.model_hash.clone(),
+            vae_name: self.vae_name.clone(),
+            vae_hash: self.vae_hash.clone(),
             // A1111 leaves RNG out for its default, the GPU's own generator.
             noise_source: self
                 .noise_source
@@ -218,6 +224,12 @@ pub fn format(p: &GenerationParams) -> String {
     }
     if !p.model_name.is_empty() {
         pairs.push(("Model", p.model_name.clone()));
+    }
+    if let Some(hash) = &p.vae_hash {
+        pairs.push(("VAE hash", hash.clone()));
+    }
+    if let Some(name) = &p.vae_name {
+        pairs.push(("VAE", name.clone()));
     }
     if let Some(seed) = p.variation_seed.filter(|_| p.variation_strength != 0.0) {
         pairs.push(("Variation seed", seed.to_string()));
@@ -421,6 +433,14 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
         }
         "Model" => {
             p.model_name = Some(value.clone());
+            true
+        }
+        "VAE hash" => {
+            p.vae_hash = Some(value.clone());
+            true
+        }
+        "VAE" => {
+            p.vae_name = Some(value.clone());
             true
         }
         "RNG" => {

@@ -36,6 +36,12 @@ pub struct GenerationParams {
     pub model_name: String,
     /// A1111 short model hash: the first 10 hex digits of the checkpoint's SHA-256.
     pub model_hash: Option<String>,
+    /// A separate VAE, by the name A1111's `VAE` gives it (its file name), when one was used.
+    #[serde(default)]
+    pub vae_name: Option<String>,
+    /// A1111's short hash of that VAE file (`VAE hash`: 10 hex digits of its SHA-256).
+    #[serde(default)]
+    pub vae_hash: Option<String>,
     /// Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
     pub noise_source: String,
     /// A1111's eta noise seed delta (0: none).
@@ -217,6 +223,8 @@ impl Default for GenerationParams {
             height: 512,
             model_name: String::new(),
             model_hash: None,
+            vae_name: None,
+            vae_hash: None,
             noise_source: "cpu".into(),
             ensd: 0,
             variation_seed: None,

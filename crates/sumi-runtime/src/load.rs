@@ -19,6 +19,7 @@ pub fn load_model(
     home: &Path,
     progress: &mut dyn FnMut(LoadStage),
 ) -> Result<Model> {
+    let vae = options.vae.clone();
     let mut options = sumi_hub::tokenizers::with_cached(path, options);
     options
         .name
@@ -38,6 +39,14 @@ pub fn load_model(
     match sumi_hub::hashes::model_hash(path, home) {
         Ok(hash) => model.info.hash = hash,
         Err(e) => tracing::warn!("cannot hash {}: {e}", path.display()),
+    }
+    if let Some(vae) = vae {
+        // As A1111 names it: the file name with its extension.
+        model.info.vae_name = vae.file_name().map(|n| n.to_string_lossy().into_owned());
+        match sumi_hub::hashes::model_hash(&vae, home) {
+            Ok(hash) => model.info.vae_hash = hash,
+            Err(e) => tracing::warn!("cannot hash {}: {e}", vae.display()),
+        }
     }
     Ok(model)
 }

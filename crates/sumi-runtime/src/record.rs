@@ -35,6 +35,8 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
         height: request.height,
         model_name: model.info.name.clone(),
         model_hash: model.info.hash.clone(),
+        vae_name: model.info.vae_name.clone(),
+        vae_hash: model.info.vae_hash.clone(),
         noise_source: request.noise.name().to_string(),
         // A1111 records ENSD only where it changes the picture: samplers that draw step noise.
         ensd: if draws_step_noise(&request.sampler) {

@@ -158,6 +158,9 @@ pub fn differences(g: &Generation, model: &Model) -> Vec<String> {
             model.info.name
         ));
     }
+    if let Some(vae) = other_vae(&g.params, &model.info) {
+        why.push(format!("#{} {vae}", g.id));
+    }
     let now = crate::record::meta(model, Default::default(), None);
     // An imported image records no device: another tool made it.
     if g.meta.device.is_empty() {
@@ -185,6 +188,33 @@ pub fn differences(g: &Generation, model: &Model) -> Vec<String> {
         ));
     }
     why
+}
+
+/// How the VAE of a run on a model loaded as `info` differs from the one `p` records ("was
+/// made with VAE ..., this run used ..."), by hash when both are known, else by name.
+pub fn other_vae(p: &GenerationParams, info: &sumi_engine::model::ModelInfo) -> Option<String> {
+    let label = |name: &Option<String>, hash: &Option<String>| match (name, hash) {
+        (None, None) => "the model's own".to_string(),
+        (Some(n), Some(h)) => format!("{n} [{h}]"),
+        (Some(n), None) => n.clone(),
+        (None, Some(h)) => format!("[{h}]"),
+    };
+    let same = match (&p.vae_hash, &info.vae_hash) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => p.vae_name == info.vae_name,
+    };
+    (!same).then(|| {
+        format!(
+            "was made with VAE {}, this run used {}{}",
+            label(&p.vae_name, &p.vae_hash),
+            label(&info.vae_name, &info.vae_hash),
+            if info.vae_name.is_none() {
+                " (pass the other with --vae)"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// Says so when the model called `name` (hash `hash`) is not the one that made an image, since a

@@ -653,6 +653,14 @@ model_name: string,
  */
 model_hash: string | null, 
 /**
+ * A separate VAE, by the name A1111's `VAE` gives it (its file name), when one was used.
+ */
+vae_name: string | null, 
+/**
+ * A1111's short hash of that VAE file (`VAE hash`: 10 hex digits of its SHA-256).
+ */
+vae_hash: string | null, 
+/**
  * Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
  */
 noise_source: string, 

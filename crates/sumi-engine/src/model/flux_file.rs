@@ -365,6 +365,8 @@ pub(super) fn load(
         downscale,
         scaling_factor: vae.config().scaling_factor,
         hash: None,
+        vae_name: None,
+        vae_hash: None,
         recommended: None,
     };
     let params = ModelParams {

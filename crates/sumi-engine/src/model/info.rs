@@ -31,6 +31,11 @@ pub struct ModelInfo {
     pub scaling_factor: f64,
     /// A1111's short hash of a single-file checkpoint, when the caller computed it.
     pub hash: Option<String>,
+    /// A separate VAE it was loaded with: the file's (or folder's) name, as A1111's `VAE`
+    /// writes it, when the caller set it.
+    pub vae_name: Option<String>,
+    /// A1111's short hash of that VAE file (`VAE hash`), when the caller computed it.
+    pub vae_hash: Option<String>,
     /// The settings the model folder recommends for itself (`sumi.json`), over its family's.
     pub recommended: Option<Recommended>,
 }

@@ -141,6 +141,8 @@ pub(super) fn load(
         downscale,
         scaling_factor: vae_cfg.scaling_factor,
         hash: None,
+        vae_name: None,
+        vae_hash: None,
         recommended: None,
     };
     Ok(Parts {

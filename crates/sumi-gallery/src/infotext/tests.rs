@@ -34,6 +34,30 @@ fn formats_exactly_like_a1111() {
 }
 
 #[test]
+fn a_separate_vae_is_written_and_read_as_a1111_names_it() {
+    let mut p = sample();
+    p.vae_name = Some("vae-ft-mse-840000-ema-pruned.safetensors".into());
+    p.vae_hash = Some("735e4c3a44".into());
+    let text = format(&p);
+    assert!(
+        text.contains(
+            "Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, \
+             VAE: vae-ft-mse-840000-ema-pruned.safetensors, RNG: CPU"
+        ),
+        "{text}"
+    );
+    assert_eq!(parse(&text).to_params().unwrap(), p);
+    // As A1111 1.10 writes it, between the model and the variation seed.
+    let a1111 = "x\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, \
+                 Seed: 1, Size: 512x512, Model hash: 6ce0161689, Model: v1-5, \
+                 VAE hash: 735e4c3a44, VAE: vae-ft-mse.safetensors, Version: v1.10.1";
+    let read = parse(a1111);
+    assert_eq!(read.vae_hash.as_deref(), Some("735e4c3a44"));
+    assert_eq!(read.vae_name.as_deref(), Some("vae-ft-mse.safetensors"));
+    assert!(read.extras.iter().all(|(k, _)| !k.starts_with("VAE")));
+}
+
+#[test]
 fn omits_empty_negative_and_quotes_awkward_values() {
     let mut p = sample();
     p.negative_prompt.clear();
