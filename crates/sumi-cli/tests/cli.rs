@@ -1,5 +1,7 @@
 //! The `sumi` binary end to end on the tiny fixture model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -347,26 +349,13 @@ fn sumi_finding(home: &Path, model_dirs: &str, args: &[&str]) -> Output {
         .expect("sumi runs")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn gallery_rerun_makes_the_image_again_with_the_model_that_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     // A copy, so that it can move away later.
     let sd15 = dir.path().join("models/sd15");
-    copy_dir(&fixtures().join("sd15"), &sd15);
+    common::copy_dir(&fixtures().join("sd15"), &sd15);
     let o = sumi_finding(
         &home,
         "",

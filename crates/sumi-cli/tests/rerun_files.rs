@@ -2,6 +2,8 @@
 //! with `--t5`, `--clip-l`, `--vae` and `--tokenizers`) re-runs without them: the gallery
 //! recorded where each file was, and a part that has gone since is named with its flag.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,19 +22,6 @@ fn sumi(home: &Path, args: &[&str]) -> Output {
         .expect("sumi runs")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -49,7 +38,7 @@ fn an_image_from_named_parts_re_runs_without_the_flags() {
         "tokenizer",
         "tokenizer_2",
     ] {
-        copy_dir(&pipe.join(part), &models.join("parts").join(part));
+        common::copy_dir(&pipe.join(part), &models.join("parts").join(part));
     }
     let model = models.join("flux1-dev-pipe-Q8_0.gguf");
     std::fs::copy(fixtures().join("files/flux1-dev-pipe-Q8_0.gguf"), &model).unwrap();
