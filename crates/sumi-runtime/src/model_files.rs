@@ -36,6 +36,19 @@ pub fn recorded_model(files: Option<&ModelFiles>) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether a model loaded with `loaded` has the parts `recorded` names, where `recorded` is
+/// about the model at `path` (for another model, or a moved one, it says nothing).
+pub fn has_parts(loaded: Option<&ModelFiles>, recorded: &ModelFiles, path: &Path) -> bool {
+    if absolute(path) != Path::new(&recorded.model) {
+        return true;
+    }
+    // Tokenizer folders are left out: they are only searched, and one may have gone.
+    fn parts(f: &ModelFiles) -> [&Option<String>; 5] {
+        [&f.vae, &f.t5, &f.clip_l, &f.config_dir, &f.prediction]
+    }
+    loaded.is_some_and(|f| parts(f) == parts(recorded))
+}
+
 /// Fills in the parts `options` does not name from `files` (recorded for a model at `model`,
 /// the one a re-run is about to load), so the re-run uses the files the image was made with.
 /// A recorded part that is gone is an error that names it and the flag that replaces it.
@@ -133,6 +146,16 @@ mod tests {
         };
         fill_options(&files, &model, &mut options).unwrap();
         assert_eq!(options.vae, Some(other));
+
+        // A model loaded with those parts has them; without, or another model, not.
+        assert!(has_parts(Some(&files), &files, &model));
+        assert!(!has_parts(
+            Some(&record(&model, &LoadOptions::default())),
+            &files,
+            &model
+        ));
+        assert!(!has_parts(None, &files, &model));
+        assert!(has_parts(None, &files, &vae));
 
         // Another model: nothing recorded applies.
         let mut options = LoadOptions::default();

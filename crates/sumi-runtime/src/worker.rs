@@ -479,7 +479,8 @@ fn run(shared: &Shared) {
                         .as_ref()
                         .is_some_and(|m| same_path(&m.info.path, path));
                     let same_parts = job.model_files.as_ref().is_none_or(|recorded| {
-                        (shared.files.lock().unwrap().as_ref()).is_some_and(|f| f == recorded)
+                        let files = shared.files.lock().unwrap();
+                        model_files::has_parts(files.as_ref(), recorded, path)
                     });
                     if !loaded || !same_parts {
                         load_task(shared, path, job.model_files.as_ref());
