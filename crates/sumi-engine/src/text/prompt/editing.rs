@@ -1,7 +1,7 @@
 //! Prompt editing (`[a:b:when]`, `[a:when]`, `[a::when]`) and alternation (`[a|b]`): A1111's
 //! `get_learned_conditioning_prompt_schedules`, a text per range of steps.
 
-use super::{check_len, PromptError, MAX_STEPS};
+use super::errors::{check_len, PromptError, MAX_STEPS};
 use crate::text::pychars::{find_byte, py_space, skip_chars};
 
 /// A prompt's texts over the steps: `(end_step, text)` pairs, end steps increasing and inclusive; the

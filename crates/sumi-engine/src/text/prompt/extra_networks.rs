@@ -1,7 +1,7 @@
 //! Extra-network tags (`<lora:name:0.8>`): A1111's `extra_networks.parse_prompt`, and the
 //! arguments of a LoRA tag as its LoRA extension reads them.
 
-use super::PromptError;
+use super::errors::PromptError;
 use crate::text::pychars::{is_word, py_float, py_int, skip_chars};
 
 /// One `<kind:arg1:arg2...>` tag.
