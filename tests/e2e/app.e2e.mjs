@@ -70,7 +70,12 @@ function stopDriver(d) {
   } catch {}
 }
 
-let driver = await startDriver({ SUMI_MODEL: path.join(root, "tests/fixtures/sd15") });
+// The model the first images are made with is a copy, so that it can move away later: the
+// gallery records where each image's model was, and a re-run looks there first.
+const models = fs.mkdtempSync(path.join(os.tmpdir(), "sumi-e2e-models-"));
+const sd15 = path.join(models, "sd15");
+fs.cpSync(path.join(root, "tests/fixtures/sd15"), sd15, { recursive: true });
+let driver = await startDriver({ SUMI_MODEL: sd15 });
 let session = null;
 let base = driver.base;
 
@@ -392,8 +397,9 @@ try {
   await screenshot("6-demo-model");
 
   // A re-run of an image that another model made: when Sumi cannot find that model (sd15 was
-  // named by SUMI_MODEL, which is gone, and no folder it searches holds it) the re-run uses the
-  // loaded model and says why its pixels will differ.
+  // named by SUMI_MODEL, which is gone, the folder it was loaded from has moved, and no folder
+  // Sumi searches holds it) the re-run uses the loaded model and says why its pixels will differ.
+  fs.renameSync(sd15, path.join(models, "moved"));
   const selectedModel = () =>
     js("const s = document.querySelector('[data-testid=model-select]'); return s.options[s.selectedIndex].text;");
   // Opens the oldest fox (the first image, made with sd15) in the gallery, out of `count`.
@@ -572,6 +578,7 @@ try {
   if (session) await wd("DELETE", s("")).catch(() => {});
   stopDriver(driver);
   fs.rmSync(home, { recursive: true, force: true });
+  fs.rmSync(models, { recursive: true, force: true });
 }
 console.log(failed ? "e2e FAILED" : `e2e passed; screenshots in ${shots}`);
 process.exit(failed ? 1 : 0);
