@@ -20,9 +20,13 @@ pub fn record(path: &Path, options: &LoadOptions) -> ModelFiles {
         clip_l: options.clip_l.as_deref().map(text),
         config_dir: options.config_dir.as_deref().map(text),
         tokenizer_dirs: options.tokenizer_dirs.iter().map(|d| text(d)).collect(),
-        prediction: options.prediction.map(|p| match p {
-            Parametrization::V => "v".to_string(),
-            _ => "eps".to_string(),
+        prediction: options.prediction.map(|p| {
+            match p {
+                Parametrization::Epsilon => "eps",
+                Parametrization::V => "v",
+                Parametrization::Flow => "flow",
+            }
+            .to_string()
         }),
     }
 }
@@ -91,6 +95,7 @@ pub fn fill_options(files: &ModelFiles, model: &Path, options: &mut LoadOptions)
         options.prediction = match files.prediction.as_deref() {
             Some("v") => Some(Parametrization::V),
             Some("eps") => Some(Parametrization::Epsilon),
+            Some("flow") => Some(Parametrization::Flow),
             _ => None,
         };
     }
@@ -137,6 +142,15 @@ mod tests {
         assert_eq!(options.clip_l, None);
         assert_eq!(options.tokenizer_dirs, [absolute(&toks)]);
         assert_eq!(options.prediction, Some(Parametrization::V));
+        for p in [Parametrization::Epsilon, Parametrization::Flow] {
+            let given = LoadOptions {
+                prediction: Some(p),
+                ..Default::default()
+            };
+            let mut back = LoadOptions::default();
+            fill_options(&record(&model, &given), &model, &mut back).unwrap();
+            assert_eq!(back.prediction, Some(p));
+        }
 
         // What the re-run names wins.
         let other = dir.path().join("other-vae.safetensors");
