@@ -192,7 +192,7 @@ pub fn differences(g: &Generation, model: &Model) -> Vec<String> {
 
 /// How the VAE of a run on a model loaded as `info` differs from the one `p` records ("was
 /// made with VAE ..., this run used ..."), by hash when both are known, else by name.
-pub fn other_vae(p: &GenerationParams, info: &sumi_engine::model::ModelInfo) -> Option<String> {
+fn other_vae(p: &GenerationParams, info: &sumi_engine::model::ModelInfo) -> Option<String> {
     let label = |name: &Option<String>, hash: &Option<String>| match (name, hash) {
         (None, None) => "the model's own".to_string(),
         (Some(n), Some(h)) => format!("{n} [{h}]"),
