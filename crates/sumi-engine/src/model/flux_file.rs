@@ -1,13 +1,14 @@
 //! Loading Flux from a transformer file (`flux1-dev.safetensors`, a GGUF file, BFL or diffusers
 //! names) and its companions as users keep them apart: T5 and CLIP-L text encoders, the VAE and
-//! the tokenizers, each given by an option or found next to the file and in ComfyUI's sibling
-//! folders (`models/text_encoders`, `models/clip`, `models/vae`).
+//! the tokenizers, each given by an option or found next to the file and in the part folders
+//! beside its folder (`companions`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
+use super::companions::{self, PartKind};
 use super::flux_folder::flux_levels;
 use super::flux_parts;
 use super::info::{model_name, ModelInfo};
@@ -52,6 +53,22 @@ fn parts_inside(path: &Path) -> (bool, bool, bool) {
     }
 }
 
+/// The `kind` part Sumi runs the Flux transformer file `path` with when no option names one:
+/// the file itself when it holds the part (a ComfyUI all-in-one checkpoint), else the file
+/// found beside it ([`companions::flux_default`]).
+pub fn default_part(path: &Path, kind: PartKind) -> Option<PathBuf> {
+    let (t5, clip, vae) = parts_inside(path);
+    let inside = match kind {
+        PartKind::T5 => t5,
+        PartKind::ClipL => clip,
+        PartKind::Vae => vae,
+    };
+    match inside {
+        true => Some(path.to_path_buf()),
+        false => companions::flux_default(path, kind),
+    }
+}
+
 /// Whether the single file at `path` holds a Flux transformer: a GGUF file, or a safetensors
 /// file with BFL or diffusers Flux block names (with or without ComfyUI's prefix).
 pub fn is_flux_file(path: &Path) -> bool {
@@ -88,57 +105,15 @@ fn scheduler_for(guidance_distilled: bool) -> FlowSchedulerConfig {
     }
 }
 
-/// The folders a companion of `file` may sit in: beside it, then ComfyUI's sibling `models/`
-/// folders named `siblings`.
-fn search_dirs(file: &Path, siblings: &[&str]) -> Vec<PathBuf> {
-    let Some(dir) = file.parent() else {
-        return Vec::new();
-    };
-    let mut out = vec![dir.to_path_buf()];
-    if let Some(models) = dir.parent() {
-        out.extend(
-            siblings
-                .iter()
-                .map(|s| models.join(s))
-                .filter(|d| d.is_dir()),
-        );
-    }
-    out
-}
-
-/// The first file (by name) in `dirs` whose lower-case name `fits`.
-fn find_file(dirs: &[PathBuf], fits: &dyn Fn(&str) -> bool) -> Option<PathBuf> {
-    dirs.iter().find_map(|d| {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(d)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| fits(&n.to_string_lossy().to_ascii_lowercase()))
-            })
-            .collect();
-        names.sort();
-        names.into_iter().next()
-    })
-}
-
-fn weights_ext(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".gguf")
-}
-
 /// The companion named by an option or found near `file`, or an error saying what is missing,
 /// how to pass it and where Sumi looked.
 fn companion(
     file: &Path,
     given: Option<&PathBuf>,
-    what: &str,
-    flag: &str,
+    kind: PartKind,
     example: &str,
-    siblings: &[&str],
-    fits: &dyn Fn(&str) -> bool,
 ) -> Result<PathBuf> {
+    let what = kind.what();
     if let Some(p) = given {
         return match p.exists() {
             true => Ok(p.clone()),
@@ -148,14 +123,15 @@ fn companion(
             )),
         };
     }
-    let dirs = search_dirs(file, siblings);
-    find_file(&dirs, fits).ok_or_else(|| {
+    companions::flux_default(file, kind).ok_or_else(|| {
+        let dirs = companions::search_dirs(file, kind);
         let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         Error::model(
             file,
             format!(
-                "is a Flux transformer without its {what}: pass {flag} (e.g. {example}, or a \
+                "is a Flux transformer without its {what}: pass {} FILE (e.g. {example}, or a \
                  diffusers folder); Sumi looked in {}",
+                kind.flag(),
                 looked.join(", ")
             ),
         )
@@ -266,37 +242,26 @@ pub(super) fn load(
     let t5_path = companion(
         path,
         t5_given.as_ref(),
-        "T5 text encoder",
-        "--t5 FILE",
+        PartKind::T5,
         "t5xxl_fp16.safetensors or t5-v1_1-xxl-encoder-Q8_0.gguf",
-        &["text_encoders", "clip"],
-        &|n| n.starts_with("t5") && weights_ext(n),
     )?;
     let clip_path = companion(
         path,
         clip_given.as_ref(),
-        "CLIP-L text encoder",
-        "--clip-l FILE",
+        PartKind::ClipL,
         "clip_l.safetensors",
-        &["text_encoders", "clip"],
-        &|n| n.starts_with("clip_l") && n.ends_with(".safetensors"),
     )?;
     // A VAE given with --vae replaces this one afterwards (Model::load_with_progress).
     let vae_path = match inside(vae_inside, &options.vae) {
         Some(v) => v,
-        None => companion(
-            path,
-            None,
-            "VAE",
-            "--vae FILE",
-            "ae.safetensors",
-            &["vae"],
-            &|n| {
-                n == "ae.safetensors"
-                    || (n.ends_with(".safetensors") && n.contains("flux") && n.contains("vae"))
-            },
-        )?,
+        None => companion(path, None, PartKind::Vae, "ae.safetensors")?,
     };
+    // Forge's modules: the parts kept in files of their own, in the order Forge lists them.
+    let modules: Vec<PathBuf> = [&vae_path, &clip_path, &t5_path]
+        .into_iter()
+        .filter(|p| p.is_file() && p.as_path() != path)
+        .cloned()
+        .collect();
     let roots = tokenizer_roots(&[&t5_path, &clip_path]);
     let extended = LoadOptions {
         tokenizer_dirs: roots
@@ -367,6 +332,7 @@ pub(super) fn load(
         hash: None,
         vae_name: None,
         vae_hash: None,
+        modules,
         recommended: None,
     };
     let params = ModelParams {

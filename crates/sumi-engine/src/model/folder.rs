@@ -94,6 +94,7 @@ pub(super) fn load(
         hash: None,
         vae_name: None,
         vae_hash: None,
+        modules: Vec::new(),
         recommended: recommended::read(dir)?,
     };
 

@@ -36,6 +36,10 @@ pub struct ModelInfo {
     pub vae_name: Option<String>,
     /// A1111's short hash of that VAE file (`VAE hash`), when the caller computed it.
     pub vae_hash: Option<String>,
+    /// The parts a Flux transformer file was loaded with from files of their own (VAE, CLIP-L,
+    /// T5, in the order Forge writes them as `Module 1`, `Module 2`, ...); empty for models
+    /// that hold their parts.
+    pub modules: Vec<PathBuf>,
     /// The settings the model folder recommends for itself (`sumi.json`), over its family's.
     pub recommended: Option<Recommended>,
 }

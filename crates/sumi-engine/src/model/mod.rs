@@ -2,6 +2,7 @@
 //! network, VAE, noise schedule) from a diffusers folder or a single-file checkpoint, the facts
 //! the family and configs imply, and the defaults for new requests.
 
+pub mod companions;
 mod flux_file;
 mod flux_folder;
 mod flux_parts;
@@ -26,7 +27,7 @@ use crate::preview::PreviewMap;
 use crate::sampling::schedules::{NoiseLevels, SchedulerConfig};
 use crate::text::TextEncoder;
 use crate::Result;
-pub use flux_file::is_flux_file;
+pub use flux_file::{default_part, is_flux_file};
 pub use flux_folder::{flux_levels, is_flux_folder};
 pub use folder::{folder_family, read_scheduler_config, read_unet_config};
 pub use info::{model_name, Defaults, ModelInfo};

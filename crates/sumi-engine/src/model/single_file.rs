@@ -143,6 +143,7 @@ pub(super) fn load(
         hash: None,
         vae_name: None,
         vae_hash: None,
+        modules: Vec::new(),
         recommended: None,
     };
     Ok(Parts {
