@@ -159,7 +159,7 @@ impl<'g> Walk<'g> {
         self.read_sampler(s, &mut p, image_size);
         self.read_model_and_prompts(s, &mut p);
         if let Some(decode) = trace.decode {
-            self.read_vae(decode);
+            self.read_vae(decode, &mut p);
         }
         p
     }

@@ -104,6 +104,8 @@ pub struct Parsed {
     pub vae_name: Option<String>,
     /// `VAE hash`.
     pub vae_hash: Option<String>,
+    /// Forge's `Module 1`, `Module 2`, ..., in their order.
+    pub modules: Vec<String>,
     /// `RNG` (A1111's noise source), lower-cased when it is one of A1111's own values.
     pub noise_source: Option<String>,
     /// `ENSD`.
@@ -171,6 +173,7 @@ impl Parsed {
             model_hash: self.model_hash.clone(),
             vae_name: self.vae_name.clone(),
             vae_hash: self.vae_hash.clone(),
+            modules: self.modules.clone(),
             // A1111 leaves RNG out for its default, the GPU's own generator.
             noise_source: self
                 .noise_source
@@ -228,7 +231,8 @@ pub fn format(p: &GenerationParams) -> String {
     if let Some(hash) = &p.vae_hash {
         pairs.push(("VAE hash", hash.clone()));
     }
-    if let Some(name) = &p.vae_name {
+    // Forge takes an A1111 `VAE` as the only module and then reads no `Module N`.
+    if let Some(name) = p.vae_name.as_ref().filter(|_| p.modules.is_empty()) {
         pairs.push(("VAE", name.clone()));
     }
     if let Some(seed) = p.variation_seed.filter(|_| p.variation_strength != 0.0) {
@@ -260,6 +264,16 @@ pub fn format(p: &GenerationParams) -> String {
         pairs.push(("Emphasis", name.to_string()));
     }
     pairs.extend(img2img::extra_pairs(p));
+    // Forge writes its modules last.
+    let modules: Vec<String> = (1..=p.modules.len())
+        .map(|i| format!("Module {i}"))
+        .collect();
+    pairs.extend(
+        modules
+            .iter()
+            .map(String::as_str)
+            .zip(p.modules.iter().cloned()),
+    );
     let line: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}: {}", quote(v)))
@@ -476,11 +490,20 @@ fn apply_pair(p: &mut Parsed, key: String, value: String) {
             p.emphasis = Some(mode.to_string());
             true
         }
+        other if module_number(other) == Some(p.modules.len() + 1) => {
+            p.modules.push(value.clone());
+            true
+        }
         other => img2img::apply(&mut p.img2img, other, &value),
     };
     if !ok {
         p.extras.push((key, value));
     }
+}
+
+/// N of Forge's `Module N` key.
+fn module_number(key: &str) -> Option<usize> {
+    key.strip_prefix("Module ")?.parse().ok()
 }
 
 /// Splits "DPM++ 2M Karras" into sampler "DPM++ 2M" and schedule "Karras" when no schedule was given.

@@ -42,6 +42,11 @@ pub struct GenerationParams {
     /// A1111's short hash of that VAE file (`VAE hash`: 10 hex digits of its SHA-256).
     #[serde(default)]
     pub vae_hash: Option<String>,
+    /// Forge's additional modules (`Module 1`, `Module 2`, ...): the VAE and text-encoder files
+    /// a model ran with apart from its own file, by their names without extension (for Flux
+    /// e.g. `ae`, `clip_l`, `t5xxl_fp16`), which a re-run looks for beside the model.
+    #[serde(default)]
+    pub modules: Vec<String>,
     /// Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
     pub noise_source: String,
     /// A1111's eta noise seed delta (0: none).
@@ -225,6 +230,7 @@ impl Default for GenerationParams {
             model_hash: None,
             vae_name: None,
             vae_hash: None,
+            modules: Vec::new(),
             noise_source: "cpu".into(),
             ensd: 0,
             variation_seed: None,

@@ -91,7 +91,7 @@ impl<'g> Walk<'g> {
             }
         }
         if let Some(encoders) = positive.chain.encoders {
-            self.note_text_encoders(encoders);
+            self.read_text_encoders(encoders, p);
         }
         p.guidance = positive.guidance;
         if positive.guidance.is_some() || positive.chain.encoders.is_some() {
@@ -300,22 +300,33 @@ impl<'g> Walk<'g> {
         tags
     }
 
-    /// Notes a VAE loaded apart from the checkpoint.
-    pub(super) fn read_vae(&mut self, decode: Node<'g>) {
+    /// Reads a VAE loaded apart from the checkpoint: A1111's `VAE` (its file name), or the
+    /// first of Forge's modules when the text encoders were loaded apart too.
+    pub(super) fn read_vae(&mut self, decode: Node<'g>, p: &mut GenerationParams) {
         match self.g.source(decode, "vae") {
             Some(v) if CHECKPOINTS.contains(&v.class) => {}
             Some(v) if v.class == "VAELoader" => {
                 if let Some(file) = self.ok(self.g.str_of(v, "vae_name")) {
                     self.notes.push(format!(
-                        "decoded with the separate VAE {}, which a re-run should use too",
+                        "decoded with the separate VAE {}, which a re-run looks for beside the \
+                         model",
                         shown(file)
                     ));
+                    match p.modules.is_empty() {
+                        true => p.vae_name = Some(file_name(file).to_string()),
+                        false => p.modules.insert(0, file_stem(file).to_string()),
+                    }
                 }
             }
             Some(v) => self.fail(format!("the VAE comes from {}", v.label())),
             None => self.fail(format!("{} is linked to no VAE", decode.label())),
         }
     }
+}
+
+/// A file's name without the folders ComfyUI lists it under.
+fn file_name(file: &str) -> &str {
+    file.rsplit(['/', '\\']).next().unwrap_or(file)
 }
 
 /// The prompt with the LoRA tags after it. A space, not a comma, joins them: A1111 cuts a tag

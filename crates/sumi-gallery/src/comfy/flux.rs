@@ -5,6 +5,7 @@
 use super::graph::{shown, Node};
 use super::names::file_stem;
 use super::Walk;
+use crate::record::GenerationParams;
 
 /// The `mu` of ComfyUI's Flux dev model sampling when no node changes it, which Sumi's Flux
 /// schedules use (`ModelSamplingFlux` in `comfy/model_sampling.py`).
@@ -46,19 +47,25 @@ impl<'g> Walk<'g> {
         }
     }
 
-    /// Notes the text encoder files a `DualCLIPLoader` loaded, which a re-run should find.
-    pub(super) fn note_text_encoders(&mut self, loader: Node<'g>) {
-        let names: Vec<String> = ["clip_name1", "clip_name2"]
+    /// Reads the text encoder files a `DualCLIPLoader` loaded as Forge's modules, which a re-run
+    /// looks for beside the model.
+    pub(super) fn read_text_encoders(&mut self, loader: Node<'g>, p: &mut GenerationParams) {
+        let files: Vec<&str> = ["clip_name1", "clip_name2"]
             .iter()
             .filter_map(|n| self.g.str_of(loader, n).ok())
-            .map(shown)
             .collect();
-        if !names.is_empty() {
+        if !files.is_empty() {
             self.notes.push(format!(
-                "encoded with the text encoders {}, which a re-run should use too",
-                names.join(" and ")
+                "encoded with the text encoders {}, which a re-run looks for beside the model",
+                files
+                    .iter()
+                    .map(|f| shown(f))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ));
         }
+        p.modules
+            .extend(files.iter().map(|f| file_stem(f).to_string()));
     }
 
     /// The text and guidance of a `CLIPTextEncodeFlux`. Sumi encodes one prompt with both

@@ -304,6 +304,8 @@ fn a_flux_graph_with_a_ksampler_reads_completely() {
         width: 1024,
         height: 768,
         model_name: "flux1-dev".into(),
+        // As Forge's modules: the VAE first, then the text encoders in the loader's order.
+        modules: vec!["ae".into(), "t5xxl_fp16".into(), "clip_l".into()],
         ..with_comfy_rules(GenerationParams::default())
     };
     assert_eq!(r.params, want);
@@ -311,8 +313,9 @@ fn a_flux_graph_with_a_ksampler_reads_completely() {
         r.notes,
         [
             "encoded with the text encoders t5xxl_fp16.safetensors and clip_l.safetensors, \
-             which a re-run should use too",
-            "decoded with the separate VAE ae.safetensors, which a re-run should use too"
+             which a re-run looks for beside the model",
+            "decoded with the separate VAE ae.safetensors, which a re-run looks for beside the \
+             model"
         ]
     );
 }

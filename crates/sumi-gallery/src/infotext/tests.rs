@@ -58,6 +58,46 @@ fn a_separate_vae_is_written_and_read_as_a1111_names_it() {
 }
 
 #[test]
+fn forge_modules_are_written_last_and_read_in_order() {
+    // As Forge 2 writes a Flux dev image whose VAE and text encoders were chosen apart.
+    let forge = "a fox\nSteps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1, \
+                 Distilled CFG Scale: 3.5, Seed: 7, Size: 896x1152, Model hash: 0b8e6c2d4f, \
+                 Model: flux1-dev-Q8_0, Version: f2.0.1v1.10.1-previous-635-gf5330788, \
+                 Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp8_e4m3fn";
+    let read = parse(forge);
+    assert_eq!(read.modules, ["ae", "clip_l", "t5xxl_fp8_e4m3fn"]);
+    assert!(read.extras.iter().all(|(k, _)| !k.starts_with("Module")));
+    let p = read.to_params().unwrap();
+    assert_eq!(p.modules, ["ae", "clip_l", "t5xxl_fp8_e4m3fn"]);
+    assert_eq!(p.guidance, Some(3.5));
+
+    // Sumi writes them last too, and no A1111 `VAE`, which Forge would take as the only
+    // module; the VAE's hash stays.
+    let mut p = sample();
+    p.modules = vec!["my-ae".into(), "clip_l".into(), "t5xxl_fp16".into()];
+    p.vae_name = Some("my-ae.safetensors".into());
+    p.vae_hash = Some("735e4c3a44".into());
+    let text = format(&p);
+    assert!(
+        text.ends_with("RNG: CPU, Module 1: my-ae, Module 2: clip_l, Module 3: t5xxl_fp16"),
+        "{text}"
+    );
+    assert!(
+        text.contains("VAE hash: 735e4c3a44") && !text.contains("VAE: "),
+        "{text}"
+    );
+    let back = parse(&text).to_params().unwrap();
+    assert_eq!(back.modules, p.modules);
+    assert_eq!(back.vae_name, None);
+
+    // A number out of order is not a module list Sumi can trust: kept as it came.
+    let odd =
+        parse("x\nSteps: 1, Sampler: Euler, CFG scale: 1, Seed: 1, Size: 64x64, Module 2: ae");
+    assert!(odd.modules.is_empty());
+    assert_eq!(odd.extras, [("Module 2".to_string(), "ae".to_string())]);
+}
+
+#[test]
 fn omits_empty_negative_and_quotes_awkward_values() {
     let mut p = sample();
     p.negative_prompt.clear();
