@@ -450,26 +450,37 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
         .collect();
     let home = gallery(&state).home().to_path_buf();
     let params = g.params.clone();
-    let known = [model_files::recorded_model(g.model_files.as_ref()), known].concat();
+    let recorded = g.model_files.clone();
+    let known = [model_files::recorded_model(recorded.as_ref()), known].concat();
     // Looking by hash may read whole checkpoints the first time: not on the page's thread.
     let found = tauri::async_runtime::spawn_blocking(move || {
-        find_model(&params, &known, &home, &mut |line| tracing::info!("{line}"))
+        let path = find_model(&params, &known, &home, &mut |line| tracing::info!("{line}"))?;
+        // Sumi's own images record their files; another tool's name their parts.
+        let mut notes = Vec::new();
+        let files = recorded.or_else(|| {
+            let note = &mut |line: &str| notes.push(line.to_string());
+            sumi_runtime::named_parts::from_names(&params, &path, note)
+        });
+        Ok::<_, sumi_runtime::RuntimeError>((path, files, notes))
     })
     .await
     .map_err(|e| CommandError::Invalid(format!("The search for the model failed: {e}")))?;
     let loaded = state.worker.model();
+    let mut files = g.model_files.clone();
     let (model, note) = match found {
-        Ok(path) => {
+        Ok((path, found_files, notes)) => {
+            files = found_files;
             let is_loaded = loaded
                 .as_ref()
                 .is_some_and(|m| g.params.made_with(&m.name, m.hash.as_deref()));
-            let note = (!is_loaded).then(|| {
+            let loading = (!is_loaded).then(|| {
                 format!(
                     "Loading {}, the model that made #{id}, for this re-run.",
                     g.params.model_label()
                 )
             });
-            (Some(path), note)
+            let note = loading.into_iter().chain(notes).collect::<Vec<_>>();
+            (Some(path), (!note.is_empty()).then(|| note.join(" ")))
         }
         Err(_) => {
             let Some(m) = loaded else {
@@ -488,7 +499,7 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
     let r = sumi_runtime::record::request(&g.params);
     let seed = r.seed;
     let job = state.worker.enqueue(Job {
-        model_files: g.model_files.clone(),
+        model_files: files,
         made_from: g.params.img2img.as_ref().and_then(|i| i.made_from),
         request: r,
         comparison: None,

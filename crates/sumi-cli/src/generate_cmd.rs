@@ -291,10 +291,15 @@ pub fn run(args: GenerateArgs, home: &Path) -> Result<()> {
         offload: args.offload.parse()?,
         ..Default::default()
     };
-    if let Some(files) = recorded
-        .as_ref()
-        .and_then(|r| r.generation.model_files.as_ref())
-    {
+    // Sumi's own images record their files; another tool's name their parts in the infotext.
+    let recorded_files = recorded.as_ref().and_then(|r| {
+        let g = &r.generation;
+        g.model_files.clone().or_else(|| {
+            let note = &mut |line: &str| eprintln!("note: {line}");
+            sumi_runtime::named_parts::from_names(&g.params, &path, note)
+        })
+    });
+    if let Some(files) = &recorded_files {
         model_files::fill_options(files, &path, &mut options)?;
     }
     let files = model_files::record(&path, &options);

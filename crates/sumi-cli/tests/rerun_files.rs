@@ -155,3 +155,97 @@ fn a_separate_vae_is_recorded_as_a1111_does_and_named_when_a_rerun_differs() {
         "{err}"
     );
 }
+
+#[test]
+fn an_image_brought_from_another_computer_finds_its_forge_modules_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // Forge's folders: the transformer in models/Stable-diffusion, the VAE in models/VAE, the
+    // text encoders in models/text_encoder.
+    let models = dir.path().join("models");
+    let (checkpoints, encoders) = (models.join("Stable-diffusion"), models.join("text_encoder"));
+    let pipe = fixtures().join("pipe-dev");
+    for part in ["tokenizer", "tokenizer_2"] {
+        common::copy_dir(&pipe.join(part), &checkpoints.join(part));
+    }
+    for d in [&encoders, &models.join("VAE")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let model = checkpoints.join("flux1-dev-pipe-Q8_0.gguf");
+    std::fs::copy(fixtures().join("files/flux1-dev-pipe-Q8_0.gguf"), &model).unwrap();
+    let copy = |from: &str, to: &Path| std::fs::copy(pipe.join(from), to).unwrap();
+    copy(
+        "vae/diffusion_pytorch_model.safetensors",
+        &models.join("VAE/ae.safetensors"),
+    );
+    copy(
+        "text_encoder/model.safetensors",
+        &encoders.join("clip_l.safetensors"),
+    );
+    let t5 = encoders.join("t5xxl_fp8_e4m3fn.safetensors");
+    copy("text_encoder_2/model.safetensors", &t5);
+    // The T5 Sumi would take when none is named (the first by name): not one it can read.
+    std::fs::write(encoders.join("t5xxl_fp16.safetensors"), b"not weights").unwrap();
+
+    let made_png = dir.path().join("made.png");
+    let path = |p: &Path| p.display().to_string();
+    let made = sumi(
+        &dir.path().join("home-a"),
+        &[
+            "generate",
+            "--model",
+            &path(&model),
+            "--t5",
+            &path(&t5),
+            "-p",
+            "a kite",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "2",
+            "--seed",
+            "9",
+            "-o",
+            &path(&made_png),
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    let png = String::from_utf8_lossy(&std::fs::read(&made_png).unwrap()).into_owned();
+    assert!(
+        png.contains("Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp8_e4m3fn"),
+        "the infotext names the modules as Forge does"
+    );
+
+    // Another gallery, which has no record of the files: the names find them.
+    let home = dir.path().join("home-b");
+    let in_models = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sumi"))
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env("SUMI_MODEL_DIRS", &models)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("sumi runs")
+    };
+    let imported = in_models(&["gallery", "import", &path(&made_png)]);
+    assert!(imported.status.success(), "{}", text(&imported));
+    let again = in_models(&["gallery", "rerun", "1"]);
+    assert!(
+        text(&again).contains("identical pixels to #1"),
+        "{}",
+        text(&again)
+    );
+
+    // A module that is not there is named, and the re-run takes what Sumi finds.
+    std::fs::rename(&t5, dir.path().join("elsewhere.safetensors")).unwrap();
+    let gone = in_models(&["gallery", "rerun", "1"]);
+    let err = text(&gone);
+    assert!(
+        err.contains("t5xxl_fp8_e4m3fn, which this image was made with, is not among"),
+        "{err}"
+    );
+    assert!(!gone.status.success(), "{err}");
+    assert!(err.contains("t5xxl_fp16.safetensors"), "{err}");
+}

@@ -11,6 +11,7 @@ pub mod import;
 pub mod limits;
 pub mod load;
 pub mod model_files;
+pub mod named_parts;
 pub mod networks;
 pub mod record;
 pub mod rerun;

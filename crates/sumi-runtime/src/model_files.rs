@@ -102,7 +102,7 @@ pub fn fill_options(files: &ModelFiles, model: &Path, options: &mut LoadOptions)
     Ok(())
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p)
         .or_else(|_| std::path::absolute(p))
         .unwrap_or_else(|_| p.to_path_buf())

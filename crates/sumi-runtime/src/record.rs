@@ -37,6 +37,7 @@ pub fn params(request: &Request, model: &Model) -> GenerationParams {
         model_hash: model.info.hash.clone(),
         vae_name: model.info.vae_name.clone(),
         vae_hash: model.info.vae_hash.clone(),
+        modules: module_names(&model.info.modules),
         noise_source: request.noise.name().to_string(),
         // A1111 records ENSD only where it changes the picture: samplers that draw step noise.
         ensd: if draws_step_noise(&request.sampler) {
@@ -209,6 +210,15 @@ pub fn request(p: &GenerationParams) -> Request {
 /// The emphasis mode a record names; an unknown one falls back to the default.
 fn emphasis(recorded: &str) -> Emphasis {
     recorded.parse().unwrap_or_default()
+}
+
+/// Forge's names of the modules a model ran with: the file names without their extension.
+pub fn module_names(files: &[std::path::PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| f.file_stem())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -161,6 +161,9 @@ pub fn differences(g: &Generation, model: &Model) -> Vec<String> {
     if let Some(vae) = other_vae(&g.params, &model.info) {
         why.push(format!("#{} {vae}", g.id));
     }
+    if let Some(modules) = other_modules(&g.params, &model.info) {
+        why.push(format!("#{} {modules}", g.id));
+    }
     let now = crate::record::meta(model, Default::default(), None);
     // An imported image records no device: another tool made it.
     if g.meta.device.is_empty() {
@@ -213,6 +216,29 @@ fn other_vae(p: &GenerationParams, info: &sumi_engine::model::ModelInfo) -> Opti
             } else {
                 ""
             }
+        )
+    })
+}
+
+/// How the modules (Forge's `Module N`: separate VAE and text-encoder files) of a run on a
+/// model loaded as `info` differ from those `p` records; nothing when `p` records none.
+fn other_modules(p: &GenerationParams, info: &sumi_engine::model::ModelInfo) -> Option<String> {
+    let now = crate::record::module_names(&info.modules);
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    let shown = |v: &[String]| match v.is_empty() {
+        true => "none".to_string(),
+        false => v.join(", "),
+    };
+    (!p.modules.is_empty() && sorted(&p.modules) != sorted(&now)).then(|| {
+        format!(
+            "was made with the modules {}, this run used {} (pass the others with --vae, \
+             --clip-l and --t5)",
+            shown(&p.modules),
+            shown(&now)
         )
     })
 }
@@ -304,5 +330,46 @@ mod tests {
         );
         let note = other_model_note(&params, "sd15", Some("0000000000")).unwrap();
         assert!(note.starts_with("Made with sd15 [ab12cd34ef]"), "{note}");
+    }
+
+    #[test]
+    fn other_modules_are_named_when_the_image_records_some() {
+        let mut info = sumi_engine::model::ModelInfo {
+            name: "flux1-dev-Q8_0".into(),
+            path: "/m/flux1-dev-Q8_0.gguf".into(),
+            family: sumi_engine::family::Family::Flux,
+            prediction: sumi_engine::Parametrization::Flow,
+            turbo: false,
+            guidance_distilled: true,
+            native_size: 1024,
+            downscale: 8,
+            scaling_factor: 0.3611,
+            hash: None,
+            vae_name: None,
+            vae_hash: None,
+            modules: ["ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.gguf"]
+                .map(|f| format!("/m/{f}").into())
+                .to_vec(),
+            recommended: None,
+        };
+        let mut p = made_by("flux1-dev-Q8_0", None);
+        // An image that records none (a diffusers folder, an older Sumi) says nothing.
+        assert_eq!(other_modules(&p, &info), None);
+        // Forge's order is the user's: the same files in another order are the same.
+        p.modules = ["t5xxl_fp16", "ae", "clip_l"].map(String::from).to_vec();
+        assert_eq!(other_modules(&p, &info), None);
+        p.modules[0] = "t5xxl_fp8_e4m3fn".into();
+        let why = other_modules(&p, &info).unwrap();
+        assert!(
+            why.starts_with(
+                "was made with the modules t5xxl_fp8_e4m3fn, ae, clip_l, this run used ae, \
+                 clip_l, t5xxl_fp16"
+            ),
+            "{why}"
+        );
+        info.modules.clear();
+        assert!(other_modules(&p, &info)
+            .unwrap()
+            .contains("this run used none"));
     }
 }

@@ -661,6 +661,12 @@ vae_name: string | null,
  */
 vae_hash: string | null, 
 /**
+ * Forge's additional modules (`Module 1`, `Module 2`, ...): the VAE and text-encoder files
+ * a model ran with apart from its own file, by their names without extension (for Flux
+ * e.g. `ae`, `clip_l`, `t5xxl_fp16`), which a re-run looks for beside the model.
+ */
+modules: Array<string>, 
+/**
  * Which noise source made the noise: "cpu", "nv", "comfy-cpu" or "comfy-nv".
  */
 noise_source: string, 
