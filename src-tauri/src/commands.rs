@@ -473,12 +473,18 @@ pub async fn rerun(state: State<'_, AppState>, id: i64) -> Res<Queued> {
             let is_loaded = loaded
                 .as_ref()
                 .is_some_and(|m| g.params.made_with(&m.name, m.hash.as_deref()));
-            let loading = (!is_loaded).then(|| {
-                format!(
+            let loading = match (is_loaded, state.worker.needs_load(&path, files.as_ref())) {
+                (false, _) => Some(format!(
                     "Loading {}, the model that made #{id}, for this re-run.",
                     g.params.model_label()
-                )
-            });
+                )),
+                (true, true) => Some(format!(
+                    "Loading {} again with the VAE or text encoders #{id} was made with, for \
+                     this re-run.",
+                    g.params.model_label()
+                )),
+                (true, false) => None,
+            };
             let note = loading.into_iter().chain(notes).collect::<Vec<_>>();
             (Some(path), (!note.is_empty()).then(|| note.join(" ")))
         }

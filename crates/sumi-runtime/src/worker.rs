@@ -392,6 +392,12 @@ impl Worker {
         self.shared.state.lock().unwrap().model.clone()
     }
 
+    /// Whether a re-run on the model at `path` with the parts `recorded` names will load it
+    /// (as things stand now; the queue may change them before it runs).
+    pub fn needs_load(&self, path: &std::path::Path, recorded: Option<&ModelFiles>) -> bool {
+        needs_load(&self.shared, path, recorded)
+    }
+
     /// The model load that is running (with its stage) or waiting next, if any.
     pub fn loading(&self) -> Option<LoadingView> {
         let st = self.shared.state.lock().unwrap();
@@ -472,17 +478,7 @@ fn run(shared: &Shared) {
                 let items = queue_items(&shared.state.lock().unwrap());
                 shared.sink.event(WorkerEvent::Queue { items });
                 if let Some(path) = &job.model {
-                    let loaded = shared
-                        .model
-                        .read()
-                        .unwrap()
-                        .as_ref()
-                        .is_some_and(|m| same_path(&m.info.path, path));
-                    let same_parts = job.model_files.as_ref().is_none_or(|recorded| {
-                        let files = shared.files.lock().unwrap();
-                        model_files::has_parts(files.as_ref(), recorded, path)
-                    });
-                    if !loaded || !same_parts {
+                    if needs_load(shared, path, job.model_files.as_ref()) {
                         load_task(shared, path, job.model_files.as_ref());
                     }
                 }
@@ -497,6 +493,22 @@ fn run(shared: &Shared) {
             }
         }
     }
+}
+
+/// Whether a job for the model at `path` with the parts `recorded` names has to load it first:
+/// another model is loaded, or this one with other parts.
+fn needs_load(shared: &Shared, path: &std::path::Path, recorded: Option<&ModelFiles>) -> bool {
+    let loaded = shared
+        .model
+        .read()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|m| same_path(&m.info.path, path));
+    let same_parts = recorded.is_none_or(|recorded| {
+        let files = shared.files.lock().unwrap();
+        model_files::has_parts(files.as_ref(), recorded, path)
+    });
+    !loaded || !same_parts
 }
 
 /// Whether two paths name the same file or folder.

@@ -399,7 +399,7 @@ fn a_rerun_loads_the_parts_its_image_was_made_with_and_records_them_again() {
         |(e, _)| matches!(e, WorkerEvent::ModelFailed { message } if message.contains("--clip-l"))
     ));
     worker.enqueue(Job {
-        model: Some(model),
+        model: Some(model.clone()),
         model_files: Some(files.clone()),
         ..job(flux_request)
     });
@@ -407,5 +407,13 @@ fn a_rerun_loads_the_parts_its_image_was_made_with_and_records_them_again() {
         panic!("the re-run with its recorded parts failed");
     };
     let saved = gallery.lock().unwrap().get(id).unwrap();
-    assert_eq!(saved.model_files, Some(files));
+    assert_eq!(saved.model_files, Some(files.clone()));
+    // The loaded model has these parts; other parts, or another model, would load.
+    assert!(!worker.needs_load(&model, Some(&files)));
+    let other_vae = sumi_gallery::ModelFiles {
+        vae: Some(pipe.join("elsewhere").display().to_string()),
+        ..files
+    };
+    assert!(worker.needs_load(&model, Some(&other_vae)));
+    assert!(worker.needs_load(&fixture(), None));
 }
