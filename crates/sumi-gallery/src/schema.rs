@@ -164,8 +164,10 @@ pub fn open(path: &Path) -> Result<Connection> {
     )
     .map_err(classify)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // The first statements read the header: a foreign or damaged file fails here.
-    let header = read_header(&conn).map_err(classify)?;
+    // The first statements read the header: a foreign or damaged file fails here. Another
+    // process recovering the WAL after a crash holds it for a moment, and a reader's "busy"
+    // there does not always wait: try again.
+    let header = retry_busy(|| read_header(&conn)).map_err(classify)?;
     if header.version > 0 && header.app_id != APPLICATION_ID {
         return Err(GalleryError::DamagedDb {
             path: path.to_path_buf(),

@@ -25,6 +25,8 @@ const CHILD_ENV: &str = "SUMI_KILL_CHILD";
 const ROUNDS: usize = 120;
 /// Longest time a child runs before it is killed.
 const MAX_LIFE_MS: u64 = 200;
+/// How long an open beside a frozen child may wait before the child is let go on.
+const FROZEN_WAIT: Duration = Duration::from_secs(2);
 
 fn main() {
     match std::env::var_os(CHILD_ENV) {
@@ -96,6 +98,7 @@ fn parent() {
     let mut deleted = BTreeSet::new();
     let mut deletes_started = 0;
     let mut repaired = 0;
+    let mut waits = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env(CHILD_ENV, home.path())
@@ -109,15 +112,32 @@ fn parent() {
             // gallery beside it, then let it go on: had the open touched its files, its next
             // step would fail and it would exit on its own.
             pause(&child, true);
-            let g = Gallery::open(home.path())
+            // Frozen inside SQLite's own exclusive moments (recovering the WAL its killed
+            // predecessor left), the child makes every other connection wait: the open must
+            // wait for it, not fail, so the child goes on if the open is still waiting.
+            let opening = {
+                let home = home.path().to_path_buf();
+                std::thread::spawn(move || {
+                    Gallery::open(&home).map(|g| g.open_report().moved_aside.clone())
+                })
+            };
+            let frozen_since = Instant::now();
+            while !opening.is_finished() && frozen_since.elapsed() < FROZEN_WAIT {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let waited = !opening.is_finished();
+            if waited {
+                waits += 1;
+                pause(&child, false);
+            }
+            let moved_aside = opening
+                .join()
+                .unwrap()
                 .unwrap_or_else(|e| panic!("round {round}: open beside a live writer failed: {e}"));
-            assert!(
-                g.open_report().moved_aside.is_empty(),
-                "round {round}: {:?}",
-                g.open_report()
-            );
-            drop(g);
-            pause(&child, false);
+            assert!(moved_aside.is_empty(), "round {round}: {moved_aside:?}");
+            if !waited {
+                pause(&child, false);
+            }
             std::thread::sleep(Duration::from_millis(life / 2));
         } else {
             std::thread::sleep(Duration::from_millis(life));
@@ -231,7 +251,7 @@ fn parent() {
     );
     eprintln!(
         "kill test: {ROUNDS} kills, {} saves and {deletes_started} deletes reported, \
-         {repaired} opens repaired something, {:.1} s",
+         {repaired} opens repaired something, {waits} opens waited for a frozen child, {:.1} s",
         reported.len(),
         started.elapsed().as_secs_f64()
     );
