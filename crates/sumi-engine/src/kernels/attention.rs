@@ -103,33 +103,47 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bf16: bool) -
     Tensor::from_vec(out, (b, lq, c), q.device())
 }
 
-/// `[B, L, heads * d]` rearranged as `[B, heads, L, d]`.
+/// `[B, L, heads * d]` rearranged as `[B, heads, L, d]`, one (image, head) per task.
 fn heads_rows(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f32> {
     let c = heads * d;
     let mut out = vec![0f32; b * l * c];
-    for (img, dst) in out.chunks_mut(l * c).enumerate() {
-        let src = &x[img * l * c..(img + 1) * l * c];
-        for h in 0..heads {
-            for (r, row) in dst[h * l * d..(h + 1) * l * d].chunks_mut(d).enumerate() {
+    out.par_chunks_mut(l * d)
+        .enumerate()
+        .for_each(|(set, dst)| {
+            let (img, h) = (set / heads, set % heads);
+            let src = &x[img * l * c..(img + 1) * l * c];
+            for (r, row) in dst.chunks_mut(d).enumerate() {
                 row.copy_from_slice(&src[r * c + h * d..r * c + h * d + d]);
             }
-        }
-    }
+        });
     out
 }
 
-/// `[B, L, heads * d]` rearranged as `[B, heads, d, L]`.
+/// Rows of the source a transposing pass reads together: each of their `d` columns is then
+/// written as one 64-byte run.
+const TRANSPOSE_ROWS: usize = 16;
+
+/// `[B, L, heads * d]` rearranged as `[B, heads, d, L]`, one (image, head) per task, in blocks
+/// of rows so that reads and writes both move whole cache lines (a plain scatter went through
+/// memory with a stride of `L` floats: 36-48 ms of Flux's 180 ms attention at 512x512).
 fn heads_columns(x: &[f32], b: usize, l: usize, heads: usize, d: usize) -> Vec<f32> {
     let c = heads * d;
     let mut out = vec![0f32; b * l * c];
-    for (img, dst) in out.chunks_mut(l * c).enumerate() {
-        let src = &x[img * l * c..(img + 1) * l * c];
-        for (r, row) in src.chunks(c).enumerate() {
-            for (hi, &x) in row.iter().enumerate() {
-                dst[hi * l + r] = x;
+    out.par_chunks_mut(d * l)
+        .enumerate()
+        .for_each(|(set, dst)| {
+            let (img, h) = (set / heads, set % heads);
+            let src = &x[img * l * c..(img + 1) * l * c];
+            for r0 in (0..l).step_by(TRANSPOSE_ROWS) {
+                let r1 = l.min(r0 + TRANSPOSE_ROWS);
+                for i in 0..d {
+                    let column = &mut dst[i * l + r0..i * l + r1];
+                    for (o, r) in column.iter_mut().zip(r0..r1) {
+                        *o = src[r * c + h * d + i];
+                    }
+                }
             }
-        }
-    }
+        });
     out
 }
 
