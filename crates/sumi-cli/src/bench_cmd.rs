@@ -116,11 +116,12 @@ fn print_table(r: &BenchReport) {
         for op in &t.profile {
             listed += op.seconds;
             println!(
-                "  {:<12} {:>10.4} s {:>5.1}% {:>6} calls",
+                "  {:<12} {:>10.4} s {:>5.1}% {:>6} calls {:>5.2} cores busy",
                 op.op,
                 op.seconds,
                 100.0 * op.seconds / mean,
-                op.calls
+                op.calls,
+                op.cpu_seconds / op.seconds.max(1e-9)
             );
         }
         let rest = mean - listed;

@@ -23,9 +23,15 @@ pub struct OpTime {
     pub calls: u64,
     /// Seconds in those calls.
     pub seconds: f64,
+    /// CPU seconds the process spent in those calls, all threads together (so `cpu_seconds /
+    /// seconds` is how many cores were busy on average); 0 where the platform does not say.
+    pub cpu_seconds: f64,
 }
 
-static TOTALS: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+/// Per kind: wall time, process CPU time, calls.
+type Totals = BTreeMap<&'static str, (Duration, Duration, u64)>;
+
+static TOTALS: Mutex<Totals> = Mutex::new(BTreeMap::new());
 
 /// Whether `SUMI_PROFILE=1`.
 pub fn enabled() -> bool {
@@ -39,18 +45,35 @@ pub fn time<T>(op: &'static str, device: &Device, f: impl FnOnce() -> Result<T>)
         return f();
     }
     device.synchronize()?;
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), process_cpu());
     let out = f()?;
     device.synchronize()?;
-    record(op, start.elapsed());
+    record(op, start.elapsed(), process_cpu().saturating_sub(cpu));
     Ok(out)
 }
 
-fn record(op: &'static str, spent: Duration) {
+/// CPU time the whole process has used so far.
+fn process_cpu() -> Duration {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the one timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0 {
+            return Duration::new(t.tv_sec as u64, t.tv_nsec as u32);
+        }
+    }
+    Duration::ZERO
+}
+
+fn record(op: &'static str, spent: Duration, cpu: Duration) {
     let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
     let total = totals.entry(op).or_default();
     total.0 += spent;
-    total.1 += 1;
+    total.1 += cpu;
+    total.2 += 1;
 }
 
 /// The totals since the last call, divided by `runs`, most time first; starts new totals.
@@ -59,10 +82,11 @@ pub fn take(runs: usize) -> Vec<OpTime> {
     let runs = runs.max(1);
     let mut out: Vec<OpTime> = totals
         .into_iter()
-        .map(|(op, (spent, calls))| OpTime {
+        .map(|(op, (spent, cpu, calls))| OpTime {
             op: op.to_string(),
             calls: calls / runs as u64,
             seconds: spent.as_secs_f64() / runs as f64,
+            cpu_seconds: cpu.as_secs_f64() / runs as f64,
         })
         .collect();
     out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
@@ -76,12 +100,14 @@ mod tests {
     #[test]
     fn totals_are_per_run_and_start_again_after_take() {
         take(1);
-        record("convolution", Duration::from_millis(30));
-        record("convolution", Duration::from_millis(10));
-        record("attention", Duration::from_millis(60));
+        let ms = Duration::from_millis;
+        record("convolution", ms(30), ms(50));
+        record("convolution", ms(10), ms(20));
+        record("attention", ms(60), ms(100));
         let got = take(2);
         assert_eq!(got[0].op, "attention");
         assert!((got[0].seconds - 0.03).abs() < 1e-9);
+        assert!((got[0].cpu_seconds - 0.05).abs() < 1e-9);
         assert_eq!((got[1].op.as_str(), got[1].calls), ("convolution", 1));
         assert!((got[1].seconds - 0.02).abs() < 1e-9);
         assert!(take(1).is_empty());
